@@ -1,0 +1,57 @@
+//! The shared vocabulary of AUTH.
+//!
+//! Every workload crate speaks in these types: a [`Reading`] from a meter, the
+//! [`Utility`] it measures, the [`Region`] it lives in, the binary [`codec`]
+//! used for log values, the [`PipelineSpec`] that configures everything, and
+//! the [`ports`] that the embedded and the real adapters implement.
+
+pub mod codec;
+pub mod ports;
+pub mod reading;
+pub mod region;
+pub mod spec;
+
+pub use reading::{CustomerKind, InvalidReason, Reading, Utility};
+pub use region::Region;
+pub use spec::PipelineSpec;
+
+/// The log partition of a customer's readings.
+///
+/// Every producer uses this function, so one customer's readings always land
+/// in the same partition of a utility topic and stay ordered. It is a fixed
+/// mixing function (SplitMix64's finaliser), stable across releases.
+pub fn partition_for(customer_id: u64, partitions: u32) -> u32 {
+    let mut z = customer_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z % u64::from(partitions.max(1))) as u32
+}
+
+/// Name of the log topic for one utility of a pipeline: `<pipeline>.<utility>`.
+pub fn utility_topic(pipeline: &str, utility: Utility) -> String {
+    format!("{pipeline}.{}", utility.as_str())
+}
+
+/// Name of a pipeline's dead-letter topic: `<pipeline>.dlq`.
+pub fn dead_letter_topic(pipeline: &str) -> String {
+    format!("{pipeline}.dlq")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_spread_and_stay_in_range() {
+        let mut counts = [0u32; 8];
+        for customer in 0..80_000u64 {
+            counts[partition_for(customer, 8) as usize] += 1;
+        }
+        for count in counts {
+            assert!((9_000..11_000).contains(&count), "uneven spread: {counts:?}");
+        }
+        assert_eq!(partition_for(42, 1), 0);
+        assert_eq!(partition_for(42, 0), 0);
+    }
+}

@@ -1,0 +1,244 @@
+//! The ports: what the workloads need from the reading log and the serving
+//! store, implemented once by the embedded adapters (`auth-embedded`) and once
+//! by the real servers (Kafka, Redis).
+//!
+//! Semantics every adapter keeps:
+//! - The log is a set of topics split into partitions; a record gets the next
+//!   offset of its partition; a producer's `send` returns only when the
+//!   records are durable; consumers of one group share the partitions and are
+//!   told of every assignment change before they get records of a new partition.
+//! - The serving store applies one [`PartitionFlush`] atomically: its window
+//!   upserts and its checkpoint land together or not at all. Window writes are
+//!   upserts of whole aggregates, so writing the same flush twice is harmless.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::reading::Utility;
+use crate::region::Region;
+
+pub type Result<T, E = PortError> = std::result::Result<T, E>;
+
+/// A failure of an adapter. [`PortError::is_retryable`] tells a caller whether
+/// trying again later may succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("{what} is unavailable: {message}")]
+    Unavailable { what: String, message: String },
+    #[error("{what} was refused: {message}")]
+    Rejected { what: String, message: String },
+    #[error("{0} is shut down")]
+    Closed(String),
+}
+
+impl PortError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PortError::Unavailable { .. })
+    }
+}
+
+/// One partition of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: u32) -> Self {
+        Self { topic: Arc::from(topic), partition }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// A record to append to a topic.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    /// Chosen by the producer, see [`crate::partition_for`].
+    pub partition: u32,
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub offset: u64,
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+/// Records of one partition, in offset order.
+#[derive(Debug, Clone)]
+pub struct PartitionRecords {
+    pub partition: TopicPartition,
+    pub records: Vec<LogRecord>,
+}
+
+/// What a consumer's poll brings.
+#[derive(Debug)]
+pub enum Polled {
+    /// These partitions now belong to this consumer; it reads them from the
+    /// group's committed offset (or the start) unless it seeks elsewhere.
+    Assigned(Vec<TopicPartition>),
+    /// These partitions were taken away; their records stop coming.
+    Revoked(Vec<TopicPartition>),
+    Records(Vec<PartitionRecords>),
+    /// Nothing arrived before the timeout.
+    Idle,
+}
+
+/// A reading log: Kafka, or the embedded log.
+#[async_trait]
+pub trait ReadingLog: Send + Sync {
+    /// Creates the topic, or grows it to `partitions`; never shrinks it.
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<()>;
+    /// Number of partitions of an existing topic.
+    async fn partitions(&self, topic: &str) -> Result<u32>;
+    /// The next offset to be written in every partition of a topic.
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>>;
+    fn producer(&self) -> Result<Arc<dyn LogProducer>>;
+    /// Joins consumer `group` for `topics`.
+    fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn LogConsumer>>;
+}
+
+#[async_trait]
+pub trait LogProducer: Send + Sync {
+    /// Appends the records; returns once every one of them is durable.
+    async fn send(&self, topic: &str, records: Vec<OutRecord>) -> Result<()>;
+}
+
+#[async_trait]
+pub trait LogConsumer: Send {
+    /// Waits up to `timeout` for assignment changes or records (at most `max_records`).
+    async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Polled>;
+    /// Continues an assigned partition at `offset`.
+    fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()>;
+    /// Records the group's progress (informational: the stream engine keeps
+    /// its offsets in its checkpoints).
+    async fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()>;
+}
+
+/// Sum, count, minimum and maximum of the readings in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Aggregate {
+    pub sum: f64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Aggregate {
+    pub fn of(value: f64) -> Self {
+        Self { sum: value, count: 1, min: value, max: value }
+    }
+
+    pub fn add(&mut self, value: f64) {
+        self.sum += value;
+        self.count += 1;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    pub fn merge(&mut self, other: &Aggregate) {
+        self.sum += other.sum;
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+}
+
+/// Whose window it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WindowOwner {
+    Customer(u64),
+    Region(Region),
+}
+
+/// One tumbling window: `[start_ms, start_ms + width_ms)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowSlot {
+    pub width_ms: i64,
+    pub start_ms: i64,
+}
+
+/// The whole current content of one window, as computed from one partition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowUpdate {
+    pub owner: WindowOwner,
+    pub utility: Utility,
+    pub slot: WindowSlot,
+    pub aggregate: Aggregate,
+    /// The partition's watermark has passed the window's end.
+    pub closed: bool,
+}
+
+/// What one partition's processor writes in one atomic step.
+#[derive(Debug, Clone)]
+pub struct PartitionFlush {
+    pub partition: TopicPartition,
+    pub windows: Vec<WindowUpdate>,
+    /// Open-window state and offsets of the partition, when this flush is a checkpoint.
+    pub checkpoint: Option<Bytes>,
+}
+
+/// A window as the serving store returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredWindow {
+    pub utility: Utility,
+    #[serde(flatten)]
+    pub slot: WindowSlot,
+    #[serde(flatten)]
+    pub aggregate: Aggregate,
+    pub closed: bool,
+}
+
+/// A region's window, merged over every partition that contributed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionWindow {
+    pub region: Region,
+    #[serde(flatten)]
+    pub window: StoredWindow,
+}
+
+/// The serving store: Redis, or the in-memory store.
+#[async_trait]
+pub trait ServingStore: Send + Sync {
+    /// Applies the window upserts and the checkpoint of one partition atomically.
+    async fn apply(&self, flush: PartitionFlush) -> Result<()>;
+    /// The last checkpoint written for a partition.
+    async fn load_checkpoint(&self, partition: &TopicPartition) -> Result<Option<Bytes>>;
+    /// A customer's recent windows, every utility and size, oldest first.
+    async fn customer_windows(&self, customer_id: u64) -> Result<Vec<StoredWindow>>;
+    /// Every region's windows of one size starting at or after `since_ms`.
+    async fn region_windows(&self, width_ms: i64, since_ms: i64) -> Result<Vec<RegionWindow>>;
+    /// Up to `limit` customers with windows, lowest ids first.
+    async fn known_customers(&self, limit: usize) -> Result<Vec<u64>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregates_add_and_merge() {
+        let mut left = Aggregate::of(2.0);
+        left.add(5.0);
+        let mut right = Aggregate::of(1.0);
+        right.merge(&left);
+        assert_eq!(right, Aggregate { sum: 8.0, count: 3, min: 1.0, max: 5.0 });
+    }
+}

@@ -1,0 +1,392 @@
+//! `PipelineSpec`: the one configuration type.
+//!
+//! It is the `spec` of the `UtilityPipeline` custom resource and the config
+//! file every workload reads (`auth up --config spec.yaml`). Every field has a
+//! default, so an empty file is a valid spec. Field names are camelCase, as
+//! Kubernetes resources spell them; durations carry their unit in the name.
+
+use std::fmt;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::reading::Utility;
+
+const DAY_SECS: u32 = 86_400;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PipelineSpec {
+    /// Utilities the pipeline carries; one log topic each.
+    pub utilities: Vec<Utility>,
+    pub windows: WindowSpec,
+    pub log: LogSpec,
+    pub serving: ServingSpec,
+    pub stream: StreamSpec,
+    pub simulator: SimulatorSpec,
+}
+
+/// Event-time windowing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WindowSpec {
+    /// Tumbling window sizes, aligned to the Unix epoch; each divides a day.
+    /// A one-day window is always kept too: it holds today's totals.
+    pub sizes_secs: Vec<u32>,
+    /// Bounded out-of-orderness: a partition's watermark trails its newest event time by this much.
+    pub out_of_orderness_secs: u32,
+    /// How long after its end a window still accepts readings (and is emitted again).
+    pub allowed_lateness_secs: u32,
+    /// A partition without records for this long no longer holds back the operator watermark.
+    pub idle_timeout_secs: u32,
+}
+
+/// The reading log (Kafka topics, or the embedded log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LogSpec {
+    /// Partitions per utility topic.
+    pub partitions: u32,
+    /// Records older than this are deleted (Kafka `retention.ms`).
+    pub retention_secs: u64,
+    /// A partition keeps at most this many bytes (Kafka `retention.bytes`).
+    pub retention_bytes: u64,
+}
+
+/// The serving store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServingSpec {
+    /// Closed windows kept per customer, utility and window size (older ones are dropped).
+    pub recent_windows: u32,
+}
+
+/// The stream processor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StreamSpec {
+    /// How often changed windows, open ones included, are written to the serving store.
+    pub flush_interval_ms: u64,
+    /// How often open-window state and offsets are checkpointed.
+    pub checkpoint_interval_ms: u64,
+    /// Most records taken from the log in one poll.
+    pub max_poll_records: u32,
+}
+
+/// How the simulator runs its clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SimulatorMode {
+    /// Event time follows the wall clock.
+    RealTime,
+    /// Event time runs `timeFactor` times faster than the wall clock.
+    Accelerated,
+    /// Readings are produced as fast as the sink takes them.
+    AsFastAsPossible,
+}
+
+/// The meter fleet simulator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SimulatorSpec {
+    pub customers: u64,
+    /// The same seed gives the same fleet and the same readings.
+    pub seed: u64,
+    /// Share of customers that are businesses.
+    pub business_share: f64,
+    /// Share of customers with a gas meter (every customer has electricity and water).
+    pub gas_share: f64,
+    /// Interval between two readings of one meter.
+    pub heartbeat_secs: u32,
+    pub mode: SimulatorMode,
+    /// Event-time speed-up in `accelerated` mode.
+    pub time_factor: f64,
+    /// Event time of the first reading, UTC ms; the wall clock at start when absent.
+    pub start_ms: Option<i64>,
+    /// Share of readings delayed by up to `disorderSecs` (within the watermark bound when small).
+    pub out_of_order_share: f64,
+    pub disorder_secs: u32,
+    /// Share of readings delayed by `lateSecs`, past the allowed lateness.
+    pub late_share: f64,
+    pub late_secs: u32,
+    /// Share of readings sent twice (as an MQTT QoS 1 redelivery does).
+    pub duplicate_share: f64,
+    /// Share of malformed readings (negative, not finite, or undecodable).
+    pub malformed_share: f64,
+}
+
+impl Default for PipelineSpec {
+    fn default() -> Self {
+        Self {
+            utilities: Utility::ALL.to_vec(),
+            windows: WindowSpec::default(),
+            log: LogSpec::default(),
+            serving: ServingSpec::default(),
+            stream: StreamSpec::default(),
+            simulator: SimulatorSpec::default(),
+        }
+    }
+}
+
+impl Default for WindowSpec {
+    fn default() -> Self {
+        Self { sizes_secs: vec![60, 3_600, DAY_SECS], out_of_orderness_secs: 10, allowed_lateness_secs: 60, idle_timeout_secs: 30 }
+    }
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        Self { partitions: 6, retention_secs: 7 * u64::from(DAY_SECS), retention_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+impl Default for ServingSpec {
+    fn default() -> Self {
+        Self { recent_windows: 60 }
+    }
+}
+
+impl Default for StreamSpec {
+    fn default() -> Self {
+        Self { flush_interval_ms: 1_000, checkpoint_interval_ms: 10_000, max_poll_records: 8_192 }
+    }
+}
+
+impl Default for SimulatorSpec {
+    fn default() -> Self {
+        Self {
+            customers: 10_000,
+            seed: 1,
+            business_share: 0.1,
+            gas_share: 0.6,
+            heartbeat_secs: 5,
+            mode: SimulatorMode::RealTime,
+            time_factor: 60.0,
+            start_ms: None,
+            out_of_order_share: 0.0,
+            disorder_secs: 8,
+            late_share: 0.0,
+            late_secs: 600,
+            duplicate_share: 0.0,
+            malformed_share: 0.0,
+        }
+    }
+}
+
+impl WindowSpec {
+    /// The window sizes the engine keeps: the configured ones plus one day, sorted, in ms.
+    pub fn effective_sizes_ms(&self) -> Vec<i64> {
+        let mut sizes: Vec<i64> = self.sizes_secs.iter().map(|&secs| i64::from(secs) * 1_000).collect();
+        sizes.push(i64::from(DAY_SECS) * 1_000);
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+}
+
+/// One problem with a spec, with the path of the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// Dotted path, e.g. `windows.sizesSecs[1]`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read pipeline spec {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("pipeline spec {origin} is not valid YAML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("pipeline spec {origin} is invalid:\n{}", list(.problems))]
+    Invalid { origin: String, problems: Vec<FieldProblem> },
+}
+
+fn list(problems: &[FieldProblem]) -> String {
+    problems.iter().map(|problem| format!("  - {problem}")).collect::<Vec<_>>().join("\n")
+}
+
+impl PipelineSpec {
+    /// Loads a spec from a YAML file, then checks it; see [`PipelineSpec::from_yaml`].
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { path: path.display().to_string(), source })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses a spec from YAML. An unknown field, a value of the wrong type and
+    /// every rule [`PipelineSpec::problems`] checks come back as errors naming
+    /// the field path; `origin` names the input in messages.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, SpecError> {
+        let tree: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(serde_json::Map::new())
+        } else {
+            serde_saphyr::from_str(text)
+                .map_err(|err| SpecError::Syntax { origin: origin.to_owned(), message: err.to_string() })?
+        };
+        let tree = if tree.is_null() { serde_json::Value::Object(serde_json::Map::new()) } else { tree };
+        let spec: PipelineSpec = serde_path_to_error::deserialize(tree).map_err(|err| {
+            let path = err.path().to_string();
+            SpecError::Invalid {
+                origin: origin.to_owned(),
+                problems: vec![FieldProblem { path, message: err.into_inner().to_string() }],
+            }
+        })?;
+        let problems = spec.problems();
+        if problems.is_empty() { Ok(spec) } else { Err(SpecError::Invalid { origin: origin.to_owned(), problems }) }
+    }
+
+    /// Every rule the spec breaks, each with its field path.
+    pub fn problems(&self) -> Vec<FieldProblem> {
+        let mut problems = Problems::default();
+        if self.utilities.is_empty() {
+            problems.add("utilities", "needs at least one utility");
+        }
+        for (index, utility) in self.utilities.iter().enumerate() {
+            if self.utilities[..index].contains(utility) {
+                problems.add(format!("utilities[{index}]"), format!("{utility} is listed twice"));
+            }
+        }
+        let windows = &self.windows;
+        if windows.sizes_secs.is_empty() {
+            problems.add("windows.sizesSecs", "needs at least one window size");
+        }
+        for (index, &size) in windows.sizes_secs.iter().enumerate() {
+            let path = format!("windows.sizesSecs[{index}]");
+            if size == 0 || DAY_SECS % size != 0 {
+                problems.add(path, format!("{size} s does not divide a day (86400 s) into whole windows"));
+            } else if windows.sizes_secs[..index].contains(&size) {
+                problems.add(path, format!("{size} s is listed twice"));
+            }
+        }
+        if windows.out_of_orderness_secs > 3_600 {
+            problems.add("windows.outOfOrdernessSecs", "must be at most 3600 s");
+        }
+        if windows.allowed_lateness_secs > DAY_SECS {
+            problems.add("windows.allowedLatenessSecs", "must be at most 86400 s");
+        }
+        if windows.idle_timeout_secs == 0 {
+            problems.add("windows.idleTimeoutSecs", "must be at least 1 s");
+        }
+        if !(1..=1_024).contains(&self.log.partitions) {
+            problems.add("log.partitions", "must be between 1 and 1024");
+        }
+        if self.log.retention_secs == 0 {
+            problems.add("log.retentionSecs", "must be at least 1 s");
+        }
+        if self.log.retention_bytes < 1024 * 1024 {
+            problems.add("log.retentionBytes", "must be at least 1 MiB");
+        }
+        if self.serving.recent_windows == 0 {
+            problems.add("serving.recentWindows", "must keep at least one window");
+        }
+        let stream = &self.stream;
+        if stream.flush_interval_ms == 0 {
+            problems.add("stream.flushIntervalMs", "must be at least 1 ms");
+        }
+        if stream.checkpoint_interval_ms < stream.flush_interval_ms {
+            problems.add("stream.checkpointIntervalMs", "must be at least stream.flushIntervalMs");
+        }
+        if stream.max_poll_records == 0 {
+            problems.add("stream.maxPollRecords", "must be at least 1");
+        }
+        let simulator = &self.simulator;
+        if simulator.heartbeat_secs == 0 {
+            problems.add("simulator.heartbeatSecs", "must be at least 1 s");
+        }
+        if !(simulator.time_factor.is_finite() && simulator.time_factor > 0.0) {
+            problems.add("simulator.timeFactor", "must be a positive number");
+        }
+        for (name, share) in [
+            ("businessShare", simulator.business_share),
+            ("gasShare", simulator.gas_share),
+            ("outOfOrderShare", simulator.out_of_order_share),
+            ("lateShare", simulator.late_share),
+            ("duplicateShare", simulator.duplicate_share),
+            ("malformedShare", simulator.malformed_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                problems.add(format!("simulator.{name}"), format!("{share} is not a share between 0 and 1"));
+            }
+        }
+        problems.0
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<FieldProblem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldProblem { path: path.into(), message: message.into() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(yaml: &str) -> Vec<FieldProblem> {
+        match PipelineSpec::from_yaml(yaml, "test.yaml") {
+            Err(SpecError::Invalid { problems, .. }) => problems,
+            other => panic!("expected an invalid spec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(PipelineSpec::from_yaml("", "empty").expect("valid"), PipelineSpec::default());
+        assert!(PipelineSpec::default().problems().is_empty());
+        assert_eq!(PipelineSpec::default().windows.effective_sizes_ms(), vec![60_000, 3_600_000, 86_400_000]);
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let spec = PipelineSpec::from_yaml("windows:\n  sizesSecs: [300]\nsimulator:\n  customers: 5\n", "t")
+            .expect("valid");
+        assert_eq!(spec.windows.sizes_secs, vec![300]);
+        assert_eq!(spec.windows.out_of_orderness_secs, 10);
+        assert_eq!(spec.simulator.customers, 5);
+        assert_eq!(spec.windows.effective_sizes_ms(), vec![300_000, 86_400_000]);
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let problems = problems_of("simulator:\n  custommers: 5\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "simulator.custommers");
+        assert!(problems[0].message.contains("custommers"), "{}", problems[0].message);
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let problems = problems_of("windows:\n  sizesSecs: [60, ten]\n");
+        assert_eq!(problems[0].path, "windows.sizesSecs[1]");
+    }
+
+    #[test]
+    fn every_rule_broken_is_reported() {
+        let problems = problems_of(
+            "utilities: []\nwindows:\n  sizesSecs: [60, 7, 60]\nlog:\n  partitions: 0\nsimulator:\n  lateShare: 2\n",
+        );
+        let paths: Vec<&str> = problems.iter().map(|problem| problem.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["utilities", "windows.sizesSecs[1]", "windows.sizesSecs[2]", "log.partitions", "simulator.lateShare"]
+        );
+        let message = SpecError::Invalid { origin: "x".into(), problems }.to_string();
+        assert!(message.contains("log.partitions: must be between 1 and 1024"), "{message}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(matches!(PipelineSpec::from_yaml("windows: [", "t"), Err(SpecError::Syntax { .. })));
+    }
+}
