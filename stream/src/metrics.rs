@@ -1,0 +1,21 @@
+//! Metric names of the stream processor, in one place.
+
+/// Readings taken from the log, by `utility` and `outcome`
+/// (`counted`, `counted_late`, `duplicate`, `too_late`, `malformed`).
+pub const READINGS: &str = "auth_stream_readings_total";
+/// Windows closed by the watermark and emitted, by `utility`.
+pub const WINDOWS_EMITTED: &str = "auth_stream_windows_emitted_total";
+/// Readings past the allowed lateness, left to the daily batch, by `utility`.
+pub const LATE_READINGS: &str = "auth_stream_late_readings_total";
+/// Records sent to the dead-letter topic.
+pub const DEAD_LETTERS: &str = "auth_stream_dead_letters_total";
+/// The operator watermark (minimum over active partitions), UTC ms.
+pub const WATERMARK: &str = "auth_stream_watermark_ms";
+/// Seconds since the last checkpoint completed.
+pub const CHECKPOINT_AGE: &str = "auth_stream_checkpoint_age_seconds";
+/// Duration of flushes to the serving store.
+pub const FLUSH_DURATION: &str = "auth_stream_flush_duration_seconds";
+/// Records in the log not yet processed, over assigned partitions.
+pub const CONSUMER_LAG: &str = "auth_stream_consumer_lag_records";
+/// Partitions assigned to this processor.
+pub const ASSIGNED_PARTITIONS: &str = "auth_stream_assigned_partitions";
