@@ -1,0 +1,268 @@
+//! The engine suite: the processor against the ports, end to end through the
+//! log and the serving store. It runs here on the embedded adapters; the real
+//! adapters run the same functions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_core::ports::{Polled, ReadingLog, ServingStore, WindowSlot};
+use auth_core::spec::{PipelineSpec, SimulatorSpec};
+use auth_core::{CustomerKind, Reading, Region, Utility, codec, dead_letter_topic, partition_for, utility_topic};
+use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
+use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
+use auth_stream::{Processor, ProcessorConfig};
+use bytes::Bytes;
+
+const PIPELINE: &str = "test";
+const MINUTE: i64 = 60_000;
+/// 2026-11-28T00:00:00Z.
+const T0: i64 = 1_795_824_000_000;
+
+fn new_log() -> Arc<dyn ReadingLog> {
+    Arc::new(EmbeddedLog::new(Retention { max_age: Duration::from_secs(86_400), max_bytes_per_partition: 1 << 32 }))
+}
+
+fn new_store() -> Arc<dyn ServingStore> {
+    Arc::new(MemoryStore::new(10_000))
+}
+
+fn spec(partitions: u32) -> PipelineSpec {
+    let mut spec = PipelineSpec::default();
+    spec.log.partitions = partitions;
+    spec.windows.sizes_secs = vec![60, 3_600];
+    spec
+}
+
+/// A config whose processor only flushes when the test says so.
+fn manual_config(spec: &PipelineSpec, max_poll_records: usize) -> ProcessorConfig {
+    ProcessorConfig {
+        flush_interval: Duration::from_secs(3_600),
+        checkpoint_interval: Duration::from_secs(3_600),
+        max_poll_records,
+        ..ProcessorConfig::from_spec(PIPELINE, spec)
+    }
+}
+
+async fn create_topics(log: &dyn ReadingLog, spec: &PipelineSpec) {
+    for utility in Utility::ALL {
+        log.ensure_topic(&utility_topic(PIPELINE, utility), spec.log.partitions).await.expect("topic");
+    }
+    log.ensure_topic(&dead_letter_topic(PIPELINE), 1).await.expect("dlq topic");
+}
+
+fn reading(customer_id: u64, region: &str, ts_ms: i64, value: f64) -> Reading {
+    Reading {
+        meter_id: customer_id * 4,
+        customer_id,
+        utility: Utility::Electricity,
+        region: Region::from_code(region).expect("known region"),
+        customer_kind: CustomerKind::Residential,
+        ts_ms,
+        value,
+    }
+}
+
+/// Everything a user can read from the serving store, in a comparable form.
+type Dump = BTreeMap<String, (u64, u64, u64, u64, bool)>;
+
+async fn dump(store: &dyn ServingStore, widths: &[i64]) -> Dump {
+    let mut out = Dump::new();
+    for customer in store.known_customers(usize::MAX).await.expect("customers") {
+        for window in store.customer_windows(customer).await.expect("windows") {
+            let a = window.aggregate;
+            out.insert(
+                format!("customer {customer} {} {:?}", window.utility, window.slot),
+                (a.sum.to_bits(), a.count, a.min.to_bits(), a.max.to_bits(), window.closed),
+            );
+        }
+    }
+    for &width in widths {
+        for window in store.region_windows(width, 0).await.expect("regions") {
+            let a = window.window.aggregate;
+            out.insert(
+                format!("region {} {} {:?}", window.region, window.window.utility, window.window.slot),
+                (a.sum.to_bits(), a.count, a.min.to_bits(), a.max.to_bits(), window.window.closed),
+            );
+        }
+    }
+    out
+}
+
+async fn read_all(log: &dyn ReadingLog, topic: &str, group: &str) -> Vec<Bytes> {
+    let mut consumer = log.consumer(group, &[topic.to_owned()]).expect("consumer");
+    let mut values = Vec::new();
+    loop {
+        match consumer.poll(10_000, Duration::from_millis(50)).await.expect("poll") {
+            Polled::Records(batches) => values.extend(batches.into_iter().flat_map(|b| b.records).map(|r| r.value)),
+            Polled::Idle => return values,
+            Polled::Assigned(_) | Polled::Revoked(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn scripted_fleet_gives_exactly_the_expected_windows() {
+    let (log, store) = (new_log(), new_store());
+    let spec = spec(2);
+    create_topics(log.as_ref(), &spec).await;
+    let topic = utility_topic(PIPELINE, Utility::Electricity);
+    let script: Vec<(Reading, &str)> = vec![
+        (reading(1, "US-NY", T0 + 1_000, 1.0), "counted"),
+        (reading(2, "US-NY", T0 + 2_000, 10.0), "counted"),
+        (reading(1, "US-NY", T0 + 30_000, 2.0), "counted"),
+        (reading(1, "US-NY", T0 + 20_000, 4.0), "counted, out of order"),
+        (reading(1, "US-NY", T0 + 30_000, 2.0), "duplicate"),
+        (reading(1, "US-NY", T0 + 95_000, 8.0), "counted; closes minute 0 for customer 1's partition"),
+        (reading(1, "US-NY", T0 + 50_000, 16.0), "counted late, minute 0 re-emitted"),
+        (reading(1, "US-NY", T0 + 200_000, 32.0), "counted; purges minute 0"),
+        (reading(1, "US-NY", T0 + 10_000, 64.0), "too late"),
+        (reading(3, "US-CA", T0 + 201_000, 100.0), "counted"),
+    ];
+    let records: Vec<_> = script
+        .iter()
+        .map(|(r, _)| auth_core::ports::OutRecord {
+            partition: partition_for(r.customer_id, 2),
+            key: Bytes::from(r.customer_id.to_string()),
+            value: Bytes::copy_from_slice(&codec::encode(r)),
+        })
+        .chain([auth_core::ports::OutRecord { partition: 0, key: Bytes::from_static(b"9"), value: Bytes::from_static(b"\x01garbage") }])
+        .collect();
+    log.producer().expect("producer").send(&topic, records).await.expect("send");
+
+    let mut processor = Processor::new(manual_config(&spec, 3), log.as_ref(), Arc::clone(&store)).expect("processor");
+    processor.drain(log.as_ref()).await.expect("drain");
+
+    let minutes = |customer| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .customer_windows(customer)
+                .await
+                .expect("windows")
+                .into_iter()
+                .filter(|w| w.slot.width_ms == MINUTE)
+                .map(|w| ((w.slot.start_ms - T0) / MINUTE, w.aggregate.sum, w.aggregate.count, w.closed))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(minutes(1).await, vec![(0, 23.0, 4, true), (1, 8.0, 1, true), (3, 32.0, 1, false)]);
+    assert_eq!(minutes(2).await, vec![(0, 10.0, 1, false)]);
+    assert_eq!(minutes(3).await, vec![(3, 100.0, 1, false)]);
+    let hour = store.customer_windows(1).await.expect("windows").into_iter().find(|w| w.slot.width_ms == 3_600_000);
+    assert_eq!(hour.map(|w| (w.aggregate.sum, w.aggregate.min, w.aggregate.max)), Some((63.0, 1.0, 32.0)));
+
+    let new_york = Region::from_code("US-NY").expect("New York");
+    let regions = store.region_windows(MINUTE, 0).await.expect("regions");
+    let ny_minute_0 = regions
+        .iter()
+        .find(|w| w.region == new_york && w.window.slot == WindowSlot { width_ms: MINUTE, start_ms: T0 })
+        .expect("New York minute 0");
+    assert_eq!((ny_minute_0.window.aggregate.sum, ny_minute_0.window.aggregate.count), (33.0, 5));
+    let day = store.region_windows(86_400_000, T0).await.expect("days");
+    let total: f64 = day.iter().map(|w| w.window.aggregate.sum).sum();
+    assert_eq!(total, 1.0 + 10.0 + 2.0 + 4.0 + 8.0 + 16.0 + 32.0 + 100.0, "today's totals over every region");
+
+    let counts = processor.counts();
+    assert_eq!((counts.duplicates, counts.too_late, counts.malformed, counts.counted_late), (1, 1, 1, 1));
+    let in_log = read_all(log.as_ref(), &topic, "audit").await;
+    let too_late = codec::encode(&script[8].0);
+    assert!(in_log.iter().any(|value| value[..] == too_late[..]), "the too-late reading stays in the log");
+    let letters = read_all(log.as_ref(), &dead_letter_topic(PIPELINE), "audit").await;
+    assert_eq!(letters.len(), 1);
+    let letter: serde_json::Value = serde_json::from_slice(&letters[0]).expect("dead letter is JSON");
+    let before_garbage = script.iter().filter(|(r, _)| partition_for(r.customer_id, 2) == 0).count();
+    assert_eq!((letter["partition"].as_u64(), letter["offset"].as_u64()), (Some(0), Some(before_garbage as u64)));
+    assert!(letter["reason"].as_str().is_some_and(|reason| reason.contains("41")), "{letter}");
+}
+
+async fn load_simulated(log: &dyn ReadingLog, spec: &PipelineSpec, minutes: i64) -> u64 {
+    create_topics(log, spec).await;
+    let mut simulator = Simulator::new(&spec.simulator, T0);
+    let mut sink = LogSink::new(log.producer().expect("producer"), PIPELINE, spec.log.partitions);
+    let mut written = 0;
+    let mut batch: Vec<Simulated> = Vec::new();
+    while simulator.event_time_ms() < T0 + minutes * MINUTE {
+        batch.clear();
+        simulator.fill(&mut batch, 1_000);
+        sink.write(&batch).await.expect("write");
+        written += batch.len() as u64;
+    }
+    written
+}
+
+fn knobbed_spec() -> PipelineSpec {
+    let mut spec = spec(3);
+    spec.simulator = SimulatorSpec {
+        customers: 150,
+        seed: 11,
+        out_of_order_share: 0.05,
+        late_share: 0.01,
+        late_secs: 200,
+        duplicate_share: 0.02,
+        malformed_share: 0.005,
+        ..SimulatorSpec::default()
+    };
+    spec
+}
+
+#[tokio::test]
+async fn a_crash_after_a_checkpoint_changes_nothing() {
+    let spec = knobbed_spec();
+    let widths = spec.windows.effective_sizes_ms();
+    let log = new_log();
+    load_simulated(log.as_ref(), &spec, 20).await;
+
+    let reference_store = new_store();
+    let mut reference = Processor::new(manual_config(&spec, 400), log.as_ref(), Arc::clone(&reference_store)).expect("processor");
+    reference.drain(log.as_ref()).await.expect("drain");
+    let expected = dump(reference_store.as_ref(), &widths).await;
+    let expected_counts = reference.counts();
+    drop(reference);
+    assert!(expected.len() > 1_000, "the run produced windows: {}", expected.len());
+    assert!(expected_counts.too_late > 0 && expected_counts.duplicates > 0 && expected_counts.malformed > 0);
+
+    let mut rng = fastrand::Rng::with_seed(5);
+    for run in 0..5 {
+        let store = new_store();
+        let group_config = ProcessorConfig { group: format!("crash-{run}"), ..manual_config(&spec, 400) };
+        let mut processor = Processor::new(group_config.clone(), log.as_ref(), Arc::clone(&store)).expect("processor");
+        let cut_after = rng.usize(3..60);
+        let checkpoint_every = rng.usize(2..7);
+        for step in 1..=cut_after {
+            processor.step().await.expect("step");
+            processor.flush(step % checkpoint_every == 0).await.expect("flush");
+        }
+        // Abrupt stop: whatever happened since the last checkpoint is lost.
+        drop(processor);
+        let mut restarted = Processor::new(group_config, log.as_ref(), Arc::clone(&store)).expect("processor");
+        restarted.drain(log.as_ref()).await.expect("drain");
+        let actual = dump(store.as_ref(), &widths).await;
+        assert_eq!(actual.len(), expected.len(), "run {run}, cut after step {cut_after}");
+        assert!(actual == expected, "run {run}: serving store differs after a crash at step {cut_after}");
+        assert_eq!(restarted.counts(), expected_counts, "run {run}: counts differ");
+    }
+}
+
+#[tokio::test]
+async fn two_processors_in_one_group_equal_one() {
+    let spec = knobbed_spec();
+    let widths = spec.windows.effective_sizes_ms();
+    let log = new_log();
+    load_simulated(log.as_ref(), &spec, 10).await;
+
+    let single_store = new_store();
+    let mut single = Processor::new(manual_config(&spec, 500), log.as_ref(), Arc::clone(&single_store)).expect("processor");
+    single.drain(log.as_ref()).await.expect("drain");
+    let expected = dump(single_store.as_ref(), &widths).await;
+
+    let store = new_store();
+    let config = ProcessorConfig { group: "pair".into(), ..manual_config(&spec, 500) };
+    let mut first = Processor::new(config.clone(), log.as_ref(), Arc::clone(&store)).expect("processor");
+    let mut second = Processor::new(config, log.as_ref(), Arc::clone(&store)).expect("processor");
+    let (a, b) = tokio::join!(first.drain(log.as_ref()), second.drain(log.as_ref()));
+    a.expect("first");
+    b.expect("second");
+    assert!(!first.positions().is_empty() && !second.positions().is_empty(), "both got partitions");
+    assert!(dump(store.as_ref(), &widths).await == expected, "two processors give the same windows as one");
+}
