@@ -1,1 +1,71 @@
-fn main() {}
+//! `auth`: every role of AUTH in one binary.
+// The CLI is where output for people is printed.
+#![allow(clippy::print_stdout)]
+
+mod bench;
+mod simulate;
+mod telemetry;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use auth_core::PipelineSpec;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "auth", version, about = "AUTH - Analytics of Utility Things")]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `auth_stream=debug`.
+    #[arg(long, env = "AUTH_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the whole pipeline in one process on embedded adapters and serves the dashboard.
+    Up(up::UpArgs),
+    /// Prints simulated readings as NDJSON, the edge format.
+    Simulate(simulate::SimulateArgs),
+    /// Checks a pipeline spec file, or prints the default spec.
+    Spec {
+        /// The spec to check; without it, the defaults are printed as YAML.
+        file: Option<PathBuf>,
+    },
+    /// Runs a benchmark; its last output line is one JSON object with the figures.
+    Bench(bench::BenchArgs),
+}
+
+/// Loads the spec at `path`, or the defaults when there is none.
+pub(crate) fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<PipelineSpec> {
+    match path {
+        Some(path) => Ok(PipelineSpec::load(path)?),
+        None => Ok(PipelineSpec::default()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => {
+            let metrics = telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(up::run(args, metrics))
+        }
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Spec { file } => {
+            let spec = load_spec(file.as_deref())?;
+            match file {
+                Some(path) => println!("{} is a valid pipeline spec", path.display()),
+                None => print!("{}", serde_saphyr::to_string(&spec).context("rendering the default spec")?),
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            telemetry::init(&cli.log)?;
+            bench::run(args)
+        }
+    }
+}

@@ -119,7 +119,7 @@ pub trait LogProducer: Send + Sync {
 }
 
 #[async_trait]
-pub trait LogConsumer: Send {
+pub trait LogConsumer: Send + Sync {
     /// Waits up to `timeout` for assignment changes or records (at most `max_records`).
     async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Polled>;
     /// Continues an assigned partition at `offset`.

@@ -1,0 +1,279 @@
+//! `auth bench <name>`: benchmarks on one core. Each prints what it does and
+//! ends with one JSON line of figures whose names carry their unit.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use auth_core::ports::{Polled, ReadingLog, ServingStore, TopicPartition};
+use auth_core::spec::{PipelineSpec, SimulatorMode};
+use auth_core::{Reading, Utility, codec, dead_letter_topic, utility_topic};
+use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
+use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
+use auth_stream::{PartitionWindows, Processor, ProcessorConfig};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+/// 2026-11-28T00:00:00Z: benchmarks use a fixed event time.
+const BENCH_START_MS: i64 = 1_795_824_000_000;
+const PIPELINE: &str = "bench";
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Log codec on one core. Figures: decode_readings_per_sec, encode_readings_per_sec,
+    /// json_decode_readings_per_sec, decode_vs_json (how many times faster than the JSON edge format).
+    Codec {
+        #[arg(long, default_value_t = 5_000_000)]
+        readings: usize,
+    },
+    /// Simulator as fast as possible on one core. Figures: readings_per_sec (generated),
+    /// encoded_readings_per_sec (generated and encoded for the log).
+    Simulate {
+        #[arg(long, default_value_t = 20_000_000)]
+        readings: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: u64,
+    },
+    /// Window engine on the embedded log on one core, all window sizes, customer and region keys.
+    /// Figures: readings_per_sec (log -> processor -> serving store, with flushes and checkpoints),
+    /// window_state_readings_per_sec (log -> window state only), baseline_readings_per_sec
+    /// (log -> one hash map of per-customer minute sums), time_vs_baseline, ns_per_reading,
+    /// bytes_per_window (memory per open customer window), open_windows, customers.
+    Engine {
+        #[arg(long, default_value_t = 10_000_000)]
+        readings: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 6)]
+        partitions: u32,
+    },
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let figures = match args.which {
+        Bench::Codec { readings } => codec_bench(readings),
+        Bench::Simulate { readings, customers } => simulate_bench(readings, customers),
+        Bench::Engine { readings, customers, partitions } => runtime.block_on(engine_bench(readings, customers, partitions))?,
+    };
+    println!("{figures}");
+    Ok(())
+}
+
+fn per_sec(count: usize, elapsed: Duration) -> f64 {
+    (count as f64 / elapsed.as_secs_f64()).round()
+}
+
+fn simulated_readings(count: usize, customers: u64) -> Vec<Reading> {
+    let mut spec = PipelineSpec::default().simulator;
+    spec.customers = customers;
+    let mut simulator = Simulator::new(&spec, BENCH_START_MS);
+    let mut items = Vec::with_capacity(count);
+    simulator.fill(&mut items, count);
+    items
+        .into_iter()
+        .filter_map(|item| match item {
+            Simulated::Reading(reading) => Some(reading),
+            Simulated::Garbage { .. } => None,
+        })
+        .collect()
+}
+
+fn codec_bench(count: usize) -> serde_json::Value {
+    let readings = simulated_readings(count, 100_000);
+    let mut encoded = Vec::with_capacity(readings.len() * codec::ENCODED_LEN);
+    let started = Instant::now();
+    for reading in &readings {
+        codec::encode_into(reading, &mut encoded);
+    }
+    let encode = started.elapsed();
+    let started = Instant::now();
+    let mut total = 0.0;
+    for record in encoded.chunks_exact(codec::ENCODED_LEN) {
+        if let Ok(reading) = codec::decode(black_box(record)) {
+            total += reading.value;
+        }
+    }
+    black_box(total);
+    let decode = started.elapsed();
+    let json_count = readings.len() / 10;
+    let json: Vec<String> = readings[..json_count].iter().map(|reading| reading.to_json().to_string()).collect();
+    let started = Instant::now();
+    for text in &json {
+        let value: serde_json::Value = serde_json::from_str(black_box(text)).unwrap_or_default();
+        black_box(Reading::from_json(&value, BENCH_START_MS).ok());
+    }
+    let json_decode = started.elapsed();
+    println!("codec: {} readings, {} bytes each", readings.len(), codec::ENCODED_LEN);
+    let decode_rate = per_sec(readings.len(), decode);
+    let json_rate = per_sec(json_count, json_decode);
+    json!({
+        "bench": "codec",
+        "readings": readings.len(),
+        "decode_readings_per_sec": decode_rate,
+        "encode_readings_per_sec": per_sec(readings.len(), encode),
+        "json_decode_readings_per_sec": json_rate,
+        "decode_vs_json": (decode_rate / json_rate * 10.0).round() / 10.0,
+    })
+}
+
+fn simulate_bench(count: usize, customers: u64) -> serde_json::Value {
+    let mut spec = PipelineSpec::default().simulator;
+    spec.customers = customers;
+    spec.mode = SimulatorMode::AsFastAsPossible;
+    let started = Instant::now();
+    let mut simulator = Simulator::new(&spec, BENCH_START_MS);
+    let fleet_setup = started.elapsed();
+    let mut batch = Vec::with_capacity(65_536);
+    let started = Instant::now();
+    let mut produced = 0;
+    while produced < count {
+        batch.clear();
+        simulator.fill(&mut batch, 65_536.min(count - produced));
+        produced += batch.len();
+        black_box(&batch);
+    }
+    let generate = started.elapsed();
+    let mut simulator = Simulator::new(&spec, BENCH_START_MS);
+    let log = EmbeddedLog::new(Retention { max_age: Duration::from_secs(3_600), max_bytes_per_partition: u64::MAX });
+    let mut sink = LogSink::new(Arc::new(log), PIPELINE, 6);
+    let started = Instant::now();
+    let mut encoded = 0;
+    while encoded < count {
+        batch.clear();
+        simulator.fill(&mut batch, 65_536.min(count - encoded));
+        encoded += batch.len();
+        black_box(sink.encode(&batch));
+    }
+    let encode = started.elapsed();
+    println!("simulate: {customers} customers, {} meters, fleet built in {:.2} s", simulator.fleet().meters().len(), fleet_setup.as_secs_f64());
+    json!({
+        "bench": "simulate",
+        "customers": customers,
+        "readings": count,
+        "readings_per_sec": per_sec(count, generate),
+        "encoded_readings_per_sec": per_sec(count, encode),
+    })
+}
+
+/// Resident memory of this process, bytes.
+fn resident_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|field| field.parse().ok()).context("parsing /proc/self/statm")?;
+    Ok(pages * 4_096)
+}
+
+/// Reads every record of the pipeline's topics with a fresh consumer group.
+async fn for_each_record(
+    log: &dyn ReadingLog,
+    group: &str,
+    mut each: impl FnMut(&TopicPartition, &[u8]),
+) -> anyhow::Result<()> {
+    let topics: Vec<String> = Utility::ALL.iter().map(|&u| utility_topic(PIPELINE, u)).collect();
+    let mut consumer = log.consumer(group, &topics)?;
+    loop {
+        match consumer.poll(8_192, Duration::from_millis(20)).await? {
+            Polled::Records(batches) => {
+                for batch in batches {
+                    for record in &batch.records {
+                        each(&batch.partition, &record.value);
+                    }
+                }
+            }
+            Polled::Idle => return Ok(()),
+            Polled::Assigned(_) | Polled::Revoked(_) => {}
+        }
+    }
+}
+
+async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::Result<serde_json::Value> {
+    let mut spec = PipelineSpec::default();
+    spec.log.partitions = partitions;
+    spec.simulator.customers = customers;
+    spec.simulator.mode = SimulatorMode::AsFastAsPossible;
+    spec.simulator.out_of_order_share = 0.01;
+    spec.simulator.duplicate_share = 0.001;
+    let log = EmbeddedLog::new(Retention { max_age: Duration::from_secs(86_400), max_bytes_per_partition: u64::MAX });
+    for utility in Utility::ALL {
+        log.ensure_topic(&utility_topic(PIPELINE, utility), partitions).await?;
+    }
+    log.ensure_topic(&dead_letter_topic(PIPELINE), 1).await?;
+    let log: Arc<dyn ReadingLog> = Arc::new(log);
+    let mut simulator = Simulator::new(&spec.simulator, BENCH_START_MS);
+    let mut sink = LogSink::new(log.producer()?, PIPELINE, partitions);
+    let mut batch = Vec::with_capacity(65_536);
+    let mut loaded = 0;
+    while loaded < count {
+        batch.clear();
+        simulator.fill(&mut batch, 65_536.min(count - loaded));
+        sink.write(&batch).await?;
+        loaded += batch.len();
+    }
+    println!(
+        "engine: {count} readings of {customers} customers loaded into {partitions} partitions per utility ({} s of event time)",
+        (simulator.event_time_ms() - BENCH_START_MS) / 1_000
+    );
+    let config = ProcessorConfig::from_spec(PIPELINE, &spec);
+
+    let resident_before = resident_bytes()?;
+    let mut states: HashMap<TopicPartition, PartitionWindows> = HashMap::new();
+    let started = Instant::now();
+    for_each_record(log.as_ref(), "bench-state", |partition, value| {
+        if let Ok(reading) = codec::decode(value) {
+            let windows = states
+                .entry(partition.clone())
+                .or_insert_with(|| PartitionWindows::new(reading.utility, config.windows.clone()));
+            windows.add(&reading);
+        }
+    })
+    .await?;
+    let state_time = started.elapsed();
+    let open_windows: usize = states.values().map(PartitionWindows::open_windows).sum();
+    let state_bytes = resident_bytes()?.saturating_sub(resident_before);
+    drop(states);
+
+    let mut minute_sums: HashMap<(u64, i64), f64, rustc_hash::FxBuildHasher> = HashMap::default();
+    let started = Instant::now();
+    for_each_record(log.as_ref(), "bench-baseline", |_, value| {
+        if let Ok(reading) = codec::decode(value) {
+            *minute_sums.entry((reading.customer_id, reading.ts_ms - reading.ts_ms.rem_euclid(60_000))).or_default() += reading.value;
+        }
+    })
+    .await?;
+    let baseline_time = started.elapsed();
+    black_box(minute_sums.len());
+    drop(minute_sums);
+
+    let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(spec.serving.recent_windows));
+    let mut processor = Processor::new(config, log.as_ref(), store)?;
+    let started = Instant::now();
+    processor.drain(log.as_ref()).await?;
+    let pipeline_time = started.elapsed();
+    let counts = processor.counts();
+    println!(
+        "engine: counted {} (late {}), duplicates {}, too late {}, windows emitted {}",
+        counts.counted, counts.counted_late, counts.duplicates, counts.too_late, counts.windows_emitted
+    );
+    Ok(json!({
+        "bench": "engine",
+        "readings": count,
+        "customers": customers,
+        "partitions_per_topic": partitions,
+        "window_sizes_ms": spec.windows.effective_sizes_ms(),
+        "readings_per_sec": per_sec(count, pipeline_time),
+        "ns_per_reading": (pipeline_time.as_nanos() as f64 / count as f64).round(),
+        "window_state_readings_per_sec": per_sec(count, state_time),
+        "baseline_readings_per_sec": per_sec(count, baseline_time),
+        "time_vs_baseline": (pipeline_time.as_secs_f64() / baseline_time.as_secs_f64() * 100.0).round() / 100.0,
+        "open_windows": open_windows,
+        "bytes_per_window": state_bytes / open_windows.max(1) as u64,
+    }))
+}

@@ -1,0 +1,20 @@
+//! Logs (`tracing`) and metrics (Prometheus) for every role.
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Buckets of every `*_seconds` histogram, from 100 µs to 10 s.
+const SECONDS_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0, 10.0];
+
+/// Starts logging to stderr with `filter` and installs the metrics recorder,
+/// returning the handle that renders `/metrics`.
+pub fn init(filter: &str) -> anyhow::Result<PrometheusHandle> {
+    let filter = EnvFilter::try_new(filter).with_context(|| format!("invalid log filter `{filter}` (--log / AUTH_LOG)"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .context("configuring metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}

@@ -1,0 +1,130 @@
+//! `auth up`: simulator -> embedded log -> stream processor -> in-memory
+//! serving store -> API, in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use auth_api::AppState;
+use auth_core::ports::{ReadingLog, ServingStore};
+use auth_core::{CustomerKind, Utility, dead_letter_topic, utility_topic};
+use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
+use auth_ingest::{LogSink, Simulator, run_paced};
+use auth_stream::{Processor, ProcessorConfig};
+use clap::Args;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Pipeline spec (YAML); embedded defaults when absent.
+    #[arg(long, env = "AUTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the API and dashboard.
+    #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Pipeline name; topics are `<pipeline>.<utility>`.
+    #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
+    pipeline: String,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// A future that resolves once `stop` turns true.
+fn stopped(mut stop: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+}
+
+pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let spec = crate::load_spec(args.config.as_deref())?;
+    let log = EmbeddedLog::new(Retention {
+        max_age: Duration::from_secs(spec.log.retention_secs),
+        max_bytes_per_partition: spec.log.retention_bytes,
+    });
+    for &utility in &spec.utilities {
+        log.ensure_topic(&utility_topic(&args.pipeline, utility), spec.log.partitions).await?;
+    }
+    log.ensure_topic(&dead_letter_topic(&args.pipeline), 1).await?;
+    let log: Arc<dyn ReadingLog> = Arc::new(log);
+    let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(spec.serving.recent_windows));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    let state = AppState { store: Arc::clone(&store), metrics };
+    let api = tokio::spawn(auth_api::serve(listener, state, stopped(stop_rx.clone())));
+
+    let processor = Processor::new(ProcessorConfig::from_spec(&args.pipeline, &spec), log.as_ref(), Arc::clone(&store))?;
+    let stream = tokio::spawn(processor.run(Arc::clone(&log), stopped(stop_rx.clone())));
+
+    let mut simulator = Simulator::new(&spec.simulator, spec.simulator.start_ms.unwrap_or_else(now_ms));
+    let first_residential = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Residential);
+    let first_business = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Business);
+    let with_gas = simulator.fleet().meters().iter().find(|m| m.utility == Utility::Gas);
+    let mut sink = LogSink::new(log.producer()?, &args.pipeline, spec.log.partitions);
+    let simulator_spec = spec.simulator.clone();
+    let look_at: Vec<String> = [first_residential, first_business, with_gas]
+        .into_iter()
+        .flatten()
+        .map(|meter| format!("{} ({}{})", meter.customer_id, meter.customer_kind.as_str(), if meter.utility == Utility::Gas { ", has gas" } else { "" }))
+        .collect();
+    let simulation_stop = stopped(stop_rx.clone());
+    let simulation = tokio::spawn(async move {
+        run_paced(&mut simulator, &mut sink, &simulator_spec, None, simulation_stop).await
+    });
+
+    println!("AUTH is up: {} simulated customers, pipeline `{}`.", spec.simulator.customers, args.pipeline);
+    println!("  dashboard  http://{address}/?customer=1");
+    println!("  API        http://{address}/api/v1/customers/1/usage   http://{address}/api/v1/regions");
+    println!("  metrics    http://{address}/metrics");
+    println!("  customers to look at: {}", look_at.join(", "));
+    println!("Press Ctrl-C to stop.");
+
+    let mut stream = stream;
+    let mut simulation = simulation;
+    let mut api = api;
+    let early_exit = tokio::select! {
+        result = tokio::signal::ctrl_c() => {
+            result.context("listening for Ctrl-C")?;
+            tracing::info!("Ctrl-C: shutting down");
+            None
+        }
+        () = terminated() => {
+            tracing::info!("SIGTERM: shutting down");
+            None
+        }
+        result = &mut stream => Some(("stream processor", result.map(|r| r.map_err(anyhow::Error::from)))),
+        result = &mut simulation => Some(("simulator", result.map(|r| r.map(drop).map_err(anyhow::Error::from)))),
+        result = &mut api => Some(("API server", result.map(|r| r.map_err(anyhow::Error::from)))),
+    };
+    let _ = stop_tx.send(true);
+    if let Some((role, result)) = early_exit {
+        result.with_context(|| format!("{role} task"))?.with_context(|| format!("{role} stopped"))?;
+        anyhow::bail!("{role} stopped on its own");
+    }
+    simulation.await.context("simulator task")?.context("simulator")?;
+    stream.await.context("stream task")?.context("stream processor")?;
+    api.await.context("API task")?.context("API server")?;
+    println!("AUTH stopped cleanly.");
+    Ok(())
+}
+
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    }
+}
