@@ -80,6 +80,29 @@ pub const REGIONS: [RegionInfo; 51] = [
     region("US-WY", "Wyoming", 576_851, -7),
 ];
 
+/// A code as a big-endian integer (NUL-padded), so that integer order is the
+/// codes' byte order and a lookup compares integers, not strings.
+const fn pack(code: &[u8]) -> u64 {
+    let mut packed = 0u64;
+    let mut index = 0;
+    while index < MAX_CODE_LEN {
+        let byte = if index < code.len() { code[index] } else { 0 };
+        packed = (packed << 8) | byte as u64;
+        index += 1;
+    }
+    packed
+}
+
+const PACKED_CODES: [u64; REGIONS.len()] = {
+    let mut packed = [0u64; REGIONS.len()];
+    let mut index = 0;
+    while index < REGIONS.len() {
+        packed[index] = pack(REGIONS[index].code.as_bytes());
+        index += 1;
+    }
+    packed
+};
+
 /// A region of the shipped table: a small index, cheap to copy and compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Region(u8);
@@ -100,10 +123,11 @@ impl Region {
 
     /// Looks a region up by the bytes of its code.
     pub fn from_code_bytes(code: &[u8]) -> Option<Region> {
-        REGIONS
-            .binary_search_by(|row| row.code.as_bytes().cmp(code))
-            .ok()
-            .map(|index| Region(index as u8))
+        if code.len() > MAX_CODE_LEN || code.contains(&0) {
+            return None;
+        }
+        let packed = pack(code);
+        PACKED_CODES.binary_search(&packed).ok().map(|index| Region(index as u8))
     }
 
     /// The region with this table index, if there is one.
@@ -169,6 +193,12 @@ mod tests {
         assert_eq!(california.to_string(), "US-CA");
         assert_eq!(Region::from_code("US-XX"), None);
         assert_eq!(Region::from_code("us-ca"), None);
+        assert_eq!(Region::from_code("US-CAX"), None);
+        assert_eq!(Region::from_code("US-CA\0\0\0"), None);
+        assert_eq!(Region::from_code(""), None);
+        for region in Region::all() {
+            assert_eq!(Region::from_code(region.code()), Some(region));
+        }
         assert!((330_000_000..340_000_000).contains(&total_population()));
     }
 }

@@ -67,6 +67,7 @@ pub struct ServingSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StreamSpec {
     /// How often changed windows, open ones included, are written to the serving store.
+    /// One heartbeat (5 s) keeps the dashboard live while one write covers several readings.
     pub flush_interval_ms: u64,
     /// How often open-window state and offsets are checkpointed.
     pub checkpoint_interval_ms: u64,
@@ -149,7 +150,7 @@ impl Default for ServingSpec {
 
 impl Default for StreamSpec {
     fn default() -> Self {
-        Self { flush_interval_ms: 1_000, checkpoint_interval_ms: 10_000, max_poll_records: 8_192 }
+        Self { flush_interval_ms: 5_000, checkpoint_interval_ms: 10_000, max_poll_records: 8_192 }
     }
 }
 

@@ -10,6 +10,7 @@ use auth_core::ports::{
 };
 use auth_core::{Region, Utility};
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 
 /// A serving store in process memory. It keeps, per customer (and per region),
 /// utility and window size, the `recent_windows` newest windows; a region's
@@ -21,7 +22,7 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct State {
-    customers: HashMap<u64, Series>,
+    customers: FxHashMap<u64, Series>,
     regions: HashMap<Region, BTreeMap<(Utility, WindowSlot), BTreeMap<TopicPartition, (Aggregate, bool)>>>,
     checkpoints: HashMap<TopicPartition, Bytes>,
 }
