@@ -35,10 +35,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// A future that resolves once `stop` turns true.
-fn stopped(mut stop: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> {

@@ -261,7 +261,7 @@ impl PipelineSpec {
         }
         for (index, &size) in windows.sizes_secs.iter().enumerate() {
             let path = format!("windows.sizesSecs[{index}]");
-            if size == 0 || DAY_SECS % size != 0 {
+            if size == 0 || !DAY_SECS.is_multiple_of(size) {
                 problems.add(path, format!("{size} s does not divide a day (86400 s) into whole windows"));
             } else if windows.sizes_secs[..index].contains(&size) {
                 problems.add(path, format!("{size} s is listed twice"));

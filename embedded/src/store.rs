@@ -23,9 +23,12 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct State {
     customers: FxHashMap<u64, Series>,
-    regions: HashMap<Region, BTreeMap<(Utility, WindowSlot), BTreeMap<TopicPartition, (Aggregate, bool)>>>,
+    regions: HashMap<Region, BTreeMap<(Utility, WindowSlot), RegionParts>>,
     checkpoints: HashMap<TopicPartition, Bytes>,
 }
+
+/// A region window's part from each partition: aggregate and whether it closed.
+type RegionParts = BTreeMap<TopicPartition, (Aggregate, bool)>;
 
 /// One customer's windows, ordered by utility, width and start.
 #[derive(Default)]

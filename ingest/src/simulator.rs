@@ -282,7 +282,9 @@ pub async fn run_paced<S: ReadingSink>(
             return Ok(written);
         }
         if let Some(speed) = speed {
-            let ahead_ms = (simulator.event_time_ms() - event_start) as f64 / speed;
+            // A heartbeat's readings are sent once its last reading's event time has come.
+            let heartbeat_end = simulator.event_time_ms() + simulator.heartbeat_ms;
+            let ahead_ms = (heartbeat_end - event_start) as f64 / speed;
             let due = wall_start + Duration::from_secs_f64(ahead_ms.max(0.0) / 1_000.0);
             tokio::select! {
                 () = &mut stop => return Ok(written),

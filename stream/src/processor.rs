@@ -326,10 +326,8 @@ impl Processor {
     /// flushes and checkpoints.
     pub async fn drain(&mut self, log: &dyn ReadingLog) -> Result<()> {
         loop {
-            if let Step::Idle = self.step().await? {
-                if self.caught_up(log).await? {
-                    return self.flush(true).await;
-                }
+            if self.step().await? == Step::Idle && self.caught_up(log).await? {
+                return self.flush(true).await;
             }
         }
     }

@@ -29,14 +29,12 @@ impl WatermarkTracker {
     /// Minimum over the active partitions with a watermark; when all are
     /// idle, the maximum (nothing holds time back); `None` before any reading.
     pub fn operator_watermark(&self, now: Instant) -> Option<i64> {
-        let known = self.partitions.values().filter_map(|(watermark, seen)| watermark.map(|wm| (wm, *seen)));
-        let (active, idle): (Vec<(i64, Instant)>, Vec<(i64, Instant)>) =
-            known.partition(|(_, seen)| now.saturating_duration_since(*seen) < self.idle_timeout);
-        if active.is_empty() {
-            idle.iter().map(|(wm, _)| *wm).max()
-        } else {
-            active.iter().map(|(wm, _)| *wm).min()
-        }
+        let known = || self.partitions.values().filter_map(|(watermark, seen)| watermark.map(|wm| (wm, *seen)));
+        let active_minimum = known()
+            .filter(|(_, seen)| now.saturating_duration_since(*seen) < self.idle_timeout)
+            .map(|(wm, _)| wm)
+            .min();
+        active_minimum.or_else(|| known().map(|(wm, _)| wm).max())
     }
 }
 

@@ -1,0 +1,122 @@
+//! The user's path: `auth up` serves live usage within seconds, stops cleanly
+//! on SIGTERM, and a bad config stops it with the field named.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn auth() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_auth"));
+    command.env_remove("AUTH_CONFIG").env_remove("AUTH_LISTEN").env("AUTH_LOG", "warn");
+    command
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and body.
+fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+#[test]
+fn up_serves_live_usage_and_stops_cleanly() {
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(config.path(), "simulator:\n  customers: 300\nstream:\n  flushIntervalMs: 500\n  checkpointIntervalMs: 1000\n")
+        .expect("write config");
+    let mut child = auth()
+        .args(["up", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("auth up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    while !printed.iter().any(|line: &String| line.contains("customers to look at")) {
+        let line = lines_rx.recv_timeout(Duration::from_secs(30)).expect("auth up prints its banner");
+        printed.push(line);
+    }
+    let banner = printed.join("\n");
+    let address = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the banner names the dashboard URL")
+        .to_owned();
+    let customer = banner
+        .split("customers to look at: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the banner lists customers")
+        .to_owned();
+
+    let (status, page) = http_get(&address, &format!("/?customer={customer}")).expect("dashboard");
+    assert_eq!(status, 200);
+    assert!(page.contains("live usage"));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let usage = loop {
+        let (status, body) = http_get(&address, &format!("/api/v1/customers/{customer}/usage")).expect("usage");
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 404, "only 'not yet' is acceptable while the first readings flow: {body}");
+        assert!(Instant::now() < deadline, "no usage for customer {customer} within 30 s");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let usage: serde_json::Value = serde_json::from_str(&usage).expect("usage is JSON");
+    let utilities = usage["utilities"].as_array().expect("utilities");
+    assert!(!utilities.is_empty(), "{usage}");
+    assert!(utilities.iter().any(|u| u["today"]["count"].as_u64() > Some(0)), "{usage}");
+
+    let (status, regions) = http_get(&address, "/api/v1/regions").expect("regions");
+    assert_eq!(status, 200);
+    assert!(regions.contains("US-CA"));
+    let (status, metrics) = http_get(&address, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("auth_stream_readings_total"), "{metrics}");
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("auth up exits");
+    assert!(status.success(), "auth up exits cleanly: {status}");
+    let rest: Vec<String> = lines_rx.try_iter().collect();
+    assert!(rest.iter().any(|line| line.contains("stopped cleanly")), "{rest:?}");
+}
+
+#[test]
+fn a_bad_config_stops_with_every_field_named() {
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(config.path(), "windows:\n  sizesSecs: [60, 7]\nlog:\n  partitions: 0\n").expect("write config");
+    for args in [vec!["spec"], vec!["up", "--listen", "127.0.0.1:0", "--config"]] {
+        let output = auth().args(&args).arg(config.path()).output().expect("auth runs");
+        assert!(!output.status.success(), "{args:?} refuses the config");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("windows.sizesSecs[1]") && stderr.contains("log.partitions"), "{args:?}: {stderr}");
+    }
+    std::fs::write(config.path(), "simulator:\n  custommers: 5\n").expect("write config");
+    let output = auth().arg("spec").arg(config.path()).output().expect("auth runs");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("simulator.custommers"));
+}
+
+#[test]
+fn spec_prints_defaults_that_load_back() {
+    let output = auth().arg("spec").output().expect("auth runs");
+    assert!(output.status.success());
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(config.path(), &output.stdout).expect("write");
+    let check = auth().arg("spec").arg(config.path()).output().expect("auth runs");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
