@@ -37,8 +37,8 @@ struct Regions<'a>(&'a PartitionWindows);
 
 impl Serialize for Regions<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut regions: Vec<(&RegionKey, &RegionBin)> = self.0.regions.iter().collect();
-        regions.sort_by_key(|(key, _)| **key);
+        let mut regions: Vec<(RegionKey, &RegionBin)> = self.0.regions.iter().collect();
+        regions.sort_by_key(|(key, _)| *key);
         serializer.collect_seq(regions)
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use auth_core::ports::{Aggregate, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::region::REGIONS;
 use auth_core::{Reading, Region, Utility};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,65 @@ pub(crate) struct RegionBin {
 /// (region index, size index, start) of a region bin.
 pub(crate) type RegionKey = (u8, u8, i64);
 
+/// A partition's region bins, addressed by (size, region) without hashing:
+/// each cell holds the few starts open for that size and region.
+pub(crate) struct RegionBins {
+    cells: Vec<SmallVec<[(i64, RegionBin); 2]>>,
+}
+
+impl RegionBins {
+    fn new(sizes: usize) -> Self {
+        Self { cells: vec![SmallVec::new(); sizes * REGIONS.len()] }
+    }
+
+    fn cell(size_index: u8, region_index: u8) -> usize {
+        usize::from(size_index) * REGIONS.len() + usize::from(region_index)
+    }
+
+    fn get_or_insert(&mut self, (region_index, size_index, start_ms): RegionKey, closed: bool) -> &mut RegionBin {
+        let cell = &mut self.cells[Self::cell(size_index, region_index)];
+        let at = match cell.iter().position(|(start, _)| *start == start_ms) {
+            Some(at) => at,
+            None => {
+                let empty = Agg { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, count: 0 };
+                cell.push((start_ms, RegionBin { agg: empty, closed, dirty: true }));
+                cell.len() - 1
+            }
+        };
+        &mut cell[at].1
+    }
+
+    fn insert(&mut self, (region_index, size_index, start_ms): RegionKey, bin: RegionBin) {
+        if let Some(cell) = self.cells.get_mut(Self::cell(size_index, region_index)) {
+            cell.push((start_ms, bin));
+        }
+    }
+
+    fn key(cell: usize, start_ms: i64) -> RegionKey {
+        ((cell % REGIONS.len()) as u8, (cell / REGIONS.len()) as u8, start_ms)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (RegionKey, &RegionBin)> {
+        self.cells
+            .iter()
+            .enumerate()
+            .flat_map(|(cell, bins)| bins.iter().map(move |(start, bin)| (Self::key(cell, *start), bin)))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (RegionKey, &mut RegionBin)> {
+        self.cells
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(cell, bins)| bins.iter_mut().map(move |(start, bin)| (Self::key(cell, *start), bin)))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(RegionKey, &RegionBin) -> bool) {
+        for (cell, bins) in self.cells.iter_mut().enumerate() {
+            bins.retain(|(start, bin)| keep(Self::key(cell, *start), bin));
+        }
+    }
+}
+
 /// Counters of one partition's processing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionCounts {
@@ -143,7 +203,7 @@ pub struct PartitionWindows {
     pub(crate) slots: Vec<Option<CustomerState>>,
     free_slots: Vec<u32>,
     index: FxHashMap<u64, u32>,
-    pub(crate) regions: FxHashMap<RegionKey, RegionBin>,
+    pub(crate) regions: RegionBins,
     /// Bin end -> slots with a bin ending there.
     close_at: BTreeMap<i64, Vec<u32>>,
     /// Bin end + allowed lateness -> slots with a bin to purge then.
@@ -157,6 +217,7 @@ pub struct PartitionWindows {
 
 impl PartitionWindows {
     pub fn new(utility: Utility, config: WindowConfig) -> Self {
+        let regions = RegionBins::new(config.sizes_ms.len());
         Self {
             utility,
             config,
@@ -164,7 +225,7 @@ impl PartitionWindows {
             slots: Vec::new(),
             free_slots: Vec::new(),
             index: FxHashMap::default(),
-            regions: FxHashMap::default(),
+            regions,
             close_at: BTreeMap::new(),
             purge_at: BTreeMap::new(),
             next_due_ms: i64::MAX,
@@ -237,11 +298,7 @@ impl PartitionWindows {
             }
             let key = (reading.region.index() as u8, size_index, start_ms);
             let region_closed = end_passed(start_ms + size, watermark);
-            let region = self.regions.entry(key).or_insert(RegionBin {
-                agg: Agg { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, count: 0 },
-                closed: region_closed,
-                dirty: true,
-            });
+            let region = self.regions.get_or_insert(key, region_closed);
             region.agg.add(reading.value);
             region.dirty = true;
         }
@@ -323,7 +380,7 @@ impl PartitionWindows {
                 self.purge_slot(slot, watermark);
             }
         }
-        for (&(_, size_index, start_ms), bin) in self.regions.iter_mut() {
+        for ((_, size_index, start_ms), bin) in self.regions.iter_mut() {
             if !bin.closed && end_passed(start_ms + self.config.sizes_ms[usize::from(size_index)], watermark) {
                 bin.closed = true;
                 bin.dirty = true;
@@ -331,7 +388,7 @@ impl PartitionWindows {
         }
         let sizes = &self.config.sizes_ms;
         let mut purged_regions = Vec::new();
-        self.regions.retain(|&(region_index, size_index, start_ms), bin| {
+        self.regions.retain(|(region_index, size_index, start_ms), bin| {
             let keep = !end_passed(start_ms + sizes[usize::from(size_index)] + lateness, watermark);
             if !keep && bin.dirty {
                 purged_regions.push(((region_index, size_index, start_ms), *bin));
@@ -376,7 +433,7 @@ impl PartitionWindows {
                 updates.push(customer_update(self.utility, sizes, state.customer_id, bin));
             }
         }
-        for (&key, bin) in self.regions.iter_mut().filter(|(_, bin)| bin.dirty) {
+        for (key, bin) in self.regions.iter_mut().filter(|(_, bin)| bin.dirty) {
             bin.dirty = false;
             updates.push(region_update(self.utility, &self.config, key, bin));
         }
@@ -398,7 +455,9 @@ impl PartitionWindows {
             self.index.insert(state.customer_id, slot);
             self.slots.push(Some(state));
         }
-        self.regions = regions.into_iter().collect();
+        for (key, bin) in regions {
+            self.regions.insert(key, bin);
+        }
         self.next_due_ms = self.close_at.keys().next().copied().unwrap_or(i64::MAX);
     }
 }
