@@ -201,6 +201,7 @@ impl Processor {
         Ok(step)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(partitions = partitions.len()))]
     async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
         for partition in partitions {
             let Some(&utility) = self.topic_utility.get(&partition.topic) else { continue };
@@ -261,6 +262,7 @@ impl Processor {
     /// Writes every changed window to the serving store, per partition in one
     /// atomic step; with `checkpoint`, the same step stores the partition's
     /// state and next offset (after its dead letters are durable).
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn flush(&mut self, checkpoint: bool) -> Result<()> {
         let started = Instant::now();
         let pipeline_watermark = self.watermarks.operator_watermark(started);
