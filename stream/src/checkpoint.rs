@@ -72,11 +72,11 @@ struct Restored {
 }
 
 /// Encodes the state of a partition whose next record to read is `next_offset`.
-pub fn encode(windows: &PartitionWindows, next_offset: u64) -> Result<Vec<u8>, CheckpointError> {
-    let mut out = vec![VERSION];
-    let body = postcard::to_stdvec(&Snapshot { next_offset, windows })?;
-    out.extend_from_slice(&body);
-    Ok(out)
+/// `size_hint` (e.g. the previous checkpoint's size) spares the buffer's regrowth.
+pub fn encode(windows: &PartitionWindows, next_offset: u64, size_hint: usize) -> Result<Vec<u8>, CheckpointError> {
+    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 64);
+    out.push(VERSION);
+    Ok(postcard::to_extend(&Snapshot { next_offset, windows }, out)?)
 }
 
 /// Decodes a checkpoint into fresh window state under `config`, returning it

@@ -86,6 +86,8 @@ struct Assigned {
     next_offset: u64,
     dead_letters: Vec<OutRecord>,
     changed_since_checkpoint: bool,
+    /// Size of the last checkpoint, to size the next one's buffer.
+    checkpoint_bytes: usize,
     reported: PartitionCounts,
 }
 
@@ -216,7 +218,14 @@ impl Processor {
             let reported = windows.counts();
             self.assigned.insert(
                 partition,
-                Assigned { windows, next_offset, dead_letters: Vec::new(), changed_since_checkpoint: false, reported },
+                Assigned {
+                    windows,
+                    next_offset,
+                    dead_letters: Vec::new(),
+                    changed_since_checkpoint: false,
+                    checkpoint_bytes: 0,
+                    reported,
+                },
             );
         }
         metrics::gauge!(names::ASSIGNED_PARTITIONS).set(self.assigned.len() as f64);
@@ -278,8 +287,9 @@ impl Processor {
                 metrics::counter!(names::DEAD_LETTERS).increment(count);
             }
             let blob = if write_checkpoint {
-                let encoded = checkpoint::encode(&state.windows, state.next_offset)
+                let encoded = checkpoint::encode(&state.windows, state.next_offset, state.checkpoint_bytes)
                     .map_err(|source| StreamError::Checkpoint { partition: partition.clone(), source })?;
+                state.checkpoint_bytes = encoded.len();
                 Some(Bytes::from(encoded))
             } else {
                 None

@@ -203,6 +203,8 @@ pub struct PartitionWindows {
     pub(crate) slots: Vec<Option<CustomerState>>,
     free_slots: Vec<u32>,
     index: FxHashMap<u64, u32>,
+    /// Slot of the previous reading.
+    last_slot: u32,
     pub(crate) regions: RegionBins,
     /// Bin end -> slots with a bin ending there.
     close_at: BTreeMap<i64, Vec<u32>>,
@@ -225,6 +227,7 @@ impl PartitionWindows {
             slots: Vec::new(),
             free_slots: Vec::new(),
             index: FxHashMap::default(),
+            last_slot: u32::MAX,
             regions,
             close_at: BTreeMap::new(),
             purge_at: BTreeMap::new(),
@@ -322,7 +325,19 @@ impl PartitionWindows {
     }
 
     fn slot_of(&mut self, reading: &Reading) -> u32 {
+        // Meters report at a fixed phase of their heartbeat, so a partition's
+        // customers come in the same order heartbeat after heartbeat, the order
+        // their slots were made in: the slot after the last one is a cheap,
+        // usually right guess that spares a hash lookup.
+        let guess = self.last_slot.wrapping_add(1);
+        if let Some(Some(state)) = self.slots.get(guess as usize)
+            && state.customer_id == reading.customer_id
+        {
+            self.last_slot = guess;
+            return guess;
+        }
         if let Some(&slot) = self.index.get(&reading.customer_id) {
+            self.last_slot = slot;
             return slot;
         }
         let state = CustomerState {
@@ -343,6 +358,7 @@ impl PartitionWindows {
             }
         };
         self.index.insert(reading.customer_id, slot);
+        self.last_slot = slot;
         slot
     }
 
@@ -589,7 +605,7 @@ mod tests {
             first.add(r);
         }
         let mut resumed_updates = first.take_updates();
-        let blob = crate::checkpoint::encode(&first, 150).expect("encode");
+        let blob = crate::checkpoint::encode(&first, 150, 0).expect("encode");
         let (mut resumed, offset) = crate::checkpoint::decode(&blob, Utility::Electricity, config()).expect("decode");
         assert_eq!(offset, 150);
         for r in &input[150..] {
