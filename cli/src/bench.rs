@@ -46,7 +46,9 @@ enum Bench {
     /// Figures: readings_per_sec (log -> processor -> serving store, with flushes and checkpoints),
     /// window_state_readings_per_sec (log -> window state only), baseline_readings_per_sec
     /// (log -> one hash map of per-customer minute sums), time_vs_baseline, ns_per_reading,
-    /// bytes_per_window (memory per open customer window), open_windows, customers.
+    /// bytes_per_window (window state's own heap accounting per open customer window),
+    /// rss_bytes_per_window (resident memory growth per open window, allocator overhead included),
+    /// open_windows, customers.
     Engine {
         #[arg(long, default_value_t = 10_000_000)]
         readings: usize,
@@ -237,7 +239,8 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
     .await?;
     let state_time = started.elapsed();
     let open_windows: usize = states.values().map(PartitionWindows::open_windows).sum();
-    let state_bytes = resident_bytes()?.saturating_sub(resident_before);
+    let resident_growth = resident_bytes()?.saturating_sub(resident_before);
+    let state_bytes: usize = states.values().map(PartitionWindows::heap_bytes).sum();
     drop(states);
 
     let mut minute_sums: HashMap<(u64, i64), f64, rustc_hash::FxBuildHasher> = HashMap::default();
@@ -274,6 +277,7 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
         "baseline_readings_per_sec": per_sec(count, baseline_time),
         "time_vs_baseline": (pipeline_time.as_secs_f64() / baseline_time.as_secs_f64() * 100.0).round() / 100.0,
         "open_windows": open_windows,
-        "bytes_per_window": state_bytes / open_windows.max(1) as u64,
+        "bytes_per_window": state_bytes / open_windows.max(1),
+        "rss_bytes_per_window": resident_growth / open_windows.max(1) as u64,
     }))
 }

@@ -75,30 +75,61 @@ pub(crate) struct Bin {
     pub(crate) dirty: bool,
 }
 
-/// Event times already counted for one meter, ascending, back to the point
-/// where any older reading would be too late anyway.
+/// Event times already counted for one meter, back to the point where any
+/// older reading would be too late anyway. They are kept as ascending 4-byte
+/// offsets from `base_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct MeterSeen {
     pub(crate) meter_id: u64,
-    pub(crate) seen: Vec<i64>,
+    base_ms: i64,
+    seen: Vec<u32>,
 }
 
 impl MeterSeen {
-    /// Records `ts_ms`; false if it was already there.
+    fn new(meter_id: u64, ts_ms: i64) -> Self {
+        Self { meter_id, base_ms: ts_ms, seen: vec![0] }
+    }
+
+    fn absolute(&self) -> impl Iterator<Item = i64> + '_ {
+        self.seen.iter().map(|&offset| self.base_ms + i64::from(offset))
+    }
+
+    /// Re-expresses the kept times from a base at or below `ts_ms`, dropping
+    /// any that lie more than the offset range (49 days) before it.
+    fn rebase(&mut self, ts_ms: i64) {
+        let oldest_kept = ts_ms - i64::from(u32::MAX);
+        let kept: Vec<i64> = self.absolute().filter(|&seen| seen >= oldest_kept).collect();
+        self.base_ms = kept.first().copied().unwrap_or(ts_ms).min(ts_ms);
+        self.seen = kept.into_iter().map(|seen| (seen - self.base_ms) as u32).collect();
+    }
+
+    /// Records `ts_ms` and forgets times before `forget_before_ms`; false if
+    /// `ts_ms` was already there.
     fn insert(&mut self, ts_ms: i64, forget_before_ms: i64) -> bool {
-        match self.seen.last() {
-            Some(&last) if ts_ms > last => self.seen.push(ts_ms),
-            None => self.seen.push(ts_ms),
-            Some(_) => match self.seen.binary_search(&ts_ms) {
-                Ok(_) => return false,
-                Err(at) => self.seen.insert(at, ts_ms),
-            },
-        }
-        if self.seen[0] < forget_before_ms {
-            let keep_from = self.seen.partition_point(|&seen| seen < forget_before_ms);
+        if let Some(&oldest) = self.seen.first()
+            && self.base_ms + i64::from(oldest) < forget_before_ms
+        {
+            let cut = forget_before_ms - self.base_ms;
+            let keep_from = self.seen.partition_point(|&offset| i64::from(offset) < cut);
             self.seen.drain(..keep_from);
         }
+        if !(0..=i64::from(u32::MAX)).contains(&(ts_ms - self.base_ms)) {
+            self.rebase(ts_ms);
+        }
+        let offset = (ts_ms - self.base_ms) as u32;
+        match self.seen.last() {
+            Some(&last) if offset > last => self.seen.push(offset),
+            None => self.seen.push(offset),
+            Some(_) => match self.seen.binary_search(&offset) {
+                Ok(_) => return false,
+                Err(at) => self.seen.insert(at, offset),
+            },
+        }
         true
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.seen.capacity() * size_of::<u32>()
     }
 }
 
@@ -252,6 +283,30 @@ impl PartitionWindows {
         self.slots.iter().flatten().map(|state| state.bins.len()).sum()
     }
 
+    /// Bytes this state holds on the heap, by its own accounting (without
+    /// the allocator's overhead).
+    pub fn heap_bytes(&self) -> usize {
+        let customers: usize = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|state| {
+                let bins = if state.bins.spilled() { state.bins.capacity() * size_of::<Bin>() } else { 0 };
+                let meters = if state.meters.spilled() { state.meters.capacity() * size_of::<MeterSeen>() } else { 0 };
+                bins + meters + state.meters.iter().map(MeterSeen::heap_bytes).sum::<usize>()
+            })
+            .sum();
+        let timers: usize =
+            self.close_at.values().chain(self.purge_at.values()).map(|slots| slots.capacity() * size_of::<u32>()).sum();
+        let regions: usize = self.regions.cells.iter().map(|cell| size_of_val(cell) + if cell.spilled() { cell.capacity() * size_of::<(i64, RegionBin)>() } else { 0 }).sum();
+        self.slots.capacity() * size_of::<Option<CustomerState>>()
+            + self.index.capacity() * (size_of::<(u64, u32)>() + 1)
+            + (self.free_slots.capacity() + self.dirty_slots.capacity()) * size_of::<u32>()
+            + customers
+            + timers
+            + regions
+    }
+
     pub(crate) fn count_malformed(&mut self) {
         self.counts.malformed += 1;
     }
@@ -273,7 +328,7 @@ impl PartitionWindows {
         let fresh = match state.meters.iter_mut().find(|meter| meter.meter_id == reading.meter_id) {
             Some(meter) => meter.insert(ts_ms, forget_before),
             None => {
-                state.meters.push(MeterSeen { meter_id: reading.meter_id, seen: vec![ts_ms] });
+                state.meters.push(MeterSeen::new(reading.meter_id, ts_ms));
                 true
             }
         };
@@ -430,6 +485,10 @@ impl PartitionWindows {
             }
             keep
         });
+        if state.bins.spilled() && state.bins.len() <= state.bins.inline_size() {
+            // Bins spill to the heap briefly around window boundaries; back inline, they cost nothing extra.
+            state.bins.shrink_to_fit();
+        }
         if state.bins.is_empty() {
             self.index.remove(&state.customer_id);
             self.slots[slot as usize] = None;
@@ -575,6 +634,21 @@ mod tests {
         assert_eq!((counts.counted, counts.counted_late, counts.duplicates, counts.too_late), (5, 1, 1, 1));
         assert_eq!(counts.windows_emitted, 2, "minutes 0 and 1 closed");
         assert!(windows.take_updates().is_empty(), "nothing changed since");
+    }
+
+    #[test]
+    fn seen_times_survive_rebasing_and_are_forgotten_in_order() {
+        let mut meter = MeterSeen::new(1, T0);
+        assert!(meter.insert(T0 + 5_000, i64::MIN));
+        assert!(meter.insert(T0 - 5_000, i64::MIN), "earlier than the base: rebased");
+        assert!(!meter.insert(T0, i64::MIN), "still known after the rebase");
+        assert!(!meter.insert(T0 - 5_000, i64::MIN));
+        assert_eq!(meter.absolute().collect::<Vec<_>>(), vec![T0 - 5_000, T0, T0 + 5_000]);
+        let far = T0 + 60 * 86_400_000;
+        assert!(meter.insert(far, i64::MIN), "beyond the offset range: old times are dropped");
+        assert_eq!(meter.absolute().collect::<Vec<_>>(), vec![far]);
+        assert!(meter.insert(far + 10, far + 1));
+        assert_eq!(meter.absolute().collect::<Vec<_>>(), vec![far + 10]);
     }
 
     #[test]
