@@ -50,7 +50,8 @@ pub struct LogSpec {
     pub partitions: u32,
     /// Records older than this are deleted (Kafka `retention.ms`).
     pub retention_secs: u64,
-    /// A partition keeps at most this many bytes (Kafka `retention.bytes`).
+    /// A partition keeps at most this many bytes (Kafka `retention.bytes`; the embedded
+    /// log counts each record's bookkeeping too, so this bounds its memory).
     pub retention_bytes: u64,
 }
 
@@ -138,7 +139,7 @@ impl Default for WindowSpec {
 
 impl Default for LogSpec {
     fn default() -> Self {
-        Self { partitions: 6, retention_secs: 7 * u64::from(DAY_SECS), retention_bytes: 256 * 1024 * 1024 }
+        Self { partitions: 6, retention_secs: 7 * u64::from(DAY_SECS), retention_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -299,6 +300,9 @@ impl PipelineSpec {
             problems.add("stream.maxPollRecords", "must be at least 1");
         }
         let simulator = &self.simulator;
+        if simulator.customers == 0 {
+            problems.add("simulator.customers", "must be at least 1");
+        }
         if simulator.heartbeat_secs == 0 {
             problems.add("simulator.heartbeatSecs", "must be at least 1 s");
         }

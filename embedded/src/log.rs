@@ -66,8 +66,10 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// What a record costs the partition: its bytes, plus, in memory, its bookkeeping,
+/// so that `retention.bytes` bounds the embedded log's real footprint.
 fn record_bytes(record: &LogRecord) -> u64 {
-    (record.key.len() + record.value.len()) as u64
+    (record.key.len() + record.value.len() + size_of::<Stored>()) as u64
 }
 
 impl Partition {
@@ -474,7 +476,8 @@ mod tests {
 
     #[tokio::test]
     async fn retention_drops_oldest_and_consumers_skip_ahead() {
-        let log = EmbeddedLog::new(Retention { max_age: Duration::from_secs(3_600), max_bytes_per_partition: 4 });
+        let per_record = 2 + size_of::<Stored>() as u64;
+        let log = EmbeddedLog::new(Retention { max_age: Duration::from_secs(3_600), max_bytes_per_partition: 2 * per_record });
         log.ensure_topic("t", 1).await.expect("topic");
         log.producer().expect("producer").send("t", records(0, &["a", "b", "c", "d"])).await.expect("send");
         assert_eq!(log.start_offset(&TopicPartition::new("t", 0)).expect("start"), 2);

@@ -118,9 +118,14 @@ impl Simulator {
         &self.fleet
     }
 
-    /// Start of the heartbeat being produced.
+    /// Start of the heartbeat being produced (the next one once a heartbeat is complete).
     pub fn event_time_ms(&self) -> i64 {
         self.start_ms + self.tick * self.heartbeat_ms
+    }
+
+    /// Meters still to report in the current heartbeat.
+    pub fn remaining_in_heartbeat(&self) -> usize {
+        self.fleet.meters().len() - self.cursor
     }
 
     fn compute_rates(&mut self) {
@@ -148,11 +153,6 @@ impl Simulator {
             return;
         }
         while out.len() < target {
-            if self.cursor == meter_count {
-                self.cursor = 0;
-                self.tick += 1;
-                self.compute_rates();
-            }
             if self.cursor == 0 {
                 let tick_start = self.event_time_ms();
                 while out.len() < target {
@@ -173,6 +173,11 @@ impl Simulator {
                 self.produce(index, out);
             }
             self.cursor = end;
+            if self.cursor == meter_count {
+                self.cursor = 0;
+                self.tick += 1;
+                self.compute_rates();
+            }
         }
     }
 
@@ -292,7 +297,7 @@ pub async fn run_paced<S: ReadingSink>(
             }
         }
         batch.clear();
-        simulator.fill(&mut batch, batch_size);
+        simulator.fill(&mut batch, batch_size.min(simulator.remaining_in_heartbeat()));
         tokio::select! {
             () = &mut stop => return Ok(written),
             result = sink.write(&batch) => result?,
@@ -384,6 +389,43 @@ mod tests {
             newest = newest.max(reading.ts_ms);
         }
         assert!(late > 400, "{late} readings arrive past the allowed lateness");
+    }
+
+    struct Counting(u64);
+
+    impl ReadingSink for Counting {
+        type Error = std::convert::Infallible;
+
+        async fn write(&mut self, batch: &[Simulated]) -> Result<(), Self::Error> {
+            self.0 += batch.len() as u64;
+            Ok(())
+        }
+    }
+
+    /// Runs one simulated minute in `mode` on tokio's paused clock; returns
+    /// the (virtual) wall time it took and the readings written.
+    async fn one_minute(mode: SimulatorMode) -> (Duration, u64) {
+        let spec = SimulatorSpec { customers: 20, mode, time_factor: 60.0, ..SimulatorSpec::default() };
+        let mut simulator = Simulator::new(&spec, START);
+        let mut sink = Counting(0);
+        let started = tokio::time::Instant::now();
+        let written = run_paced(&mut simulator, &mut sink, &spec, Some(START + 60_000), std::future::pending())
+            .await
+            .expect("infallible sink");
+        assert_eq!(written, sink.0);
+        (started.elapsed(), written)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn modes_pace_event_time() {
+        let (real_time, readings) = one_minute(SimulatorMode::RealTime).await;
+        let meters = Simulator::new(&SimulatorSpec { customers: 20, ..SimulatorSpec::default() }, START).fleet().meters().len();
+        assert_eq!(readings, 12 * meters as u64, "twelve 5 s heartbeats in a minute");
+        assert!((Duration::from_secs(55)..=Duration::from_secs(60)).contains(&real_time), "{real_time:?}");
+        let (accelerated, _) = one_minute(SimulatorMode::Accelerated).await;
+        assert!((Duration::from_millis(900)..=Duration::from_millis(1_000)).contains(&accelerated), "{accelerated:?}");
+        let (fastest, _) = one_minute(SimulatorMode::AsFastAsPossible).await;
+        assert_eq!(fastest, Duration::ZERO);
     }
 
     fn mean_rate(spec: &SimulatorSpec, kind: CustomerKind, utility: Utility, start: i64, hours: i64) -> f64 {

@@ -318,7 +318,7 @@ impl Processor {
         Ok(())
     }
 
-    /// Whether every assigned partition has been processed up to the log's end.
+    /// Whether every assigned partition (if any) has been processed up to the log's end.
     pub async fn caught_up(&self, log: &dyn ReadingLog) -> Result<bool> {
         let mut ends: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
         let mut lag = 0u64;
@@ -331,7 +331,7 @@ impl Processor {
             lag += end.saturating_sub(state.next_offset);
         }
         metrics::gauge!(names::CONSUMER_LAG).set(lag as f64);
-        Ok(lag == 0 && !self.assigned.is_empty())
+        Ok(lag == 0)
     }
 
     /// Processes until every assigned partition is at the log's end, then

@@ -664,6 +664,27 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_survives_a_change_of_window_sizes() {
+        let mut windows = PartitionWindows::new(Utility::Electricity, config());
+        windows.add(&reading(1, T0 + 5_000, 1.0));
+        let blob = crate::checkpoint::encode(&windows, 1, 0).expect("encode");
+        let five_minutes = WindowConfig { sizes_ms: vec![300_000, 86_400_000], ..config() };
+        let (mut resumed, _) = crate::checkpoint::decode(&blob, Utility::Electricity, five_minutes).expect("decode");
+        resumed.add(&reading(1, T0 + 10_000, 2.0));
+        let updates = resumed.take_updates();
+        let sums = |width: i64| {
+            updates
+                .iter()
+                .filter(|u| u.owner == WindowOwner::Customer(1) && u.slot.width_ms == width)
+                .map(|u| u.aggregate.sum)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sums(86_400_000), vec![3.0], "the kept size continues");
+        assert_eq!(sums(300_000), vec![2.0], "the new size starts empty");
+        assert!(sums(MINUTE).is_empty(), "the dropped size is gone");
+    }
+
+    #[test]
     fn checkpoint_round_trip_continues_identically() {
         let input: Vec<Reading> = (0..400)
             .map(|i| reading(1 + i % 7, T0 + (i as i64) * 2_000 - (i as i64 % 5) * 3_000, f64::from(i as u32 % 11)))
