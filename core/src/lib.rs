@@ -15,17 +15,21 @@ pub use reading::{CustomerKind, InvalidReason, Reading, Utility};
 pub use region::Region;
 pub use spec::PipelineSpec;
 
+/// SplitMix64's step: a well-mixed 64-bit hash of its input, fixed forever
+/// (partitioning and the simulator's determinism depend on it).
+pub fn splitmix64(input: u64) -> u64 {
+    let mut z = input.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The log partition of a customer's readings.
 ///
 /// Every producer uses this function, so one customer's readings always land
-/// in the same partition of a utility topic and stay ordered. It is a fixed
-/// mixing function (SplitMix64's finaliser), stable across releases.
+/// in the same partition of a utility topic and stay ordered.
 pub fn partition_for(customer_id: u64, partitions: u32) -> u32 {
-    let mut z = customer_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z % u64::from(partitions.max(1))) as u32
+    (splitmix64(customer_id) % u64::from(partitions.max(1))) as u32
 }
 
 /// Name of the log topic for one utility of a pipeline: `<pipeline>.<utility>`.

@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use auth_core::spec::{SimulatorMode, SimulatorSpec};
-use auth_core::{CustomerKind, Reading, Utility, codec};
+use auth_core::{CustomerKind, Reading, Utility, codec, splitmix64};
 use bytes::Bytes;
 
 use crate::fleet::Fleet;
@@ -81,14 +81,6 @@ pub struct Simulator {
     rates: [[[f64; ZONE_COUNT]; 3]; 2],
     delayed: BinaryHeap<Reverse<Delayed>>,
     sequence: u64,
-}
-
-/// SplitMix64's finaliser: a well-mixed 64-bit hash of its input.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A uniform number in [0, 1) from 53 bits of `bits`.
@@ -184,7 +176,7 @@ impl Simulator {
     fn produce(&mut self, index: usize, out: &mut Vec<Simulated>) {
         let meter = self.fleet.meters()[index];
         let ts_ms = self.event_time_ms() + meter.phase_ms;
-        let bits = mix(self.spec.seed ^ mix(meter.meter_id ^ mix(self.tick as u64)));
+        let bits = splitmix64(self.spec.seed ^ splitmix64(meter.meter_id ^ splitmix64(self.tick as u64)));
         let kind_index = usize::from(meter.customer_kind == CustomerKind::Business);
         let zone_index = (meter.region.info().utc_offset_hours - ZONES.start()) as usize;
         let rate_per_hour = self.rates[kind_index][meter.utility.index()][zone_index.min(ZONE_COUNT - 1)];
@@ -206,7 +198,7 @@ impl Simulator {
             ts_ms,
             value,
         };
-        let knobs = mix(bits);
+        let knobs = splitmix64(bits);
         let (malformed_share, duplicate_share, late_share, late_secs, out_of_order_share, disorder_secs) = (
             self.spec.malformed_share,
             self.spec.duplicate_share,
