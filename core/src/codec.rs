@@ -17,6 +17,8 @@
 //! version byte, and decoders keep reading the old ones. Decoding never panics:
 //! any byte string either decodes or yields a [`DecodeError`] saying why.
 
+use bytes::BufMut;
+
 use crate::reading::{CustomerKind, Reading, Utility};
 use crate::region::{MAX_CODE_LEN, Region};
 
@@ -42,31 +44,29 @@ pub enum DecodeError {
     UnknownRegion(String),
 }
 
-/// Appends the version-1 encoding of `reading` to `out`.
-pub fn encode_into(reading: &Reading, out: &mut Vec<u8>) {
-    out.reserve(ENCODED_LEN);
-    out.push(VERSION);
-    out.push(reading.utility.index() as u8);
-    out.push(match reading.customer_kind {
+/// Appends the version-1 encoding of `reading` to `out` (a `Vec<u8>`, a
+/// `BytesMut`, or a slice with at least [`ENCODED_LEN`] bytes of room).
+pub fn encode_into(reading: &Reading, out: &mut impl BufMut) {
+    out.put_u8(VERSION);
+    out.put_u8(reading.utility.index() as u8);
+    out.put_u8(match reading.customer_kind {
         CustomerKind::Residential => 0,
         CustomerKind::Business => 1,
     });
     let mut code = [0u8; MAX_CODE_LEN];
     let text = reading.region.code().as_bytes();
     code[..text.len()].copy_from_slice(text);
-    out.extend_from_slice(&code);
-    out.extend_from_slice(&reading.meter_id.to_le_bytes());
-    out.extend_from_slice(&reading.customer_id.to_le_bytes());
-    out.extend_from_slice(&reading.ts_ms.to_le_bytes());
-    out.extend_from_slice(&reading.value.to_le_bytes());
+    out.put_slice(&code);
+    out.put_u64_le(reading.meter_id);
+    out.put_u64_le(reading.customer_id);
+    out.put_i64_le(reading.ts_ms);
+    out.put_f64_le(reading.value);
 }
 
 /// The version-1 encoding of `reading`.
 pub fn encode(reading: &Reading) -> [u8; ENCODED_LEN] {
-    let mut out = Vec::with_capacity(ENCODED_LEN);
-    encode_into(reading, &mut out);
     let mut record = [0u8; ENCODED_LEN];
-    record.copy_from_slice(&out);
+    encode_into(reading, &mut &mut record[..]);
     record
 }
 

@@ -38,18 +38,13 @@ impl LogSink {
     pub fn encode(&mut self, batch: &[Simulated]) -> [Vec<OutRecord>; 3] {
         let mut per_utility: [Vec<OutRecord>; 3] = Default::default();
         self.buffer.reserve(batch.len() * (codec::ENCODED_LEN + 20));
-        let mut scratch = Vec::with_capacity(codec::ENCODED_LEN);
         let mut digits = itoa::Buffer::new();
         for item in batch {
             let customer_id = item.customer_id();
             self.buffer.put_slice(digits.format(customer_id).as_bytes());
             let key = self.buffer.split().freeze();
             match item {
-                Simulated::Reading(reading) => {
-                    scratch.clear();
-                    codec::encode_into(reading, &mut scratch);
-                    self.buffer.put_slice(&scratch);
-                }
+                Simulated::Reading(reading) => codec::encode_into(reading, &mut self.buffer),
                 Simulated::Garbage { bytes, .. } => self.buffer.put_slice(bytes),
             }
             let value = self.buffer.split().freeze();
