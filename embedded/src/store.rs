@@ -44,11 +44,11 @@ impl Series {
             Ok(at) => self.windows[at] = stored,
             Err(at) => {
                 self.windows.insert(at, stored);
-                let same_size = |window: &StoredWindow| window.utility == update.utility && window.slot.width_ms == update.slot.width_ms;
-                let first = self.windows.iter().position(same_size).unwrap_or(at);
-                let count = self.windows[first..].iter().take_while(|window| same_size(window)).count();
-                if count > recent_windows {
-                    self.windows.drain(first..first + (count - recent_windows));
+                let size = (update.utility, update.slot.width_ms);
+                let first = self.windows.partition_point(|window| (window.utility, window.slot.width_ms) < size);
+                let end = self.windows.partition_point(|window| (window.utility, window.slot.width_ms) <= size);
+                if end - first > recent_windows {
+                    self.windows.drain(first..end - recent_windows);
                 }
             }
         }
@@ -76,17 +76,19 @@ impl ServingStore for MemoryStore {
                 }
                 WindowOwner::Region(region) => {
                     let windows = state.regions.entry(region).or_default();
-                    windows
-                        .entry((update.utility, update.slot))
-                        .or_default()
-                        .insert(flush.partition.clone(), (update.aggregate, update.closed));
-                    let same_size: Vec<(Utility, WindowSlot)> = windows
-                        .keys()
-                        .filter(|(utility, slot)| *utility == update.utility && slot.width_ms == update.slot.width_ms)
-                        .copied()
-                        .collect();
-                    for stale in same_size.iter().take(same_size.len().saturating_sub(self.recent_windows)) {
-                        windows.remove(stale);
+                    let parts = windows.entry((update.utility, update.slot)).or_default();
+                    let new_window = parts.is_empty();
+                    parts.insert(flush.partition.clone(), (update.aggregate, update.closed));
+                    if new_window {
+                        let width_ms = update.slot.width_ms;
+                        let same_size = (update.utility, WindowSlot { width_ms, start_ms: i64::MIN })
+                            ..=(update.utility, WindowSlot { width_ms, start_ms: i64::MAX });
+                        let surplus = windows.range(same_size.clone()).count().saturating_sub(self.recent_windows);
+                        let stale: Vec<(Utility, WindowSlot)> =
+                            windows.range(same_size).take(surplus).map(|(key, _)| *key).collect();
+                        for key in stale {
+                            windows.remove(&key);
+                        }
                     }
                 }
             }
@@ -187,5 +189,23 @@ mod tests {
         assert_eq!(windows.len(), 1);
         assert_eq!(windows[0].window.aggregate, Aggregate { sum: 5.0, count: 2, min: 2.0, max: 3.0 });
         assert!(store.region_windows(3_600_000, 0).await.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn regions_keep_the_newest_windows_per_size() {
+        let store = MemoryStore::new(2);
+        let region = WindowOwner::Region(Region::from_code("US-TX").expect("Texas"));
+        for start in [0, 60_000, 120_000] {
+            store.apply(flush(0, vec![update(region, start, 1.0)], None)).await.expect("apply");
+        }
+        store.apply(flush(1, vec![update(region, 120_000, 2.0)], None)).await.expect("apply");
+        let starts: Vec<(i64, f64)> = store
+            .region_windows(60_000, 0)
+            .await
+            .expect("read")
+            .iter()
+            .map(|w| (w.window.slot.start_ms, w.window.aggregate.sum))
+            .collect();
+        assert_eq!(starts, vec![(60_000, 1.0), (120_000, 3.0)]);
     }
 }
