@@ -58,10 +58,10 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     let state = AppState { store: Arc::clone(&store), metrics };
-    let api = tokio::spawn(auth_api::serve(listener, state, stopped(stop_rx.clone())));
+    let mut api = tokio::spawn(auth_api::serve(listener, state, stopped(stop_rx.clone())));
 
     let processor = Processor::new(ProcessorConfig::from_spec(&args.pipeline, &spec), log.as_ref(), Arc::clone(&store))?;
-    let stream = tokio::spawn(processor.run(Arc::clone(&log), stopped(stop_rx.clone())));
+    let mut stream = tokio::spawn(processor.run(Arc::clone(&log), stopped(stop_rx.clone())));
 
     let mut simulator = Simulator::new(&spec.simulator, spec.simulator.start_ms.unwrap_or_else(now_ms));
     let first_residential = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Residential);
@@ -75,7 +75,7 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         .map(|meter| format!("{} ({}{})", meter.customer_id, meter.customer_kind.as_str(), if meter.utility == Utility::Gas { ", has gas" } else { "" }))
         .collect();
     let simulation_stop = stopped(stop_rx.clone());
-    let simulation = tokio::spawn(async move {
+    let mut simulation = tokio::spawn(async move {
         run_paced(&mut simulator, &mut sink, &simulator_spec, None, simulation_stop).await
     });
 
@@ -86,9 +86,6 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     println!("  customers to look at: {}", look_at.join(", "));
     println!("Press Ctrl-C to stop.");
 
-    let mut stream = stream;
-    let mut simulation = simulation;
-    let mut api = api;
     let early_exit = tokio::select! {
         result = tokio::signal::ctrl_c() => {
             result.context("listening for Ctrl-C")?;

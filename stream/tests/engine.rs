@@ -11,7 +11,7 @@ use auth_core::spec::{PipelineSpec, SimulatorSpec};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, dead_letter_topic, partition_for, utility_topic};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
-use auth_stream::{Processor, ProcessorConfig};
+use auth_stream::{PartitionCounts, Processor, ProcessorConfig};
 use bytes::Bytes;
 
 const PIPELINE: &str = "test";
@@ -206,19 +206,21 @@ fn knobbed_spec() -> PipelineSpec {
     spec
 }
 
+/// One processor over the whole log into a fresh store: what every other run must equal.
+async fn reference_run(log: &dyn ReadingLog, spec: &PipelineSpec, max_poll_records: usize) -> (Dump, PartitionCounts) {
+    let store = new_store();
+    let mut reference = Processor::new(manual_config(spec, max_poll_records), log, Arc::clone(&store)).expect("processor");
+    reference.drain(log).await.expect("drain");
+    (dump(store.as_ref(), &spec.windows.effective_sizes_ms()).await, reference.counts())
+}
+
 #[tokio::test]
 async fn a_crash_after_a_checkpoint_changes_nothing() {
     let spec = knobbed_spec();
     let widths = spec.windows.effective_sizes_ms();
     let log = new_log();
     load_simulated(log.as_ref(), &spec, 20).await;
-
-    let reference_store = new_store();
-    let mut reference = Processor::new(manual_config(&spec, 400), log.as_ref(), Arc::clone(&reference_store)).expect("processor");
-    reference.drain(log.as_ref()).await.expect("drain");
-    let expected = dump(reference_store.as_ref(), &widths).await;
-    let expected_counts = reference.counts();
-    drop(reference);
+    let (expected, expected_counts) = reference_run(log.as_ref(), &spec, 400).await;
     assert!(expected.len() > 1_000, "the run produced windows: {}", expected.len());
     assert!(expected_counts.too_late > 0 && expected_counts.duplicates > 0 && expected_counts.malformed > 0);
 
@@ -250,11 +252,7 @@ async fn two_processors_in_one_group_equal_one() {
     let widths = spec.windows.effective_sizes_ms();
     let log = new_log();
     load_simulated(log.as_ref(), &spec, 10).await;
-
-    let single_store = new_store();
-    let mut single = Processor::new(manual_config(&spec, 500), log.as_ref(), Arc::clone(&single_store)).expect("processor");
-    single.drain(log.as_ref()).await.expect("drain");
-    let expected = dump(single_store.as_ref(), &widths).await;
+    let (expected, _) = reference_run(log.as_ref(), &spec, 500).await;
 
     let store = new_store();
     let config = ProcessorConfig { group: "pair".into(), ..manual_config(&spec, 500) };
