@@ -142,24 +142,9 @@ impl Processor {
     pub fn counts(&self) -> PartitionCounts {
         let mut total = PartitionCounts::default();
         for state in self.assigned.values() {
-            let counts = state.windows.counts();
-            total.counted += counts.counted;
-            total.counted_late += counts.counted_late;
-            total.duplicates += counts.duplicates;
-            total.too_late += counts.too_late;
-            total.malformed += counts.malformed;
-            total.windows_emitted += counts.windows_emitted;
+            total += state.windows.counts();
         }
         total
-    }
-
-    /// Open windows held over all assigned partitions.
-    pub fn open_windows(&self) -> usize {
-        self.assigned.values().map(|state| state.windows.open_windows()).sum()
-    }
-
-    pub fn operator_watermark(&self) -> Option<i64> {
-        self.watermarks.operator_watermark(Instant::now())
     }
 
     /// Next offset to process of each assigned partition.

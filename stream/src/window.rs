@@ -226,6 +226,17 @@ pub struct PartitionCounts {
     pub windows_emitted: u64,
 }
 
+impl std::ops::AddAssign for PartitionCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.counted += other.counted;
+        self.counted_late += other.counted_late;
+        self.duplicates += other.duplicates;
+        self.too_late += other.too_late;
+        self.malformed += other.malformed;
+        self.windows_emitted += other.windows_emitted;
+    }
+}
+
 /// The windows of one log partition.
 pub struct PartitionWindows {
     pub(crate) utility: Utility,
