@@ -6,6 +6,7 @@
 //! the [`ports`] that the embedded and the real adapters implement.
 
 pub mod codec;
+pub mod endpoint;
 pub mod ports;
 pub mod reading;
 pub mod region;

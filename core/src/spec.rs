@@ -46,6 +46,12 @@ pub struct WindowSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct LogSpec {
+    /// Kafka bootstrap servers, `kafka://host:port[,host:port...]`. Without it the
+    /// pipeline runs on the embedded log, which only `auth up` has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Replicas of each topic Kafka keeps (`replication.factor` at creation).
+    pub replication_factor: u16,
     /// Partitions per utility topic.
     pub partitions: u32,
     /// Records older than this are deleted (Kafka `retention.ms`).
@@ -59,6 +65,10 @@ pub struct LogSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ServingSpec {
+    /// Redis, `redis://host:port[/db]`. Without it the pipeline serves from the
+    /// in-process store, which only `auth up` has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Closed windows kept per customer, utility and window size (older ones are dropped).
     pub recent_windows: u32,
 }
@@ -139,13 +149,13 @@ impl Default for WindowSpec {
 
 impl Default for LogSpec {
     fn default() -> Self {
-        Self { partitions: 6, retention_secs: 7 * u64::from(DAY_SECS), retention_bytes: 64 * 1024 * 1024 }
+        Self { url: None, replication_factor: 1, partitions: 6, retention_secs: 7 * u64::from(DAY_SECS), retention_bytes: 64 * 1024 * 1024 }
     }
 }
 
 impl Default for ServingSpec {
     fn default() -> Self {
-        Self { recent_windows: 60 }
+        Self { url: None, recent_windows: 60 }
     }
 }
 
@@ -276,6 +286,19 @@ impl PipelineSpec {
         }
         if windows.idle_timeout_secs == 0 {
             problems.add("windows.idleTimeoutSecs", "must be at least 1 s");
+        }
+        if let Some(url) = &self.log.url {
+            if let Err(message) = crate::endpoint::kafka_bootstrap(url) {
+                problems.add("log.url", message);
+            }
+        }
+        if self.log.replication_factor == 0 {
+            problems.add("log.replicationFactor", "must be at least 1");
+        }
+        if let Some(url) = &self.serving.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                problems.add("serving.url", format!("{url:?} is not a redis:// or rediss:// URL"));
+            }
         }
         if !(1..=1_024).contains(&self.log.partitions) {
             problems.add("log.partitions", "must be between 1 and 1024");

@@ -19,3 +19,5 @@ pub const FLUSH_DURATION: &str = "auth_stream_flush_duration_seconds";
 pub const CONSUMER_LAG: &str = "auth_stream_consumer_lag_records";
 /// Partitions assigned to this processor.
 pub const ASSIGNED_PARTITIONS: &str = "auth_stream_assigned_partitions";
+/// Times the processor restored its partitions from their checkpoints after a server was unavailable.
+pub const RECOVERIES: &str = "auth_stream_recoveries_total";

@@ -108,6 +108,8 @@ pub struct Processor {
     topic_utility: HashMap<Arc<str>, Utility>,
     assigned: BTreeMap<TopicPartition, Assigned>,
     watermarks: WatermarkTracker,
+    /// The group has given this processor its first assignment (possibly empty).
+    joined: bool,
     last_flush: Instant,
     last_checkpoint: Instant,
 }
@@ -133,6 +135,7 @@ impl Processor {
             dead_letters,
             topic_utility,
             assigned: BTreeMap::new(),
+            joined: false,
             last_flush: now,
             last_checkpoint: now,
         })
@@ -190,6 +193,7 @@ impl Processor {
 
     #[tracing::instrument(level = "debug", skip_all, fields(partitions = partitions.len()))]
     async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.joined = true;
         for partition in partitions {
             let Some(&utility) = self.topic_utility.get(&partition.topic) else { continue };
             let saved = self.store.load_checkpoint(&partition).await.map_err(StreamError::Store)?;
@@ -293,6 +297,7 @@ impl Processor {
         }
         if checkpoint {
             self.last_checkpoint = Instant::now();
+            self.commit_positions().await;
         }
         self.last_flush = Instant::now();
         if let Some(watermark) = pipeline_watermark {
@@ -303,8 +308,44 @@ impl Processor {
         Ok(())
     }
 
-    /// Whether every assigned partition (if any) has been processed up to the log's end.
+    /// Tells the group how far the checkpoints got, for tools that watch its
+    /// lag; the processor itself resumes from its checkpoints, so a failed
+    /// commit only delays that view.
+    async fn commit_positions(&mut self) {
+        let positions: Vec<(TopicPartition, u64)> = self
+            .assigned
+            .iter()
+            .filter(|(_, state)| !state.changed_since_checkpoint && state.next_offset > 0)
+            .map(|(partition, state)| (partition.clone(), state.next_offset))
+            .collect();
+        if positions.is_empty() {
+            return;
+        }
+        if let Err(err) = self.consumer.commit(&positions).await {
+            tracing::debug!(%err, "committing checkpointed offsets to the group failed");
+        }
+    }
+
+    /// Drops the state of every assigned partition and restores it from the
+    /// last checkpoints, continuing at their offsets: after a failed write the
+    /// processor cannot tell what reached the store, so it replays, which
+    /// gives exactly the results of a run without the failure.
+    #[tracing::instrument(level = "info", skip(self), fields(partitions = self.assigned.len()))]
+    pub async fn restore_from_checkpoints(&mut self) -> Result<()> {
+        let partitions: Vec<TopicPartition> = self.assigned.keys().cloned().collect();
+        self.assigned.clear();
+        for partition in &partitions {
+            self.watermarks.forget(partition);
+        }
+        self.assign(partitions).await
+    }
+
+    /// Whether the group gave this processor its partitions and every one of
+    /// them (if any) has been processed up to the log's end.
     pub async fn caught_up(&self, log: &dyn ReadingLog) -> Result<bool> {
+        if !self.joined {
+            return Ok(false);
+        }
         let mut ends: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
         let mut lag = 0u64;
         for (partition, state) in &self.assigned {
@@ -329,20 +370,50 @@ impl Processor {
         }
     }
 
-    /// Runs until `shutdown` resolves, then flushes and checkpoints.
+    /// Runs until `shutdown` resolves, then flushes and checkpoints. A server
+    /// that is unavailable is waited for (with growing pauses), after which
+    /// the processor restores its partitions from their checkpoints; any
+    /// other error ends the run.
     pub async fn run(mut self, log: Arc<dyn ReadingLog>, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let mut lag_check = tokio::time::interval(Duration::from_secs(5));
+        let mut failures = 0u32;
         loop {
-            tokio::select! {
+            let outcome = tokio::select! {
                 () = &mut shutdown => break,
-                _ = lag_check.tick() => { self.caught_up(log.as_ref()).await?; }
-                step = self.step() => { step?; }
+                _ = lag_check.tick() => self.caught_up(log.as_ref()).await.map(drop),
+                step = self.step() => step.map(drop),
+            };
+            match outcome {
+                Ok(()) => failures = 0,
+                Err(mut err) if err.is_retryable() => {
+                    metrics::counter!(names::RECOVERIES).increment(1);
+                    loop {
+                        let pause = retry_pause(failures);
+                        failures += 1;
+                        tracing::warn!(error = %err, ?pause, "a server is unavailable; restoring from the checkpoints after a pause");
+                        tokio::select! {
+                            () = &mut shutdown => return Err(err),
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                        match self.restore_from_checkpoints().await {
+                            Ok(()) => break,
+                            Err(again) if again.is_retryable() => err = again,
+                            Err(fatal) => return Err(fatal),
+                        }
+                    }
+                }
+                Err(err) => return Err(err),
             }
         }
         tracing::info!("stream processor stopping: final flush and checkpoint");
         self.flush(true).await
     }
+}
+
+/// The pause before the `failures`-th retry: 100 ms, doubling, at most 10 s.
+fn retry_pause(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(7))).min(Duration::from_secs(10))
 }
 
 fn report(state: &mut Assigned) {

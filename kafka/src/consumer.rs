@@ -1,0 +1,230 @@
+//! A consumer-group member whose partitions start where the application says.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use auth_core::ports::{LogConsumer, LogRecord, PartitionRecords, Polled, PortError, Result, TopicPartition};
+use bytes::BytesMut;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::error::port_error;
+
+/// A member of a consumer group. Assignment changes come out of
+/// [`LogConsumer::poll`] before any record of the partitions concerned.
+pub struct KafkaConsumer {
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    group: String,
+    topic_names: Arc<HashMap<String, Arc<str>>>,
+}
+
+/// What the rebalance callback (run inside librdkafka's poll) shares with the consumer.
+#[derive(Default)]
+struct GroupContext {
+    state: Mutex<GroupState>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    events: VecDeque<Polled>,
+    /// The partitions of this member and where each continues (`None`: the
+    /// group's committed offset, or the start).
+    assignment: BTreeMap<TopicPartition, Option<u64>>,
+    /// librdkafka waits for an `assign` call: the assignment changed or a
+    /// partition was positioned since the last one.
+    reassign: bool,
+}
+
+impl GroupContext {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
+        let changed: Vec<TopicPartition> = partitions
+            .elements()
+            .iter()
+            .map(|element| TopicPartition::new(element.topic(), element.partition() as u32))
+            .collect();
+        let mut state = self.lock();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::debug!(partitions = changed.len(), "Kafka assigned partitions");
+                for partition in &changed {
+                    state.assignment.insert(partition.clone(), None);
+                }
+                // The partitions are assigned in `poll`, after the application positioned them.
+                state.reassign = true;
+                state.events.push_back(Polled::Assigned(changed));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::debug!(partitions = changed.len(), "Kafka revoked partitions");
+                for partition in &changed {
+                    state.assignment.remove(partition);
+                }
+                if let Err(err) = consumer.unassign() {
+                    tracing::warn!(%err, "unassigning revoked partitions failed");
+                }
+                state.reassign = !state.assignment.is_empty();
+                state.events.push_back(Polled::Revoked(changed));
+            }
+            other => tracing::warn!(error = ?other, "Kafka rebalance failed; the group retries"),
+        }
+    }
+}
+
+impl KafkaConsumer {
+    pub(crate) fn subscribe(mut config: ClientConfig, group: &str, topics: &[String]) -> Result<Self> {
+        let consumer: BaseConsumer<GroupContext> = config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "100")
+            .create_with_context(GroupContext::default())
+            .map_err(|err| port_error("Kafka consumer", err))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(|err| port_error(&format!("group {group}"), err))?;
+        let topic_names = topics.iter().map(|topic| (topic.clone(), Arc::from(topic.as_str()))).collect();
+        Ok(Self { consumer: Arc::new(consumer), group: group.to_owned(), topic_names: Arc::new(topic_names) })
+    }
+
+    /// Hands librdkafka the assignment with the positions the application chose.
+    fn assign_pending(&self) -> Result<()> {
+        let context = self.consumer.context();
+        let mut state = context.lock();
+        if !state.reassign {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::with_capacity(state.assignment.len());
+        for (partition, position) in &state.assignment {
+            let offset = position.map_or(Offset::Invalid, |offset| Offset::Offset(offset as i64));
+            list.add_partition_offset(&partition.topic, partition.partition as i32, offset)
+                .map_err(|err| port_error(&format!("position of {partition}"), err))?;
+        }
+        self.consumer.assign(&list).map_err(|err| port_error(&format!("assignment of group {}", self.group), err))?;
+        state.reassign = false;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LogConsumer for KafkaConsumer {
+    async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Polled> {
+        self.assign_pending()?;
+        if let Some(event) = self.consumer.context().lock().events.pop_front() {
+            return Ok(event);
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let topic_names = Arc::clone(&self.topic_names);
+        let batches = tokio::task::spawn_blocking(move || fetch(&consumer, &topic_names, max_records, timeout))
+            .await
+            .map_err(|err| PortError::Closed(format!("Kafka consumer: {err}")))??;
+        if batches.is_empty() {
+            return Ok(self.consumer.context().lock().events.pop_front().unwrap_or(Polled::Idle));
+        }
+        let mut state = self.consumer.context().lock();
+        for batch in &batches {
+            if let (Some(position), Some(last)) = (state.assignment.get_mut(&batch.partition), batch.records.last()) {
+                *position = Some(last.offset + 1);
+            }
+        }
+        Ok(Polled::Records(batches))
+    }
+
+    fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()> {
+        let mut state = self.consumer.context().lock();
+        match state.assignment.get_mut(partition) {
+            Some(position) => {
+                *position = Some(offset);
+                state.reassign = true;
+                Ok(())
+            }
+            None => Err(PortError::Rejected {
+                what: format!("seek on {partition}"),
+                message: "the partition is not assigned to this consumer".into(),
+            }),
+        }
+    }
+
+    async fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
+        let mut list = TopicPartitionList::with_capacity(offsets.len());
+        for (partition, offset) in offsets {
+            list.add_partition_offset(&partition.topic, partition.partition as i32, Offset::Offset(*offset as i64))
+                .map_err(|err| port_error(&format!("offset of {partition}"), err))?;
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(|err| port_error(&format!("commit of group {}", self.group), err))
+    }
+}
+
+/// Takes up to `max_records` records, waiting up to `timeout` for the first;
+/// stops early when the group's assignment changes.
+fn fetch(
+    consumer: &BaseConsumer<GroupContext>,
+    topic_names: &HashMap<String, Arc<str>>,
+    max_records: usize,
+    timeout: Duration,
+) -> Result<Vec<PartitionRecords>> {
+    let deadline = Instant::now() + timeout;
+    let mut batches: Vec<PartitionRecords> = Vec::new();
+    let mut buffer = BytesMut::new();
+    let mut count = 0;
+    while count < max_records {
+        let wait = if count == 0 { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                let topic = topic_names.get(message.topic()).cloned().unwrap_or_else(|| Arc::from(message.topic()));
+                let partition = message.partition() as u32;
+                let key = message.key().unwrap_or_default();
+                let value = message.payload().unwrap_or_default();
+                if buffer.capacity() - buffer.len() < key.len() + value.len() {
+                    buffer.reserve((key.len() + value.len()).max(256 * 1024));
+                }
+                buffer.extend_from_slice(key);
+                let key = buffer.split().freeze();
+                buffer.extend_from_slice(value);
+                let value = buffer.split().freeze();
+                let record = LogRecord { offset: message.offset().max(0) as u64, key, value };
+                match batches.last_mut() {
+                    Some(batch) if batch.partition.partition == partition && batch.partition.topic == topic => {
+                        batch.records.push(record);
+                    }
+                    _ => batches.push(PartitionRecords {
+                        partition: TopicPartition { topic, partition },
+                        records: vec![record],
+                    }),
+                }
+                count += 1;
+            }
+            Some(Err(KafkaError::MessageConsumption(code))) => {
+                tracing::warn!(%code, "Kafka consumer: transient error, librdkafka retries");
+                if count > 0 || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            Some(Err(err)) => return Err(port_error("Kafka consumer", err)),
+            None => {
+                if count > 0 || Instant::now() >= deadline || !consumer.context().lock().events.is_empty() {
+                    break;
+                }
+            }
+        }
+        if !consumer.context().lock().events.is_empty() {
+            break;
+        }
+    }
+    Ok(batches)
+}
