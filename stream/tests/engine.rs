@@ -1,6 +1,6 @@
 //! The engine suite: the processor against the ports, end to end through the
-//! log and the serving store. It runs here on the embedded adapters; the real
-//! adapters run the same functions.
+//! log and the serving store. Every test runs twice: on the embedded adapters
+//! and on Kafka + Redis (see `auth_testkit`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,23 +9,43 @@ use std::time::Duration;
 use auth_core::ports::{Polled, ReadingLog, ServingStore, WindowSlot};
 use auth_core::spec::{PipelineSpec, SimulatorSpec};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, dead_letter_topic, partition_for, utility_topic};
-use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
+use auth_testkit::Backend;
 use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
 use auth_stream::{PartitionCounts, Processor, ProcessorConfig};
 use bytes::Bytes;
 
-const PIPELINE: &str = "test";
 const MINUTE: i64 = 60_000;
 /// 2026-11-28T00:00:00Z.
 const T0: i64 = 1_795_824_000_000;
 
-fn new_log() -> Arc<dyn ReadingLog> {
-    Arc::new(EmbeddedLog::new(Retention { max_age: Duration::from_secs(86_400), max_bytes_per_partition: 1 << 32 }))
+macro_rules! engine_suite {
+    ($name:ident, $backend:expr $(, #[$attribute:meta])*) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
+            async fn scripted_fleet_gives_exactly_the_expected_windows() {
+                super::scripted_fleet_gives_exactly_the_expected_windows(&$backend("scripted")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
+            async fn a_crash_after_a_checkpoint_changes_nothing() {
+                super::a_crash_after_a_checkpoint_changes_nothing(&$backend("crash")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
+            async fn two_processors_in_one_group_equal_one() {
+                super::two_processors_in_one_group_equal_one(&$backend("pair")).await;
+            }
+        }
+    };
 }
 
-fn new_store() -> Arc<dyn ServingStore> {
-    Arc::new(MemoryStore::new(10_000))
-}
+engine_suite!(embedded, Backend::embedded);
+engine_suite!(kafka_redis, Backend::real, #[ignore = "needs Kafka and Redis: scripts/test.sh runs it"]);
 
 fn spec(partitions: u32) -> PipelineSpec {
     let mut spec = PipelineSpec::default();
@@ -35,20 +55,21 @@ fn spec(partitions: u32) -> PipelineSpec {
 }
 
 /// A config whose processor only flushes when the test says so.
-fn manual_config(spec: &PipelineSpec, max_poll_records: usize) -> ProcessorConfig {
+fn manual_config(backend: &Backend, spec: &PipelineSpec, max_poll_records: usize) -> ProcessorConfig {
     ProcessorConfig {
         flush_interval: Duration::from_secs(3_600),
         checkpoint_interval: Duration::from_secs(3_600),
         max_poll_records,
-        ..ProcessorConfig::from_spec(PIPELINE, spec)
+        ..ProcessorConfig::from_spec(&backend.pipeline, spec)
     }
 }
 
-async fn create_topics(log: &dyn ReadingLog, spec: &PipelineSpec) {
+async fn create_topics(backend: &Backend, spec: &PipelineSpec) {
+    let log = backend.log.as_ref();
     for utility in Utility::ALL {
-        log.ensure_topic(&utility_topic(PIPELINE, utility), spec.log.partitions).await.expect("topic");
+        log.ensure_topic(&utility_topic(&backend.pipeline, utility), spec.log.partitions).await.expect("topic");
     }
-    log.ensure_topic(&dead_letter_topic(PIPELINE), 1).await.expect("dlq topic");
+    log.ensure_topic(&dead_letter_topic(&backend.pipeline), 1).await.expect("dlq topic");
 }
 
 fn reading(customer_id: u64, region: &str, ts_ms: i64, value: f64) -> Reading {
@@ -89,24 +110,53 @@ async fn dump(store: &dyn ServingStore, widths: &[i64]) -> Dump {
     out
 }
 
+/// Every record of a topic, read by a group of its own up to the end offsets.
 async fn read_all(log: &dyn ReadingLog, topic: &str, group: &str) -> Vec<Bytes> {
+    let end: u64 = log.end_offsets(topic).await.expect("end offsets").iter().sum();
     let mut consumer = log.consumer(group, &[topic.to_owned()]).expect("consumer");
     let mut values = Vec::new();
-    loop {
-        match consumer.poll(10_000, Duration::from_millis(50)).await.expect("poll") {
-            Polled::Records(batches) => values.extend(batches.into_iter().flat_map(|b| b.records).map(|r| r.value)),
-            Polled::Idle => return values,
-            Polled::Assigned(_) | Polled::Revoked(_) => {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (values.len() as u64) < end {
+        assert!(tokio::time::Instant::now() < deadline, "read {} of {end} records of {topic}", values.len());
+        if let Polled::Records(batches) = consumer.poll(10_000, Duration::from_millis(200)).await.expect("poll") {
+            values.extend(batches.into_iter().flat_map(|b| b.records).map(|r| r.value));
         }
+    }
+    values
+}
+
+/// Steps every processor until each has joined the group, the group's
+/// partitions are all owned and every one is processed to the log's end;
+/// then checkpoints them all.
+async fn drain_group(backend: &Backend, spec: &PipelineSpec, processors: &mut [&mut Processor]) {
+    let log = backend.log.as_ref();
+    let partitions = spec.log.partitions as usize * Utility::ALL.len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "the group did not catch up");
+        for processor in processors.iter_mut() {
+            processor.step().await.expect("step");
+        }
+        let mut owned = 0;
+        let mut caught_up = true;
+        for processor in processors.iter() {
+            owned += processor.positions().len();
+            caught_up &= processor.caught_up(log).await.expect("lag");
+        }
+        if caught_up && owned == partitions {
+            break;
+        }
+    }
+    for processor in processors.iter_mut() {
+        processor.flush(true).await.expect("final checkpoint");
     }
 }
 
-#[tokio::test]
-async fn scripted_fleet_gives_exactly_the_expected_windows() {
-    let (log, store) = (new_log(), new_store());
+async fn scripted_fleet_gives_exactly_the_expected_windows(backend: &Backend) {
+    let (log, store) = (&backend.log, backend.new_store().await);
     let spec = spec(2);
-    create_topics(log.as_ref(), &spec).await;
-    let topic = utility_topic(PIPELINE, Utility::Electricity);
+    create_topics(backend, &spec).await;
+    let topic = utility_topic(&backend.pipeline, Utility::Electricity);
     let script: Vec<(Reading, &str)> = vec![
         (reading(1, "US-NY", T0 + 1_000, 1.0), "counted"),
         (reading(2, "US-NY", T0 + 2_000, 10.0), "counted"),
@@ -130,8 +180,8 @@ async fn scripted_fleet_gives_exactly_the_expected_windows() {
         .collect();
     log.producer().expect("producer").send(&topic, records).await.expect("send");
 
-    let mut processor = Processor::new(manual_config(&spec, 3), log.as_ref(), Arc::clone(&store)).expect("processor");
-    processor.drain(log.as_ref()).await.expect("drain");
+    let mut processor = Processor::new(manual_config(backend, &spec, 3), log.as_ref(), Arc::clone(&store)).expect("processor");
+    drain_group(backend, &spec, &mut [&mut processor]).await;
 
     let minutes = |customer| {
         let store = Arc::clone(&store);
@@ -168,7 +218,7 @@ async fn scripted_fleet_gives_exactly_the_expected_windows() {
     let in_log = read_all(log.as_ref(), &topic, "audit").await;
     let too_late = codec::encode(&script[8].0);
     assert!(in_log.iter().any(|value| value[..] == too_late[..]), "the too-late reading stays in the log");
-    let letters = read_all(log.as_ref(), &dead_letter_topic(PIPELINE), "audit").await;
+    let letters = read_all(log.as_ref(), &dead_letter_topic(&backend.pipeline), "audit").await;
     assert_eq!(letters.len(), 1);
     let letter: serde_json::Value = serde_json::from_slice(&letters[0]).expect("dead letter is JSON");
     let before_garbage = script.iter().filter(|(r, _)| partition_for(r.customer_id, 2) == 0).count();
@@ -176,10 +226,10 @@ async fn scripted_fleet_gives_exactly_the_expected_windows() {
     assert!(letter["reason"].as_str().is_some_and(|reason| reason.contains("41")), "{letter}");
 }
 
-async fn load_simulated(log: &dyn ReadingLog, spec: &PipelineSpec, minutes: i64) -> u64 {
-    create_topics(log, spec).await;
+async fn load_simulated(backend: &Backend, spec: &PipelineSpec, minutes: i64) -> u64 {
+    create_topics(backend, spec).await;
     let mut simulator = Simulator::new(&spec.simulator, T0);
-    let mut sink = LogSink::new(log.producer().expect("producer"), PIPELINE, spec.log.partitions);
+    let mut sink = LogSink::new(backend.log.producer().expect("producer"), &backend.pipeline, spec.log.partitions);
     let mut written = 0;
     let mut batch: Vec<Simulated> = Vec::new();
     while simulator.event_time_ms() < T0 + minutes * MINUTE {
@@ -207,27 +257,27 @@ fn knobbed_spec() -> PipelineSpec {
 }
 
 /// One processor over the whole log into a fresh store: what every other run must equal.
-async fn reference_run(log: &dyn ReadingLog, spec: &PipelineSpec, max_poll_records: usize) -> (Dump, PartitionCounts) {
-    let store = new_store();
-    let mut reference = Processor::new(manual_config(spec, max_poll_records), log, Arc::clone(&store)).expect("processor");
-    reference.drain(log).await.expect("drain");
+async fn reference_run(backend: &Backend, spec: &PipelineSpec, max_poll_records: usize) -> (Dump, PartitionCounts) {
+    let store = backend.new_store().await;
+    let config = manual_config(backend, spec, max_poll_records);
+    let mut reference = Processor::new(config, backend.log.as_ref(), Arc::clone(&store)).expect("processor");
+    drain_group(backend, spec, &mut [&mut reference]).await;
     (dump(store.as_ref(), &spec.windows.effective_sizes_ms()).await, reference.counts())
 }
 
-#[tokio::test]
-async fn a_crash_after_a_checkpoint_changes_nothing() {
+async fn a_crash_after_a_checkpoint_changes_nothing(backend: &Backend) {
     let spec = knobbed_spec();
     let widths = spec.windows.effective_sizes_ms();
-    let log = new_log();
-    load_simulated(log.as_ref(), &spec, 20).await;
-    let (expected, expected_counts) = reference_run(log.as_ref(), &spec, 400).await;
+    let log = &backend.log;
+    load_simulated(backend, &spec, 20).await;
+    let (expected, expected_counts) = reference_run(backend, &spec, 400).await;
     assert!(expected.len() > 1_000, "the run produced windows: {}", expected.len());
     assert!(expected_counts.too_late > 0 && expected_counts.duplicates > 0 && expected_counts.malformed > 0);
 
     let mut rng = fastrand::Rng::with_seed(5);
     for run in 0..5 {
-        let store = new_store();
-        let group_config = ProcessorConfig { group: format!("crash-{run}"), ..manual_config(&spec, 400) };
+        let store = backend.new_store().await;
+        let group_config = ProcessorConfig { group: format!("{}-crash-{run}", backend.pipeline), ..manual_config(backend, &spec, 400) };
         let mut processor = Processor::new(group_config.clone(), log.as_ref(), Arc::clone(&store)).expect("processor");
         let cut_after = rng.usize(3..60);
         let checkpoint_every = rng.usize(2..7);
@@ -238,7 +288,7 @@ async fn a_crash_after_a_checkpoint_changes_nothing() {
         // Abrupt stop: whatever happened since the last checkpoint is lost.
         drop(processor);
         let mut restarted = Processor::new(group_config, log.as_ref(), Arc::clone(&store)).expect("processor");
-        restarted.drain(log.as_ref()).await.expect("drain");
+        drain_group(backend, &spec, &mut [&mut restarted]).await;
         let actual = dump(store.as_ref(), &widths).await;
         assert_eq!(actual.len(), expected.len(), "run {run}, cut after step {cut_after}");
         assert!(actual == expected, "run {run}: serving store differs after a crash at step {cut_after}");
@@ -246,21 +296,18 @@ async fn a_crash_after_a_checkpoint_changes_nothing() {
     }
 }
 
-#[tokio::test]
-async fn two_processors_in_one_group_equal_one() {
+async fn two_processors_in_one_group_equal_one(backend: &Backend) {
     let spec = knobbed_spec();
     let widths = spec.windows.effective_sizes_ms();
-    let log = new_log();
-    load_simulated(log.as_ref(), &spec, 10).await;
-    let (expected, _) = reference_run(log.as_ref(), &spec, 500).await;
+    let log = &backend.log;
+    load_simulated(backend, &spec, 10).await;
+    let (expected, _) = reference_run(backend, &spec, 500).await;
 
-    let store = new_store();
-    let config = ProcessorConfig { group: "pair".into(), ..manual_config(&spec, 500) };
+    let store = backend.new_store().await;
+    let config = ProcessorConfig { group: format!("{}-pair", backend.pipeline), ..manual_config(backend, &spec, 500) };
     let mut first = Processor::new(config.clone(), log.as_ref(), Arc::clone(&store)).expect("processor");
     let mut second = Processor::new(config, log.as_ref(), Arc::clone(&store)).expect("processor");
-    let (a, b) = tokio::join!(first.drain(log.as_ref()), second.drain(log.as_ref()));
-    a.expect("first");
-    b.expect("second");
+    drain_group(backend, &spec, &mut [&mut first, &mut second]).await;
     assert!(!first.positions().is_empty() && !second.positions().is_empty(), "both got partitions");
     assert!(dump(store.as_ref(), &widths).await == expected, "two processors give the same windows as one");
 }

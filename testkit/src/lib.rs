@@ -1,0 +1,88 @@
+//! What the test suites share: the backends a suite runs on.
+//!
+//! [`Backend::embedded`] gives the in-process adapters; [`Backend::real`] gives
+//! Kafka and Redis as `scripts/services.sh up` starts them (addresses from
+//! `AUTH_KAFKA_URL` and `AUTH_REDIS_URL`, loopback defaults). Tests on the real
+//! servers are `#[ignore]`d in a plain `cargo test` and run by
+//! `scripts/test.sh`, which sets `AUTH_IT=1` and includes ignored tests; a
+//! server that does not answer fails them with a message saying so.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use auth_core::ports::{ReadingLog, ServingStore};
+use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
+use auth_kafka::{KafkaLog, TopicSettings};
+use auth_redis::RedisStore;
+
+pub fn kafka_url() -> String {
+    std::env::var("AUTH_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("AUTH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A name no earlier run used, for topics, groups and store namespaces on shared servers.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Panics with a clear message unless a server answers at `host:port`.
+pub fn require_server(what: &str, address: &str) {
+    let reachable = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .is_some_and(|socket| TcpStream::connect_timeout(&socket, Duration::from_secs(2)).is_ok());
+    assert!(reachable, "{what} does not answer at {address}: start it with `scripts/services.sh up`");
+}
+
+/// Where a suite's log and stores live.
+pub struct Backend {
+    pub log: Arc<dyn ReadingLog>,
+    /// Names the topics and groups of this test.
+    pub pipeline: String,
+    redis: Option<String>,
+    stores: AtomicU32,
+}
+
+impl Backend {
+    pub fn embedded(pipeline: &str) -> Self {
+        let retention = Retention { max_age: Duration::from_secs(86_400), max_bytes_per_partition: 1 << 32 };
+        Self { log: Arc::new(EmbeddedLog::new(retention)), pipeline: pipeline.into(), redis: None, stores: AtomicU32::new(0) }
+    }
+
+    /// Kafka and Redis, with a pipeline name of its own so runs never meet.
+    pub fn real(pipeline: &str) -> Self {
+        let kafka = kafka_url();
+        let bootstrap = auth_core::endpoint::kafka_bootstrap(&kafka).unwrap();
+        require_server("Kafka", bootstrap.split(',').next().unwrap());
+        let redis = redis_url();
+        let redis_address = redis.trim_start_matches("redis://").split('/').next().unwrap().to_owned();
+        require_server("Redis", &redis_address);
+        let settings = TopicSettings { replication_factor: 1, retention_ms: 86_400_000, retention_bytes: 1 << 30 };
+        let log = KafkaLog::connect(&kafka, settings).unwrap();
+        Self { log: Arc::new(log), pipeline: unique_name(pipeline), redis: Some(redis), stores: AtomicU32::new(0) }
+    }
+
+    pub fn is_real(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// A serving store no other store of this backend shares.
+    pub async fn new_store(&self) -> Arc<dyn ServingStore> {
+        let number = self.stores.fetch_add(1, Ordering::Relaxed);
+        match &self.redis {
+            None => Arc::new(MemoryStore::new(10_000)),
+            Some(url) => {
+                let namespace = format!("{}-store{number}", self.pipeline);
+                Arc::new(RedisStore::connect(url, &namespace, 10_000).await.unwrap())
+            }
+        }
+    }
+}
