@@ -5,6 +5,8 @@
 #   scripts/services.sh up       install what is missing, start, wait until healthy
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh status   say what runs where
+#   scripts/services.sh restart kafka|redis   stop one server and start it again (tests use it)
+#   scripts/services.sh build-deps            Debian packages the Rust build needs (rdkafka: cmake, libcurl)
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
 # Central run with the machine's Java) and Redis (Debian's redis-server, AOF on).
@@ -137,7 +139,7 @@ start_redis() {
     local dir="$SERVICES_DIR/redis"
     mkdir -p "$dir"
     nohup redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --appendonly yes \
-        --appendfsync everysec --save "" --daemonize no >"$dir/redis.log" 2>&1 &
+        --appendfsync always --save "" --daemonize no >"$dir/redis.log" 2>&1 &
     echo $! >"$SERVICES_DIR/redis.pid"
     wait_for 20 sh -c "redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG" \
         || fail "Redis did not start within 20 s; see $dir/redis.log"
@@ -168,5 +170,12 @@ case "${1:-}" in
     up) start_redis; start_kafka ;;
     down) stop kafka; stop redis ;;
     status) status ;;
-    *) fail "usage: $0 up|down|status" ;;
+    restart)
+        case "${2:-}" in
+            kafka) stop kafka; start_kafka ;;
+            redis) stop redis; start_redis ;;
+            *) fail "usage: $0 restart kafka|redis" ;;
+        esac ;;
+    build-deps) apt_install cmake libcurl4-openssl-dev ;;
+    *) fail "usage: $0 up|down|status|restart kafka|redis|build-deps" ;;
 esac

@@ -2,8 +2,10 @@
 // The CLI is where output for people is printed.
 #![allow(clippy::print_stdout)]
 
+mod adapters;
 mod bench;
 mod simulate;
+mod stream;
 mod telemetry;
 mod up;
 
@@ -27,8 +29,10 @@ struct Cli {
 enum Command {
     /// Runs the whole pipeline in one process on embedded adapters and serves the dashboard.
     Up(up::UpArgs),
-    /// Prints simulated readings as NDJSON, the edge format.
+    /// Simulates the fleet: NDJSON on stdout (the edge format), or readings into Kafka.
     Simulate(simulate::SimulateArgs),
+    /// Runs one stream processor: Kafka -> event-time windows -> Redis, with checkpoints.
+    Stream(stream::StreamArgs),
     /// Checks a pipeline spec file, or prints the default spec.
     Spec {
         /// The spec to check; without it, the defaults are printed as YAML.
@@ -54,7 +58,17 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(up::run(args, metrics))
         }
-        Command::Simulate(args) => simulate::run(&args),
+        Command::Simulate(args) if args.to_stdout() => simulate::to_stdout(&args),
+        Command::Simulate(args) => {
+            let metrics = telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(simulate::to_kafka(args, metrics))
+        }
+        Command::Stream(args) => {
+            let metrics = telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(stream::run(args, metrics))
+        }
         Command::Spec { file } => {
             let spec = load_spec(file.as_deref())?;
             match file {

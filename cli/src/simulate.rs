@@ -1,36 +1,63 @@
-//! `auth simulate`: the fleet's readings as NDJSON on stdout.
+//! `auth simulate`: the fleet's readings as NDJSON on stdout, or into Kafka.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
-use auth_ingest::{Simulated, Simulator};
+use auth_core::PipelineSpec;
+use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator, run_paced};
 use clap::Args;
+use tokio::sync::watch;
+
+use crate::adapters::{self, ServerArgs};
 
 #[derive(Args)]
 pub struct SimulateArgs {
     /// Pipeline spec whose `simulator` section to use.
     #[arg(long, env = "AUTH_CONFIG")]
     config: Option<PathBuf>,
-    /// How many readings to print.
-    #[arg(long, default_value_t = 100)]
-    count: usize,
+    /// How many readings to produce: to stdout 100 by default; into Kafka as
+    /// fast as possible, or without it, paced by `simulator.mode` until stopped.
+    #[arg(long)]
+    count: Option<u64>,
     /// Event time of the first heartbeat, UTC ms (default: the spec's `startMs`, else now).
     #[arg(long)]
     start_ms: Option<i64>,
+    /// Where the readings go: `-` (NDJSON on stdout) or `kafka://host:port` (the pipeline's topics).
+    #[arg(long, default_value = "-")]
+    to: String,
+    /// Pipeline name: readings go to the topics `<pipeline>.<utility>`.
+    #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
+    pipeline: String,
+    /// Address of `/metrics` and `/healthz` while producing into Kafka.
+    #[arg(long, env = "AUTH_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
+    metrics_listen: SocketAddr,
 }
 
-pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
-    let spec = crate::load_spec(args.config.as_deref())?;
+impl SimulateArgs {
+    pub fn to_stdout(&self) -> bool {
+        self.to == "-"
+    }
+}
+
+fn simulator(args: &SimulateArgs, spec: &PipelineSpec) -> Simulator {
     let start_ms = args.start_ms.or(spec.simulator.start_ms).unwrap_or_else(crate::up::now_ms);
-    let mut simulator = Simulator::new(&spec.simulator, start_ms);
+    Simulator::new(&spec.simulator, start_ms)
+}
+
+pub fn to_stdout(args: &SimulateArgs) -> anyhow::Result<()> {
+    let spec = crate::load_spec(args.config.as_deref())?;
+    let mut simulator = simulator(args, &spec);
+    let count = args.count.unwrap_or(100);
     let mut batch = Vec::new();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0;
-    while printed < args.count {
+    while printed < count {
         batch.clear();
-        simulator.fill(&mut batch, (args.count - printed).min(4_096));
+        simulator.fill(&mut batch, (count - printed).min(4_096) as usize);
         for item in &batch {
             let line = match item {
                 Simulated::Reading(reading) => reading.to_json(),
@@ -40,8 +67,47 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             };
             writeln!(out, "{line}").context("writing to stdout")?;
         }
-        printed += batch.len();
+        printed += batch.len() as u64;
     }
     out.flush().context("writing to stdout")
 }
 
+pub async fn to_kafka(args: SimulateArgs, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {
+    let servers = ServerArgs { kafka_url: Some(args.to.clone()), redis_url: None };
+    let spec = servers.apply(crate::load_spec(args.config.as_deref())?).context("--to")?;
+    let log = adapters::log(&spec, "simulate", false)?;
+    adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_server =
+        crate::telemetry::serve_metrics(args.metrics_listen, metrics, crate::up::stopped(stop_rx.clone())).await?;
+    let mut simulator = simulator(&args, &spec);
+    let mut sink = LogSink::new(log.producer()?, &args.pipeline, spec.log.partitions);
+    let started = Instant::now();
+    let written = match args.count {
+        Some(count) => {
+            let mut batch = Vec::with_capacity(50_000);
+            let mut written = 0;
+            while written < count {
+                batch.clear();
+                simulator.fill(&mut batch, (count - written).min(50_000) as usize);
+                sink.write(&batch).await.context("producing readings")?;
+                written += batch.len() as u64;
+                metrics::counter!(auth_ingest::METRIC_SIMULATED).increment(batch.len() as u64);
+            }
+            written
+        }
+        None => run_paced(&mut simulator, &mut sink, &spec.simulator, None, crate::up::shutdown_signal())
+            .await
+            .context("producing readings")?,
+    };
+    let _ = stop_tx.send(true);
+    metrics_server.await.context("metrics server task")??;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "wrote {written} readings to {} (pipeline `{}`) in {seconds:.1} s, {:.0} readings/s",
+        args.to,
+        args.pipeline,
+        written as f64 / seconds.max(1e-9)
+    );
+    Ok(())
+}

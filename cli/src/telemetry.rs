@@ -1,6 +1,11 @@
 //! Logs (`tracing`) and metrics (Prometheus) for every role.
 
+use std::future::Future;
+use std::net::SocketAddr;
+
 use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -17,4 +22,22 @@ pub fn init(filter: &str) -> anyhow::Result<PrometheusHandle> {
         .context("configuring metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")
+}
+
+/// Serves `/metrics` and `/healthz` on `address` until `shutdown` resolves.
+pub async fn serve_metrics(
+    address: SocketAddr,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (--metrics-listen / AUTH_METRICS_LISTEN)"))?;
+    tracing::info!(%address, "serving /metrics and /healthz");
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route("/healthz", get(|| std::future::ready("ok")));
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("metrics server")
+    }))
 }

@@ -1,21 +1,22 @@
 //! `auth up`: simulator -> embedded log -> stream processor -> in-memory
-//! serving store -> API, in one process.
+//! serving store -> API, in one process (on Kafka and Redis when the spec or
+//! the flags name them).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use auth_api::AppState;
-use auth_core::ports::{ReadingLog, ServingStore};
-use auth_core::{CustomerKind, Utility, dead_letter_topic, utility_topic};
-use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
+use auth_core::{CustomerKind, Utility};
 use auth_ingest::{LogSink, Simulator, run_paced};
 use auth_stream::{Processor, ProcessorConfig};
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
+
+use crate::adapters::{self, ServerArgs};
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -28,6 +29,9 @@ pub struct UpArgs {
     /// Pipeline name; topics are `<pipeline>.<utility>`.
     #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
     pipeline: String,
+    /// Kafka and Redis instead of the embedded log and store (else the spec's URLs, else embedded).
+    #[command(flatten)]
+    servers: ServerArgs,
 }
 
 pub fn now_ms() -> i64 {
@@ -35,22 +39,15 @@ pub fn now_ms() -> i64 {
 }
 
 /// A future that resolves once `stop` turns true.
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> {
-    let spec = crate::load_spec(args.config.as_deref())?;
-    let log = EmbeddedLog::new(Retention {
-        max_age: Duration::from_secs(spec.log.retention_secs),
-        max_bytes_per_partition: spec.log.retention_bytes,
-    });
-    for &utility in &spec.utilities {
-        log.ensure_topic(&utility_topic(&args.pipeline, utility), spec.log.partitions).await?;
-    }
-    log.ensure_topic(&dead_letter_topic(&args.pipeline), 1).await?;
-    let log: Arc<dyn ReadingLog> = Arc::new(log);
-    let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(spec.serving.recent_windows));
+    let spec = args.servers.apply(crate::load_spec(args.config.as_deref())?)?;
+    let log = adapters::log(&spec, "up", true)?;
+    adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
+    let store = adapters::store(&spec, &args.pipeline, "up", true).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -87,15 +84,7 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     println!("Press Ctrl-C to stop.");
 
     let early_exit = tokio::select! {
-        result = tokio::signal::ctrl_c() => {
-            result.context("listening for Ctrl-C")?;
-            tracing::info!("Ctrl-C: shutting down");
-            None
-        }
-        () = terminated() => {
-            tracing::info!("SIGTERM: shutting down");
-            None
-        }
+        () = shutdown_signal() => None,
         result = &mut stream => Some(("stream processor", result.map(|r| r.map_err(anyhow::Error::from)))),
         result = &mut simulation => Some(("simulator", result.map(|r| r.map(drop).map_err(anyhow::Error::from)))),
         result = &mut api => Some(("API server", result.map(|r| r.map_err(anyhow::Error::from)))),
@@ -110,6 +99,20 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     api.await.context("API task")?.context("API server")?;
     println!("AUTH stopped cleanly.");
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => {
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("Ctrl-C: shutting down");
+        }
+        () = terminated() => tracing::info!("SIGTERM: shutting down"),
+    }
 }
 
 async fn terminated() {
