@@ -1,6 +1,7 @@
 //! Logs (`tracing`) and metrics (Prometheus) for every role.
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -16,7 +17,11 @@ const SECONDS_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.00
 /// returning the handle that renders `/metrics`.
 pub fn init(filter: &str) -> anyhow::Result<PrometheusHandle> {
     let filter = EnvFilter::try_new(filter).with_context(|| format!("invalid log filter `{filter}` (--log / AUTH_LOG)"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .context("configuring metric buckets")?

@@ -121,6 +121,8 @@ pub trait LogProducer: Send + Sync {
 #[async_trait]
 pub trait LogConsumer: Send + Sync {
     /// Waits up to `timeout` for assignment changes or records (at most `max_records`).
+    /// Not cancel-safe: records taken by a poll that is dropped before it
+    /// returns are lost to this consumer, so callers let every poll finish.
     async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Polled>;
     /// Continues an assigned partition at `offset`.
     fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()>;

@@ -57,7 +57,7 @@ impl ConsumerContext for GroupContext {
         let mut state = self.lock();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                tracing::debug!(partitions = changed.len(), "Kafka assigned partitions");
+                tracing::info!(partitions = ?changed, "Kafka assigned partitions");
                 for partition in &changed {
                     state.assignment.insert(partition.clone(), None);
                 }
@@ -66,7 +66,7 @@ impl ConsumerContext for GroupContext {
                 state.events.push_back(Polled::Assigned(changed));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::debug!(partitions = changed.len(), "Kafka revoked partitions");
+                tracing::info!(partitions = ?changed, "Kafka revoked partitions");
                 for partition in &changed {
                     state.assignment.remove(partition);
                 }
@@ -128,13 +128,24 @@ impl LogConsumer for KafkaConsumer {
         }
         let consumer = Arc::clone(&self.consumer);
         let topic_names = Arc::clone(&self.topic_names);
-        let batches = tokio::task::spawn_blocking(move || fetch(&consumer, &topic_names, max_records, timeout))
+        let mut batches = tokio::task::spawn_blocking(move || fetch(&consumer, &topic_names, max_records, timeout))
             .await
             .map_err(|err| PortError::Closed(format!("Kafka consumer: {err}")))??;
-        if batches.is_empty() {
-            return Ok(self.consumer.context().lock().events.pop_front().unwrap_or(Polled::Idle));
-        }
         let mut state = self.consumer.context().lock();
+        if !state.events.is_empty() {
+            // The group changed while these records came: those of partitions
+            // no longer ours are dropped (their new owner reads them), and the
+            // change is told before anything else, so that no state of a lost
+            // partition is written after another member took it over.
+            let assignment = &state.assignment;
+            batches.retain(|batch| assignment.contains_key(&batch.partition));
+            if batches.is_empty() {
+                return Ok(state.events.pop_front().unwrap_or(Polled::Idle));
+            }
+        }
+        if batches.is_empty() {
+            return Ok(Polled::Idle);
+        }
         for batch in &batches {
             if let (Some(position), Some(last)) = (state.assignment.get_mut(&batch.partition), batch.records.last()) {
                 *position = Some(last.offset + 1);

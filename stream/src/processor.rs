@@ -376,14 +376,21 @@ impl Processor {
     /// other error ends the run.
     pub async fn run(mut self, log: Arc<dyn ReadingLog>, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
-        let mut lag_check = tokio::time::interval(Duration::from_secs(5));
+        let mut last_lag_check: Option<Instant> = None;
         let mut failures = 0u32;
         loop {
-            let outcome = tokio::select! {
+            // Shutdown is only looked at between steps: a step cancelled halfway
+            // would lose records it took from the log or windows it took for the store.
+            tokio::select! {
+                biased;
                 () = &mut shutdown => break,
-                _ = lag_check.tick() => self.caught_up(log.as_ref()).await.map(drop),
-                step = self.step() => step.map(drop),
-            };
+                () = std::future::ready(()) => {}
+            }
+            let mut outcome = self.step().await.map(drop);
+            if outcome.is_ok() && last_lag_check.is_none_or(|at| at.elapsed() >= LAG_CHECK_INTERVAL) {
+                last_lag_check = Some(Instant::now());
+                outcome = self.caught_up(log.as_ref()).await.map(drop);
+            }
             match outcome {
                 Ok(()) => failures = 0,
                 Err(mut err) if err.is_retryable() => {
@@ -410,6 +417,9 @@ impl Processor {
         self.flush(true).await
     }
 }
+
+/// How often a running processor measures its consumer lag.
+const LAG_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The pause before the `failures`-th retry: 100 ms, doubling, at most 10 s.
 fn retry_pause(failures: u32) -> Duration {

@@ -2,14 +2,13 @@
 //! log and the serving store. Every test runs twice: on the embedded adapters
 //! and on Kafka + Redis (see `auth_testkit`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_core::ports::{Polled, ReadingLog, ServingStore, WindowSlot};
+use auth_core::ports::{Polled, ReadingLog, WindowSlot};
 use auth_core::spec::{PipelineSpec, SimulatorSpec};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, dead_letter_topic, partition_for, utility_topic};
-use auth_testkit::Backend;
+use auth_testkit::{Backend, Dump, dump};
 use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
 use auth_stream::{PartitionCounts, Processor, ProcessorConfig};
 use bytes::Bytes;
@@ -82,32 +81,6 @@ fn reading(customer_id: u64, region: &str, ts_ms: i64, value: f64) -> Reading {
         ts_ms,
         value,
     }
-}
-
-/// Everything a user can read from the serving store, in a comparable form.
-type Dump = BTreeMap<String, (u64, u64, u64, u64, bool)>;
-
-async fn dump(store: &dyn ServingStore, widths: &[i64]) -> Dump {
-    let mut out = Dump::new();
-    for customer in store.known_customers(usize::MAX).await.expect("customers") {
-        for window in store.customer_windows(customer).await.expect("windows") {
-            let a = window.aggregate;
-            out.insert(
-                format!("customer {customer} {} {:?}", window.utility, window.slot),
-                (a.sum.to_bits(), a.count, a.min.to_bits(), a.max.to_bits(), window.closed),
-            );
-        }
-    }
-    for &width in widths {
-        for window in store.region_windows(width, 0).await.expect("regions") {
-            let a = window.window.aggregate;
-            out.insert(
-                format!("region {} {} {:?}", window.region, window.window.utility, window.window.slot),
-                (a.sum.to_bits(), a.count, a.min.to_bits(), a.max.to_bits(), window.window.closed),
-            );
-        }
-    }
-    out
 }
 
 /// Every record of a topic, read by a group of its own up to the end offsets.

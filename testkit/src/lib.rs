@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -85,4 +86,32 @@ impl Backend {
             }
         }
     }
+}
+
+/// Everything a user can read from a serving store, in a comparable form:
+/// window -> (sum bits, count, min bits, max bits, closed).
+pub type Dump = BTreeMap<String, (u64, u64, u64, u64, bool)>;
+
+/// Reads every customer's windows and the region windows of `widths`.
+pub async fn dump(store: &dyn ServingStore, widths: &[i64]) -> Dump {
+    let mut out = Dump::new();
+    for customer in store.known_customers(usize::MAX).await.unwrap() {
+        for window in store.customer_windows(customer).await.unwrap() {
+            let a = window.aggregate;
+            out.insert(
+                format!("customer {customer} {} {:?}", window.utility, window.slot),
+                (a.sum.to_bits(), a.count, a.min.to_bits(), a.max.to_bits(), window.closed),
+            );
+        }
+    }
+    for &width in widths {
+        for window in store.region_windows(width, 0).await.unwrap() {
+            let a = window.window.aggregate;
+            out.insert(
+                format!("region {} {} {:?}", window.region, window.window.utility, window.window.slot),
+                (a.sum.to_bits(), a.count, a.min.to_bits(), a.max.to_bits(), window.window.closed),
+            );
+        }
+    }
+    out
 }

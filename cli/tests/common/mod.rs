@@ -1,0 +1,214 @@
+//! Runs `auth` processes against Kafka and Redis and compares what they left
+//! in Redis with a reference run in this process.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auth_core::PipelineSpec;
+use auth_core::ports::{ServingStore, TopicPartition};
+use auth_core::utility_topic;
+use auth_redis::RedisStore;
+use auth_stream::checkpoint;
+use auth_stream::{PartitionCounts, Processor, ProcessorConfig};
+use auth_testkit::{Backend, Dump, dump, kafka_url, redis_url};
+
+/// 2026-11-28T00:00:00Z.
+pub const T0: i64 = 1_795_824_000_000;
+
+/// A pipeline of its own on the shared servers, with its spec file and process logs.
+pub struct TestPipeline {
+    pub backend: Backend,
+    pub spec: PipelineSpec,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPipeline {
+    pub fn new(prefix: &str) -> Self {
+        let backend = Backend::real(prefix);
+        let yaml = format!(
+            "log: {{url: \"{}\", partitions: 3}}\n\
+             serving: {{url: \"{}\", recentWindows: 10000}}\n\
+             windows: {{sizesSecs: [60, 3600]}}\n\
+             stream: {{flushIntervalMs: 200, checkpointIntervalMs: 400, maxPollRecords: 2000}}\n\
+             simulator: {{customers: 3000, seed: 7, mode: asFastAsPossible, startMs: {T0}, \
+             outOfOrderShare: 0.05, lateShare: 0.01, lateSecs: 200, duplicateShare: 0.02, malformedShare: 0.002}}\n",
+            kafka_url(),
+            redis_url()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("spec.yaml"), &yaml).unwrap();
+        let spec = PipelineSpec::from_yaml(&yaml, "test spec").unwrap();
+        Self { backend, spec, dir }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.backend.pipeline
+    }
+
+    fn command(&self, subcommand: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_auth"));
+        command
+            .arg(subcommand)
+            .arg("--config")
+            .arg(self.dir.path().join("spec.yaml"))
+            .arg("--pipeline")
+            .arg(self.name())
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("AUTH_LOG", "info,auth_stream=debug")
+            .env("NO_COLOR", "1")
+            .env_remove("AUTH_KAFKA_URL")
+            .env_remove("AUTH_REDIS_URL")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn logged(&self, mut command: Command, name: &str) -> Command {
+        let log = File::create(self.log_path(name)).unwrap();
+        command.stdout(log.try_clone().unwrap()).stderr(log);
+        command
+    }
+
+    /// `auth simulate --to kafka://... --count N`, starting at `start_ms`.
+    pub fn produce(&self, count: u64, start_ms: i64) {
+        let mut command = self.command("simulate");
+        command.args(["--to", &kafka_url(), "--count", &count.to_string(), "--start-ms", &start_ms.to_string()]);
+        let status = self.logged(command, &format!("simulate-{start_ms}")).status().unwrap();
+        assert!(status.success(), "auth simulate failed: {}", self.read_log(&format!("simulate-{start_ms}")));
+    }
+
+    /// Starts `auth stream`; its output goes to `<name>.log`.
+    pub fn start_stream(&self, name: &str) -> Child {
+        self.logged(self.command("stream"), name).spawn().unwrap()
+    }
+
+    /// `auth stream --exit-when-caught-up`, which must succeed.
+    pub fn stream_to_the_end(&self, name: &str) {
+        let mut command = self.command("stream");
+        command.arg("--exit-when-caught-up");
+        let status = self.logged(command, name).status().unwrap();
+        assert!(status.success(), "auth stream failed: {}", self.read_log(name));
+    }
+
+    pub fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// The serving store the processes write (namespace = pipeline name).
+    pub async fn store(&self) -> RedisStore {
+        RedisStore::connect(&redis_url(), self.name(), self.spec.serving.recent_windows).await.unwrap()
+    }
+
+    pub fn widths(&self) -> Vec<i64> {
+        self.spec.windows.effective_sizes_ms()
+    }
+
+    /// One processor in this process, in a group and store namespace of its own, over the whole log.
+    pub async fn reference(&self) -> (Dump, PartitionCounts) {
+        let namespace = format!("{}-reference", self.name());
+        let store: Arc<dyn ServingStore> =
+            Arc::new(RedisStore::connect(&redis_url(), &namespace, self.spec.serving.recent_windows).await.unwrap());
+        let config = ProcessorConfig { group: namespace.clone(), ..ProcessorConfig::from_spec(self.name(), &self.spec) };
+        let mut processor = Processor::new(config, self.backend.log.as_ref(), Arc::clone(&store)).unwrap();
+        processor.drain(self.backend.log.as_ref()).await.unwrap();
+        (dump(store.as_ref(), &self.widths()).await, processor.counts())
+    }
+
+    /// Checkpoint summaries of every partition, `None` where there is none yet.
+    pub async fn checkpoints(&self, store: &RedisStore) -> Vec<(TopicPartition, Option<checkpoint::Summary>)> {
+        let mut out = Vec::new();
+        for &utility in &self.spec.utilities {
+            let topic = utility_topic(self.name(), utility);
+            for partition in 0..self.spec.log.partitions {
+                let partition = TopicPartition::new(&topic, partition);
+                let saved = store.load_checkpoint(&partition).await.unwrap();
+                out.push((partition, saved.map(|bytes| checkpoint::summary(&bytes).unwrap())));
+            }
+        }
+        out
+    }
+
+    /// Records covered by checkpoints, and records in the log.
+    pub async fn progress(&self, store: &RedisStore) -> (u64, u64) {
+        let (mut done, mut total) = (0, 0);
+        for (partition, summary) in self.checkpoints(store).await {
+            total += self.backend.log.end_offsets(&partition.topic).await.unwrap()[partition.partition as usize];
+            done += summary.map_or(0, |summary| summary.next_offset);
+        }
+        (done, total)
+    }
+
+    /// Waits until the checkpoints cover more than `records`.
+    pub async fn wait_for_progress_beyond(&self, store: &RedisStore, records: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.progress(store).await.0 <= records {
+            assert!(Instant::now() < deadline, "no checkpoint progress beyond {records} records");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the checkpoints of every partition reached the end of the log.
+    pub async fn wait_for_checkpoints_at_end(&self, store: &RedisStore, within: Duration) -> PartitionCounts {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut behind = 0u64;
+            let mut counts = PartitionCounts::default();
+            for (partition, summary) in self.checkpoints(store).await {
+                let end = self.backend.log.end_offsets(&partition.topic).await.unwrap()[partition.partition as usize];
+                let done = summary.map_or(0, |summary| summary.next_offset);
+                behind += end.saturating_sub(done);
+                if let Some(summary) = summary {
+                    counts += summary.counts;
+                }
+            }
+            if behind == 0 {
+                return counts;
+            }
+            assert!(Instant::now() < deadline, "checkpoints are still {behind} records behind the log");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Sends SIGTERM and expects a clean exit.
+pub fn stop(mut child: Child, pipeline: &TestPipeline, name: &str) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{name} did not stop cleanly: {}", pipeline.read_log(name));
+}
+
+/// Asserts the store holds exactly the reference's windows; on a difference,
+/// keeps the processes' logs and names a few windows that differ.
+pub fn assert_same(actual: &Dump, expected: &Dump, pipeline: TestPipeline, context: &str) {
+    assert!(expected.len() > 1_000, "{context}: the reference produced windows: {}", expected.len());
+    let missing: Vec<&String> = expected.keys().filter(|key| !actual.contains_key(*key)).collect();
+    let extra: Vec<&String> = actual.keys().filter(|key| !expected.contains_key(*key)).collect();
+    let differing: Vec<(&String, _, _)> = expected
+        .iter()
+        .filter_map(|(key, value)| actual.get(key).filter(|got| *got != value).map(|got| (key, value, got)))
+        .collect();
+    if missing.is_empty() && extra.is_empty() && differing.is_empty() {
+        return;
+    }
+    let logs = pipeline.dir.keep();
+    panic!(
+        "{context}: {} windows missing (e.g. {:?}), {} extra (e.g. {:?}), {} with other values (e.g. {:?}) of {}; logs in {}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)],
+        differing.len(),
+        &differing[..differing.len().min(3)],
+        expected.len(),
+        logs.display()
+    );
+}
