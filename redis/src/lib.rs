@@ -52,10 +52,8 @@ impl RedisStore {
     /// Connects to `url` (`redis://host:port[/db]`) and keeps the keys of
     /// `namespace`; reconnects by itself when the server goes away.
     pub async fn connect(url: &str, namespace: &str, recent_windows: u32) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|err| PortError::Rejected {
-            what: format!("Redis URL {url:?}"),
-            message: err.to_string(),
-        })?;
+        let client = redis::Client::open(url)
+            .map_err(|err| PortError::Rejected { what: format!("Redis URL {url:?}"), message: err.to_string() })?;
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2))
@@ -69,8 +67,9 @@ impl RedisStore {
 
     /// Commands Redis has processed since it started (`INFO stats`), to measure writes per reading.
     pub async fn commands_processed(&self) -> Result<u64> {
-        let info: String =
-            redis::cmd("INFO").arg("stats").query_async(&mut self.connection.clone()).await.map_err(read_error)?;
+        let info: String = self
+            .read(|mut connection| async move { redis::cmd("INFO").arg("stats").query_async(&mut connection).await })
+            .await?;
         info.lines()
             .find_map(|line| line.strip_prefix("total_commands_processed:"))
             .and_then(|count| count.trim().parse().ok())
@@ -78,6 +77,22 @@ impl RedisStore {
                 what: "Redis INFO stats".into(),
                 message: "no total_commands_processed".into(),
             })
+    }
+
+    /// Runs a read, once more on a fresh connection when the first attempt
+    /// found the connection dropped (e.g. Redis restarted since the last request).
+    async fn read<T, F, Fut>(&self, request: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match request(self.connection.clone()).await {
+            Err(err) if err.is_connection_dropped() || err.is_io_error() || err.is_connection_refusal() => {
+                tracing::debug!(error = %err, "Redis connection dropped; reading again");
+                request(self.connection.clone()).await.map_err(read_error)
+            }
+            outcome => outcome.map_err(read_error),
+        }
     }
 
     fn customer_key(&self, customer_id: u64) -> String {
@@ -169,13 +184,18 @@ impl ServingStore for RedisStore {
             let key = self.customer_key(customer_id);
             let fields: Vec<(String, Vec<u8>)> = updates
                 .iter()
-                .map(|update| (customer_field(update.utility, update.slot), encode_window(&update.aggregate, update.closed)))
+                .map(|update| {
+                    (customer_field(update.utility, update.slot), encode_window(&update.aggregate, update.closed))
+                })
                 .collect();
             let stale: Vec<String> = updates
                 .iter()
                 .map(|update| {
                     let slot = update.slot;
-                    customer_field(update.utility, WindowSlot { start_ms: slot.start_ms - recent * slot.width_ms, ..slot })
+                    customer_field(
+                        update.utility,
+                        WindowSlot { start_ms: slot.start_ms - recent * slot.width_ms, ..slot },
+                    )
                 })
                 .collect();
             let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
@@ -219,14 +239,24 @@ impl ServingStore for RedisStore {
     }
 
     async fn load_checkpoint(&self, partition: &TopicPartition) -> Result<Option<Bytes>> {
-        let saved: Option<Vec<u8>> =
-            self.connection.clone().get(self.checkpoint_key(partition)).await.map_err(read_error)?;
+        let key = self.checkpoint_key(partition);
+        let saved: Option<Vec<u8>> = self
+            .read(|mut connection| {
+                let key = key.clone();
+                async move { connection.get(key).await }
+            })
+            .await?;
         Ok(saved.map(Bytes::from))
     }
 
     async fn customer_windows(&self, customer_id: u64) -> Result<Vec<StoredWindow>> {
         let key = self.customer_key(customer_id);
-        let fields: Vec<(String, Vec<u8>)> = self.connection.clone().hgetall(&key).await.map_err(read_error)?;
+        let fields: Vec<(String, Vec<u8>)> = self
+            .read(|mut connection| {
+                let key = key.clone();
+                async move { connection.hgetall(key).await }
+            })
+            .await?;
         let mut windows = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             let (utility, slot) = parse_customer_field(&field).ok_or_else(|| corrupt(format!("{key} {field}")))?;
@@ -250,25 +280,42 @@ impl ServingStore for RedisStore {
     }
 
     async fn region_windows(&self, width_ms: i64, since_ms: i64) -> Result<Vec<RegionWindow>> {
-        let mut connection = self.connection.clone();
-        let mut buckets = Vec::new();
+        let mut starts = redis::pipe();
         for utility in Utility::ALL {
-            let starts: Vec<i64> = connection
-                .zrangebyscore(self.region_starts_key(utility, width_ms), since_ms, "+inf")
-                .await
-                .map_err(read_error)?;
-            buckets.extend(starts.into_iter().map(|start_ms| (utility, start_ms)));
+            starts.zrangebyscore(self.region_starts_key(utility, width_ms), since_ms, "+inf");
+        }
+        let starts: Vec<Vec<i64>> = self
+            .read(|mut connection| {
+                let starts = starts.clone();
+                async move { starts.query_async(&mut connection).await }
+            })
+            .await?;
+        let buckets: Vec<(Utility, i64)> = Utility::ALL
+            .into_iter()
+            .zip(starts)
+            .flat_map(|(utility, starts)| starts.into_iter().map(move |start_ms| (utility, start_ms)))
+            .collect();
+        if buckets.is_empty() {
+            return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for &(utility, start_ms) in &buckets {
             pipe.hgetall(format!("{}:{start_ms}", self.region_starts_key(utility, width_ms)));
         }
-        let contents: Vec<Vec<(String, Vec<u8>)>> = pipe.query_async(&mut connection).await.map_err(read_error)?;
+        let contents: Vec<Vec<(String, Vec<u8>)>> = self
+            .read(|mut connection| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut connection).await }
+            })
+            .await?;
         let mut merged: BTreeMap<(Region, Utility, i64), (Aggregate, bool)> = BTreeMap::new();
         for (&(utility, start_ms), fields) in buckets.iter().zip(contents) {
             for (field, value) in fields {
                 let what = || format!("{}:{start_ms} {field}", self.region_starts_key(utility, width_ms));
-                let region = field.split_once('/').and_then(|(code, _)| Region::from_code(code)).ok_or_else(|| corrupt(what()))?;
+                let region = field
+                    .split_once('/')
+                    .and_then(|(code, _)| Region::from_code(code))
+                    .ok_or_else(|| corrupt(what()))?;
                 let (aggregate, closed) = decode_window(&value).ok_or_else(|| corrupt(what()))?;
                 merged
                     .entry((region, utility, start_ms))
@@ -293,7 +340,12 @@ impl ServingStore for RedisStore {
             return Ok(Vec::new());
         }
         let stop = isize::try_from(limit - 1).unwrap_or(-1);
-        self.connection.clone().zrange(format!("{}customers", self.prefix), 0, stop).await.map_err(read_error)
+        let key = format!("{}customers", self.prefix);
+        self.read(|mut connection| {
+            let key = key.clone();
+            async move { connection.zrange(key, 0, stop).await }
+        })
+        .await
     }
 }
 

@@ -77,12 +77,17 @@ impl Backend {
 
     /// A serving store no other store of this backend shares.
     pub async fn new_store(&self) -> Arc<dyn ServingStore> {
+        self.new_store_keeping(10_000).await
+    }
+
+    /// A fresh serving store keeping `recent_windows` per key and size.
+    pub async fn new_store_keeping(&self, recent_windows: u32) -> Arc<dyn ServingStore> {
         let number = self.stores.fetch_add(1, Ordering::Relaxed);
         match &self.redis {
-            None => Arc::new(MemoryStore::new(10_000)),
+            None => Arc::new(MemoryStore::new(recent_windows)),
             Some(url) => {
                 let namespace = format!("{}-store{number}", self.pipeline);
-                Arc::new(RedisStore::connect(url, &namespace, 10_000).await.unwrap())
+                Arc::new(RedisStore::connect(url, &namespace, recent_windows).await.unwrap())
             }
         }
     }

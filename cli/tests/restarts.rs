@@ -1,0 +1,47 @@
+//! Servers restarted under a running `auth stream`: the processor waits,
+//! restores from its checkpoints and its results stay exact. This binary runs
+//! alone (cargo runs test binaries one after another), as restarting the
+//! shared servers would disturb other tests.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{T0, TestPipeline, assert_same, stop};
+
+const MINUTE: i64 = 60_000;
+
+fn restart(server: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+    let status = Command::new("bash").args([script, "restart", server]).status().expect("services.sh runs");
+    assert!(status.success(), "scripts/services.sh restart {server} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and Redis: scripts/test.sh runs it"]
+async fn broker_and_redis_restarts_lose_nothing() {
+    let pipeline = TestPipeline::new("restart");
+    let store = pipeline.store().await;
+    pipeline.produce(300_000, T0);
+    let processor = pipeline.start_stream("stream");
+    pipeline.wait_for_progress_beyond(&store, 0, Duration::from_secs(60)).await;
+
+    restart("kafka");
+    pipeline.produce(300_000, T0 + 30 * MINUTE);
+    pipeline.wait_for_checkpoints_at_end(&store, Duration::from_secs(120)).await;
+
+    let before = pipeline.checkpoints(&store).await;
+    restart("redis");
+    let after = pipeline.checkpoints(&store).await;
+    assert_eq!(after, before, "Redis came back with every checkpoint (AOF)");
+
+    pipeline.produce(300_000, T0 + 60 * MINUTE);
+    let counts = pipeline.wait_for_checkpoints_at_end(&store, Duration::from_secs(120)).await;
+    stop(processor, &pipeline, "stream");
+
+    let (expected, expected_counts) = pipeline.reference().await;
+    assert_eq!(counts, expected_counts, "nothing counted twice, nothing lost");
+    let actual = auth_testkit::dump(&store, &pipeline.widths()).await;
+    assert_same(&actual, &expected, pipeline, "after a broker and a Redis restart");
+}
