@@ -112,6 +112,22 @@ fn a_bad_config_stops_with_every_field_named() {
 }
 
 #[test]
+fn roles_on_real_servers_say_which_url_is_missing_or_wrong() {
+    let output = auth().args(["stream", "--metrics-listen", "127.0.0.1:0"]).env_remove("AUTH_KAFKA_URL").output().expect("auth runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("log.url"), "{output:?}");
+    let output = auth()
+        .args(["stream", "--kafka-url", "kafka://127.0.0.1:9092", "--metrics-listen", "127.0.0.1:0"])
+        .env_remove("AUTH_REDIS_URL")
+        .output()
+        .expect("auth runs");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("serving.url"), "{output:?}");
+    let output = auth().args(["simulate", "--to", "kafka://nowhere", "--count", "1"]).output().expect("auth runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("log.url"), "{output:?}");
+}
+
+#[test]
 fn spec_prints_defaults_that_load_back() {
     let output = auth().arg("spec").output().expect("auth runs");
     assert!(output.status.success());

@@ -287,18 +287,14 @@ impl PipelineSpec {
         if windows.idle_timeout_secs == 0 {
             problems.add("windows.idleTimeoutSecs", "must be at least 1 s");
         }
-        if let Some(url) = &self.log.url {
-            if let Err(message) = crate::endpoint::kafka_bootstrap(url) {
-                problems.add("log.url", message);
-            }
+        if let Some(Err(message)) = self.log.url.as_deref().map(crate::endpoint::kafka_bootstrap) {
+            problems.add("log.url", message);
         }
         if self.log.replication_factor == 0 {
             problems.add("log.replicationFactor", "must be at least 1");
         }
-        if let Some(url) = &self.serving.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                problems.add("serving.url", format!("{url:?} is not a redis:// or rediss:// URL"));
-            }
+        if let Some(url) = self.serving.url.as_ref().filter(|url| !url.starts_with("redis://") && !url.starts_with("rediss://")) {
+            problems.add("serving.url", format!("{url:?} is not a redis:// or rediss:// URL"));
         }
         if !(1..=1_024).contains(&self.log.partitions) {
             problems.add("log.partitions", "must be between 1 and 1024");
@@ -366,6 +362,16 @@ mod tests {
             Err(SpecError::Invalid { problems, .. }) => problems,
             other => panic!("expected an invalid spec, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn server_urls_are_checked_and_named() {
+        let problems = problems_of("log: {url: \"localhost:9092\", replicationFactor: 0}\nserving: {url: \"http://r\"}");
+        let paths: Vec<&str> = problems.iter().map(|problem| problem.path.as_str()).collect();
+        assert_eq!(paths, vec!["log.url", "log.replicationFactor", "serving.url"]);
+        let spec = PipelineSpec::from_yaml("log: {url: \"kafka://k:9092\"}\nserving: {url: \"redis://r:6379/1\"}", "ok")
+            .expect("valid URLs");
+        assert_eq!(spec.log.url.as_deref(), Some("kafka://k:9092"));
     }
 
     #[test]
