@@ -57,6 +57,25 @@ enum Bench {
         #[arg(long, default_value_t = 6)]
         partitions: u32,
     },
+    /// Stream processor on Kafka and Redis (from `scripts/services.sh up`): loads a topic set, then
+    /// one processor consumes it to the end, windows it, writes Redis and checkpoints.
+    /// Figures: readings_per_sec (end to end, from the first record to the final checkpoint),
+    /// consume_readings_per_sec (the same records read and decoded by a bare consumer: the
+    /// Kafka ceiling), time_vs_consume, produce_readings_per_sec (loading, idempotent acks=all),
+    /// redis_commands_per_reading, redis_commands.
+    Kafka {
+        #[arg(long, default_value_t = 20_000_000)]
+        readings: usize,
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 6)]
+        partitions: u32,
+        #[command(flatten)]
+        servers: crate::adapters::ServerArgs,
+        /// Keep the topics and Redis keys afterwards (deleted by default).
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -65,6 +84,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Codec { readings } => codec_bench(readings),
         Bench::Simulate { readings, customers } => simulate_bench(readings, customers),
         Bench::Engine { readings, customers, partitions } => runtime.block_on(engine_bench(readings, customers, partitions))?,
+        Bench::Kafka { readings, customers, partitions, servers, keep } => {
+            runtime.block_on(kafka_bench(readings, customers, partitions, &servers, keep))?
+        }
     };
     println!("{figures}");
     Ok(())
@@ -279,5 +301,108 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
         "open_windows": open_windows,
         "bytes_per_window": state_bytes / open_windows.max(1),
         "rss_bytes_per_window": resident_growth / open_windows.max(1) as u64,
+    }))
+}
+
+async fn kafka_bench(
+    count: usize,
+    customers: u64,
+    partitions: u32,
+    servers: &crate::adapters::ServerArgs,
+    keep: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let mut spec = PipelineSpec::default();
+    spec.log.url = Some("kafka://127.0.0.1:9092".into());
+    spec.serving.url = Some("redis://127.0.0.1:6379".into());
+    spec.log.partitions = partitions;
+    spec.log.retention_bytes = 1 << 40;
+    spec.simulator.customers = customers;
+    spec.simulator.mode = SimulatorMode::AsFastAsPossible;
+    spec.simulator.out_of_order_share = 0.01;
+    spec.simulator.duplicate_share = 0.001;
+    let spec = servers.apply(spec)?;
+    let kafka_url = spec.log.url.clone().unwrap_or_default();
+    let redis_url = spec.serving.url.clone().unwrap_or_default();
+    let pipeline = format!("bench-{}", crate::up::now_ms());
+    let log = Arc::new(auth_kafka::KafkaLog::connect(&kafka_url, auth_kafka::TopicSettings::from_spec(&spec.log))?);
+    crate::adapters::ensure_topics(log.as_ref(), &spec, &pipeline).await?;
+    let topics: Vec<String> = Utility::ALL.iter().map(|&utility| utility_topic(&pipeline, utility)).collect();
+
+    let mut simulator = Simulator::new(&spec.simulator, BENCH_START_MS);
+    let mut sink = LogSink::new(log.producer()?, &pipeline, partitions);
+    let mut batch = Vec::with_capacity(200_000);
+    let mut loaded = 0;
+    let started = Instant::now();
+    while loaded < count {
+        batch.clear();
+        simulator.fill(&mut batch, 200_000.min(count - loaded));
+        sink.write(&batch).await?;
+        loaded += batch.len();
+    }
+    let produce_time = started.elapsed();
+    println!(
+        "kafka: {count} readings of {customers} customers produced to {kafka_url} ({partitions} partitions per utility, {} s of event time) at {} readings/s",
+        (simulator.event_time_ms() - BENCH_START_MS) / 1_000,
+        per_sec(count, produce_time)
+    );
+
+    let mut consumer = log.consumer(&format!("{pipeline}.consume"), &topics)?;
+    let mut consumed = 0usize;
+    let mut decoded = 0usize;
+    let mut first_record = None;
+    while consumed < count {
+        if let Polled::Records(batches) = consumer.poll(8_192, Duration::from_millis(200)).await? {
+            first_record.get_or_insert_with(Instant::now);
+            for batch in &batches {
+                consumed += batch.records.len();
+                decoded += batch.records.iter().filter(|record| codec::decode(&record.value).is_ok()).count();
+            }
+        }
+    }
+    let consume_time = first_record.map_or(Duration::ZERO, |at| at.elapsed());
+    drop(consumer);
+    black_box(decoded);
+    println!("kafka: a bare consumer read and decoded them at {} readings/s", per_sec(count, consume_time));
+
+    let store = auth_redis::RedisStore::connect(&redis_url, &pipeline, spec.serving.recent_windows).await?;
+    let commands_before = store.commands_processed().await?;
+    let mut processor = Processor::new(ProcessorConfig::from_spec(&pipeline, &spec), log.as_ref(), Arc::new(store.clone()))?;
+    let mut first_record = None;
+    loop {
+        let step = processor.step().await?;
+        if matches!(step, auth_stream::Step::Records(_)) {
+            first_record.get_or_insert_with(Instant::now);
+        }
+        if step == auth_stream::Step::Idle && processor.caught_up(log.as_ref()).await? {
+            processor.flush(true).await?;
+            break;
+        }
+    }
+    let pipeline_time = first_record.map_or(Duration::ZERO, |at| at.elapsed());
+    let redis_commands = store.commands_processed().await?.saturating_sub(commands_before);
+    let counts = processor.counts();
+    println!(
+        "kafka: processor counted {} (late {}), duplicates {}, too late {}, windows emitted {}; {redis_commands} Redis commands",
+        counts.counted, counts.counted_late, counts.duplicates, counts.too_late, counts.windows_emitted
+    );
+    drop(processor);
+    if !keep {
+        let dead_letters = dead_letter_topic(&pipeline);
+        let names: Vec<&str> = topics.iter().map(String::as_str).chain([dead_letters.as_str()]).collect();
+        log.delete_topics(&names).await?;
+        store.delete_namespace().await?;
+    }
+    Ok(json!({
+        "bench": "kafka",
+        "readings": count,
+        "customers": customers,
+        "partitions_per_topic": partitions,
+        "window_sizes_ms": spec.windows.effective_sizes_ms(),
+        "readings_per_sec": per_sec(count, pipeline_time),
+        "consume_readings_per_sec": per_sec(count, consume_time),
+        "time_vs_consume": (pipeline_time.as_secs_f64() / consume_time.as_secs_f64() * 100.0).round() / 100.0,
+        "produce_readings_per_sec": per_sec(count, produce_time),
+        "redis_commands": redis_commands,
+        "redis_commands_per_reading": (redis_commands as f64 / count as f64 * 10_000.0).round() / 10_000.0,
     }))
 }

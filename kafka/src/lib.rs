@@ -86,6 +86,19 @@ impl KafkaLog {
         KafkaConsumer::subscribe(client_config(&self.bootstrap), group, topics)
     }
 
+    /// Deletes topics and their records; topics that do not exist are skipped.
+    pub async fn delete_topics(&self, topics: &[&str]) -> Result<()> {
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let results = self.admin.delete_topics(topics, &options).await.map_err(|err| port_error("topic deletion", err))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => return Err(port_error(&format!("deleting topic {topic}"), KafkaError::AdminOp(code))),
+            }
+        }
+        Ok(())
+    }
+
     async fn topic_partitions(&self, topic: &str) -> Result<Option<u32>> {
         let producer = Arc::clone(&self.producer);
         let name = topic.to_owned();

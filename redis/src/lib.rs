@@ -95,6 +95,38 @@ impl RedisStore {
         }
     }
 
+    /// Deletes every key of this store's namespace (windows, customers,
+    /// checkpoints); returns how many there were.
+    pub async fn delete_namespace(&self) -> Result<u64> {
+        let mut connection = self.connection.clone();
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor = 0u64;
+        let mut deleted = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut connection)
+                .await
+                .map_err(|err| port_error("Redis SCAN", err))?;
+            if !keys.is_empty() {
+                deleted += keys.len() as u64;
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(|err| port_error("Redis UNLINK", err))?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
     fn customer_key(&self, customer_id: u64) -> String {
         format!("{}customer:{customer_id}", self.prefix)
     }
