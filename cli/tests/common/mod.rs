@@ -86,8 +86,8 @@ impl TestPipeline {
     }
 
     /// Starts `auth stream`; its output goes to `<name>.log`.
-    pub fn start_stream(&self, name: &str) -> Child {
-        self.logged(self.command("stream"), name).spawn().unwrap()
+    pub fn start_stream(&self, name: &str) -> Running {
+        Running(Some(self.logged(self.command("stream"), name).spawn().unwrap()))
     }
 
     /// `auth stream --exit-when-caught-up`, which must succeed.
@@ -178,8 +178,31 @@ impl TestPipeline {
     }
 }
 
+/// A child process that is killed when the test ends, even when it fails.
+pub struct Running(Option<Child>);
+
+impl Running {
+    /// SIGKILL, and wait for it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM and expects a clean exit.
-pub fn stop(mut child: Child, pipeline: &TestPipeline, name: &str) {
+pub fn stop(mut running: Running, pipeline: &TestPipeline, name: &str) {
+    let Some(mut child) = running.0.take() else { return };
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
