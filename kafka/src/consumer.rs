@@ -1,6 +1,7 @@
 //! A consumer-group member whose partitions start where the application says.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,16 +17,32 @@ use crate::error::port_error;
 
 /// A member of a consumer group. Assignment changes come out of
 /// [`LogConsumer::poll`] before any record of the partitions concerned.
+///
+/// While the application works on the records of one poll, the next batch is
+/// already being taken from librdkafka's queue on a blocking thread. That
+/// batch is handed out only if nothing moved since it was started (no
+/// rebalance, no seek); otherwise it is dropped and read again from the
+/// positions the application saw last.
 pub struct KafkaConsumer {
     consumer: Arc<BaseConsumer<GroupContext>>,
     group: String,
     topic_names: Arc<HashMap<String, Arc<str>>>,
+    prefetch: Option<tokio::task::JoinHandle<Result<Fetched>>>,
+}
+
+struct Fetched {
+    generation: u64,
+    batches: Vec<PartitionRecords>,
 }
 
 /// What the rebalance callback (run inside librdkafka's poll) shares with the consumer.
 #[derive(Default)]
 struct GroupContext {
     state: Mutex<GroupState>,
+    /// `state.events` is not empty: lets the fetch loop stop without taking the lock.
+    events_pending: AtomicBool,
+    /// The consumer is being dropped: revocations are completed at once.
+    closing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -37,6 +54,13 @@ struct GroupState {
     /// librdkafka waits for an `assign` call: the assignment changed or a
     /// partition was positioned since the last one.
     reassign: bool,
+    /// librdkafka waits for an `unassign` call after a revocation. It is made
+    /// in the application's next poll, so the group hands the partitions to
+    /// another member only once this one has stopped writing their state.
+    unassign: bool,
+    /// Counts assignment changes and seeks; a fetch started under an older
+    /// generation is stale.
+    generation: u64,
 }
 
 impl GroupContext {
@@ -70,14 +94,23 @@ impl ConsumerContext for GroupContext {
                 for partition in &changed {
                     state.assignment.remove(partition);
                 }
-                if let Err(err) = consumer.unassign() {
-                    tracing::warn!(%err, "unassigning revoked partitions failed");
+                if self.closing.load(Ordering::Acquire) {
+                    if let Err(err) = consumer.unassign() {
+                        tracing::warn!(%err, "unassigning revoked partitions failed");
+                    }
+                } else {
+                    state.unassign = true;
                 }
                 state.reassign = !state.assignment.is_empty();
                 state.events.push_back(Polled::Revoked(changed));
             }
-            other => tracing::warn!(error = ?other, "Kafka rebalance failed; the group retries"),
+            other => {
+                tracing::warn!(error = ?other, "Kafka rebalance failed; the group retries");
+                return;
+            }
         }
+        state.generation += 1;
+        self.events_pending.store(true, Ordering::Release);
     }
 }
 
@@ -92,18 +125,32 @@ impl KafkaConsumer {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
+            // Large fetches and a deep local queue: with 1 MiB per partition
+            // and 100K queued messages (the defaults) a consumer of 41-byte
+            // records waits on fetch round trips and reads less than half as
+            // fast (`auth bench kafka`, BENCHMARKS.md).
+            .set("max.partition.fetch.bytes", "8388608")
+            .set("queued.min.messages", "1000000")
             .create_with_context(GroupContext::default())
             .map_err(|err| port_error("Kafka consumer", err))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|err| port_error(&format!("group {group}"), err))?;
         let topic_names = topics.iter().map(|topic| (topic.clone(), Arc::from(topic.as_str()))).collect();
-        Ok(Self { consumer: Arc::new(consumer), group: group.to_owned(), topic_names: Arc::new(topic_names) })
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            group: group.to_owned(),
+            topic_names: Arc::new(topic_names),
+            prefetch: None,
+        })
     }
 
-    /// Hands librdkafka the assignment with the positions the application chose.
-    fn assign_pending(&self) -> Result<()> {
-        let context = self.consumer.context();
-        let mut state = context.lock();
+    /// Completes a revocation, then hands librdkafka the assignment with the
+    /// positions the application chose.
+    fn apply_pending(&self, state: &mut GroupState) -> Result<()> {
+        if state.unassign {
+            self.consumer.unassign().map_err(|err| port_error(&format!("revocation in group {}", self.group), err))?;
+            state.unassign = false;
+        }
         if !state.reassign {
             return Ok(());
         }
@@ -117,41 +164,68 @@ impl KafkaConsumer {
         state.reassign = false;
         Ok(())
     }
+
+    /// Starts taking the next batch from librdkafka's queue on a blocking thread.
+    fn start_fetch(&self, generation: u64, max_records: usize, timeout: Duration) -> tokio::task::JoinHandle<Result<Fetched>> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic_names = Arc::clone(&self.topic_names);
+        tokio::task::spawn_blocking(move || {
+            let batches = fetch(&consumer, &topic_names, max_records, timeout)?;
+            Ok(Fetched { generation, batches })
+        })
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        self.consumer.context().closing.store(true, Ordering::Release);
+    }
 }
 
 #[async_trait]
 impl LogConsumer for KafkaConsumer {
     async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Polled> {
-        self.assign_pending()?;
-        if let Some(event) = self.consumer.context().lock().events.pop_front() {
-            return Ok(event);
-        }
         let consumer = Arc::clone(&self.consumer);
-        let topic_names = Arc::clone(&self.topic_names);
-        let mut batches = tokio::task::spawn_blocking(move || fetch(&consumer, &topic_names, max_records, timeout))
-            .await
-            .map_err(|err| PortError::Closed(format!("Kafka consumer: {err}")))??;
-        let mut state = self.consumer.context().lock();
-        if !state.events.is_empty() {
-            // The group changed while these records came: those of partitions
-            // no longer ours are dropped (their new owner reads them), and the
-            // change is told before anything else, so that no state of a lost
-            // partition is written after another member took it over.
-            let assignment = &state.assignment;
-            batches.retain(|batch| assignment.contains_key(&batch.partition));
-            if batches.is_empty() {
-                return Ok(state.events.pop_front().unwrap_or(Polled::Idle));
+        let context = consumer.context();
+        let running = match self.prefetch.take() {
+            Some(running) => running,
+            None => {
+                let generation = {
+                    let mut state = context.lock();
+                    self.apply_pending(&mut state)?;
+                    if let Some(event) = state.events.pop_front() {
+                        context.events_pending.store(!state.events.is_empty(), Ordering::Release);
+                        return Ok(event);
+                    }
+                    state.generation
+                };
+                self.start_fetch(generation, max_records, timeout)
             }
-        }
-        if batches.is_empty() {
-            return Ok(Polled::Idle);
-        }
-        for batch in &batches {
-            if let (Some(position), Some(last)) = (state.assignment.get_mut(&batch.partition), batch.records.last()) {
-                *position = Some(last.offset + 1);
+        };
+        let fetched = running.await.map_err(|err| PortError::Closed(format!("Kafka consumer: {err}")))??;
+        let generation = {
+            let mut state = context.lock();
+            self.apply_pending(&mut state)?;
+            if let Some(event) = state.events.pop_front() {
+                // Records fetched before the change are dropped: the change is
+                // told first, and the assignment made above or after the
+                // application's seeks reads them again from the positions
+                // handed out last.
+                context.events_pending.store(!state.events.is_empty(), Ordering::Release);
+                return Ok(event);
             }
-        }
-        Ok(Polled::Records(batches))
+            if fetched.generation != state.generation || fetched.batches.is_empty() {
+                return Ok(Polled::Idle);
+            }
+            for batch in &fetched.batches {
+                if let (Some(position), Some(last)) = (state.assignment.get_mut(&batch.partition), batch.records.last()) {
+                    *position = Some(last.offset + 1);
+                }
+            }
+            state.generation
+        };
+        self.prefetch = Some(self.start_fetch(generation, max_records, timeout));
+        Ok(Polled::Records(fetched.batches))
     }
 
     fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()> {
@@ -160,6 +234,7 @@ impl LogConsumer for KafkaConsumer {
             Some(position) => {
                 *position = Some(offset);
                 state.reassign = true;
+                state.generation += 1;
                 Ok(())
             }
             None => Err(PortError::Rejected {
@@ -190,6 +265,7 @@ fn fetch(
     timeout: Duration,
 ) -> Result<Vec<PartitionRecords>> {
     let deadline = Instant::now() + timeout;
+    let events_pending = &consumer.context().events_pending;
     let mut batches: Vec<PartitionRecords> = Vec::new();
     let mut buffer = BytesMut::new();
     let mut count = 0;
@@ -228,12 +304,12 @@ fn fetch(
             }
             Some(Err(err)) => return Err(port_error("Kafka consumer", err)),
             None => {
-                if count > 0 || Instant::now() >= deadline || !consumer.context().lock().events.is_empty() {
+                if count > 0 || Instant::now() >= deadline || events_pending.load(Ordering::Acquire) {
                     break;
                 }
             }
         }
-        if !consumer.context().lock().events.is_empty() {
+        if events_pending.load(Ordering::Acquire) {
             break;
         }
     }

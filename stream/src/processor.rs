@@ -264,6 +264,8 @@ impl Processor {
     pub async fn flush(&mut self, checkpoint: bool) -> Result<()> {
         let started = Instant::now();
         let pipeline_watermark = self.watermarks.operator_watermark(started);
+        let mut writes = tokio::task::JoinSet::new();
+        let mut written = Vec::new();
         for (partition, state) in &mut self.assigned {
             let windows = state.windows.take_updates();
             let write_checkpoint = checkpoint && state.changed_since_checkpoint;
@@ -286,14 +288,25 @@ impl Processor {
             if windows.is_empty() && blob.is_none() {
                 continue;
             }
-            self.store
-                .apply(PartitionFlush { partition: partition.clone(), windows, checkpoint: blob })
-                .await
+            let store = Arc::clone(&self.store);
+            let flush = PartitionFlush { partition: partition.clone(), windows, checkpoint: blob };
+            writes.spawn(async move { store.apply(flush).await });
+            written.push((partition.clone(), write_checkpoint));
+        }
+        // The partitions' writes go out together, so that the store works on
+        // one while the next is being encoded; the flush is done when all are.
+        while let Some(outcome) = writes.join_next().await {
+            outcome
+                .map_err(|err| StreamError::Store(PortError::Closed(format!("serving-store write task: {err}"))))?
                 .map_err(StreamError::Store)?;
-            if write_checkpoint {
-                state.changed_since_checkpoint = false;
+        }
+        for (partition, wrote_checkpoint) in written {
+            if let Some(state) = self.assigned.get_mut(&partition) {
+                if wrote_checkpoint {
+                    state.changed_since_checkpoint = false;
+                }
+                report(state);
             }
-            report(state);
         }
         if checkpoint {
             self.last_checkpoint = Instant::now();
