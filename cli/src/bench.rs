@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -62,7 +63,8 @@ enum Bench {
     /// Figures: readings_per_sec (end to end, from the first record to the final checkpoint),
     /// consume_readings_per_sec (the same records read and decoded by a bare consumer: the
     /// Kafka ceiling), time_vs_consume, produce_readings_per_sec (loading, idempotent acks=all),
-    /// redis_commands_per_reading, redis_commands.
+    /// redis_commands_per_reading, redis_commands, window_writes_per_reading (window upserts
+    /// handed to Redis per reading).
     Kafka {
         #[arg(long, default_value_t = 20_000_000)]
         readings: usize,
@@ -366,7 +368,8 @@ async fn kafka_bench(
 
     let store = auth_redis::RedisStore::connect(&redis_url, &pipeline, spec.serving.recent_windows).await?;
     let commands_before = store.commands_processed().await?;
-    let mut processor = Processor::new(ProcessorConfig::from_spec(&pipeline, &spec), log.as_ref(), Arc::new(store.clone()))?;
+    let counting = Arc::new(CountingStore { inner: store.clone(), windows: AtomicU64::new(0) });
+    let mut processor = Processor::new(ProcessorConfig::from_spec(&pipeline, &spec), log.as_ref(), Arc::clone(&counting) as Arc<dyn ServingStore>)?;
     let mut first_record = None;
     loop {
         let step = processor.step().await?;
@@ -380,6 +383,7 @@ async fn kafka_bench(
     }
     let pipeline_time = first_record.map_or(Duration::ZERO, |at| at.elapsed());
     let redis_commands = store.commands_processed().await?.saturating_sub(commands_before);
+    let window_writes = counting.windows.load(Ordering::Relaxed);
     let counts = processor.counts();
     println!(
         "kafka: processor counted {} (late {}), duplicates {}, too late {}, windows emitted {}; {redis_commands} Redis commands",
@@ -404,5 +408,36 @@ async fn kafka_bench(
         "produce_readings_per_sec": per_sec(count, produce_time),
         "redis_commands": redis_commands,
         "redis_commands_per_reading": (redis_commands as f64 / count as f64 * 10_000.0).round() / 10_000.0,
+        "window_writes_per_reading": (window_writes as f64 / count as f64 * 10_000.0).round() / 10_000.0,
     }))
+}
+
+/// Counts the window upserts the processor hands to the store.
+struct CountingStore {
+    inner: auth_redis::RedisStore,
+    windows: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl ServingStore for CountingStore {
+    async fn apply(&self, flush: auth_core::ports::PartitionFlush) -> auth_core::ports::Result<()> {
+        self.windows.fetch_add(flush.windows.len() as u64, Ordering::Relaxed);
+        self.inner.apply(flush).await
+    }
+
+    async fn load_checkpoint(&self, partition: &TopicPartition) -> auth_core::ports::Result<Option<bytes::Bytes>> {
+        self.inner.load_checkpoint(partition).await
+    }
+
+    async fn customer_windows(&self, customer_id: u64) -> auth_core::ports::Result<Vec<auth_core::ports::StoredWindow>> {
+        self.inner.customer_windows(customer_id).await
+    }
+
+    async fn region_windows(&self, width_ms: i64, since_ms: i64) -> auth_core::ports::Result<Vec<auth_core::ports::RegionWindow>> {
+        self.inner.region_windows(width_ms, since_ms).await
+    }
+
+    async fn known_customers(&self, limit: usize) -> auth_core::ports::Result<Vec<u64>> {
+        self.inner.known_customers(limit).await
+    }
 }

@@ -15,14 +15,14 @@
 //! | `checkpoint:<topic>:<partition>` | string | the partition's checkpoint (state and next offset) |
 //!
 //! One [`PartitionFlush`] is one `MULTI`/`EXEC` transaction sent as one pipeline:
-//! per customer one `HSET` of its changed windows, one `HDEL` of the windows
-//! that fell out of the newest `recent_windows` and one `EXPIRE`; one `ZADD`
-//! of the flush's customers; per region window start one `HSET` and `EXPIRE`;
-//! per utility and size one `ZADD` and one `ZREMRANGEBYRANK`; the checkpoint's
-//! `SET`. Keys expire when they have not been written for `recent_windows`
-//! times their largest window (at least a day), so silent customers do not
-//! stay forever. Reads keep the newest `recent_windows` per utility and size,
-//! as the in-memory store does.
+//! per customer one `HSET` of its changed windows and, when one of them
+//! closed, one `HDEL` of the windows that this pushed out of the newest
+//! `recent_windows` and one `EXPIRE`; one `ZADD` of the flush's customers; per
+//! region window start one `HSET` and `EXPIRE`; per utility and size one `ZADD`
+//! and one `ZREMRANGEBYRANK`; the checkpoint's `SET`. A customer key expires
+//! when none of its windows closed for `recent_windows` times its largest
+//! window (at least a day), so silent customers do not stay forever. Reads keep
+//! the newest `recent_windows` per utility and size, as the in-memory store does.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -220,20 +220,22 @@ impl ServingStore for RedisStore {
                     (customer_field(update.utility, update.slot), encode_window(&update.aggregate, update.closed))
                 })
                 .collect();
+            pipe.hset_multiple(&key, &fields).ignore();
+            // A window that closes pushes the one `recent_windows` before it
+            // out, and renews the key's lifetime: once per window, not per flush.
             let stale: Vec<String> = updates
                 .iter()
+                .filter(|update| update.closed)
                 .map(|update| {
                     let slot = update.slot;
-                    customer_field(
-                        update.utility,
-                        WindowSlot { start_ms: slot.start_ms - recent * slot.width_ms, ..slot },
-                    )
+                    customer_field(update.utility, WindowSlot { start_ms: slot.start_ms - recent * slot.width_ms, ..slot })
                 })
                 .collect();
-            let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
-            pipe.hset_multiple(&key, &fields).ignore();
-            pipe.hdel(&key, &stale).ignore();
-            pipe.expire(&key, self.ttl_secs(widest)).ignore();
+            if !stale.is_empty() {
+                let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
+                pipe.hdel(&key, &stale).ignore();
+                pipe.expire(&key, self.ttl_secs(widest)).ignore();
+            }
         }
         if !customers.is_empty() {
             let members: Vec<(u64, u64)> = customers.keys().map(|&id| (id, id)).collect();
