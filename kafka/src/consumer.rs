@@ -165,6 +165,15 @@ impl KafkaConsumer {
         Ok(())
     }
 
+    /// Makes the pending librdkafka calls, then takes the oldest group change
+    /// not yet told to the application, if any.
+    fn settle(&self, state: &mut GroupState) -> Result<Option<Polled>> {
+        self.apply_pending(state)?;
+        let event = state.events.pop_front();
+        self.consumer.context().events_pending.store(!state.events.is_empty(), Ordering::Release);
+        Ok(event)
+    }
+
     /// Starts taking the next batch from librdkafka's queue on a blocking thread.
     fn start_fetch(&self, generation: u64, max_records: usize, timeout: Duration) -> tokio::task::JoinHandle<Result<Fetched>> {
         let consumer = Arc::clone(&self.consumer);
@@ -192,9 +201,7 @@ impl LogConsumer for KafkaConsumer {
             None => {
                 let generation = {
                     let mut state = context.lock();
-                    self.apply_pending(&mut state)?;
-                    if let Some(event) = state.events.pop_front() {
-                        context.events_pending.store(!state.events.is_empty(), Ordering::Release);
+                    if let Some(event) = self.settle(&mut state)? {
                         return Ok(event);
                     }
                     state.generation
@@ -205,13 +212,11 @@ impl LogConsumer for KafkaConsumer {
         let fetched = running.await.map_err(|err| PortError::Closed(format!("Kafka consumer: {err}")))??;
         let generation = {
             let mut state = context.lock();
-            self.apply_pending(&mut state)?;
-            if let Some(event) = state.events.pop_front() {
+            if let Some(event) = self.settle(&mut state)? {
                 // Records fetched before the change are dropped: the change is
-                // told first, and the assignment made above or after the
+                // told first, and the assignment made in `settle` or after the
                 // application's seeks reads them again from the positions
                 // handed out last.
-                context.events_pending.store(!state.events.is_empty(), Ordering::Release);
                 return Ok(event);
             }
             if fetched.generation != state.generation || fetched.batches.is_empty() {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use auth_core::ports::{LogConsumer, LogProducer, OutRecord, PortError, ReadingLog, Result};
 use auth_core::spec::LogSpec;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication, TopicResult};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -81,22 +81,11 @@ impl KafkaLog {
         Ok(Self { bootstrap, topics, producer: Arc::new(KafkaProducer { producer }), admin })
     }
 
-    /// The consumer for `group`, as [`ReadingLog::consumer`] gives it, with its concrete type.
-    pub fn group_consumer(&self, group: &str, topics: &[String]) -> Result<KafkaConsumer> {
-        KafkaConsumer::subscribe(client_config(&self.bootstrap), group, topics)
-    }
-
     /// Deletes topics and their records; topics that do not exist are skipped.
     pub async fn delete_topics(&self, topics: &[&str]) -> Result<()> {
         let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
         let results = self.admin.delete_topics(topics, &options).await.map_err(|err| port_error("topic deletion", err))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                Err((topic, code)) => return Err(port_error(&format!("deleting topic {topic}"), KafkaError::AdminOp(code))),
-            }
-        }
-        Ok(())
+        admin_outcome("deleting topic", results, RDKafkaErrorCode::UnknownTopicOrPartition)
     }
 
     async fn topic_partitions(&self, topic: &str) -> Result<Option<u32>> {
@@ -120,6 +109,19 @@ impl KafkaLog {
     }
 }
 
+/// The per-topic results of an admin request: an error other than `done_already`
+/// (the state asked for holds already) fails it.
+fn admin_outcome(action: &str, results: Vec<TopicResult>, done_already: RDKafkaErrorCode) -> Result<()> {
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, code)) if code == done_already => {}
+            Err((topic, code)) => return Err(port_error(&format!("{action} {topic}"), KafkaError::AdminOp(code))),
+        }
+    }
+    Ok(())
+}
+
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap).set("client.id", "auth").set("log_level", "4");
@@ -138,13 +140,7 @@ impl ReadingLog for KafkaLog {
                 tracing::info!(topic, from = existing, to = partitions, "growing topic");
                 let grow = NewPartitions::new(topic, partitions as usize);
                 let results = self.admin.create_partitions([&grow], &options).await.map_err(|e| port_error(&what, e))?;
-                for result in results {
-                    match result {
-                        Ok(_) | Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
-                        Err((_, code)) => return Err(port_error(&what, KafkaError::AdminOp(code))),
-                    }
-                }
-                Ok(())
+                admin_outcome("growing topic", results, RDKafkaErrorCode::InvalidPartitions)
             }
             None => {
                 let retention_ms = self.topics.retention_ms.to_string();
@@ -158,13 +154,7 @@ impl ReadingLog for KafkaLog {
                 .set("retention.bytes", &retention_bytes);
                 tracing::info!(topic, partitions, "creating topic");
                 let results = self.admin.create_topics([&new], &options).await.map_err(|e| port_error(&what, e))?;
-                for result in results {
-                    match result {
-                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((_, code)) => return Err(port_error(&what, KafkaError::AdminOp(code))),
-                    }
-                }
-                Ok(())
+                admin_outcome("creating topic", results, RDKafkaErrorCode::TopicAlreadyExists)
             }
         }
     }
@@ -198,7 +188,7 @@ impl ReadingLog for KafkaLog {
     }
 
     fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn LogConsumer>> {
-        Ok(Box::new(self.group_consumer(group, topics)?))
+        Ok(Box::new(KafkaConsumer::subscribe(client_config(&self.bootstrap), group, topics)?))
     }
 }
 
