@@ -63,6 +63,13 @@ struct GroupState {
     generation: u64,
 }
 
+impl GroupState {
+    /// Whether a revocation of `partition` waits to be told to the application.
+    fn revocation_pending(&self, partition: &TopicPartition) -> bool {
+        self.events.iter().any(|event| matches!(event, Polled::Revoked(revoked) if revoked.contains(partition)))
+    }
+}
+
 impl GroupContext {
     fn lock(&self) -> MutexGuard<'_, GroupState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -234,19 +241,23 @@ impl LogConsumer for KafkaConsumer {
     }
 
     fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()> {
-        let mut state = self.consumer.context().lock();
-        match state.assignment.get_mut(partition) {
-            Some(position) => {
-                *position = Some(offset);
-                state.reassign = true;
-                state.generation += 1;
-                Ok(())
-            }
-            None => Err(PortError::Rejected {
-                what: format!("seek on {partition}"),
-                message: "the partition is not assigned to this consumer".into(),
-            }),
+        let mut guard = self.consumer.context().lock();
+        let state = &mut *guard;
+        if let Some(position) = state.assignment.get_mut(partition) {
+            *position = Some(offset);
+            state.reassign = true;
+            state.generation += 1;
+            return Ok(());
         }
+        // Revoked inside librdkafka while the application positioned it: the
+        // revocation comes out of the next poll, so the seek is moot.
+        if state.revocation_pending(partition) {
+            return Ok(());
+        }
+        Err(PortError::Rejected {
+            what: format!("seek on {partition}"),
+            message: "the partition is not assigned to this consumer".into(),
+        })
     }
 
     async fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
@@ -319,4 +330,39 @@ fn fetch(
         }
     }
     Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A member that never reaches a broker: the group state is driven by hand,
+    /// as librdkafka's rebalance callback would.
+    fn offline_member() -> KafkaConsumer {
+        KafkaConsumer::subscribe(crate::client_config("127.0.0.1:1"), "offline", &["readings".to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn a_seek_racing_a_revocation_waits_for_the_revocation_to_be_told() {
+        let mut consumer = offline_member();
+        let partition = TopicPartition::new("readings", 0);
+        {
+            let mut state = consumer.consumer.context().lock();
+            state.assignment.insert(partition.clone(), None);
+        }
+        consumer.seek(&partition, 7).unwrap();
+        {
+            // What the callback does when the group revokes during the application's restore.
+            let mut state = consumer.consumer.context().lock();
+            state.assignment.remove(&partition);
+            state.events.push_back(Polled::Revoked(vec![partition.clone()]));
+        }
+        consumer.seek(&partition, 7).unwrap();
+
+        let never_assigned = TopicPartition::new("readings", 1);
+        let err = consumer.seek(&never_assigned, 0).unwrap_err();
+        assert!(err.to_string().contains("not assigned"), "{err}");
+    }
 }

@@ -4,7 +4,8 @@ use auth_core::ports::PortError;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// Maps a Kafka error to a port error: unavailable (retryable) when a broker
-/// could not be reached or did not answer in time, refused otherwise.
+/// could not be reached, did not answer in time or is still loading (the
+/// errors Kafka's own clients retry), refused otherwise.
 pub(crate) fn port_error(what: &str, err: KafkaError) -> PortError {
     let retryable = matches!(
         err.rdkafka_error_code(),
@@ -17,6 +18,13 @@ pub(crate) fn port_error(what: &str, err: KafkaError) -> PortError {
                 | RDKafkaErrorCode::NetworkException
                 | RDKafkaErrorCode::LeaderNotAvailable
                 | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::ReplicaNotAvailable
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::KafkaStorageError
+                | RDKafkaErrorCode::FencedLeaderEpoch
+                | RDKafkaErrorCode::UnknownLeaderEpoch
+                | RDKafkaErrorCode::OffsetNotAvailable
                 | RDKafkaErrorCode::NotEnoughReplicas
                 | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
                 | RDKafkaErrorCode::NotCoordinator

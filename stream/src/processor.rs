@@ -356,9 +356,11 @@ impl Processor {
     /// Whether the group gave this processor its partitions and every one of
     /// them (if any) has been processed up to the log's end.
     pub async fn caught_up(&self, log: &dyn ReadingLog) -> Result<bool> {
-        if !self.joined {
-            return Ok(false);
-        }
+        Ok(self.joined && self.lag(log).await? == 0)
+    }
+
+    /// Records in the log after the positions of the assigned partitions.
+    pub async fn lag(&self, log: &dyn ReadingLog) -> Result<u64> {
         let mut ends: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
         let mut lag = 0u64;
         for (partition, state) in &self.assigned {
@@ -370,7 +372,7 @@ impl Processor {
             lag += end.saturating_sub(state.next_offset);
         }
         metrics::gauge!(names::CONSUMER_LAG).set(lag as f64);
-        Ok(lag == 0)
+        Ok(lag)
     }
 
     /// Processes until every assigned partition is at the log's end, then
@@ -402,7 +404,16 @@ impl Processor {
             let mut outcome = self.step().await.map(drop);
             if outcome.is_ok() && last_lag_check.is_none_or(|at| at.elapsed() >= LAG_CHECK_INTERVAL) {
                 last_lag_check = Some(Instant::now());
-                outcome = self.caught_up(log.as_ref()).await.map(drop);
+                outcome = self.lag(log.as_ref()).await.map(|lag| {
+                    let counts = self.counts();
+                    tracing::info!(
+                        partitions = self.assigned.len(),
+                        lag,
+                        counted = counts.counted + counts.counted_late,
+                        too_late = counts.too_late,
+                        "progress"
+                    );
+                });
             }
             match outcome {
                 Ok(()) => failures = 0,

@@ -98,6 +98,27 @@ impl TestPipeline {
         assert!(status.success(), "auth stream failed: {}", self.read_log(name));
     }
 
+    /// The last lines of every process log, for a failure message.
+    pub fn log_tails(&self) -> String {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+            .collect();
+        names.sort();
+        let mut out = String::new();
+        for path in names {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!("--- last lines of {}\n", path.display());
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     pub fn read_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
@@ -150,7 +171,7 @@ impl TestPipeline {
     pub async fn wait_for_progress_beyond(&self, store: &RedisStore, records: u64, within: Duration) {
         let deadline = Instant::now() + within;
         while self.progress(store).await.0 <= records {
-            assert!(Instant::now() < deadline, "no checkpoint progress beyond {records} records");
+            assert!(Instant::now() < deadline, "no checkpoint progress beyond {records} records\n{}", self.log_tails());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -172,7 +193,11 @@ impl TestPipeline {
             if behind == 0 {
                 return counts;
             }
-            assert!(Instant::now() < deadline, "checkpoints are still {behind} records behind the log");
+            assert!(
+                Instant::now() < deadline,
+                "checkpoints are still {behind} records behind the log\n{}",
+                self.log_tails()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
