@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use auth_core::Utility;
 use auth_core::ports::{ReadingLog, ServingStore};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_kafka::{KafkaLog, TopicSettings};
@@ -43,19 +44,28 @@ pub fn require_server(what: &str, address: &str) {
     assert!(reachable, "{what} does not answer at {address}: start it with `scripts/services.sh up`");
 }
 
-/// Where a suite's log and stores live.
+/// Where a suite's log and stores live. A real backend deletes its topics
+/// and store keys when dropped, unless the test failed (they are kept to look at).
 pub struct Backend {
     pub log: Arc<dyn ReadingLog>,
-    /// Names the topics and groups of this test.
+    /// Names the topics, groups and store namespaces of this test; store
+    /// namespaces are this name or start with `<pipeline>:`.
     pub pipeline: String,
     redis: Option<String>,
+    kafka: Option<Arc<KafkaLog>>,
     stores: AtomicU32,
 }
 
 impl Backend {
     pub fn embedded(pipeline: &str) -> Self {
         let retention = Retention { max_age: Duration::from_secs(86_400), max_bytes_per_partition: 1 << 32 };
-        Self { log: Arc::new(EmbeddedLog::new(retention)), pipeline: pipeline.into(), redis: None, stores: AtomicU32::new(0) }
+        Self {
+            log: Arc::new(EmbeddedLog::new(retention)),
+            pipeline: pipeline.into(),
+            redis: None,
+            kafka: None,
+            stores: AtomicU32::new(0),
+        }
     }
 
     /// Kafka and Redis, with a pipeline name of its own so runs never meet.
@@ -67,8 +77,14 @@ impl Backend {
         let redis_address = redis.trim_start_matches("redis://").split('/').next().unwrap().to_owned();
         require_server("Redis", &redis_address);
         let settings = TopicSettings { replication_factor: 1, retention_ms: 86_400_000, retention_bytes: 1 << 30 };
-        let log = KafkaLog::connect(&kafka, settings).unwrap();
-        Self { log: Arc::new(log), pipeline: unique_name(pipeline), redis: Some(redis), stores: AtomicU32::new(0) }
+        let log = Arc::new(KafkaLog::connect(&kafka, settings).unwrap());
+        Self {
+            log: Arc::clone(&log) as Arc<dyn ReadingLog>,
+            pipeline: unique_name(pipeline),
+            redis: Some(redis),
+            kafka: Some(log),
+            stores: AtomicU32::new(0),
+        }
     }
 
     pub fn is_real(&self) -> bool {
@@ -86,10 +102,42 @@ impl Backend {
         match &self.redis {
             None => Arc::new(MemoryStore::new(recent_windows)),
             Some(url) => {
-                let namespace = format!("{}-store{number}", self.pipeline);
+                let namespace = format!("{}:store{number}", self.pipeline);
                 Arc::new(RedisStore::connect(url, &namespace, recent_windows).await.unwrap())
             }
         }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let (Some(kafka), Some(redis)) = (self.kafka.take(), self.redis.take()) else { return };
+        if std::thread::panicking() {
+            eprintln!("test data kept: topics {0}.*, Redis keys auth:{0}:*", self.pipeline);
+            return;
+        }
+        let pipeline = self.pipeline.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let mut topics: Vec<String> =
+                    Utility::ALL.iter().map(|&utility| auth_core::utility_topic(&pipeline, utility)).collect();
+                topics.push(auth_core::dead_letter_topic(&pipeline));
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                if let Err(err) = kafka.delete_topics(&names).await {
+                    eprintln!("could not delete the test topics of {pipeline}: {err}");
+                }
+                match RedisStore::connect(&redis, &pipeline, 1).await {
+                    Ok(store) => {
+                        if let Err(err) = store.delete_namespace().await {
+                            eprintln!("could not delete the Redis keys of {pipeline}: {err}");
+                        }
+                    }
+                    Err(err) => eprintln!("could not delete the Redis keys of {pipeline}: {err}"),
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 

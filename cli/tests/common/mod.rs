@@ -134,7 +134,7 @@ impl TestPipeline {
 
     /// One processor in this process, in a group and store namespace of its own, over the whole log.
     pub async fn reference(&self) -> (Dump, PartitionCounts) {
-        let namespace = format!("{}-reference", self.name());
+        let namespace = format!("{}:reference", self.name());
         let store: Arc<dyn ServingStore> =
             Arc::new(RedisStore::connect(&redis_url(), &namespace, self.spec.serving.recent_windows).await.unwrap());
         let config = ProcessorConfig { group: namespace.clone(), ..ProcessorConfig::from_spec(self.name(), &self.spec) };
