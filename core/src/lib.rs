@@ -6,6 +6,7 @@
 //! the [`ports`] that the embedded and the real adapters implement.
 
 pub mod codec;
+pub mod edge;
 pub mod endpoint;
 pub mod ports;
 pub mod reading;
@@ -14,7 +15,7 @@ pub mod spec;
 
 pub use reading::{CustomerKind, InvalidReason, Reading, Utility};
 pub use region::Region;
-pub use spec::PipelineSpec;
+pub use spec::{IngestSpec, PipelineSpec};
 
 /// SplitMix64's step: a well-mixed 64-bit hash of its input, fixed forever
 /// (partitioning and the simulator's determinism depend on it).

@@ -24,6 +24,7 @@ pub struct PipelineSpec {
     pub log: LogSpec,
     pub serving: ServingSpec,
     pub stream: StreamSpec,
+    pub ingest: IngestSpec,
     pub simulator: SimulatorSpec,
 }
 
@@ -86,6 +87,22 @@ pub struct StreamSpec {
     pub max_poll_records: u32,
 }
 
+/// The ingest gateway (HTTP and MQTT).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct IngestSpec {
+    /// Largest request body (or MQTT message) accepted; larger ones get 413.
+    pub max_body_bytes: u64,
+    /// Most readings in one request; more get 413.
+    pub max_readings_per_request: u32,
+    /// Readings sent to the log and not yet acknowledged, over all requests;
+    /// a request that would exceed it gets 429 with `Retry-After`.
+    pub max_in_flight_readings: u32,
+    /// How long a request waits for the log to acknowledge its readings
+    /// before it answers 503 (the client retries; duplicates count once).
+    pub ack_timeout_ms: u64,
+}
+
 /// How the simulator runs its clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -136,6 +153,7 @@ impl Default for PipelineSpec {
             log: LogSpec::default(),
             serving: ServingSpec::default(),
             stream: StreamSpec::default(),
+            ingest: IngestSpec::default(),
             simulator: SimulatorSpec::default(),
         }
     }
@@ -162,6 +180,12 @@ impl Default for ServingSpec {
 impl Default for StreamSpec {
     fn default() -> Self {
         Self { flush_interval_ms: 5_000, checkpoint_interval_ms: 10_000, max_poll_records: 8_192 }
+    }
+}
+
+impl Default for IngestSpec {
+    fn default() -> Self {
+        Self { max_body_bytes: 8 * 1024 * 1024, max_readings_per_request: 10_000, max_in_flight_readings: 500_000, ack_timeout_ms: 10_000 }
     }
 }
 
@@ -317,6 +341,19 @@ impl PipelineSpec {
         }
         if stream.max_poll_records == 0 {
             problems.add("stream.maxPollRecords", "must be at least 1");
+        }
+        let ingest = &self.ingest;
+        if !(1_024..=1 << 30).contains(&ingest.max_body_bytes) {
+            problems.add("ingest.maxBodyBytes", "must be between 1 KiB and 1 GiB");
+        }
+        if ingest.max_readings_per_request == 0 {
+            problems.add("ingest.maxReadingsPerRequest", "must be at least 1");
+        }
+        if ingest.max_in_flight_readings < ingest.max_readings_per_request {
+            problems.add("ingest.maxInFlightReadings", "must be at least ingest.maxReadingsPerRequest");
+        }
+        if ingest.ack_timeout_ms < 100 {
+            problems.add("ingest.ackTimeoutMs", "must be at least 100 ms");
         }
         let simulator = &self.simulator;
         if simulator.customers == 0 {
