@@ -1,9 +1,12 @@
-//! Ingest: the meter fleet simulator and the writer that puts readings on the log.
+//! Ingest: the meter fleet simulator, the writer that puts readings on the
+//! log, and the gateway that takes them from meters over HTTP and MQTT.
 //!
 //! The simulator is deterministic: a [`Fleet`] and its readings follow from the
 //! seed alone, so tests and benchmarks can replay exactly the same input.
 
 mod fleet;
+pub mod gateway;
+pub mod keys;
 mod log_sink;
 pub mod profile;
 mod simulator;

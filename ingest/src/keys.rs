@@ -1,0 +1,242 @@
+//! Gateway keys: what a meter or concentrator presents as `Authorization: Bearer <key>`.
+//!
+//! A key reads `auth_<id>_<secret>`; the key file (JSON) keeps, per id, a
+//! name, the regions the key may send readings for (all when empty) and an
+//! argon2id hash of the whole key, never the key itself. `auth keys create`
+//! prints a new key once. A key is checked against its hash the first time
+//! it is seen; the gateway then remembers it, so argon2's deliberate cost is
+//! paid once per key, not per request. The file is read again when it
+//! changes, so keys created or revoked while the gateway runs take effect.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use auth_core::Region;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the key file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the key file {path} is not valid: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("cannot write the key file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("unknown region `{0}` (expected an ISO 3166-2 code of the region table, e.g. US-CA)")]
+    UnknownRegion(String),
+    #[error("no key with id `{0}`")]
+    UnknownId(String),
+    #[error("hashing the key failed: {0}")]
+    Hash(String),
+}
+
+/// One issued key as the file keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    /// Region codes the key may send readings for; empty: every region.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// argon2id PHC string of the whole key.
+    pub hash: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KeyFile {
+    keys: Vec<KeyRecord>,
+}
+
+/// What a verified key allows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub id: String,
+    pub name: String,
+    /// `None`: every region.
+    pub regions: Option<Vec<Region>>,
+}
+
+impl Grant {
+    pub fn allows(&self, region: Region) -> bool {
+        self.regions.as_ref().is_none_or(|regions| regions.contains(&region))
+    }
+}
+
+fn read_file(path: &Path) -> Result<KeyFile, KeyError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| KeyError::Parse { path: path.into(), source }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(KeyFile::default()),
+        Err(source) => Err(KeyError::Read { path: path.into(), source }),
+    }
+}
+
+fn write_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
+    let write_error = |source| KeyError::Write { path: path.into(), source };
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(write_error)?;
+    }
+    let text = serde_json::to_string_pretty(file).map_err(|source| KeyError::Parse { path: path.into(), source })?;
+    // Written aside and renamed, so a running gateway never reads half a file.
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text).map_err(write_error)?;
+    std::fs::rename(&partial, path).map_err(write_error)
+}
+
+/// Bytes from the operating system's secure random source.
+fn random_bytes(count: usize) -> Result<Vec<u8>, KeyError> {
+    let mut buffer = vec![0u8; count];
+    getrandom::fill(&mut buffer).map_err(|err| KeyError::Hash(err.to_string()))?;
+    Ok(buffer)
+}
+
+/// Issues a key: stores its hash in the file at `path` and returns the key, which is shown once.
+pub fn create_key(path: &Path, name: &str, regions: &[String], now_ms: i64) -> Result<(String, KeyRecord), KeyError> {
+    for code in regions {
+        Region::from_code(code).ok_or_else(|| KeyError::UnknownRegion(code.clone()))?;
+    }
+    let mut file = read_file(path)?;
+    let id = hex::encode(random_bytes(4)?);
+    let key = format!("auth_{id}_{}", hex::encode(random_bytes(24)?));
+    let salt = SaltString::encode_b64(&random_bytes(16)?).map_err(|err| KeyError::Hash(err.to_string()))?;
+    let hash = Argon2::default().hash_password(key.as_bytes(), &salt).map_err(|err| KeyError::Hash(err.to_string()))?;
+    let record = KeyRecord { id, name: name.to_owned(), regions: regions.to_vec(), hash: hash.to_string(), created_ms: now_ms };
+    file.keys.push(record.clone());
+    write_file(path, &file)?;
+    Ok((key, record))
+}
+
+/// The keys in the file at `path`.
+pub fn list_keys(path: &Path) -> Result<Vec<KeyRecord>, KeyError> {
+    Ok(read_file(path)?.keys)
+}
+
+/// Removes the key with `id`; a running gateway refuses it from its next request on.
+pub fn revoke_key(path: &Path, id: &str) -> Result<KeyRecord, KeyError> {
+    let mut file = read_file(path)?;
+    let position = file.keys.iter().position(|record| record.id == id).ok_or_else(|| KeyError::UnknownId(id.into()))?;
+    let record = file.keys.remove(position);
+    write_file(path, &file)?;
+    Ok(record)
+}
+
+/// Why a presented key is refused (HTTP 401).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no key: send `Authorization: Bearer <key>` with a key from `auth keys create`")]
+    Missing,
+    #[error("the key is not valid")]
+    Invalid,
+}
+
+/// The keys a gateway accepts, from the key file.
+pub struct KeyRing {
+    path: PathBuf,
+    state: Mutex<RingState>,
+}
+
+struct RingState {
+    modified: Option<SystemTime>,
+    records: HashMap<String, KeyRecord>,
+    /// Keys verified against their hash, by the key presented.
+    verified: HashMap<String, Arc<Grant>>,
+}
+
+impl KeyRing {
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let ring = Self {
+            path: path.to_owned(),
+            state: Mutex::new(RingState { modified: None, records: HashMap::new(), verified: HashMap::new() }),
+        };
+        ring.reload_if_changed()?;
+        Ok(ring)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file again when its modification time changed; forgets
+    /// verified keys then, so a revoked key stops working.
+    fn reload_if_changed(&self) -> Result<(), KeyError> {
+        let modified = std::fs::metadata(&self.path).and_then(|metadata| metadata.modified()).ok();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.modified == modified && (modified.is_some() || !state.records.is_empty()) {
+            return Ok(());
+        }
+        let file = read_file(&self.path)?;
+        state.records = file.keys.into_iter().map(|record| (record.id.clone(), record)).collect();
+        state.verified.clear();
+        state.modified = modified;
+        tracing::info!(path = %self.path.display(), keys = state.records.len(), "gateway keys loaded");
+        Ok(())
+    }
+
+    /// The grant of the key in an `Authorization` header value.
+    pub fn check(&self, authorization: Option<&str>) -> Result<Arc<Grant>, Refusal> {
+        let key = authorization
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or(Refusal::Missing)?;
+        if let Err(err) = self.reload_if_changed() {
+            tracing::warn!(error = %err, "the key file could not be read again; keeping the keys loaded before");
+        }
+        let record = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(grant) = state.verified.get(key) {
+                return Ok(Arc::clone(grant));
+            }
+            let id = key.strip_prefix("auth_").and_then(|rest| rest.split_once('_')).map(|(id, _)| id).ok_or(Refusal::Invalid)?;
+            state.records.get(id).cloned().ok_or(Refusal::Invalid)?
+        };
+        let hash = PasswordHash::new(&record.hash).map_err(|_| Refusal::Invalid)?;
+        Argon2::default().verify_password(key.as_bytes(), &hash).map_err(|_| Refusal::Invalid)?;
+        let regions = (!record.regions.is_empty()).then(|| record.regions.iter().filter_map(|code| Region::from_code(code)).collect());
+        let grant = Arc::new(Grant { id: record.id, name: record.name, regions });
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.verified.insert(key.to_owned(), Arc::clone(&grant));
+        Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn issued_keys_are_stored_hashed_checked_limited_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (open_key, _) = create_key(&path, "concentrator 1", &[], 1).unwrap();
+        let (west_key, west) = create_key(&path, "west", &["US-CA".into(), "US-OR".into()], 2).unwrap();
+        let stored = std::fs::read_to_string(&path).unwrap();
+        assert!(!stored.contains(&open_key) && !stored.contains(&west_key), "keys are never stored");
+        assert!(stored.contains("$argon2id$"));
+
+        let ring = KeyRing::load(&path).unwrap();
+        assert!(ring.check(Some(&format!("Bearer {open_key}"))).unwrap().allows(Region::from_code("US-TX").unwrap()));
+        let grant = ring.check(Some(&format!("Bearer {west_key}"))).unwrap();
+        assert!(grant.allows(Region::from_code("US-OR").unwrap()));
+        assert!(!grant.allows(Region::from_code("US-TX").unwrap()));
+        assert_eq!(ring.check(None), Err(Refusal::Missing));
+        assert_eq!(ring.check(Some(&open_key)), Err(Refusal::Missing), "the Bearer scheme is required");
+        let forged = format!("auth_{}_{}", west.id, "0".repeat(48));
+        assert_eq!(ring.check(Some(&format!("Bearer {forged}"))), Err(Refusal::Invalid));
+        assert_eq!(ring.check(Some("Bearer nonsense")), Err(Refusal::Invalid));
+
+        revoke_key(&path, &west.id).unwrap();
+        // File times may be coarse: make the change visible as one.
+        let later = SystemTime::now() + std::time::Duration::from_secs(2);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+        assert_eq!(ring.check(Some(&format!("Bearer {west_key}"))), Err(Refusal::Invalid), "revoked");
+        assert!(ring.check(Some(&format!("Bearer {open_key}"))).is_ok());
+        assert!(matches!(create_key(&path, "x", &["US-XX".into()], 3), Err(KeyError::UnknownRegion(_))));
+    }
+}
