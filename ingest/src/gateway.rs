@@ -234,6 +234,14 @@ impl Gateway {
         })
     }
 
+    /// Dead-letters a body refused as a whole (MQTT has no status to answer with).
+    pub async fn dead_letter_whole(&self, source: Source, grant: &Grant, reason: &str, body: &[u8]) -> Result<(), IngestError> {
+        let raw = String::from_utf8_lossy(&body[..body.len().min(auth_core::edge::MAX_RAW_BYTES)]).into_owned();
+        let item = RefusedItem { index: 0, reasons: vec![reason.to_owned()], raw };
+        let letters = dead_letters(source, grant, &[item], now_ms());
+        self.inner.producer.send(&self.inner.dead_letters, letters).await.map_err(IngestError::Log)
+    }
+
     /// One record list per utility: codec v1 values keyed by customer id, partitioned with [`partition_for`].
     fn encode(&self, readings: &[auth_core::Reading]) -> [Vec<OutRecord>; 3] {
         let mut per_utility: [Vec<OutRecord>; 3] = Default::default();
@@ -272,7 +280,7 @@ fn dead_letters(source: Source, grant: &Grant, refused: &[RefusedItem], now_ms: 
         .collect()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 

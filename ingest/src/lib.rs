@@ -4,13 +4,16 @@
 //! The simulator is deterministic: a [`Fleet`] and its readings follow from the
 //! seed alone, so tests and benchmarks can replay exactly the same input.
 
+mod edge_sink;
 mod fleet;
 pub mod gateway;
 pub mod keys;
 mod log_sink;
+pub mod mqtt;
 pub mod profile;
 mod simulator;
 
+pub use edge_sink::{EdgeSinkError, GatewayTally, HttpSink, MqttSink, edge_json};
 pub use fleet::{Fleet, Meter};
 pub use log_sink::{LogSink, SinkError};
 pub use simulator::{ReadingSink, Simulated, Simulator, run_paced};

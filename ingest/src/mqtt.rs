@@ -1,0 +1,216 @@
+//! The gateway's MQTT side: readings published by meters to
+//! `meters/<meter id>/readings` (QoS 1) onto the log.
+//!
+//! A message is acknowledged (PUBACK) only after the log acknowledged its
+//! readings, or its dead letters; until then the broker keeps it, and
+//! delivers it again after a gateway restart (persistent session, fixed
+//! client id). Messages are handled concurrently and acknowledged in the
+//! order they arrived, as MQTT requires. A message the log refuses for a
+//! while (broker down) is retried with growing pauses: the broker's queue is
+//! the back-pressure. The broker authenticates publishers; the gateway takes
+//! every region from it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{mpsc, watch};
+
+use crate::gateway::{Gateway, IngestError, Source};
+use crate::keys::Grant;
+
+/// The topic meters publish to; `+` is the meter id.
+pub const READINGS_TOPIC: &str = "meters/+/readings";
+
+/// Messages handled at once; more wait in the broker.
+const IN_FLIGHT_MESSAGES: usize = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("`{0}` is not an MQTT URL (mqtt://host:port)")]
+    Url(String),
+}
+
+/// Host and port of `mqtt://host[:port]` (port 1883 by default).
+pub fn broker_address(url: &str) -> Result<(String, u16), MqttError> {
+    let rest = url.strip_prefix("mqtt://").ok_or_else(|| MqttError::Url(url.into()))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().map_err(|_| MqttError::Url(url.into()))?),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(MqttError::Url(url.into()));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Client settings for `url`; `client_id` names the persistent session.
+pub fn options(url: &str, client_id: &str, max_message_bytes: usize) -> Result<MqttOptions, MqttError> {
+    let (host, port) = broker_address(url)?;
+    let mut options = MqttOptions::new(client_id, host, port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(max_message_bytes.saturating_add(1_024), max_message_bytes.saturating_add(1_024))
+        .set_inflight(u16::MAX);
+    Ok(options)
+}
+
+/// Subscribes `client_id` at `url` to [`READINGS_TOPIC`] and feeds the gateway until `shutdown`.
+pub async fn run(gateway: Gateway, url: &str, client_id: &str, shutdown: impl Future<Output = ()>) -> Result<(), MqttError> {
+    let max_bytes = usize::try_from(gateway.limits().max_body_bytes).unwrap_or(usize::MAX);
+    let mut options = options(url, client_id, max_bytes)?;
+    options.set_clean_session(false).set_manual_acks(true);
+    let (client, mut events) = AsyncClient::new(options, IN_FLIGHT_MESSAGES);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (handled_tx, handled_rx) = mpsc::channel(IN_FLIGHT_MESSAGES);
+    let acker = tokio::spawn(acknowledge_in_order(client.clone(), handled_rx));
+    tracing::info!(url, client_id, topic = READINGS_TOPIC, "MQTT ingest starting");
+    tokio::pin!(shutdown);
+    let mut failures = 0u32;
+    loop {
+        let event = tokio::select! {
+            () = &mut shutdown => break,
+            event = events.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(connack))) => {
+                failures = 0;
+                tracing::info!(session_present = connack.session_present, "connected to the MQTT broker");
+                if !connack.session_present {
+                    subscribe(&client).await;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let task = tokio::spawn(handle(gateway.clone(), publish.clone(), stop_rx.clone()));
+                if handled_tx.send((publish, task)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                let pause = Duration::from_millis(100u64 << failures.min(6));
+                failures += 1;
+                tracing::warn!(error = %err, ?pause, "MQTT connection lost; reconnecting");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    drop(handled_tx);
+    let _ = acker.await;
+    // Send the last acknowledgements before leaving.
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain(&mut events)).await;
+    tracing::info!("MQTT ingest stopped");
+    Ok(())
+}
+
+async fn subscribe(client: &AsyncClient) {
+    if let Err(err) = client.subscribe(READINGS_TOPIC, QoS::AtLeastOnce).await {
+        tracing::warn!(error = %err, "subscribing to {READINGS_TOPIC} failed");
+    }
+}
+
+async fn drain(events: &mut EventLoop) {
+    while events.poll().await.is_ok() {}
+}
+
+/// Acknowledges each message once it is handled, in arrival order; a message
+/// left unhandled (the gateway stopped) is not acknowledged, so the broker keeps it.
+async fn acknowledge_in_order(client: AsyncClient, mut handled: mpsc::Receiver<(Publish, tokio::task::JoinHandle<bool>)>) {
+    while let Some((publish, task)) = handled.recv().await {
+        if !task.await.unwrap_or(false) {
+            break;
+        }
+        if let Err(err) = client.ack(&publish).await {
+            tracing::warn!(error = %err, "acknowledging an MQTT message failed; the broker sends it again");
+            break;
+        }
+    }
+}
+
+/// Stores a message's readings (retrying while the log is unavailable);
+/// true once they, or their dead letters, are durable.
+async fn handle(gateway: Gateway, publish: Publish, mut stop: watch::Receiver<bool>) -> bool {
+    let grant = Grant { id: "mqtt".into(), name: "MQTT broker".into(), regions: None };
+    let started = std::time::Instant::now();
+    let mut failures = 0u32;
+    loop {
+        let outcome = gateway.ingest(Source::Mqtt, &grant, &publish.payload, crate::gateway::now_ms()).await;
+        let status = match &outcome {
+            Ok(_) => axum::http::StatusCode::ACCEPTED,
+            Err(err) => err.status(),
+        };
+        metrics::counter!(crate::gateway::METRIC_REQUESTS, "source" => "mqtt", "status" => status.as_str().to_owned())
+            .increment(1);
+        match outcome {
+            Ok(_) => break,
+            Err(err) if err.is_retryable() => {
+                let pause = Duration::from_millis(100u64 << failures.min(6));
+                failures += 1;
+                tracing::warn!(error = %err, topic = %publish.topic, ?pause, "MQTT message not stored yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return false,
+                }
+            }
+            Err(err) => {
+                if let Err(log_err) = refuse_whole(&gateway, &grant, &err, &publish).await {
+                    tracing::warn!(error = %log_err, "dead-lettering an MQTT message failed; the broker sends it again");
+                    return false;
+                }
+                break;
+            }
+        }
+    }
+    metrics::histogram!(crate::gateway::METRIC_REQUEST_SECONDS, "source" => "mqtt").record(started.elapsed().as_secs_f64());
+    true
+}
+
+async fn refuse_whole(gateway: &Gateway, grant: &Grant, err: &IngestError, publish: &Publish) -> Result<(), IngestError> {
+    tracing::debug!(error = %err, topic = %publish.topic, "MQTT message refused as a whole");
+    gateway.dead_letter_whole(Source::Mqtt, grant, &format!("{err} (topic {})", publish.topic), &publish.payload).await
+}
+
+/// Publishes to meters' topics, as the simulator's MQTT sink does.
+pub fn meter_topic(meter_id: u64) -> String {
+    format!("meters/{meter_id}/readings")
+}
+
+/// Shared by the simulator's MQTT sink: a client whose event loop runs in a
+/// task and counts broker acknowledgements.
+pub struct Publisher {
+    pub client: AsyncClient,
+    pub acknowledged: watch::Receiver<u64>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub fn connect(url: &str, client_id: &str) -> Result<Self, MqttError> {
+        let options = options(url, client_id, 1 << 20)?;
+        let (client, mut events) = AsyncClient::new(options, 10_000);
+        let (acknowledged_tx, acknowledged) = watch::channel(0u64);
+        let acknowledged_tx = Arc::new(acknowledged_tx);
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged_tx.send_modify(|count| *count += 1),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "MQTT publisher connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self { client, acknowledged, task })
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
