@@ -4,6 +4,7 @@
 
 mod adapters;
 mod bench;
+mod ingest;
 mod simulate;
 mod stream;
 mod telemetry;
@@ -29,8 +30,12 @@ struct Cli {
 enum Command {
     /// Runs the whole pipeline in one process on embedded adapters and serves the dashboard.
     Up(up::UpArgs),
-    /// Simulates the fleet: NDJSON on stdout (the edge format), or readings into Kafka.
+    /// Simulates the fleet: NDJSON on stdout (the edge format), readings into Kafka, or through the gateway.
     Simulate(simulate::SimulateArgs),
+    /// Runs the ingest gateway: HTTP `POST /api/v1/readings` (and MQTT) -> validation -> Kafka.
+    Ingest(ingest::IngestArgs),
+    /// Issues, lists and revokes gateway keys.
+    Keys(ingest::KeysArgs),
     /// Runs one stream processor: Kafka -> event-time windows -> Redis, with checkpoints.
     Stream(stream::StreamArgs),
     /// Checks a pipeline spec file, or prints the default spec.
@@ -62,8 +67,14 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => {
             let metrics = telemetry::init(&cli.log)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(simulate::to_kafka(args, metrics))
+            runtime.block_on(simulate::to_servers(args, metrics))
         }
+        Command::Ingest(args) => {
+            let metrics = telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(ingest::run(args, metrics))
+        }
+        Command::Keys(args) => ingest::keys(args),
         Command::Stream(args) => {
             let metrics = telemetry::init(&cli.log)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

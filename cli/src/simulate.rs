@@ -1,4 +1,5 @@
-//! `auth simulate`: the fleet's readings as NDJSON on stdout, or into Kafka.
+//! `auth simulate`: the fleet's readings as NDJSON on stdout, into Kafka, or
+//! through the ingest gateway over HTTP or MQTT.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use auth_core::PipelineSpec;
-use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator, run_paced};
+use auth_ingest::{HttpSink, LogSink, MqttSink, ReadingSink, Simulator, edge_json, run_paced};
 use clap::Args;
 use tokio::sync::watch;
 
@@ -25,9 +26,17 @@ pub struct SimulateArgs {
     /// Event time of the first heartbeat, UTC ms (default: the spec's `startMs`, else now).
     #[arg(long)]
     start_ms: Option<i64>,
-    /// Where the readings go: `-` (NDJSON on stdout) or `kafka://host:port` (the pipeline's topics).
+    /// Where the readings go: `-` (NDJSON on stdout), `kafka://host:port` (the
+    /// pipeline's topics), `http://host:port` (the ingest gateway) or
+    /// `mqtt://host:port` (one QoS 1 message per reading to `meters/<meter id>/readings`).
     #[arg(long, default_value = "-")]
     to: String,
+    /// Gateway key for `--to http://...` (from `auth keys create`).
+    #[arg(long, env = "AUTH_INGEST_KEY")]
+    key: Option<String>,
+    /// Readings per HTTP request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
     /// Pipeline name: readings go to the topics `<pipeline>.<utility>`.
     #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
     pipeline: String,
@@ -59,46 +68,58 @@ pub fn to_stdout(args: &SimulateArgs) -> anyhow::Result<()> {
         batch.clear();
         simulator.fill(&mut batch, (count - printed).min(4_096) as usize);
         for item in &batch {
-            let line = match item {
-                Simulated::Reading(reading) => reading.to_json(),
-                Simulated::Garbage { utility, customer_id, bytes } => serde_json::json!({
-                    "malformed": hex::encode(bytes), "utility": utility, "customerId": customer_id,
-                }),
-            };
-            writeln!(out, "{line}").context("writing to stdout")?;
+            writeln!(out, "{}", edge_json(item)).context("writing to stdout")?;
         }
         printed += batch.len() as u64;
     }
     out.flush().context("writing to stdout")
 }
 
-pub async fn to_kafka(args: SimulateArgs, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {
-    let servers = ServerArgs { kafka_url: Some(args.to.clone()), redis_url: None };
-    let spec = servers.apply(crate::load_spec(args.config.as_deref())?).context("--to")?;
-    let log = adapters::log(&spec, "simulate", false)?;
-    adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
+/// Where `--to` sends readings.
+enum Target {
+    Kafka,
+    Http,
+    Mqtt,
+}
+
+fn target(to: &str) -> anyhow::Result<Target> {
+    if to.starts_with("kafka://") {
+        Ok(Target::Kafka)
+    } else if to.starts_with("http://") || to.starts_with("https://") {
+        Ok(Target::Http)
+    } else if to.starts_with("mqtt://") {
+        Ok(Target::Mqtt)
+    } else {
+        anyhow::bail!("--to {to}: expected -, kafka://host:port, http://gateway:port or mqtt://broker:port")
+    }
+}
+
+pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {
+    let target = target(&args.to)?;
+    let spec = crate::load_spec(args.config.as_deref())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics_server =
         crate::telemetry::serve_metrics(args.metrics_listen, metrics, crate::up::stopped(stop_rx.clone())).await?;
-    let mut simulator = simulator(&args, &spec);
-    let mut sink = LogSink::new(log.producer()?, &args.pipeline, spec.log.partitions);
     let started = Instant::now();
-    let written = match args.count {
-        Some(count) => {
-            let mut batch = Vec::with_capacity(50_000);
-            let mut written = 0;
-            while written < count {
-                batch.clear();
-                simulator.fill(&mut batch, (count - written).min(50_000) as usize);
-                sink.write(&batch).await.context("producing readings")?;
-                written += batch.len() as u64;
-                metrics::counter!(auth_ingest::METRIC_SIMULATED).increment(batch.len() as u64);
-            }
-            written
+    let written = match target {
+        Target::Kafka => {
+            let servers = ServerArgs { kafka_url: Some(args.to.clone()), redis_url: None };
+            let spec = servers.apply(spec).context("--to")?;
+            let log = adapters::log(&spec, "simulate", false)?;
+            adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
+            let sink = LogSink::new(log.producer()?, &args.pipeline, spec.log.partitions);
+            produce(&args, &spec, sink, 50_000).await?
         }
-        None => run_paced(&mut simulator, &mut sink, &spec.simulator, None, crate::up::shutdown_signal())
-            .await
-            .context("producing readings")?,
+        Target::Http => {
+            let key = args.key.as_deref().context("--to http://...: the gateway needs a key (--key / AUTH_INGEST_KEY)")?;
+            let sink = HttpSink::new(&args.to, key, args.batch);
+            produce(&args, &spec, sink, 50_000).await?
+        }
+        Target::Mqtt => {
+            let client_id = format!("auth-simulate-{}", std::process::id());
+            let sink = MqttSink::connect(&args.to, &client_id).context("--to")?;
+            produce(&args, &spec, sink, 5_000).await?
+        }
     };
     let _ = stop_tx.send(true);
     metrics_server.await.context("metrics server task")??;
@@ -110,4 +131,30 @@ pub async fn to_kafka(args: SimulateArgs, metrics: metrics_exporter_prometheus::
         written as f64 / seconds.max(1e-9)
     );
     Ok(())
+}
+
+/// Writes `--count` readings as fast as the sink takes them, else paced until stopped.
+async fn produce<S>(args: &SimulateArgs, spec: &PipelineSpec, mut sink: S, chunk: u64) -> anyhow::Result<u64>
+where
+    S: ReadingSink,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut simulator = simulator(args, spec);
+    match args.count {
+        Some(count) => {
+            let mut batch = Vec::with_capacity(chunk as usize);
+            let mut written = 0;
+            while written < count {
+                batch.clear();
+                simulator.fill(&mut batch, (count - written).min(chunk) as usize);
+                sink.write(&batch).await.context("sending readings")?;
+                written += batch.len() as u64;
+                metrics::counter!(auth_ingest::METRIC_SIMULATED).increment(batch.len() as u64);
+            }
+            Ok(written)
+        }
+        None => run_paced(&mut simulator, &mut sink, &spec.simulator, None, crate::up::shutdown_signal())
+            .await
+            .context("sending readings"),
+    }
 }

@@ -1,6 +1,6 @@
-//! `auth up`: simulator -> embedded log -> stream processor -> in-memory
-//! serving store -> API, in one process (on Kafka and Redis when the spec or
-//! the flags name them).
+//! `auth up`: simulator and ingest gateway -> embedded log -> stream
+//! processor -> in-memory serving store -> API, in one process (on Kafka and
+//! Redis when the spec or the flags name them).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use auth_api::AppState;
 use auth_core::{CustomerKind, Utility};
+use auth_ingest::gateway::Gateway;
 use auth_ingest::{LogSink, Simulator, run_paced};
 use auth_stream::{Processor, ProcessorConfig};
 use clap::Args;
@@ -26,6 +27,9 @@ pub struct UpArgs {
     /// Address of the API and dashboard.
     #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of the ingest gateway (`POST /api/v1/readings`).
+    #[arg(long, env = "AUTH_INGEST_LISTEN", default_value = "127.0.0.1:8088")]
+    ingest_listen: SocketAddr,
     /// Pipeline name; topics are `<pipeline>.<utility>`.
     #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
     pipeline: String,
@@ -57,6 +61,16 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     let state = AppState { store: Arc::clone(&store), metrics };
     let mut api = tokio::spawn(auth_api::serve(listener, state, stopped(stop_rx.clone())));
 
+    let gateway_listener = tokio::net::TcpListener::bind(args.ingest_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--ingest-listen / AUTH_INGEST_LISTEN)", args.ingest_listen))?;
+    let gateway_address = gateway_listener.local_addr().context("reading the bound address")?;
+    let (demo_key, keys) = demo_key()?;
+    let gateway = Gateway::new(log.producer()?, &args.pipeline, &spec, keys);
+    let mut ingest = tokio::spawn(
+        axum::serve(gateway_listener, gateway.router()).with_graceful_shutdown(stopped(stop_rx.clone())).into_future(),
+    );
+
     let processor = Processor::new(ProcessorConfig::from_spec(&args.pipeline, &spec), log.as_ref(), Arc::clone(&store))?;
     let mut stream = tokio::spawn(processor.run(Arc::clone(&log), stopped(stop_rx.clone())));
 
@@ -80,6 +94,7 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     println!("  dashboard  http://{address}/?customer=1");
     println!("  API        http://{address}/api/v1/customers/1/usage   http://{address}/api/v1/regions");
     println!("  metrics    http://{address}/metrics");
+    println!("  ingest     POST http://{gateway_address}/api/v1/readings with `Authorization: Bearer {demo_key}`");
     println!("  customers to look at: {}", look_at.join(", "));
     println!("Press Ctrl-C to stop.");
 
@@ -88,6 +103,7 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         result = &mut stream => Some(("stream processor", result.map(|r| r.map_err(anyhow::Error::from)))),
         result = &mut simulation => Some(("simulator", result.map(|r| r.map(drop).map_err(anyhow::Error::from)))),
         result = &mut api => Some(("API server", result.map(|r| r.map_err(anyhow::Error::from)))),
+        result = &mut ingest => Some(("ingest gateway", result.map(|r| r.map_err(anyhow::Error::from)))),
     };
     let _ = stop_tx.send(true);
     if let Some((role, result)) = early_exit {
@@ -97,8 +113,17 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     simulation.await.context("simulator task")?.context("simulator")?;
     stream.await.context("stream task")?.context("stream processor")?;
     api.await.context("API task")?.context("API server")?;
+    ingest.await.context("ingest task")?.context("ingest gateway")?;
     println!("AUTH stopped cleanly.");
     Ok(())
+}
+
+/// A gateway key for this run, in a key file of its own under the temporary directory.
+fn demo_key() -> anyhow::Result<(String, Arc<auth_ingest::keys::KeyRing>)> {
+    let path = std::env::temp_dir().join(format!("auth-up-{}", std::process::id())).join("keys.json");
+    let _ = std::fs::remove_file(&path);
+    let (key, _) = auth_ingest::keys::create_key(&path, "auth up demo", &[], now_ms())?;
+    Ok((key, crate::ingest::key_ring(&path)?))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

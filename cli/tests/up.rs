@@ -25,13 +25,30 @@ fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// A plain HTTP/1.1 POST of a JSON body with a bearer key; returns the status code and body.
+fn http_post(address: &str, path: &str, key: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
 #[test]
 fn up_serves_live_usage_and_stops_cleanly() {
     let config = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(config.path(), "simulator:\n  customers: 300\nstream:\n  flushIntervalMs: 500\n  checkpointIntervalMs: 1000\n")
         .expect("write config");
     let mut child = auth()
-        .args(["up", "--listen", "127.0.0.1:0", "--config"])
+        .args(["up", "--listen", "127.0.0.1:0", "--ingest-listen", "127.0.0.1:0", "--config"])
         .arg(config.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -80,6 +97,31 @@ fn up_serves_live_usage_and_stops_cleanly() {
     let utilities = usage["utilities"].as_array().expect("utilities");
     assert!(!utilities.is_empty(), "{usage}");
     assert!(utilities.iter().any(|u| u["today"]["count"].as_u64() > Some(0)), "{usage}");
+
+    // A meter of our own, through the gateway with the printed key.
+    let ingest_line = banner.lines().find(|line| line.contains("POST http://")).expect("the banner names the gateway");
+    let gateway = ingest_line.split("http://").nth(1).and_then(|rest| rest.split('/').next()).expect("gateway address");
+    let key = ingest_line.split("Bearer ").nth(1).and_then(|rest| rest.split('`').next()).expect("demo key");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    let reading = format!(
+        r#"{{"meterId": 77, "customerId": 987654321, "utility": "water", "region": "US-NV",
+            "customerKind": "residential", "tsMs": {now_ms}, "value": 42.5}}"#
+    );
+    let (status, answer) = http_post(gateway, "/api/v1/readings", "wrong", &reading).expect("gateway");
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = http_post(gateway, "/api/v1/readings", key, &reading).expect("gateway");
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains(r#""accepted":1"#), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(&address, "/api/v1/customers/987654321/usage").expect("usage");
+        if status == 200 {
+            assert!(body.contains("42.5"), "the posted value is served: {body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the posted reading was not served within 30 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     let (status, regions) = http_get(&address, "/api/v1/regions").expect("regions");
     assert_eq!(status, 200);

@@ -1,0 +1,146 @@
+//! `auth ingest`: the gateway, HTTP (and MQTT with `--mqtt`) into Kafka; and `auth keys`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use auth_ingest::gateway::Gateway;
+use auth_ingest::keys::{self, KeyRing};
+use clap::{Args, Subcommand};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+use crate::adapters::{self, ServerArgs};
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Pipeline spec (YAML) naming Kafka (`log.url`); limits from its `ingest` section.
+    #[arg(long, env = "AUTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Pipeline name: readings go to the topics `<pipeline>.<utility>`, refused ones to `<pipeline>.dlq`.
+    #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
+    pipeline: String,
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// Address of `POST /api/v1/readings`.
+    #[arg(long, env = "AUTH_INGEST_LISTEN", default_value = "127.0.0.1:8088")]
+    listen: SocketAddr,
+    /// Gateway keys (argon2 hashes), as `auth keys create` writes them.
+    #[arg(long, env = "AUTH_INGEST_KEYS", default_value = "auth-keys.json")]
+    keys_file: PathBuf,
+    /// Also take readings from an MQTT broker, `mqtt://host:port` (topic `meters/+/readings`, QoS 1).
+    #[arg(long, env = "AUTH_MQTT_URL")]
+    mqtt: Option<String>,
+    /// MQTT client id: names the broker session that keeps messages while the gateway is away.
+    #[arg(long, env = "AUTH_MQTT_CLIENT_ID")]
+    mqtt_client_id: Option<String>,
+    /// Address of `/metrics` and `/healthz`.
+    #[arg(long, env = "AUTH_METRICS_LISTEN", default_value = "127.0.0.1:9466")]
+    metrics_listen: SocketAddr,
+}
+
+#[derive(Args)]
+pub struct KeysArgs {
+    /// The key file the gateway reads.
+    #[arg(long, env = "AUTH_INGEST_KEYS", default_value = "auth-keys.json", global = true)]
+    keys_file: PathBuf,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issues a key and prints it (once: only its hash is stored).
+    Create {
+        /// Who uses the key, e.g. a concentrator's name.
+        #[arg(long)]
+        name: String,
+        /// Regions the key may send readings for (ISO 3166-2, e.g. US-CA); every region when absent.
+        #[arg(long = "region")]
+        regions: Vec<String>,
+    },
+    /// Lists the keys (ids, names, regions; never the keys).
+    List,
+    /// Revokes a key by id; a running gateway refuses it from then on.
+    Revoke { id: String },
+}
+
+pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    match args.command {
+        KeysCommand::Create { name, regions } => {
+            let (key, record) = keys::create_key(&args.keys_file, &name, &regions, crate::up::now_ms())?;
+            eprintln!(
+                "key {} for `{}` ({}) stored hashed in {}; it is shown only now:",
+                record.id,
+                record.name,
+                if regions.is_empty() { "every region".to_owned() } else { regions.join(", ") },
+                args.keys_file.display()
+            );
+            println!("{key}");
+        }
+        KeysCommand::List => {
+            for record in keys::list_keys(&args.keys_file)? {
+                let regions = if record.regions.is_empty() { "every region".to_owned() } else { record.regions.join(",") };
+                println!("{}\t{}\t{regions}", record.id, record.name);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let record = keys::revoke_key(&args.keys_file, &id)?;
+            println!("revoked key {} ({})", record.id, record.name);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the key file; a gateway without any key would refuse everything, so that is an error.
+pub fn key_ring(path: &Path) -> anyhow::Result<Arc<KeyRing>> {
+    let ring = KeyRing::load(path).with_context(|| "--keys-file / AUTH_INGEST_KEYS")?;
+    anyhow::ensure!(
+        !keys::list_keys(path)?.is_empty(),
+        "no gateway key in {} (--keys-file / AUTH_INGEST_KEYS): create one with `auth keys create --name <who>`",
+        path.display()
+    );
+    Ok(Arc::new(ring))
+}
+
+pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let spec = args.servers.apply(crate::load_spec(args.config.as_deref())?)?;
+    let log = adapters::log(&spec, "ingest", false)?;
+    adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
+    let keys = key_ring(&args.keys_file)?;
+    let mqtt_client_id = args.mqtt_client_id.clone().unwrap_or_else(|| format!("auth-ingest-{}", args.pipeline));
+    if let Some(url) = &args.mqtt {
+        auth_ingest::mqtt::broker_address(url).context("--mqtt / AUTH_MQTT_URL")?;
+    }
+    let gateway = Gateway::new(log.producer()?, &args.pipeline, &spec, keys);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_server =
+        crate::telemetry::serve_metrics(args.metrics_listen, metrics, crate::up::stopped(stop_rx.clone())).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen / AUTH_INGEST_LISTEN)", args.listen))?;
+    tracing::info!(address = %args.listen, pipeline = %args.pipeline, "ingest gateway serving POST /api/v1/readings");
+    let mut http = tokio::spawn(
+        axum::serve(listener, gateway.router()).with_graceful_shutdown(crate::up::stopped(stop_rx.clone())).into_future(),
+    );
+    let mqtt = args.mqtt.clone().map(|url| {
+        let (gateway, stop) = (gateway.clone(), crate::up::stopped(stop_rx.clone()));
+        tokio::spawn(async move { auth_ingest::mqtt::run(gateway, &url, &mqtt_client_id, stop).await })
+    });
+    let http_ended = tokio::select! {
+        () = crate::up::shutdown_signal() => None,
+        ended = &mut http => Some(ended),
+    };
+    let _ = stop_tx.send(true);
+    match http_ended {
+        Some(ended) => ended.context("HTTP server task")?.context("HTTP server")?,
+        None => http.await.context("HTTP server task")?.context("HTTP server")?,
+    }
+    if let Some(mqtt) = mqtt {
+        mqtt.await.context("MQTT task")?.context("MQTT ingest")?;
+    }
+    metrics_server.await.context("metrics server task")??;
+    tracing::info!("ingest gateway stopped cleanly");
+    Ok(())
+}
