@@ -5,16 +5,18 @@
 #   scripts/services.sh up       install what is missing, start, wait until healthy
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh status   say what runs where
-#   scripts/services.sh restart kafka|redis   stop one server and start it again (tests use it)
+#   scripts/services.sh restart kafka|redis|mosquitto   stop one server and start it again (tests use it)
 #   scripts/services.sh build-deps            Debian packages the Rust build needs (rdkafka: cmake, libcurl)
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
-# Central run with the machine's Java) and Redis (Debian's redis-server, AOF on).
+# Central run with the machine's Java), Redis (Debian's redis-server, AOF on)
+# and Mosquitto (Debian's, persistent sessions kept whole).
 # Later issues add theirs here. Settings (environment):
 #   AUTH_SERVICES_DIR     state, data and logs      (default ~/.cache/auth/services)
 #   AUTH_KAFKA_VERSION    org.apache.kafka:kafka_2.13 version (default 4.4.0)
 #   AUTH_KAFKA_PORT       broker port               (default 9092; controller = port + 1)
 #   AUTH_REDIS_PORT       Redis port                (default 6379)
+#   AUTH_MQTT_PORT        Mosquitto port            (default 1883)
 set -euo pipefail
 
 SERVICES_DIR="${AUTH_SERVICES_DIR:-$HOME/.cache/auth/services}"
@@ -24,6 +26,7 @@ SLF4J_VERSION="2.0.20"
 KAFKA_PORT="${AUTH_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
 REDIS_PORT="${AUTH_REDIS_PORT:-6379}"
+MQTT_PORT="${AUTH_MQTT_PORT:-1883}"
 KAFKA_HOME="$HOME/.cache/auth/kafka-$KAFKA_VERSION"
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -146,6 +149,32 @@ start_redis() {
     say "Redis listens on 127.0.0.1:$REDIS_PORT, AOF in $dir (log: $dir/redis.log)"
 }
 
+start_mosquitto() {
+    if running mosquitto; then say "Mosquitto already runs on 127.0.0.1:$MQTT_PORT"; return 0; fi
+    port_open "$MQTT_PORT" && fail "port $MQTT_PORT is taken by another process (set AUTH_MQTT_PORT)"
+    apt_install mosquitto
+    local dir="$SERVICES_DIR/mosquitto"
+    mkdir -p "$dir"
+    # Queues of persistent sessions are kept (and saved) whole: a gateway that
+    # is away finds every QoS 1 reading when it comes back.
+    cat > "$dir/mosquitto.conf" <<CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+user $(id -un)
+persistence true
+persistence_location $dir/
+autosave_interval 10
+max_inflight_messages 1000
+max_queued_messages 0
+max_queued_bytes 0
+log_dest file $dir/mosquitto.log
+CONF
+    nohup mosquitto -c "$dir/mosquitto.conf" >"$dir/stdout.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/mosquitto.pid"
+    wait_for 20 port_open "$MQTT_PORT" || fail "Mosquitto did not start within 20 s; see $dir/mosquitto.log"
+    say "Mosquitto listens on 127.0.0.1:$MQTT_PORT (log: $dir/mosquitto.log)"
+}
+
 stop() { # name
     if running "$1"; then
         local pid
@@ -159,23 +188,24 @@ stop() { # name
 
 status() {
     local name
-    for name in kafka redis; do
+    for name in kafka redis mosquitto; do
         if running "$name"; then say "$name runs (pid $(cat "$SERVICES_DIR/$name.pid"))"; else say "$name is not running"; fi
     done
-    say "Kafka 127.0.0.1:$KAFKA_PORT  Redis 127.0.0.1:$REDIS_PORT  state in $SERVICES_DIR"
+    say "Kafka 127.0.0.1:$KAFKA_PORT  Redis 127.0.0.1:$REDIS_PORT  Mosquitto 127.0.0.1:$MQTT_PORT  state in $SERVICES_DIR"
 }
 
 mkdir -p "$SERVICES_DIR"
 case "${1:-}" in
-    up) start_redis; start_kafka ;;
-    down) stop kafka; stop redis ;;
+    up) start_redis; start_mosquitto; start_kafka ;;
+    down) stop kafka; stop mosquitto; stop redis ;;
     status) status ;;
     restart)
         case "${2:-}" in
             kafka) stop kafka; start_kafka ;;
             redis) stop redis; start_redis ;;
-            *) fail "usage: $0 restart kafka|redis" ;;
+            mosquitto) stop mosquitto; start_mosquitto ;;
+            *) fail "usage: $0 restart kafka|redis|mosquitto" ;;
         esac ;;
     build-deps) apt_install cmake libcurl4-openssl-dev ;;
-    *) fail "usage: $0 up|down|status|restart kafka|redis|build-deps" ;;
+    *) fail "usage: $0 up|down|status|restart kafka|redis|mosquitto|build-deps" ;;
 esac
