@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_core::ports::{Polled, ReadingLog, WindowSlot};
+use auth_core::ports::{ReadingLog, WindowSlot};
 use auth_core::spec::{PipelineSpec, SimulatorSpec};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, dead_letter_topic, partition_for, utility_topic};
-use auth_testkit::{Backend, Dump, dump};
+use auth_testkit::{Backend, Dump, dump, read_topic};
 use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
 use auth_stream::{PartitionCounts, Processor, ProcessorConfig};
 use bytes::Bytes;
@@ -85,17 +85,7 @@ fn reading(customer_id: u64, region: &str, ts_ms: i64, value: f64) -> Reading {
 
 /// Every record of a topic, read by a group of its own up to the end offsets.
 async fn read_all(log: &dyn ReadingLog, topic: &str, group: &str) -> Vec<Bytes> {
-    let end: u64 = log.end_offsets(topic).await.expect("end offsets").iter().sum();
-    let mut consumer = log.consumer(group, &[topic.to_owned()]).expect("consumer");
-    let mut values = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while (values.len() as u64) < end {
-        assert!(tokio::time::Instant::now() < deadline, "read {} of {end} records of {topic}", values.len());
-        if let Polled::Records(batches) = consumer.poll(10_000, Duration::from_millis(200)).await.expect("poll") {
-            values.extend(batches.into_iter().flat_map(|b| b.records).map(|r| r.value));
-        }
-    }
-    values
+    read_topic(log, topic, group).await.into_iter().map(|(_, record)| record.value).collect()
 }
 
 /// Steps every processor until each has joined the group, the group's

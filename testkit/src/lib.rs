@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use auth_core::Utility;
-use auth_core::ports::{ReadingLog, ServingStore};
+use auth_core::ports::{LogRecord, Polled, ReadingLog, ServingStore};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_kafka::{KafkaLog, TopicSettings};
 use auth_redis::RedisStore;
@@ -139,6 +139,25 @@ impl Drop for Backend {
         });
         let _ = cleanup.join();
     }
+}
+
+/// Every record of `topic` up to its current end, with its partition, read by
+/// a consumer of `group` (a group of its own starts at the beginning).
+pub async fn read_topic(log: &dyn ReadingLog, topic: &str, group: &str) -> Vec<(u32, LogRecord)> {
+    let end: u64 = log.end_offsets(topic).await.expect("end offsets").iter().sum();
+    let mut consumer = log.consumer(group, &[topic.to_owned()]).expect("consumer");
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (records.len() as u64) < end {
+        assert!(tokio::time::Instant::now() < deadline, "read {} of {end} records of {topic}", records.len());
+        if let Polled::Records(batches) = consumer.poll(10_000, Duration::from_millis(200)).await.expect("poll") {
+            for batch in batches {
+                let partition = batch.partition.partition;
+                records.extend(batch.records.into_iter().map(|record| (partition, record)));
+            }
+        }
+    }
+    records
 }
 
 /// Everything a user can read from a serving store, in a comparable form:
