@@ -5,7 +5,7 @@
 #   scripts/services.sh up       install what is missing, start, wait until healthy
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh status   say what runs where
-#   scripts/services.sh restart kafka|redis|mosquitto   stop one server and start it again (tests use it)
+#   scripts/services.sh start|stop|restart kafka|redis|mosquitto   one server (tests use it)
 #   scripts/services.sh build-deps            Debian packages the Rust build needs (rdkafka: cmake, libcurl)
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
@@ -199,6 +199,18 @@ case "${1:-}" in
     up) start_redis; start_mosquitto; start_kafka ;;
     down) stop kafka; stop mosquitto; stop redis ;;
     status) status ;;
+    stop)
+        case "${2:-}" in
+            kafka|redis|mosquitto) stop "$2" ;;
+            *) fail "usage: $0 stop kafka|redis|mosquitto" ;;
+        esac ;;
+    start)
+        case "${2:-}" in
+            kafka) start_kafka ;;
+            redis) start_redis ;;
+            mosquitto) start_mosquitto ;;
+            *) fail "usage: $0 start kafka|redis|mosquitto" ;;
+        esac ;;
     restart)
         case "${2:-}" in
             kafka) stop kafka; start_kafka ;;
@@ -207,5 +219,5 @@ case "${1:-}" in
             *) fail "usage: $0 restart kafka|redis|mosquitto" ;;
         esac ;;
     build-deps) apt_install cmake libcurl4-openssl-dev ;;
-    *) fail "usage: $0 up|down|status|restart kafka|redis|mosquitto|build-deps" ;;
+    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|build-deps" ;;
 esac

@@ -126,7 +126,7 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
     );
     let mqtt = args.mqtt.clone().map(|url| {
         let (gateway, stop) = (gateway.clone(), crate::up::stopped(stop_rx.clone()));
-        tokio::spawn(async move { auth_ingest::mqtt::run(gateway, &url, &mqtt_client_id, stop).await })
+        tokio::spawn(auth_ingest::mqtt::run(gateway, url, mqtt_client_id.clone(), stop))
     });
     let http_ended = tokio::select! {
         () = crate::up::shutdown_signal() => None,

@@ -58,7 +58,8 @@ pub fn options(url: &str, client_id: &str, max_message_bytes: usize) -> Result<M
 }
 
 /// Subscribes `client_id` at `url` to [`READINGS_TOPIC`] and feeds the gateway until `shutdown`.
-pub async fn run(gateway: Gateway, url: &str, client_id: &str, shutdown: impl Future<Output = ()>) -> Result<(), MqttError> {
+pub async fn run(gateway: Gateway, url: String, client_id: String, shutdown: impl Future<Output = ()>) -> Result<(), MqttError> {
+    let (url, client_id) = (url.as_str(), client_id.as_str());
     let max_bytes = usize::try_from(gateway.limits().max_body_bytes).unwrap_or(usize::MAX);
     let mut options = options(url, client_id, max_bytes)?;
     options.set_clean_session(false).set_manual_acks(true);
