@@ -78,6 +78,28 @@ enum Bench {
         #[arg(long)]
         keep: bool,
     },
+    /// Ingest gateway on Kafka (from `scripts/services.sh up`): the simulator's readings posted as
+    /// JSON arrays over HTTP to an in-process gateway on two threads, acknowledged by Kafka.
+    /// Figures: readings_per_sec and requests_per_sec (all requests answered 202), p50_ms and
+    /// p99_ms (request latency), direct_readings_per_sec (the same readings written to Kafka by
+    /// the simulator in the same run), gateway_vs_direct.
+    Ingest {
+        #[arg(long, default_value_t = 2_000_000)]
+        readings: usize,
+        /// Readings per request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Concurrent client connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        #[command(flatten)]
+        servers: crate::adapters::ServerArgs,
+        /// Keep the topics afterwards (deleted by default).
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -88,6 +110,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Engine { readings, customers, partitions } => runtime.block_on(engine_bench(readings, customers, partitions))?,
         Bench::Kafka { readings, customers, partitions, servers, keep } => {
             runtime.block_on(kafka_bench(readings, customers, partitions, &servers, keep))?
+        }
+        Bench::Ingest { readings, batch, connections, customers, servers, keep } => {
+            crate::bench_ingest::run(&crate::bench_ingest::IngestBench { readings, batch, connections, customers }, &servers, keep)?
         }
     };
     println!("{figures}");

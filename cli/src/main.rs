@@ -4,6 +4,7 @@
 
 mod adapters;
 mod bench;
+mod bench_ingest;
 mod ingest;
 mod simulate;
 mod stream;
