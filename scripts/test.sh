@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The README's test command: starts the real servers, lints, then runs every
-# test of the workspace, including those on Kafka and Redis.
+# The README's test command: starts the real servers, lints, runs every test
+# of the workspace, including those on Kafka, Redis and Mosquitto, then fuzzes
+# the gateway's body parser for a bounded time.
 #
 # Tests that need servers are `#[ignore]`d in a plain `cargo test` (which
 # therefore needs no server) and run here with `--include-ignored` and
 # AUTH_IT=1; a server that does not answer fails them.
+#
+# AUTH_FUZZ_SECONDS (default 60) bounds the fuzz run; cargo-fuzz is installed
+# from crates.io when missing and runs on the nightly toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +18,6 @@ export AUTH_IT=1
 
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --include-ignored
+
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+cargo +nightly fuzz run edge_body -- -max_total_time="${AUTH_FUZZ_SECONDS:-60}"
