@@ -151,6 +151,11 @@ impl Gateway {
         &self.inner.limits
     }
 
+    /// Readings sent to the log and not acknowledged yet.
+    pub fn in_flight_readings(&self) -> usize {
+        self.inner.limits.max_in_flight_readings as usize - self.inner.in_flight.available_permits()
+    }
+
     /// `POST /api/v1/readings` and `GET /healthz`.
     pub fn router(&self) -> Router {
         Router::new()
@@ -193,12 +198,11 @@ impl Gateway {
         let _permit = match permits {
             0 => None,
             n => Some(Arc::clone(&inner.in_flight).try_acquire_many_owned(n).map_err(|_| IngestError::Busy {
-                waiting: inner.limits.max_in_flight_readings as usize - inner.in_flight.available_permits(),
+                waiting: self.in_flight_readings(),
                 max: inner.limits.max_in_flight_readings as usize,
             })?),
         };
-        metrics::gauge!(METRIC_IN_FLIGHT)
-            .set((inner.limits.max_in_flight_readings as usize - inner.in_flight.available_permits()) as f64);
+        metrics::gauge!(METRIC_IN_FLIGHT).set(self.in_flight_readings() as f64);
 
         let mut sends = JoinSet::new();
         for (topic, records) in inner.topics.iter().zip(self.encode(&accepted)) {
