@@ -156,7 +156,8 @@ start_mosquitto() {
     local dir="$SERVICES_DIR/mosquitto"
     mkdir -p "$dir"
     # Queues of persistent sessions are kept (and saved) whole: a gateway that
-    # is away finds every QoS 1 reading when it comes back.
+    # is away finds every QoS 1 reading when it comes back. Sessions unused
+    # for a day (left by tests) expire.
     cat > "$dir/mosquitto.conf" <<CONF
 listener $MQTT_PORT 127.0.0.1
 allow_anonymous true
@@ -167,6 +168,7 @@ autosave_interval 10
 max_inflight_messages 1000
 max_queued_messages 0
 max_queued_bytes 0
+persistent_client_expiration 1d
 log_dest file $dir/mosquitto.log
 CONF
     nohup mosquitto -c "$dir/mosquitto.conf" >"$dir/stdout.log" 2>&1 &

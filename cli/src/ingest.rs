@@ -120,7 +120,8 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_INGEST_LISTEN)", args.listen))?;
-    tracing::info!(address = %args.listen, pipeline = %args.pipeline, "ingest gateway serving POST /api/v1/readings");
+    let address = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%address, pipeline = %args.pipeline, "ingest gateway serving POST /api/v1/readings");
     let mut http = tokio::spawn(
         axum::serve(listener, gateway.router()).with_graceful_shutdown(crate::up::stopped(stop_rx.clone())).into_future(),
     );

@@ -38,6 +38,7 @@ pub async fn serve_metrics(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address} (--metrics-listen / AUTH_METRICS_LISTEN)"))?;
+    let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%address, "serving /metrics and /healthz");
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(metrics.render())))

@@ -83,6 +83,7 @@ pub async fn run(gateway: Gateway, url: String, client_id: String, shutdown: imp
                     subscribe(&client).await;
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => tracing::info!(topic = READINGS_TOPIC, "subscribed"),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let task = tokio::spawn(handle(gateway.clone(), publish.clone(), stop_rx.clone()));
                 if handled_tx.send((publish, task)).await.is_err() {
