@@ -21,19 +21,20 @@ use std::time::{Duration, Instant};
 
 use auth_core::edge::{ParsedBody, RefusedItem, TooManyReadings, parse_body};
 use auth_core::ports::{LogProducer, OutRecord, PortError};
-use auth_core::{IngestSpec, Utility, codec, dead_letter_topic, partition_for, utility_topic};
+use auth_core::{IngestSpec, Utility, codec, dead_letter_topic, utility_topic};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::keys::{Grant, KeyRing};
+use crate::log_sink::LogRecords;
 
 /// Readings the gateway handled, by `source` (http, mqtt) and `outcome` (accepted, refused).
 pub const METRIC_READINGS: &str = "auth_ingest_readings_total";
@@ -246,20 +247,13 @@ impl Gateway {
         self.inner.producer.send(&self.inner.dead_letters, letters).await.map_err(IngestError::Log)
     }
 
-    /// One record list per utility: codec v1 values keyed by customer id, partitioned with [`partition_for`].
+    /// One record list per utility of codec v1 values (see [`LogRecords`]).
     fn encode(&self, readings: &[auth_core::Reading]) -> [Vec<OutRecord>; 3] {
-        let mut per_utility: [Vec<OutRecord>; 3] = Default::default();
-        let mut buffer = BytesMut::with_capacity(readings.len() * (codec::ENCODED_LEN + 20));
-        let mut digits = itoa::Buffer::new();
+        let mut records = LogRecords::new(BytesMut::new(), self.inner.partitions, readings.len());
         for reading in readings {
-            buffer.put_slice(digits.format(reading.customer_id).as_bytes());
-            let key = buffer.split().freeze();
-            codec::encode_into(reading, &mut buffer);
-            let value = buffer.split().freeze();
-            let partition = partition_for(reading.customer_id, self.inner.partitions);
-            per_utility[reading.utility.index()].push(OutRecord { partition, key, value });
+            records.push(reading.customer_id, reading.utility, |buffer| codec::encode_into(reading, buffer));
         }
-        per_utility
+        records.finish().0
     }
 }
 

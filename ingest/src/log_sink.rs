@@ -36,25 +36,48 @@ impl LogSink {
 
     /// Encodes a batch into one record list per utility, sharing one buffer.
     pub fn encode(&mut self, batch: &[Simulated]) -> [Vec<OutRecord>; 3] {
-        let mut per_utility: [Vec<OutRecord>; 3] = Default::default();
-        self.buffer.reserve(batch.len() * (codec::ENCODED_LEN + 20));
-        let mut digits = itoa::Buffer::new();
+        let mut records = LogRecords::new(std::mem::take(&mut self.buffer), self.partitions, batch.len());
         for item in batch {
-            let customer_id = item.customer_id();
-            self.buffer.put_slice(digits.format(customer_id).as_bytes());
-            let key = self.buffer.split().freeze();
-            match item {
-                Simulated::Reading(reading) => codec::encode_into(reading, &mut self.buffer),
-                Simulated::Garbage { bytes, .. } => self.buffer.put_slice(bytes),
-            }
-            let value = self.buffer.split().freeze();
-            per_utility[item.utility().index()].push(OutRecord {
-                partition: partition_for(customer_id, self.partitions),
-                key,
-                value,
+            records.push(item.customer_id(), item.utility(), |buffer| match item {
+                Simulated::Reading(reading) => codec::encode_into(reading, buffer),
+                Simulated::Garbage { bytes, .. } => buffer.put_slice(bytes),
             });
         }
+        let (per_utility, buffer) = records.finish();
+        self.buffer = buffer;
         per_utility
+    }
+}
+
+/// The log records of a batch, as every writer of utility topics makes them:
+/// keyed by customer id (decimal ASCII), in the partition [`partition_for`]
+/// gives, one list per utility, keys and values sharing one buffer.
+pub(crate) struct LogRecords {
+    buffer: BytesMut,
+    partitions: u32,
+    per_utility: [Vec<OutRecord>; 3],
+    digits: itoa::Buffer,
+}
+
+impl LogRecords {
+    pub(crate) fn new(mut buffer: BytesMut, partitions: u32, expected: usize) -> Self {
+        buffer.reserve(expected * (codec::ENCODED_LEN + 20));
+        Self { buffer, partitions, per_utility: Default::default(), digits: itoa::Buffer::new() }
+    }
+
+    /// Adds one record whose value `write_value` puts in the buffer.
+    pub(crate) fn push(&mut self, customer_id: u64, utility: Utility, write_value: impl FnOnce(&mut BytesMut)) {
+        self.buffer.put_slice(self.digits.format(customer_id).as_bytes());
+        let key = self.buffer.split().freeze();
+        write_value(&mut self.buffer);
+        let value = self.buffer.split().freeze();
+        let partition = partition_for(customer_id, self.partitions);
+        self.per_utility[utility.index()].push(OutRecord { partition, key, value });
+    }
+
+    /// The records per utility, and the buffer for the next batch.
+    pub(crate) fn finish(self) -> ([Vec<OutRecord>; 3], BytesMut) {
+        (self.per_utility, self.buffer)
     }
 }
 
