@@ -119,7 +119,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn per_sec(count: usize, elapsed: Duration) -> f64 {
+pub(crate) fn per_sec(count: usize, elapsed: Duration) -> f64 {
     (count as f64 / elapsed.as_secs_f64()).round()
 }
 

@@ -15,16 +15,13 @@ use auth_ingest::{LogSink, ReadingSink, Simulator, edge_json};
 use serde_json::json;
 
 use crate::adapters::ServerArgs;
+use crate::bench::per_sec;
 
 pub struct IngestBench {
     pub readings: usize,
     pub batch: usize,
     pub connections: usize,
     pub customers: u64,
-}
-
-fn per_sec(count: usize, elapsed: Duration) -> f64 {
-    (count as f64 / elapsed.as_secs_f64()).round()
 }
 
 fn percentile_ms(sorted: &[Duration], percentile: f64) -> f64 {

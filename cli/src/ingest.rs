@@ -97,7 +97,7 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
 pub fn key_ring(path: &Path) -> anyhow::Result<Arc<KeyRing>> {
     let ring = KeyRing::load(path).with_context(|| "--keys-file / AUTH_INGEST_KEYS")?;
     anyhow::ensure!(
-        !keys::list_keys(path)?.is_empty(),
+        !ring.is_empty(),
         "no gateway key in {} (--keys-file / AUTH_INGEST_KEYS): create one with `auth keys create --name <who>`",
         path.display()
     );

@@ -1,11 +1,13 @@
 //! The simulator as meters: readings through the gateway over HTTP or MQTT.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::QoS;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::Value;
+use tokio::sync::watch;
 
-use crate::mqtt::{MqttError, Publisher, meter_topic};
+use crate::mqtt::{self, MqttError, meter_topic};
 use crate::simulator::{ReadingSink, Simulated};
 
 /// A simulated item in the edge format; a malformed one is an object the gateway refuses.
@@ -144,5 +146,40 @@ impl ReadingSink for MqttSink {
             .await
             .map_err(|err| EdgeSinkError::Publish(err.to_string()))?;
         Ok(())
+    }
+}
+
+/// An MQTT client whose event loop runs in a task and counts broker acknowledgements.
+struct Publisher {
+    client: AsyncClient,
+    acknowledged: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    fn connect(url: &str, client_id: &str) -> Result<Self, MqttError> {
+        let options = mqtt::options(url, client_id, 1 << 20)?;
+        let (client, mut events) = AsyncClient::new(options, 10_000);
+        let (acknowledged_tx, acknowledged) = watch::channel(0u64);
+        let acknowledged_tx = Arc::new(acknowledged_tx);
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged_tx.send_modify(|count| *count += 1),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "MQTT publisher connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self { client, acknowledged, task })
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

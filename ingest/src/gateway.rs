@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::keys::{Grant, KeyRing};
+use crate::keys::{Grant, KeyRing, Presented};
 use crate::log_sink::LogRecords;
 
 /// Readings the gateway handled, by `source` (http, mqtt) and `outcome` (accepted, refused).
@@ -306,13 +306,20 @@ async fn post_readings(State(gateway): State<Gateway>, headers: HeaderMap, body:
 }
 
 async fn handle(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Response {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let keys = Arc::clone(&gateway.inner.keys);
-    // A key seen for the first time is checked with argon2, which takes tens of milliseconds.
-    let grant = match tokio::task::spawn_blocking(move || keys.check(authorization.as_deref())).await {
-        Ok(Ok(grant)) => grant,
-        Ok(Err(refusal)) => return json_error(StatusCode::UNAUTHORIZED, refusal.to_string()),
-        Err(err) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("key check failed: {err}")),
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let keys = &gateway.inner.keys;
+    let grant = match keys.present(authorization) {
+        Ok(Presented::Remembered(grant)) => grant,
+        Ok(Presented::Unverified(unverified)) => {
+            // argon2 takes tens of milliseconds: off the async workers.
+            let keys = Arc::clone(keys);
+            match tokio::task::spawn_blocking(move || keys.verify(unverified)).await {
+                Ok(Ok(grant)) => grant,
+                Ok(Err(refusal)) => return json_error(StatusCode::UNAUTHORIZED, refusal.to_string()),
+                Err(err) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("key check failed: {err}")),
+            }
+        }
+        Err(refusal) => return json_error(StatusCode::UNAUTHORIZED, refusal.to_string()),
     };
     let max = gateway.inner.limits.max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());

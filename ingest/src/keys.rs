@@ -177,8 +177,22 @@ impl KeyRing {
         Ok(())
     }
 
-    /// The grant of the key in an `Authorization` header value.
+    /// Whether the file holds no key at all.
+    pub fn is_empty(&self) -> bool {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).records.is_empty()
+    }
+
+    /// The grant of the key in an `Authorization` header value; see
+    /// [`KeyRing::present`] and [`KeyRing::verify`] for its two steps.
     pub fn check(&self, authorization: Option<&str>) -> Result<Arc<Grant>, Refusal> {
+        match self.present(authorization)? {
+            Presented::Remembered(grant) => Ok(grant),
+            Presented::Unverified(unverified) => self.verify(unverified),
+        }
+    }
+
+    /// The cheap step: a key verified before, or the record to verify it against.
+    pub fn present(&self, authorization: Option<&str>) -> Result<Presented, Refusal> {
         let key = authorization
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
@@ -186,22 +200,39 @@ impl KeyRing {
         if let Err(err) = self.reload_if_changed() {
             tracing::warn!(error = %err, "the key file could not be read again; keeping the keys loaded before");
         }
-        let record = {
-            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(grant) = state.verified.get(key) {
-                return Ok(Arc::clone(grant));
-            }
-            let id = key.strip_prefix("auth_").and_then(|rest| rest.split_once('_')).map(|(id, _)| id).ok_or(Refusal::Invalid)?;
-            state.records.get(id).cloned().ok_or(Refusal::Invalid)?
-        };
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(grant) = state.verified.get(key) {
+            return Ok(Presented::Remembered(Arc::clone(grant)));
+        }
+        let id = key.strip_prefix("auth_").and_then(|rest| rest.split_once('_')).map(|(id, _)| id).ok_or(Refusal::Invalid)?;
+        let record = state.records.get(id).cloned().ok_or(Refusal::Invalid)?;
+        Ok(Presented::Unverified(Unverified { key: key.to_owned(), record }))
+    }
+
+    /// The costly step: argon2 against the stored hash (tens of milliseconds);
+    /// a key that passes is remembered.
+    pub fn verify(&self, unverified: Unverified) -> Result<Arc<Grant>, Refusal> {
+        let Unverified { key, record } = unverified;
         let hash = PasswordHash::new(&record.hash).map_err(|_| Refusal::Invalid)?;
         Argon2::default().verify_password(key.as_bytes(), &hash).map_err(|_| Refusal::Invalid)?;
         let regions = (!record.regions.is_empty()).then(|| record.regions.iter().filter_map(|code| Region::from_code(code)).collect());
         let grant = Arc::new(Grant { id: record.id, name: record.name, regions });
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.verified.insert(key.to_owned(), Arc::clone(&grant));
+        state.verified.insert(key, Arc::clone(&grant));
         Ok(grant)
     }
+}
+
+/// A presented key, as [`KeyRing::present`] found it.
+pub enum Presented {
+    Remembered(Arc<Grant>),
+    Unverified(Unverified),
+}
+
+/// A key of a known id, not yet checked against its hash.
+pub struct Unverified {
+    key: String,
+    record: KeyRecord,
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 //! every region from it.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
@@ -92,8 +91,7 @@ pub async fn run(gateway: Gateway, url: String, client_id: String, shutdown: imp
             }
             Ok(_) => {}
             Err(err) => {
-                let pause = Duration::from_millis(100u64 << failures.min(6));
-                failures += 1;
+                let pause = retry_pause(&mut failures);
                 tracing::warn!(error = %err, ?pause, "MQTT connection lost; reconnecting");
                 tokio::time::sleep(pause).await;
             }
@@ -107,6 +105,13 @@ pub async fn run(gateway: Gateway, url: String, client_id: String, shutdown: imp
     let _ = tokio::time::timeout(Duration::from_secs(2), drain(&mut events)).await;
     tracing::info!("MQTT ingest stopped");
     Ok(())
+}
+
+/// 100 ms, doubling with each failure, at most 6.4 s.
+fn retry_pause(failures: &mut u32) -> Duration {
+    let pause = Duration::from_millis(100u64 << (*failures).min(6));
+    *failures += 1;
+    pause
 }
 
 async fn subscribe(client: &AsyncClient) {
@@ -150,8 +155,7 @@ async fn handle(gateway: Gateway, publish: Publish, mut stop: watch::Receiver<bo
         match outcome {
             Ok(_) => break,
             Err(err) if err.is_retryable() => {
-                let pause = Duration::from_millis(100u64 << failures.min(6));
-                failures += 1;
+                let pause = retry_pause(&mut failures);
                 tracing::warn!(error = %err, topic = %publish.topic, ?pause, "MQTT message not stored yet; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
@@ -176,43 +180,7 @@ async fn refuse_whole(gateway: &Gateway, grant: &Grant, err: &IngestError, publi
     gateway.dead_letter_whole(Source::Mqtt, grant, &format!("{err} (topic {})", publish.topic), &publish.payload).await
 }
 
-/// Publishes to meters' topics, as the simulator's MQTT sink does.
+/// The topic meter `meter_id` publishes its readings to (one of [`READINGS_TOPIC`]).
 pub fn meter_topic(meter_id: u64) -> String {
     format!("meters/{meter_id}/readings")
-}
-
-/// Shared by the simulator's MQTT sink: a client whose event loop runs in a
-/// task and counts broker acknowledgements.
-pub struct Publisher {
-    pub client: AsyncClient,
-    pub acknowledged: watch::Receiver<u64>,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl Publisher {
-    pub fn connect(url: &str, client_id: &str) -> Result<Self, MqttError> {
-        let options = options(url, client_id, 1 << 20)?;
-        let (client, mut events) = AsyncClient::new(options, 10_000);
-        let (acknowledged_tx, acknowledged) = watch::channel(0u64);
-        let acknowledged_tx = Arc::new(acknowledged_tx);
-        let task = tokio::spawn(async move {
-            loop {
-                match events.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged_tx.send_modify(|count| *count += 1),
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::warn!(error = %err, "MQTT publisher connection lost; reconnecting");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        });
-        Ok(Self { client, acknowledged, task })
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
