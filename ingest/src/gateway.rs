@@ -196,7 +196,7 @@ impl Gateway {
         refused.sort_by_key(|item| item.index);
 
         let permits = u32::try_from(accepted.len()).unwrap_or(u32::MAX);
-        let _permit = match permits {
+        let permit = match permits {
             0 => None,
             n => Some(Arc::clone(&inner.in_flight).try_acquire_many_owned(n).map_err(|_| IngestError::Busy {
                 waiting: self.in_flight_readings(),
@@ -225,6 +225,8 @@ impl Gateway {
             Ok::<(), PortError>(())
         })
         .await;
+        drop(permit);
+        metrics::gauge!(METRIC_IN_FLIGHT).set(self.in_flight_readings() as f64);
         match acknowledged {
             Err(_) => return Err(IngestError::AckTimeout { ms: inner.limits.ack_timeout_ms }),
             Ok(Err(err)) => return Err(IngestError::Log(err)),
