@@ -5,18 +5,25 @@
 #   scripts/services.sh up       install what is missing, start, wait until healthy
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh status   say what runs where
-#   scripts/services.sh start|stop|restart kafka|redis|mosquitto   one server (tests use it)
+#   scripts/services.sh start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3   one server (tests use it)
 #   scripts/services.sh build-deps            Debian packages the Rust build needs (rdkafka: cmake, libcurl)
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
-# Central run with the machine's Java), Redis (Debian's redis-server, AOF on)
-# and Mosquitto (Debian's, persistent sessions kept whole).
-# Later issues add theirs here. Settings (environment):
+# Central run with the machine's Java), Redis (Debian's redis-server, AOF on),
+# Mosquitto (Debian's, persistent sessions kept whole), PostgreSQL and MariaDB
+# (Debian's; user `auth`, password `auth`, may create databases; database
+# `auth`) and an S3 server (moto from PyPI in a venv; bucket `auth-test`, any
+# credentials). Later issues add theirs here. Settings (environment):
 #   AUTH_SERVICES_DIR     state, data and logs      (default ~/.cache/auth/services)
 #   AUTH_KAFKA_VERSION    org.apache.kafka:kafka_2.13 version (default 4.4.0)
 #   AUTH_KAFKA_PORT       broker port               (default 9092; controller = port + 1)
 #   AUTH_REDIS_PORT       Redis port                (default 6379)
 #   AUTH_MQTT_PORT        Mosquitto port            (default 1883)
+#   AUTH_POSTGRES_PORT    PostgreSQL port           (default 5432)
+#   AUTH_MARIADB_PORT     MariaDB port              (default 3306)
+#   AUTH_S3_PORT          S3 (moto) port            (default 5000)
+# PostgreSQL refuses to run as root; then it runs as the `postgres` user with
+# its data under /var/tmp/auth-postgres (root's home is closed to others).
 set -euo pipefail
 
 SERVICES_DIR="${AUTH_SERVICES_DIR:-$HOME/.cache/auth/services}"
@@ -27,6 +34,11 @@ KAFKA_PORT="${AUTH_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
 REDIS_PORT="${AUTH_REDIS_PORT:-6379}"
 MQTT_PORT="${AUTH_MQTT_PORT:-1883}"
+POSTGRES_PORT="${AUTH_POSTGRES_PORT:-5432}"
+MARIADB_PORT="${AUTH_MARIADB_PORT:-3306}"
+S3_PORT="${AUTH_S3_PORT:-5000}"
+S3_BUCKET="auth-test"
+MOTO_VERSION="5.2.5"
 KAFKA_HOME="$HOME/.cache/auth/kafka-$KAFKA_VERSION"
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -177,6 +189,80 @@ CONF
     say "Mosquitto listens on 127.0.0.1:$MQTT_PORT (log: $dir/mosquitto.log)"
 }
 
+start_postgres() {
+    if running postgres; then say "PostgreSQL already runs on 127.0.0.1:$POSTGRES_PORT"; return 0; fi
+    port_open "$POSTGRES_PORT" && fail "port $POSTGRES_PORT is taken by another process (set AUTH_POSTGRES_PORT)"
+    apt_install postgresql
+    local bin dir as=()
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    dir="$SERVICES_DIR/postgres"
+    if [[ $(id -u) == 0 ]]; then
+        dir="/var/tmp/auth-postgres"
+        as=(runuser -u postgres --)
+    fi
+    mkdir -p "$dir"
+    [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir"
+    if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+        "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+            || fail "initdb failed; see $dir/initdb.log"
+    fi
+    rm -f "$dir/data/postmaster.pid"
+    nohup "${as[@]}" "$bin/postgres" -D "$dir/data" -h 127.0.0.1 -p "$POSTGRES_PORT" -k "$dir" \
+        -c fsync=off -c max_connections=200 >"$dir/postgres.log" 2>&1 &
+    wait_for 30 "$bin/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT" \
+        || fail "PostgreSQL did not start within 30 s; see $dir/postgres.log"
+    head -n 1 "$dir/data/postmaster.pid" >"$SERVICES_DIR/postgres.pid"
+    local psql=("$bin/psql" -q -h 127.0.0.1 -p "$POSTGRES_PORT" -U postgres -v ON_ERROR_STOP=1)
+    if ! "${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'auth'" | grep -q 1; then
+        "${psql[@]}" -c "CREATE ROLE auth LOGIN PASSWORD 'auth' CREATEDB"
+        "${psql[@]}" -c "CREATE DATABASE auth OWNER auth"
+    fi
+    say "PostgreSQL listens on 127.0.0.1:$POSTGRES_PORT, data in $dir (log: $dir/postgres.log)"
+}
+
+start_mariadb() {
+    if running mariadb; then say "MariaDB already runs on 127.0.0.1:$MARIADB_PORT"; return 0; fi
+    port_open "$MARIADB_PORT" && fail "port $MARIADB_PORT is taken by another process (set AUTH_MARIADB_PORT)"
+    apt_install mariadb-server
+    local dir="$SERVICES_DIR/mariadb"
+    mkdir -p "$dir"
+    if [[ ! -d "$dir/data/mysql" ]]; then
+        mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+            --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
+            || fail "mariadb-install-db failed; see $dir/install.log"
+    fi
+    nohup mariadbd --no-defaults --datadir="$dir/data" --user="$(id -un)" --bind-address=127.0.0.1 \
+        --port="$MARIADB_PORT" --socket="$dir/mariadb.sock" --pid-file="$dir/mariadb.pid" \
+        --innodb-flush-log-at-trx-commit=2 --skip-name-resolve >"$dir/mariadb.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/mariadb.pid"
+    wait_for 60 sh -c "mariadb-admin --no-defaults --socket='$dir/mariadb.sock' -uroot ping >/dev/null 2>&1" \
+        || fail "MariaDB did not start within 60 s; see $dir/mariadb.log"
+    mariadb --no-defaults --socket="$dir/mariadb.sock" -uroot -e "
+        CREATE USER IF NOT EXISTS 'auth'@'%' IDENTIFIED BY 'auth';
+        GRANT ALL PRIVILEGES ON *.* TO 'auth'@'%';
+        CREATE DATABASE IF NOT EXISTS auth;" \
+        || fail "creating MariaDB's auth user failed"
+    say "MariaDB listens on 127.0.0.1:$MARIADB_PORT (log: $dir/mariadb.log)"
+}
+
+start_s3() {
+    if running s3; then say "the S3 server already runs on 127.0.0.1:$S3_PORT"; return 0; fi
+    port_open "$S3_PORT" && fail "port $S3_PORT is taken by another process (set AUTH_S3_PORT)"
+    local venv="$HOME/.cache/auth/moto-$MOTO_VERSION" dir="$SERVICES_DIR/s3"
+    if [[ ! -x "$venv/bin/moto_server" ]]; then
+        say "installing moto $MOTO_VERSION from PyPI into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "moto[server]==$MOTO_VERSION" || fail "could not install moto from PyPI"
+    fi
+    mkdir -p "$dir"
+    nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$dir/moto.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/s3.pid"
+    wait_for 30 port_open "$S3_PORT" || fail "the S3 server did not start within 30 s; see $dir/moto.log"
+    curl -fsS -X PUT "http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null \
+        || fail "creating bucket $S3_BUCKET failed; see $dir/moto.log"
+    say "the S3 server (moto) listens on http://127.0.0.1:$S3_PORT, bucket $S3_BUCKET (log: $dir/moto.log)"
+}
+
 stop() { # name
     if running "$1"; then
         local pid
@@ -190,36 +276,43 @@ stop() { # name
 
 status() {
     local name
-    for name in kafka redis mosquitto; do
+    for name in kafka redis mosquitto postgres mariadb s3; do
         if running "$name"; then say "$name runs (pid $(cat "$SERVICES_DIR/$name.pid"))"; else say "$name is not running"; fi
     done
     say "Kafka 127.0.0.1:$KAFKA_PORT  Redis 127.0.0.1:$REDIS_PORT  Mosquitto 127.0.0.1:$MQTT_PORT  state in $SERVICES_DIR"
+    say "PostgreSQL 127.0.0.1:$POSTGRES_PORT  MariaDB 127.0.0.1:$MARIADB_PORT  S3 http://127.0.0.1:$S3_PORT"
 }
 
 mkdir -p "$SERVICES_DIR"
 case "${1:-}" in
-    up) start_redis; start_mosquitto; start_kafka ;;
-    down) stop kafka; stop mosquitto; stop redis ;;
+    up) start_redis; start_mosquitto; start_postgres; start_mariadb; start_s3; start_kafka ;;
+    down) stop kafka; stop s3; stop mariadb; stop postgres; stop mosquitto; stop redis ;;
     status) status ;;
     stop)
         case "${2:-}" in
-            kafka|redis|mosquitto) stop "$2" ;;
-            *) fail "usage: $0 stop kafka|redis|mosquitto" ;;
+            kafka|redis|mosquitto|postgres|mariadb|s3) stop "$2" ;;
+            *) fail "usage: $0 stop kafka|redis|mosquitto|postgres|mariadb|s3" ;;
         esac ;;
     start)
         case "${2:-}" in
             kafka) start_kafka ;;
             redis) start_redis ;;
             mosquitto) start_mosquitto ;;
-            *) fail "usage: $0 start kafka|redis|mosquitto" ;;
+            postgres) start_postgres ;;
+            mariadb) start_mariadb ;;
+            s3) start_s3 ;;
+            *) fail "usage: $0 start kafka|redis|mosquitto|postgres|mariadb|s3" ;;
         esac ;;
     restart)
         case "${2:-}" in
             kafka) stop kafka; start_kafka ;;
             redis) stop redis; start_redis ;;
             mosquitto) stop mosquitto; start_mosquitto ;;
-            *) fail "usage: $0 restart kafka|redis|mosquitto" ;;
+            postgres) stop postgres; start_postgres ;;
+            mariadb) stop mariadb; start_mariadb ;;
+            s3) stop s3; start_s3 ;;
+            *) fail "usage: $0 restart kafka|redis|mosquitto|postgres|mariadb|s3" ;;
         esac ;;
     build-deps) apt_install cmake libcurl4-openssl-dev ;;
-    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|build-deps" ;;
+    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|build-deps" ;;
 esac

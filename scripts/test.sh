@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: starts the real servers, lints, runs every test
-# of the workspace, including those on Kafka, Redis and Mosquitto, then fuzzes
-# the gateway's body parser for a bounded time.
+# of the workspace, including those on Kafka, Redis, Mosquitto, PostgreSQL,
+# MariaDB and S3 (moto), then fuzzes the gateway's body parser for a bounded time.
 #
 # Tests that need servers are `#[ignore]`d in a plain `cargo test` (which
 # therefore needs no server) and run here with `--include-ignored` and
@@ -15,6 +15,10 @@ cd "$(dirname "$0")/.."
 scripts/services.sh build-deps
 scripts/services.sh up
 export AUTH_IT=1
+# The S3 server of scripts/services.sh; moto takes any credentials.
+export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:${AUTH_S3_PORT:-5000}}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-auth-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-auth-test}"
 
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --include-ignored

@@ -45,6 +45,9 @@ struct UtilityUsage {
     unit: &'static str,
     /// The customer's newest one-day window: today's total so far.
     today: Option<StoredWindow>,
+    /// The one-day windows before it, oldest first; once the batch has
+    /// recomputed a day, its totals are the batch's.
+    past_days: Vec<StoredWindow>,
     /// Recent windows of every other size, oldest first.
     windows: Vec<StoredWindow>,
 }
@@ -65,15 +68,18 @@ pub(crate) async fn customer_usage(
             utility: window.utility,
             unit: window.utility.unit(),
             today: None,
+            past_days: Vec::new(),
             windows: Vec::new(),
         });
         if window.slot.width_ms == DAY_MS {
-            if usage.today.is_none_or(|today| today.slot.start_ms < window.slot.start_ms) {
-                usage.today = Some(window);
-            }
+            usage.past_days.push(window);
         } else {
             usage.windows.push(window);
         }
+    }
+    for usage in by_utility.values_mut() {
+        usage.past_days.sort_by_key(|window| window.slot.start_ms);
+        usage.today = usage.past_days.pop();
     }
     Ok(Json(CustomerUsage { customer_id, utilities: by_utility.into_values().collect() }))
 }

@@ -100,6 +100,27 @@ enum Bench {
         #[arg(long)]
         keep: bool,
     },
+    /// The batch job's three aggregations (daily per customer and utility; hourly per region and
+    /// utility; top 10 customers per region and utility) over one simulated day of master data
+    /// (written once by `auth simulate --backfill` and reused), against DuckDB and Polars (pip) on
+    /// the same files, results checked equal; then the whole daily job. Uses every core.
+    /// Figures: auth_seconds, duckdb_seconds, polars_seconds, time_vs_duckdb, time_vs_polars,
+    /// peak_rss_bytes (this process, after the aggregations), readings_per_sec,
+    /// daily_job_seconds (aggregations, SQLite writes, restatement of an in-memory store).
+    Batch {
+        #[arg(long, default_value_t = 100_000_000)]
+        readings: u64,
+        /// Folder of the master data (default ~/.cache/auth/bench-batch/<readings>-<partitions>).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 512 * 1024 * 1024)]
+        memory_limit_bytes: u64,
+        #[arg(long, default_value_t = 6)]
+        partitions: u32,
+        /// Only the batch, without DuckDB and Polars.
+        #[arg(long)]
+        skip_reference: bool,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -113,6 +134,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Bench::Ingest { readings, batch, connections, customers, servers, keep } => {
             crate::bench_ingest::run(&crate::bench_ingest::IngestBench { readings, batch, connections, customers }, &servers, keep)?
+        }
+        Bench::Batch { readings, data, memory_limit_bytes, partitions, skip_reference } => {
+            crate::bench_batch::run(&crate::bench_batch::BatchBench { readings, data, memory_limit_bytes, partitions, skip_reference })?
         }
     };
     println!("{figures}");

@@ -3,7 +3,11 @@
 #![allow(clippy::print_stdout)]
 
 mod adapters;
+mod archive;
+mod backfill;
+mod batch;
 mod bench;
+mod bench_batch;
 mod bench_ingest;
 mod ingest;
 mod simulate;
@@ -39,6 +43,10 @@ enum Command {
     Keys(ingest::KeysArgs),
     /// Runs one stream processor: Kafka -> event-time windows -> Redis, with checkpoints.
     Stream(stream::StreamArgs),
+    /// Runs one archiver: Kafka -> Parquet master data (a directory or S3), offsets committed after each upload.
+    Archive(archive::ArchiveArgs),
+    /// Recomputes days from the master data into the results database; reconciles and restates the stream's totals.
+    Batch(batch::BatchArgs),
     /// Checks a pipeline spec file, or prints the default spec.
     Spec {
         /// The spec to check; without it, the defaults are printed as YAML.
@@ -65,6 +73,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(up::run(args, metrics))
         }
         Command::Simulate(args) if args.to_stdout() => simulate::to_stdout(&args),
+        Command::Simulate(args) if args.backfill => {
+            telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(simulate::backfill(args))
+        }
         Command::Simulate(args) => {
             let metrics = telemetry::init(&cli.log)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -80,6 +93,16 @@ fn main() -> anyhow::Result<()> {
             let metrics = telemetry::init(&cli.log)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(stream::run(args, metrics))
+        }
+        Command::Archive(args) => {
+            let metrics = telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(archive::run(args, metrics))
+        }
+        Command::Batch(args) => {
+            telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(batch::run(args))
         }
         Command::Spec { file } => {
             let spec = load_spec(file.as_deref())?;

@@ -26,7 +26,7 @@ pub struct SimulateArgs {
     /// Event time of the first heartbeat, UTC ms (default: the spec's `startMs`, else now).
     #[arg(long)]
     start_ms: Option<i64>,
-    /// Where the readings go: `-` (NDJSON on stdout), `kafka://host:port` (the
+    /// Where the readings go (with --backfill: the last date, YYYY-MM-DD): `-` (NDJSON on stdout), `kafka://host:port` (the
     /// pipeline's topics), `http://host:port` (the ingest gateway) or
     /// `mqtt://host:port` (one QoS 1 message per reading to `meters/<meter id>/readings`).
     #[arg(long, default_value = "-")]
@@ -40,6 +40,18 @@ pub struct SimulateArgs {
     /// Pipeline name: readings go to the topics `<pipeline>.<utility>`.
     #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
     pipeline: String,
+    /// Writes the fleet's history for --from..--to straight to the master data (--out).
+    #[arg(long, requires = "from")]
+    pub backfill: bool,
+    /// First date of the backfill, YYYY-MM-DD (UTC); with --backfill, --to is the last date (included).
+    #[arg(long, value_parser = crate::batch::date_arg, requires = "backfill")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Master data location for the backfill (default: the spec's `archive.url`).
+    #[arg(long, requires = "backfill")]
+    pub out: Option<String>,
+    /// Backfill tasks running at once (default: the machine's cores).
+    #[arg(long, requires = "backfill")]
+    pub threads: Option<usize>,
     /// Address of `/metrics` and `/healthz` while producing into Kafka.
     #[arg(long, env = "AUTH_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
     metrics_listen: SocketAddr,
@@ -47,7 +59,7 @@ pub struct SimulateArgs {
 
 impl SimulateArgs {
     pub fn to_stdout(&self) -> bool {
-        self.to == "-"
+        self.to == "-" && !self.backfill
     }
 }
 
@@ -92,6 +104,26 @@ fn target(to: &str) -> anyhow::Result<Target> {
     } else {
         anyhow::bail!("--to {to}: expected -, kafka://host:port, http://gateway:port or mqtt://broker:port")
     }
+}
+
+/// `--backfill`: the history of a range of dates into the master data.
+pub async fn backfill(args: SimulateArgs) -> anyhow::Result<()> {
+    let spec = crate::load_spec(args.config.as_deref())?;
+    let Some(from) = args.from else { anyhow::bail!("--backfill needs --from and --to") };
+    let to = crate::batch::date_arg(&args.to).map_err(|err| anyhow::anyhow!("--backfill needs --to <last date>: {err}"))?;
+    let out = args.out.clone().unwrap_or_else(|| spec.archive.url.clone());
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let started = Instant::now();
+    let written = crate::backfill::run(&spec, from, to, &out, threads).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "backfilled {} readings from {from} to {to} into {out}: {} files, {:.1} MiB, in {seconds:.1} s, {:.0} readings/s",
+        written.readings,
+        written.files,
+        written.bytes as f64 / (1024.0 * 1024.0),
+        written.readings as f64 / seconds.max(1e-9)
+    );
+    Ok(())
 }
 
 pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {

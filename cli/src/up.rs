@@ -1,6 +1,8 @@
 //! `auth up`: simulator and ingest gateway -> embedded log -> stream
 //! processor -> in-memory serving store -> API, in one process (on Kafka and
-//! Redis when the spec or the flags name them).
+//! Redis when the spec or the flags name them); the archiver keeps the log's
+//! readings as master data in a local directory, and the batch recomputes the
+//! last days from it on a short schedule and restates the serving store.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use auth_api::AppState;
-use auth_core::{CustomerKind, Utility};
+use auth_core::{CustomerKind, Utility, utility_topic};
 use auth_ingest::gateway::Gateway;
 use auth_ingest::{LogSink, Simulator, run_paced};
+use auth_master::archiver::Archiver;
 use auth_stream::{Processor, ProcessorConfig};
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -74,6 +77,16 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     let processor = Processor::new(ProcessorConfig::from_spec(&args.pipeline, &spec), log.as_ref(), Arc::clone(&store))?;
     let mut stream = tokio::spawn(processor.run(Arc::clone(&log), stopped(stop_rx.clone())));
 
+    let master = auth_master::MasterStore::open(&spec.archive.url).context("archive.url")?;
+    let topics: Vec<_> = spec.utilities.iter().map(|&utility| (utility_topic(&args.pipeline, utility), utility)).collect();
+    let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
+    let consumer = log.consumer(&crate::archive::group(&args.pipeline), &names)?;
+    let mut archiver = Archiver::new(master.clone(), consumer, topics, spec.archive.clone());
+    let archive_stop = stop_rx.clone();
+    let mut archive = tokio::spawn(async move { archiver.run(archive_stop).await });
+    let mut batch =
+        tokio::spawn(crate::batch::scheduled(spec.clone(), args.pipeline.clone(), Arc::clone(&store), stop_rx.clone()));
+
     let mut simulator = Simulator::new(&spec.simulator, spec.simulator.start_ms.unwrap_or_else(now_ms));
     let first_residential = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Residential);
     let first_business = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Business);
@@ -95,6 +108,8 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     println!("  API        http://{address}/api/v1/customers/1/usage   http://{address}/api/v1/regions");
     println!("  metrics    http://{address}/metrics");
     println!("  ingest     POST http://{gateway_address}/api/v1/readings with `Authorization: Bearer {demo_key}`");
+    println!("  master     {} (Parquet, archived from the log)", master.location());
+    println!("  results    {} (the batch, every {} s)", spec.batch.database_url, spec.batch.schedule_secs);
     println!("  customers to look at: {}", look_at.join(", "));
     println!("Press Ctrl-C to stop.");
 
@@ -104,6 +119,8 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         result = &mut simulation => Some(("simulator", result.map(|r| r.map(drop).map_err(anyhow::Error::from)))),
         result = &mut api => Some(("API server", result.map(|r| r.map_err(anyhow::Error::from)))),
         result = &mut ingest => Some(("ingest gateway", result.map(|r| r.map_err(anyhow::Error::from)))),
+        result = &mut archive => Some(("archiver", result.map(|r| r.map(drop).map_err(anyhow::Error::from)))),
+        result = &mut batch => Some(("batch", result)),
     };
     let _ = stop_tx.send(true);
     if let Some((role, result)) = early_exit {
@@ -114,6 +131,8 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     stream.await.context("stream task")?.context("stream processor")?;
     api.await.context("API task")?.context("API server")?;
     ingest.await.context("ingest task")?.context("ingest gateway")?;
+    archive.await.context("archiver task")?.context("archiver")?;
+    batch.await.context("batch task")?.context("batch")?;
     println!("AUTH stopped cleanly.");
     Ok(())
 }

@@ -45,8 +45,16 @@ fn http_post(address: &str, path: &str, key: &str, body: &str) -> std::io::Resul
 #[test]
 fn up_serves_live_usage_and_stops_cleanly() {
     let config = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(config.path(), "simulator:\n  customers: 300\nstream:\n  flushIntervalMs: 500\n  checkpointIntervalMs: 1000\n")
-        .expect("write config");
+    let data = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        config.path(),
+        format!(
+            "simulator:\n  customers: 300\nstream:\n  flushIntervalMs: 500\n  checkpointIntervalMs: 1000\n\
+             archive:\n  url: {0}/master\n  rollSecs: 1\nbatch:\n  databaseUrl: sqlite://{0}/results.db\n  scheduleSecs: 1\n",
+            data.path().display()
+        ),
+    )
+    .expect("write config");
     let mut child = auth()
         .args(["up", "--listen", "127.0.0.1:0", "--ingest-listen", "127.0.0.1:0", "--config"])
         .arg(config.path())
@@ -120,6 +128,29 @@ fn up_serves_live_usage_and_stops_cleanly() {
             break;
         }
         assert!(Instant::now() < deadline, "the posted reading was not served within 30 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The batch has recomputed the backfilled history and restated it: the
+    // customer's past days are served, closed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(&address, &format!("/api/v1/customers/{customer}/usage")).expect("usage");
+        assert_eq!(status, 200, "{body}");
+        let usage: serde_json::Value = serde_json::from_str(&body).expect("usage is JSON");
+        let past_days = usage["utilities"][0]["pastDays"].as_array().map_or(0, Vec::len);
+        if past_days >= 3 {
+            assert!(usage["utilities"][0]["pastDays"][0]["closed"].as_bool() == Some(true), "{usage}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no batch-restated past days within 60 s: {usage}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The archiver keeps the live readings as master data too.
+    let today = data.path().join("master/readings/utility=electricity");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&today).map_or(0, Iterator::count) < 4 {
+        assert!(Instant::now() < deadline, "no archived day beside the 3 backfilled ones in {today:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
 

@@ -15,7 +15,7 @@ pub mod spec;
 
 pub use reading::{CustomerKind, InvalidReason, Reading, Utility};
 pub use region::Region;
-pub use spec::{IngestSpec, PipelineSpec};
+pub use spec::{ArchiveSpec, BatchSpec, IngestSpec, PipelineSpec};
 
 /// SplitMix64's step: a well-mixed 64-bit hash of its input, fixed forever
 /// (partitioning and the simulator's determinism depend on it).

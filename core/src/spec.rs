@@ -25,6 +25,8 @@ pub struct PipelineSpec {
     pub serving: ServingSpec,
     pub stream: StreamSpec,
     pub ingest: IngestSpec,
+    pub archive: ArchiveSpec,
+    pub batch: BatchSpec,
     pub simulator: SimulatorSpec,
 }
 
@@ -103,6 +105,32 @@ pub struct IngestSpec {
     pub ack_timeout_ms: u64,
 }
 
+/// The archiver, which keeps every valid reading as Parquet master data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ArchiveSpec {
+    /// Where the master data lives: `s3://bucket/prefix` (endpoint and credentials
+    /// from the `AWS_*` variables) or a local directory.
+    pub url: String,
+    /// A partition's file is written once its readings take this many bytes
+    /// uncompressed (41 per reading; the Parquet file is several times smaller).
+    pub roll_bytes: u64,
+    /// ... or once its first reading has waited this long.
+    pub roll_secs: u32,
+}
+
+/// The daily batch job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BatchSpec {
+    /// Results database: `sqlite://path` (created when missing), `postgres://...` or `mysql://...`.
+    pub database_url: String,
+    /// Memory the query engine may use; larger intermediate results spill to disk.
+    pub memory_limit_bytes: u64,
+    /// In `auth up`, how often the batch recomputes today and the days before it.
+    pub schedule_secs: u32,
+}
+
 /// How the simulator runs its clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -154,6 +182,8 @@ impl Default for PipelineSpec {
             serving: ServingSpec::default(),
             stream: StreamSpec::default(),
             ingest: IngestSpec::default(),
+            archive: ArchiveSpec::default(),
+            batch: BatchSpec::default(),
             simulator: SimulatorSpec::default(),
         }
     }
@@ -186,6 +216,18 @@ impl Default for StreamSpec {
 impl Default for IngestSpec {
     fn default() -> Self {
         Self { max_body_bytes: 8 * 1024 * 1024, max_readings_per_request: 10_000, max_in_flight_readings: 500_000, ack_timeout_ms: 10_000 }
+    }
+}
+
+impl Default for ArchiveSpec {
+    fn default() -> Self {
+        Self { url: "auth-data/master".into(), roll_bytes: 128 * 1024 * 1024, roll_secs: 300 }
+    }
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        Self { database_url: "sqlite://auth-data/results.db".into(), memory_limit_bytes: 512 * 1024 * 1024, schedule_secs: 60 }
     }
 }
 
@@ -354,6 +396,26 @@ impl PipelineSpec {
         }
         if ingest.ack_timeout_ms < 100 {
             problems.add("ingest.ackTimeoutMs", "must be at least 100 ms");
+        }
+        let archive = &self.archive;
+        if archive.url.is_empty() {
+            problems.add("archive.url", "names no location");
+        }
+        if archive.roll_bytes < 1024 * 1024 {
+            problems.add("archive.rollBytes", "must be at least 1 MiB");
+        }
+        if archive.roll_secs == 0 {
+            problems.add("archive.rollSecs", "must be at least 1 s");
+        }
+        let batch = &self.batch;
+        if !["sqlite:", "postgres://", "postgresql://", "mysql://"].iter().any(|scheme| batch.database_url.starts_with(scheme)) {
+            problems.add("batch.databaseUrl", format!("{:?} is not a sqlite:, postgres:// or mysql:// URL", batch.database_url));
+        }
+        if batch.memory_limit_bytes < 64 * 1024 * 1024 {
+            problems.add("batch.memoryLimitBytes", "must be at least 64 MiB");
+        }
+        if batch.schedule_secs == 0 {
+            problems.add("batch.scheduleSecs", "must be at least 1 s");
         }
         let simulator = &self.simulator;
         if simulator.customers == 0 {

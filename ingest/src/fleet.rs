@@ -70,6 +70,11 @@ impl Fleet {
         &self.meters
     }
 
+    /// Keeps only the meters for which `keep` holds.
+    pub fn retain(&mut self, keep: impl FnMut(&Meter) -> bool) {
+        self.meters.retain(keep);
+    }
+
     pub fn customers(&self) -> u64 {
         self.customers
     }

@@ -110,6 +110,14 @@ impl Simulator {
         &self.fleet
     }
 
+    /// Keeps only the meters for which `keep` holds (one log partition's
+    /// customers, say); the others' readings are not produced. Call it before
+    /// the first [`Simulator::fill`].
+    pub fn retain_meters(&mut self, keep: impl FnMut(&crate::Meter) -> bool) {
+        self.fleet.retain(keep);
+        self.cursor = 0;
+    }
+
     /// Start of the heartbeat being produced (the next one once a heartbeat is complete).
     pub fn event_time_ms(&self) -> i64 {
         self.start_ms + self.tick * self.heartbeat_ms

@@ -29,6 +29,27 @@ pub fn redis_url() -> String {
     std::env::var("AUTH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The PostgreSQL server of `scripts/services.sh` (`AUTH_POSTGRES_URL`), as a user who may create databases.
+pub fn postgres_url() -> String {
+    std::env::var("AUTH_POSTGRES_URL").unwrap_or_else(|_| "postgres://auth:auth@127.0.0.1:5432/auth".into())
+}
+
+/// The MariaDB server of `scripts/services.sh` (`AUTH_MYSQL_URL`), as a user who may create databases.
+pub fn mysql_url() -> String {
+    std::env::var("AUTH_MYSQL_URL").unwrap_or_else(|_| "mysql://auth:auth@127.0.0.1:3306/auth".into())
+}
+
+/// A folder of its own in the S3 server's test bucket. The server is the one
+/// `AWS_ENDPOINT_URL` names (with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`,
+/// as `scripts/test.sh` exports them); the bucket is `AUTH_S3_BUCKET`.
+pub fn s3_url(folder: &str) -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL names no S3 server: run the tests with scripts/test.sh, or export it");
+    require_server("The S3 server", endpoint.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/'));
+    let bucket = std::env::var("AUTH_S3_BUCKET").unwrap_or_else(|_| "auth-test".into());
+    format!("s3://{bucket}/{folder}")
+}
+
 /// A name no earlier run used, for topics, groups and store namespaces on shared servers.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))

@@ -1,0 +1,27 @@
+//! The daily batch: recomputes a day from the master data, the source of
+//! truth, with DataFusion; writes the results into the results database
+//! (SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`), one date in one
+//! transaction; compares them with the stream's totals (reconciliation) and
+//! restates the serving store's day totals with them.
+//!
+//! One DataFusion query scans the day once: it keeps the first copy of a
+//! repeated reading (same meter and event time, lowest log offset, as the
+//! stream does) and sums each customer's readings per utility and hour. The
+//! three outputs are folded from those hourly sums in one pass
+//! ([`fold::DayFold`]): daily usage per customer and utility with the peak
+//! hour, hourly usage per region and utility, and the top customers per
+//! region and utility.
+
+mod day;
+pub mod fold;
+pub mod job;
+pub mod restate;
+pub mod results;
+
+pub use day::{DayError, DaySummary, Serving, run_day};
+pub use fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer, UtilityTotal};
+pub use job::{BatchError, BatchJob};
+pub use results::{Reconciliation, Restatement, ResultsDb, ResultsError};
+
+/// How many customers per region and utility the top list keeps.
+pub const TOP_CUSTOMERS: usize = 10;

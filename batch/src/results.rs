@@ -1,0 +1,408 @@
+//! The results database: SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`,
+//! with the migrations under `batch/migrations`.
+
+use std::str::FromStr;
+
+use auth_core::{Region, Utility};
+use chrono::NaiveDate;
+use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::{AnyPool, Arguments};
+
+use crate::fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per `INSERT` statement.
+const ROWS_PER_INSERT: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("results database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("results database {url}: migrating: {source}")]
+    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    #[error("results database: {what}: {source}")]
+    Query { what: String, source: sqlx::Error },
+    #[error("results database URL {0:?}: expected sqlite:path, postgres://... or mysql://...")]
+    Scheme(String),
+    #[error("results database holds {0}")]
+    Stored(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// A connection pool to the results database.
+#[derive(Clone)]
+pub struct ResultsDb {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+/// A reconciliation row: what the stream and the batch counted for a day and utility.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reconciliation {
+    pub utility: Utility,
+    pub batch_total: f64,
+    pub batch_readings: u64,
+    /// `None` when the serving store no longer holds (or never held) the day.
+    pub stream_total: Option<f64>,
+    pub stream_readings: Option<u64>,
+}
+
+impl Reconciliation {
+    /// Batch minus stream.
+    pub fn drift(&self) -> Option<f64> {
+        self.stream_total.map(|stream| self.batch_total - stream)
+    }
+}
+
+/// What restating one day and utility in the serving store changed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Restatement {
+    pub customers_restated: u64,
+    pub customers_changed: u64,
+    /// Sum of batch minus stream over the changed customers.
+    pub total_change: f64,
+    /// The largest change of one customer's total, in absolute value.
+    pub largest_change: f64,
+}
+
+fn query_error(what: &str) -> impl FnOnce(sqlx::Error) -> ResultsError + '_ {
+    move |source| ResultsError::Query { what: what.to_owned(), source }
+}
+
+impl ResultsDb {
+    /// Connects and brings the schema up to date. A SQLite file (and its
+    /// folder) is created when missing.
+    pub async fn connect(url: &str) -> Result<Self, ResultsError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("mysql://") {
+            Dialect::MySql
+        } else {
+            return Err(ResultsError::Scheme(url.to_owned()));
+        };
+        let connect_error = |source| ResultsError::Connect { url: redact(url), source };
+        let mut target = url.to_owned();
+        if dialect == Dialect::Sqlite {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(connect_error)?;
+            if let Some(folder) = options.get_filename().parent().filter(|folder| !folder.as_os_str().is_empty()) {
+                std::fs::create_dir_all(folder).map_err(|err| connect_error(sqlx::Error::Io(err)))?;
+            }
+            if !url.contains("mode=") {
+                target.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            }
+        }
+        let pool = AnyPoolOptions::new().max_connections(4).connect(&target).await.map_err(connect_error)?;
+        MIGRATOR.run(&pool).await.map_err(|source| ResultsError::Migrate { url: redact(url), source })?;
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// `INSERT INTO table (columns) VALUES (...), ...` for `rows` rows, in the database's placeholders.
+    fn insert_sql(&self, table: &str, columns: &[&str], rows: usize) -> String {
+        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        let mut number = 0;
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns.len() {
+                number += 1;
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match self.dialect {
+                    Dialect::Postgres => sql.push_str(&format!("${number}")),
+                    Dialect::Sqlite | Dialect::MySql => sql.push('?'),
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    fn placeholder(&self, number: usize) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("${number}"),
+            Dialect::Sqlite | Dialect::MySql => "?".into(),
+        }
+    }
+
+    /// Replaces every result of `date` with `outputs` and `reconciliation`, in one transaction.
+    #[tracing::instrument(level = "info", skip_all, fields(%date))]
+    pub async fn replace_date(
+        &self,
+        date: NaiveDate,
+        outputs: &DayOutputs,
+        reconciliation: &[Reconciliation],
+        computed_at_ms: i64,
+    ) -> Result<(), ResultsError> {
+        let day = date.format("%Y-%m-%d").to_string();
+        let mut transaction = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
+        for table in ["daily_customer_usage", "hourly_region_usage", "top_customers", "reconciliation"] {
+            let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.placeholder(1));
+            sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error(table))?;
+        }
+        const CUSTOMER_COLUMNS: [&str; 10] = [
+            "usage_date", "utility", "customer_id", "region", "total", "min_value", "max_value", "readings", "peak_hour",
+            "peak_hour_total",
+        ];
+        for chunk in outputs.customers.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.customer_id as i64)?;
+                add(&mut arguments, row.region.code().to_owned())?;
+                add(&mut arguments, row.total)?;
+                add(&mut arguments, row.min_value)?;
+                add(&mut arguments, row.max_value)?;
+                add(&mut arguments, row.readings as i64)?;
+                add(&mut arguments, i64::from(row.peak_hour))?;
+                add(&mut arguments, row.peak_hour_total)?;
+            }
+            let sql = self.insert_sql("daily_customer_usage", &CUSTOMER_COLUMNS, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("daily_customer_usage"))?;
+        }
+        const REGION_COLUMNS: [&str; 7] = ["usage_date", "utility", "region", "hour", "total", "readings", "customers"];
+        for chunk in outputs.region_hours.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.region.code().to_owned())?;
+                add(&mut arguments, i64::from(row.hour))?;
+                add(&mut arguments, row.total)?;
+                add(&mut arguments, row.readings as i64)?;
+                add(&mut arguments, row.customers as i64)?;
+            }
+            let sql = self.insert_sql("hourly_region_usage", &REGION_COLUMNS, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("hourly_region_usage"))?;
+        }
+        const TOP_COLUMNS: [&str; 6] = ["usage_date", "utility", "region", "position", "customer_id", "total"];
+        for chunk in outputs.top_customers.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.region.code().to_owned())?;
+                add(&mut arguments, i64::from(row.position))?;
+                add(&mut arguments, row.customer_id as i64)?;
+                add(&mut arguments, row.total)?;
+            }
+            let sql = self.insert_sql("top_customers", &TOP_COLUMNS, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("top_customers"))?;
+        }
+        const RECONCILIATION_COLUMNS: [&str; 8] = [
+            "usage_date", "utility", "batch_total", "batch_readings", "stream_total", "stream_readings", "drift",
+            "computed_at_ms",
+        ];
+        if !reconciliation.is_empty() {
+            let mut arguments = AnyArguments::default();
+            for row in reconciliation {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.batch_total)?;
+                add(&mut arguments, row.batch_readings as i64)?;
+                add(&mut arguments, row.stream_total)?;
+                add(&mut arguments, row.stream_readings.map(|count| count as i64))?;
+                add(&mut arguments, row.drift())?;
+                add(&mut arguments, computed_at_ms)?;
+            }
+            let sql = self.insert_sql("reconciliation", &RECONCILIATION_COLUMNS, reconciliation.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("reconciliation"))?;
+        }
+        transaction.commit().await.map_err(query_error("committing"))
+    }
+
+    /// The stored results of `date`, in the order [`DayOutputs`] keeps
+    /// (its `totals` from the reconciliation rows).
+    pub async fn day(&self, date: NaiveDate) -> Result<(DayOutputs, Vec<Reconciliation>), ResultsError> {
+        let day = date.format("%Y-%m-%d").to_string();
+        let filter = format!("WHERE usage_date = {}", self.placeholder(1));
+        let sql = format!(
+            "SELECT utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total \
+             FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
+        );
+        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64);
+        let rows: Vec<CustomerRow> = sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("daily_customer_usage"))?;
+        let mut outputs = DayOutputs::default();
+        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total) in rows {
+            outputs.customers.push(CustomerDay {
+                utility: parse_utility(&utility)?,
+                customer_id: customer_id as u64,
+                region: parse_region(&region)?,
+                total,
+                min_value,
+                max_value,
+                readings: readings as u64,
+                peak_hour: small(peak_hour, "peak hour")?,
+                peak_hour_total,
+            });
+        }
+        let sql = format!(
+            "SELECT utility, region, hour, total, readings, customers FROM hourly_region_usage {filter} ORDER BY utility, region, hour"
+        );
+        let rows: Vec<(String, String, i64, f64, i64, i64)> =
+            sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("hourly_region_usage"))?;
+        for (utility, region, hour, total, readings, customers) in rows {
+            outputs.region_hours.push(RegionHour {
+                utility: parse_utility(&utility)?,
+                region: parse_region(&region)?,
+                hour: small(hour, "hour")?,
+                total,
+                readings: readings as u64,
+                customers: customers as u64,
+            });
+        }
+        let sql = format!("SELECT utility, region, position, customer_id, total FROM top_customers {filter} ORDER BY utility, region, position");
+        let rows: Vec<(String, String, i64, i64, f64)> =
+            sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("top_customers"))?;
+        for (utility, region, position, customer_id, total) in rows {
+            outputs.top_customers.push(TopCustomer {
+                utility: parse_utility(&utility)?,
+                region: parse_region(&region)?,
+                position: position as u32,
+                customer_id: customer_id as u64,
+                total,
+            });
+        }
+        let sql = format!(
+            "SELECT utility, batch_total, batch_readings, stream_total, stream_readings FROM reconciliation {filter} ORDER BY utility"
+        );
+        type ReconciliationRow = (String, f64, i64, Option<f64>, Option<i64>);
+        let rows: Vec<ReconciliationRow> =
+            sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("reconciliation"))?;
+        let mut reconciliation = Vec::new();
+        for (utility, batch_total, batch_readings, stream_total, stream_readings) in rows {
+            let utility = parse_utility(&utility)?;
+            outputs.totals.push((utility, crate::UtilityTotal { total: batch_total, readings: batch_readings as u64 }));
+            reconciliation.push(Reconciliation {
+                utility,
+                batch_total,
+                batch_readings: batch_readings as u64,
+                stream_total,
+                stream_readings: stream_readings.map(|count| count as u64),
+            });
+        }
+        // Utilities sort as their names in SQL; `DayOutputs` keeps their enum order.
+        outputs.customers.sort_by_key(|row| (row.utility, row.customer_id));
+        outputs.region_hours.sort_by_key(|row| (row.utility, row.region, row.hour));
+        outputs.top_customers.sort_by_key(|row| (row.utility, row.region, row.position));
+        outputs.totals.sort_by_key(|(utility, _)| *utility);
+        reconciliation.sort_by_key(|row| row.utility);
+        Ok((outputs, reconciliation))
+    }
+
+    /// The restatement records of `date`.
+    pub async fn restatements(&self, date: NaiveDate) -> Result<Vec<(Utility, Restatement)>, ResultsError> {
+        let sql = format!(
+            "SELECT utility, customers_restated, customers_changed, total_change, largest_change FROM restatements \
+             WHERE usage_date = {} ORDER BY utility",
+            self.placeholder(1)
+        );
+        let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(&sql)
+            .bind(date.format("%Y-%m-%d").to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("restatements"))?;
+        let mut restatements = Vec::new();
+        for (utility, restated, changed, total_change, largest_change) in rows {
+            restatements.push((
+                parse_utility(&utility)?,
+                Restatement {
+                    customers_restated: restated as u64,
+                    customers_changed: changed as u64,
+                    total_change,
+                    largest_change,
+                },
+            ));
+        }
+        restatements.sort_by_key(|(utility, _)| *utility);
+        Ok(restatements)
+    }
+
+    /// Records what restating `date` and `utility` changed, replacing an earlier record.
+    pub async fn record_restatement(
+        &self,
+        date: NaiveDate,
+        utility: Utility,
+        restatement: &Restatement,
+        restated_at_ms: i64,
+    ) -> Result<(), ResultsError> {
+        let day = date.format("%Y-%m-%d").to_string();
+        let mut transaction = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
+        let sql = format!(
+            "DELETE FROM restatements WHERE usage_date = {} AND utility = {}",
+            self.placeholder(1),
+            self.placeholder(2)
+        );
+        sqlx::query(&sql).bind(&day).bind(utility.as_str()).execute(&mut *transaction).await.map_err(query_error("restatements"))?;
+        let columns = [
+            "usage_date", "utility", "customers_restated", "customers_changed", "total_change", "largest_change", "restated_at_ms",
+        ];
+        let mut arguments = AnyArguments::default();
+        add(&mut arguments, day)?;
+        add(&mut arguments, utility.as_str().to_owned())?;
+        add(&mut arguments, restatement.customers_restated as i64)?;
+        add(&mut arguments, restatement.customers_changed as i64)?;
+        add(&mut arguments, restatement.total_change)?;
+        add(&mut arguments, restatement.largest_change)?;
+        add(&mut arguments, restated_at_ms)?;
+        let sql = self.insert_sql("restatements", &columns, 1);
+        sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("restatements"))?;
+        transaction.commit().await.map_err(query_error("committing"))
+    }
+}
+
+/// A stored row's text that must name a utility or region.
+fn parse_utility(text: &str) -> Result<Utility, ResultsError> {
+    text.parse().map_err(|_| ResultsError::Stored(format!("unknown utility {text:?}")))
+}
+
+fn parse_region(text: &str) -> Result<Region, ResultsError> {
+    Region::from_code(text).ok_or_else(|| ResultsError::Stored(format!("unknown region {text:?}")))
+}
+
+fn small(number: i64, what: &str) -> Result<u8, ResultsError> {
+    u8::try_from(number).map_err(|_| ResultsError::Stored(format!("{what} {number} out of range")))
+}
+
+fn add<'q, T>(arguments: &mut AnyArguments<'q>, value: T) -> Result<(), ResultsError>
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    arguments.add(value).map_err(|err| ResultsError::Query { what: "binding a value".into(), source: sqlx::Error::Encode(err) })
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(credentials, host)| (scheme, credentials, host))) {
+        Some((scheme, credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(redact("postgres://auth:secret@127.0.0.1:5432/auth"), "postgres://auth:***@127.0.0.1:5432/auth");
+        assert_eq!(redact("sqlite://auth-data/results.db"), "sqlite://auth-data/results.db");
+    }
+}

@@ -1,0 +1,298 @@
+//! The batch job on a known set of readings: exact rows in SQLite, and under
+//! `AUTH_IT=1` in PostgreSQL and MariaDB and from master data on S3.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use auth_batch::{
+    BatchError, BatchJob, CustomerDay, DayError, DayOutputs, Reconciliation, RegionHour, Restatement, ResultsDb,
+    Serving, TopCustomer, UtilityTotal, run_day,
+};
+use auth_core::ports::{Aggregate, PartitionFlush, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::{CustomerKind, Reading, Region, Utility, partition_for, utility_topic};
+use auth_embedded::MemoryStore;
+use auth_master::{MasterStore, ReadingsBuilder, file_path, parse_date};
+use chrono::NaiveDate;
+
+/// 2026-11-27T00:00:00Z.
+const DAY_START_MS: i64 = 1_795_737_600_000;
+const HOUR_MS: i64 = 3_600_000;
+const PARTITIONS: u32 = 4;
+
+fn date() -> NaiveDate {
+    parse_date("2026-11-27").unwrap()
+}
+
+fn region(code: &str) -> Region {
+    Region::from_code(code).unwrap()
+}
+
+fn reading(customer_id: u64, utility: Utility, code: &str, ts_ms: i64, value: f64) -> Reading {
+    Reading {
+        meter_id: customer_id * 4 + utility.index() as u64,
+        customer_id,
+        utility,
+        region: region(code),
+        customer_kind: CustomerKind::Residential,
+        ts_ms,
+        value,
+    }
+}
+
+async fn write(master: &MasterStore, utility: Utility, date: NaiveDate, partition: u32, first_offset: u64, readings: &[Reading]) {
+    let mut builder = ReadingsBuilder::default();
+    for (index, reading) in readings.iter().enumerate() {
+        builder.push(reading, first_offset + index as u64);
+    }
+    let mut file = master.create(&file_path(utility, date, partition, first_offset)).unwrap();
+    file.write(&builder.finish().unwrap()).await.unwrap();
+    file.close().await.unwrap();
+}
+
+/// Customer 1 (US-CA): electricity 10 + 5 in hour 0 and 20 in hour 13 (sent
+/// twice; the copy with the later offset says 99 and must not count), water
+/// 100 in hour 2. Customer 2 (US-CA): electricity 7 in hour 13, 8 in hour 14.
+/// Customer 3 (US-TX): electricity 1.5 in hour 5. A reading of the next day
+/// is in its own date's folder.
+async fn known_readings(master: &MasterStore) {
+    let electricity = Utility::Electricity;
+    let at = |hour: i64, minute: i64| DAY_START_MS + hour * HOUR_MS + minute * 60_000;
+    write(master, electricity, date(), 0, 0, &[
+        reading(1, electricity, "US-CA", at(0, 5), 10.0),
+        reading(1, electricity, "US-CA", at(0, 35), 5.0),
+        reading(1, electricity, "US-CA", at(13, 0), 20.0),
+        reading(3, electricity, "US-TX", at(5, 15), 1.5),
+    ])
+    .await;
+    write(master, electricity, date(), 0, 10, &[reading(1, electricity, "US-CA", at(13, 0), 99.0)]).await;
+    write(master, electricity, date(), 1, 0, &[
+        reading(2, electricity, "US-CA", at(13, 30), 7.0),
+        reading(2, electricity, "US-CA", at(14, 0), 8.0),
+    ])
+    .await;
+    write(master, Utility::Water, date(), 2, 0, &[reading(1, Utility::Water, "US-CA", at(2, 0), 100.0)]).await;
+    let next_day = date().succ_opt().unwrap();
+    write(master, electricity, next_day, 0, 4, &[reading(1, electricity, "US-CA", at(24, 1), 1_000.0)]).await;
+}
+
+fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f64, u64), peak: (u8, f64)) -> CustomerDay {
+    let (total, min_value, max_value, readings) = totals;
+    CustomerDay { utility, customer_id, region: region(code), total, min_value, max_value, readings, peak_hour: peak.0, peak_hour_total: peak.1 }
+}
+
+fn expected() -> DayOutputs {
+    let (e, w) = (Utility::Electricity, Utility::Water);
+    let hour = |utility, code: &str, hour, total, readings, customers| RegionHour { utility, region: region(code), hour, total, readings, customers };
+    let top = |utility, code: &str, position, customer_id, total| TopCustomer { utility, region: region(code), position, customer_id, total };
+    DayOutputs {
+        customers: vec![
+            customer(e, 1, "US-CA", (35.0, 5.0, 20.0, 3), (13, 20.0)),
+            customer(e, 2, "US-CA", (15.0, 7.0, 8.0, 2), (14, 8.0)),
+            customer(e, 3, "US-TX", (1.5, 1.5, 1.5, 1), (5, 1.5)),
+            customer(w, 1, "US-CA", (100.0, 100.0, 100.0, 1), (2, 100.0)),
+        ],
+        region_hours: {
+            let mut hours = vec![
+                hour(e, "US-CA", 0, 15.0, 2, 1),
+                hour(e, "US-CA", 13, 27.0, 2, 2),
+                hour(e, "US-CA", 14, 8.0, 1, 1),
+                hour(e, "US-TX", 5, 1.5, 1, 1),
+                hour(w, "US-CA", 2, 100.0, 1, 1),
+            ];
+            hours.sort_by_key(|row| (row.utility, row.region, row.hour));
+            hours
+        },
+        top_customers: {
+            let mut tops = vec![top(e, "US-CA", 1, 1, 35.0), top(e, "US-CA", 2, 2, 15.0), top(e, "US-TX", 1, 3, 1.5), top(w, "US-CA", 1, 1, 100.0)];
+            tops.sort_by_key(|row| (row.utility, row.region, row.position));
+            tops
+        },
+        totals: vec![(e, UtilityTotal { total: 51.5, readings: 6 }), (w, UtilityTotal { total: 100.0, readings: 1 })],
+    }
+}
+
+const UTILITIES: [Utility; 3] = Utility::ALL;
+
+/// `now` late enough for the day to have settled.
+const LATER_MS: i64 = DAY_START_MS + 3 * 86_400_000;
+
+async fn exact_rows_and_idempotent_reruns(master: MasterStore, database_url: &str) {
+    known_readings(&master).await;
+    let job = BatchJob::new(master, 256 * 1024 * 1024);
+    let results = ResultsDb::connect(database_url).await.unwrap();
+    let summary = run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
+    assert_eq!(summary.outputs, expected());
+    let (stored, reconciliation) = results.day(date()).await.unwrap();
+    assert_eq!(stored, expected(), "the rows in {database_url}");
+    assert_eq!(reconciliation.iter().map(|row| (row.utility, row.stream_total, row.drift())).collect::<Vec<_>>(), vec![
+        (Utility::Electricity, None, None),
+        (Utility::Water, None, None)
+    ]);
+    assert!(summary.restatements.is_empty(), "no serving store, no restatement");
+    run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
+    assert_eq!(results.day(date()).await.unwrap().0, expected(), "a rerun leaves the same rows");
+}
+
+fn sqlite_url(directory: &tempfile::TempDir) -> String {
+    format!("sqlite://{}/results/auth.db", directory.path().display())
+}
+
+fn local_master(directory: &tempfile::TempDir) -> MasterStore {
+    MasterStore::open(directory.path().join("master").to_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn sqlite_exact_rows_and_idempotent_reruns() {
+    let directory = tempfile::tempdir().unwrap();
+    exact_rows_and_idempotent_reruns(local_master(&directory), &sqlite_url(&directory)).await;
+}
+
+/// A database of its own on a shared server, named after the test.
+async fn fresh_database(admin_url: &str, name: &str) -> String {
+    let results = auth_testkit::unique_name(name).replace('-', "_");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(admin_url).await.unwrap_or_else(|err| {
+        panic!("{admin_url} does not answer ({err}): start it with `scripts/services.sh up`")
+    });
+    sqlx::query(&format!("CREATE DATABASE {results}")).execute(&pool).await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    format!("{base}/{results}")
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test.sh"]
+async fn postgres_exact_rows_and_idempotent_reruns() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = fresh_database(&auth_testkit::postgres_url(), "batch").await;
+    exact_rows_and_idempotent_reruns(local_master(&directory), &url).await;
+}
+
+#[tokio::test]
+#[ignore = "needs MariaDB: scripts/test.sh"]
+async fn mariadb_exact_rows_and_idempotent_reruns() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = fresh_database(&auth_testkit::mysql_url(), "batch").await;
+    exact_rows_and_idempotent_reruns(local_master(&directory), &url).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the S3 server: scripts/test.sh"]
+async fn s3_master_data_exact_rows() {
+    let directory = tempfile::tempdir().unwrap();
+    let master = MasterStore::open(&auth_testkit::s3_url(&auth_testkit::unique_name("batch"))).unwrap();
+    exact_rows_and_idempotent_reruns(master, &sqlite_url(&directory)).await;
+}
+
+#[tokio::test]
+async fn missing_input_and_corrupt_files_are_named() {
+    let directory = tempfile::tempdir().unwrap();
+    let master = local_master(&directory);
+    let job = BatchJob::new(master.clone(), 256 * 1024 * 1024);
+    let results = ResultsDb::connect(&sqlite_url(&directory)).await.unwrap();
+    match run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await {
+        Err(DayError::Batch(err @ BatchError::NoInput { .. })) => {
+            assert!(err.to_string().contains("no master data for 2026-11-27"), "{err}");
+        }
+        other => panic!("expected NoInput, got {other:?}"),
+    }
+    known_readings(&master).await;
+    let corrupt = directory.path().join("master/readings/utility=electricity/date=2026-11-27/part-7-0.parquet");
+    std::fs::write(&corrupt, b"PAR1 this is not a parquet file PAR1").unwrap();
+    match run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await {
+        Err(DayError::Batch(err @ BatchError::Unreadable { .. })) => {
+            assert!(err.to_string().contains("part-7-0.parquet"), "the message names the file: {err}");
+        }
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+    // A file whose footer is sound but whose pages are garbage.
+    std::fs::remove_file(&corrupt).unwrap();
+    let damaged = directory.path().join("master/readings/utility=electricity/date=2026-11-27/part-1-0.parquet");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[4..middle] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&damaged, bytes).unwrap();
+    match run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await {
+        Err(DayError::Batch(err @ BatchError::Unreadable { .. })) => {
+            assert!(err.to_string().contains("part-1-0.parquet"), "the message names the file: {err}");
+        }
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+    assert!(results.day(date()).await.unwrap().0.customers.is_empty(), "nothing written for a failed day");
+}
+
+/// The stream missed customer 1's 20 Wh (too late) and never saw the water reading.
+async fn stream_windows(store: &dyn ServingStore) {
+    let slot = WindowSlot { width_ms: 86_400_000, start_ms: DAY_START_MS };
+    let aggregate = |sum, count, min, max| Aggregate { sum, count, min, max };
+    let e = Utility::Electricity;
+    let topic = utility_topic("lambda", e);
+    let windows = [
+        (1u64, "US-CA", aggregate(15.0, 2, 5.0, 10.0)),
+        (2, "US-CA", aggregate(15.0, 2, 7.0, 8.0)),
+        (3, "US-TX", aggregate(1.5, 1, 1.5, 1.5)),
+    ];
+    let mut flushes: std::collections::BTreeMap<TopicPartition, Vec<WindowUpdate>> = Default::default();
+    let mut regions: std::collections::BTreeMap<(TopicPartition, Region), Aggregate> = Default::default();
+    for (customer_id, code, aggregate) in windows {
+        let partition = TopicPartition::new(&topic, partition_for(customer_id, PARTITIONS));
+        let update = WindowUpdate { owner: WindowOwner::Customer(customer_id), utility: e, slot, aggregate, closed: true };
+        flushes.entry(partition.clone()).or_default().push(update);
+        regions.entry((partition, region(code))).and_modify(|total| total.merge(&aggregate)).or_insert(aggregate);
+    }
+    for ((partition, region), aggregate) in regions {
+        let update = WindowUpdate { owner: WindowOwner::Region(region), utility: e, slot, aggregate, closed: true };
+        flushes.entry(partition).or_default().push(update);
+    }
+    for (partition, windows) in flushes {
+        store.apply(PartitionFlush { partition, windows, checkpoint: None }).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn reconciliation_and_restatement() {
+    let directory = tempfile::tempdir().unwrap();
+    let master = local_master(&directory);
+    known_readings(&master).await;
+    let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(60));
+    stream_windows(store.as_ref()).await;
+    let job = BatchJob::new(master, 256 * 1024 * 1024);
+    let results = ResultsDb::connect(&sqlite_url(&directory)).await.unwrap();
+    let serving = Serving { store: store.as_ref(), pipeline: "lambda", partitions: PARTITIONS, settle_ms: 70_000 };
+
+    // Before the day has settled: reconciled, not restated.
+    let early = DAY_START_MS + 86_400_000 + 10_000;
+    let summary = run_day(&job, &results, Some(&serving), date(), &UTILITIES, early).await.unwrap();
+    assert!(summary.restatements.is_empty());
+    let (_, reconciliation) = results.day(date()).await.unwrap();
+    assert_eq!(reconciliation, vec![
+        Reconciliation { utility: Utility::Electricity, batch_total: 51.5, batch_readings: 6, stream_total: Some(31.5), stream_readings: Some(5) },
+        Reconciliation { utility: Utility::Water, batch_total: 100.0, batch_readings: 1, stream_total: None, stream_readings: None },
+    ]);
+    assert_eq!(reconciliation[0].drift(), Some(20.0));
+
+    let summary = run_day(&job, &results, Some(&serving), date(), &UTILITIES, LATER_MS).await.unwrap();
+    let restated = vec![
+        (Utility::Electricity, Restatement { customers_restated: 3, customers_changed: 1, total_change: 20.0, largest_change: 20.0 }),
+        (Utility::Water, Restatement { customers_restated: 1, customers_changed: 1, total_change: 100.0, largest_change: 100.0 }),
+    ];
+    assert_eq!(summary.restatements, restated);
+    assert_eq!(results.restatements(date()).await.unwrap(), restated);
+    let day = |windows: Vec<auth_core::ports::StoredWindow>, utility| {
+        windows.into_iter().find(|w| w.utility == utility && w.slot.width_ms == 86_400_000 && w.slot.start_ms == DAY_START_MS).map(|w| w.aggregate)
+    };
+    let one = store.customer_windows(1).await.unwrap();
+    assert_eq!(day(one.clone(), Utility::Electricity), Some(Aggregate { sum: 35.0, count: 3, min: 5.0, max: 20.0 }));
+    assert_eq!(day(one, Utility::Water).map(|a| a.sum), Some(100.0));
+    let regions = store.region_windows(86_400_000, DAY_START_MS).await.unwrap();
+    let california = regions.iter().find(|w| w.region == region("US-CA") && w.window.utility == Utility::Electricity).unwrap();
+    assert_eq!(california.window.aggregate.sum, 50.0, "the region's day is the batch's too");
+
+    // Restating again changes nothing and says so.
+    let again = run_day(&job, &results, Some(&serving), date(), &UTILITIES, LATER_MS).await.unwrap();
+    assert!(again.restatements.iter().all(|(_, restatement)| restatement.customers_changed == 0), "{:?}", again.restatements);
+    let (_, reconciliation) = results.day(date()).await.unwrap();
+    assert!(reconciliation.iter().all(|row| row.drift() == Some(0.0)), "{reconciliation:?}");
+}
