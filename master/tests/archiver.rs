@@ -108,15 +108,23 @@ fn walk(directory: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Runs an archiver until it has seen no records for a while, then lets it finish.
-async fn drain(mut archiver: Archiver) {
-    let mut quiet = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while quiet < 10 {
-        assert!(tokio::time::Instant::now() < deadline, "the archiver did not drain the log");
-        if archiver.step().await.unwrap() { quiet = 0 } else { quiet += 1 }
+/// Runs an archiver, writing its segments now and then, until the master data
+/// holds `expected` readings (a group may take a while to give a new member
+/// the partitions of killed ones), then lets it finish.
+async fn drain(mut archiver: Archiver, directory: &std::path::Path, expected: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut quiet = 0;
+        while quiet < 5 {
+            if archiver.step().await.unwrap() { quiet = 0 } else { quiet += 1 }
+        }
+        archiver.finish().await.unwrap();
+        let (_, rows) = archived(directory);
+        if rows >= expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the archiver wrote {rows} of {expected} readings within 120 s");
     }
-    archiver.finish().await.unwrap();
 }
 
 async fn every_reading_once_despite_kills(backend: Backend) {
@@ -137,7 +145,7 @@ async fn every_reading_once_despite_kills(backend: Backend) {
         })
         .await;
     }
-    drain(archiver(backend.log.as_ref(), &pipeline, &master, 400)).await;
+    drain(archiver(backend.log.as_ref(), &pipeline, &master, 400), directory.path(), valid).await;
     let (seen, rows) = archived(directory.path());
     let repeated: Vec<_> = seen.iter().filter(|&(_, &copies)| copies > 1).take(5).collect();
     assert!(repeated.is_empty(), "readings archived twice: {repeated:?}");
@@ -189,7 +197,7 @@ async fn a_segment_uploaded_but_not_committed_is_replaced() {
     assert!(!before.is_empty(), "the dying archiver uploaded files");
     // The next archiver rolls far more often: without the intent its files
     // would start at other offsets and repeat the uploaded readings.
-    drain(archiver(backend.log.as_ref(), "uncommitted", &master, 37)).await;
+    drain(archiver(backend.log.as_ref(), "uncommitted", &master, 37), directory.path(), valid).await;
     let (after, rows) = archived(directory.path());
     assert!(after.values().all(|&copies| copies == 1), "no reading twice");
     assert!(before.keys().all(|key| after.contains_key(key)));
