@@ -133,7 +133,7 @@ impl MasterStore {
             .build();
         let upload = ParquetObjectWriter::new(self.store.clone(), path.clone());
         match AsyncArrowWriter::try_new(upload, schema(), Some(properties)) {
-            Ok(writer) => Ok(ParquetFile { path, writer, rows: 0 }),
+            Ok(writer) => Ok(ParquetFile { store: self.store.clone(), path, writer, rows: 0 }),
             Err(source) => Err(MasterError::Parquet { path: path.to_string(), source }),
         }
     }
@@ -149,6 +149,7 @@ pub struct WrittenFile {
 
 /// A Parquet file being written; uploaded in parts, complete only once closed.
 pub struct ParquetFile {
+    store: Arc<dyn ObjectStore>,
     path: Path,
     writer: AsyncArrowWriter<ParquetObjectWriter>,
     rows: u64,
@@ -167,10 +168,12 @@ impl ParquetFile {
 
     /// Finishes the file and completes its upload.
     pub async fn close(self) -> Result<WrittenFile, MasterError> {
-        let bytes = self.writer.bytes_written() as u64;
-        match self.writer.close().await {
-            Ok(_) => Ok(WrittenFile { path: self.path, rows: self.rows, bytes }),
-            Err(source) => Err(MasterError::Parquet { path: self.path.to_string(), source }),
+        if let Err(source) = self.writer.close().await {
+            return Err(MasterError::Parquet { path: self.path.to_string(), source });
+        }
+        match self.store.head(&self.path).await {
+            Ok(meta) => Ok(WrittenFile { path: self.path, rows: self.rows, bytes: meta.size }),
+            Err(source) => Err(MasterError::Store { path: self.path.to_string(), source }),
         }
     }
 }
