@@ -60,10 +60,6 @@ impl BatchJob {
         Self { master, memory_limit_bytes }
     }
 
-    pub fn master(&self) -> &MasterStore {
-        &self.master
-    }
-
     fn context(&self) -> Result<SessionContext, BatchError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(usize::try_from(self.memory_limit_bytes).unwrap_or(usize::MAX), 1.0)

@@ -106,10 +106,6 @@ impl ResultsDb {
         Ok(Self { pool, dialect })
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     /// `INSERT INTO table (columns) VALUES (...), ...` for `rows` rows, in the database's placeholders.
     fn insert_sql(&self, table: &str, columns: &[&str], rows: usize) -> String {
         let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));

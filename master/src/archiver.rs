@@ -123,10 +123,6 @@ impl Archiver {
         Self { store, consumer, topics, spec, partitions: HashMap::new(), tally: ArchiveTally::default() }
     }
 
-    pub fn tally(&self) -> ArchiveTally {
-        self.tally
-    }
-
     /// Archives until `stop` turns true, then writes every open segment and commits.
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<ArchiveTally, ArchiveError> {
         let mut backoff = Duration::from_millis(100);
