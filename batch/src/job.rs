@@ -1,21 +1,23 @@
-//! The DataFusion part: one query per utility over a day's master data files.
+//! The DataFusion part: per utility and log partition, a query that merges the
+//! day's files in the master data's order, folded as it streams.
 
 use auth_core::{Region, Utility};
-use auth_master::{MasterStore, date_folder};
+use std::collections::BTreeMap;
+
+use auth_master::{FileName, MasterStore, date_folder};
 use chrono::NaiveDate;
 use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt64Type};
+use datafusion::arrow::datatypes::{Float64Type, Int8Type, TimestampMillisecondType, UInt64Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
-use crate::fold::{CustomerHour, DayFold, DayOutputs};
+use crate::fold::{DayFold, DayOutputs, OutOfOrder, ReadingFold, ReadingKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -27,45 +29,53 @@ pub enum BatchError {
     Unreadable { path: String, message: String },
     #[error("query engine: {0}")]
     Engine(#[from] DataFusionError),
+    #[error("master data files {files:?}: {source}")]
+    OutOfOrder { files: Vec<String>, source: OutOfOrder },
+    #[error("a partition's fold stopped: {0}")]
+    Task(String),
     #[error("the query returned {what}")]
     Shape { what: String },
     #[error("reading the query's results: {0}")]
     Arrow(#[from] ArrowError),
 }
 
-/// The query over one utility's readings of one day: the first copy of a
-/// repeated reading (same meter and event time, lowest log offset) counts, as
-/// in the stream; then each customer's sums per UTC hour.
-const CUSTOMER_HOURS: &str = "
-SELECT customer_id, CAST(region AS VARCHAR) AS region, hour,
-       sum(value) AS total, min(value) AS min_value, max(value) AS max_value, count(*) AS readings
-FROM (
-    SELECT customer_id, region, CAST(date_part('hour', ts) AS INT) AS hour,
-           first_value(value ORDER BY log_offset) AS value
-    FROM day
-    GROUP BY customer_id, region, meter_id, ts
-)
-GROUP BY customer_id, region, hour";
+/// The columns the batch reads, in the master data's order: DataFusion merges
+/// a partition's files on it, without sorting, and [`ReadingFold`] folds the
+/// merged stream in one pass.
+const COLUMNS: &str = "customer_id, region, meter_id, ts, value, log_offset";
+const ORDER: [&str; 4] = ["customer_id", "meter_id", "ts", "log_offset"];
 
-/// Runs the day's query against the master data.
+/// One utility's files of one log partition on one day: a customer's
+/// readings are all in one partition, so each is folded on its own.
+struct PartitionFiles {
+    utility: Utility,
+    partition: u32,
+    files: Vec<Path>,
+}
+
+/// Runs the day's queries against the master data.
+#[derive(Clone)]
 pub struct BatchJob {
     master: MasterStore,
     memory_limit_bytes: u64,
+    parallelism: usize,
 }
 
 impl BatchJob {
-    /// A job over `master` whose query engine keeps within `memory_limit_bytes`
-    /// (spilling to the system's temporary directory beyond it).
+    /// A job over `master` whose queries together keep within
+    /// `memory_limit_bytes`; it folds as many partitions at once as there are cores.
     pub fn new(master: MasterStore, memory_limit_bytes: u64) -> Self {
-        Self { master, memory_limit_bytes }
+        let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+        Self { master, memory_limit_bytes, parallelism }
     }
 
     fn context(&self) -> Result<SessionContext, BatchError> {
+        let share = self.memory_limit_bytes / self.parallelism as u64;
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(usize::try_from(self.memory_limit_bytes).unwrap_or(usize::MAX), 1.0)
+            .with_memory_limit(usize::try_from(share).unwrap_or(usize::MAX), 1.0)
             .with_disk_manager_builder(DiskManagerBuilder::default())
             .build_arc()?;
-        let config = SessionConfig::new().with_information_schema(false);
+        let config = SessionConfig::new().with_information_schema(false).with_target_partitions(1);
         let context = SessionContext::new_with_config_rt(config, runtime);
         context.register_object_store(self.master.base_url(), self.master.object_store());
         Ok(context)
@@ -89,43 +99,64 @@ impl BatchJob {
     /// Computes the day for `utilities`; `NoInput` when none of them has a file.
     #[tracing::instrument(level = "info", skip(self, utilities), fields(%date))]
     pub async fn compute(&self, date: NaiveDate, utilities: &[Utility]) -> Result<DayOutputs, BatchError> {
-        let mut fold = DayFold::default();
-        let mut any_input = false;
+        let mut partitions: BTreeMap<(Utility, u32), Vec<Path>> = BTreeMap::new();
         for &utility in utilities {
-            let files = self.files(utility, date).await?;
-            if files.is_empty() {
-                continue;
-            }
-            any_input = true;
-            for path in &files {
-                self.check_footer(path).await?;
-            }
-            if let Err(err) = self.fold_utility(utility, date, &mut fold).await {
-                return Err(self.name_unreadable_file(&files).await.unwrap_or(err));
+            for path in self.files(utility, date).await? {
+                self.check_footer(&path).await?;
+                let name = path.filename().and_then(FileName::parse).ok_or_else(|| BatchError::Unreadable {
+                    path: path.to_string(),
+                    message: "its name is not part-<partition>-<first offset>.parquet".into(),
+                })?;
+                partitions.entry((utility, name.partition)).or_default().push(path);
             }
         }
-        if !any_input {
+        if partitions.is_empty() {
             return Err(BatchError::NoInput { date, location: self.master.location().to_owned() });
         }
-        Ok(fold.finish())
+        let folds = partitions.into_iter().map(|((utility, partition), files)| {
+            let job = self.clone();
+            tokio::spawn(async move { job.fold_partition(PartitionFiles { utility, partition, files }).await })
+        });
+        let mut folds = futures::stream::iter(folds).buffer_unordered(self.parallelism);
+        let mut day = DayFold::default();
+        while let Some(fold) = folds.next().await {
+            day.merge(fold.map_err(|err| BatchError::Task(err.to_string()))??);
+        }
+        Ok(day.finish())
     }
 
-    async fn fold_utility(&self, utility: Utility, date: NaiveDate, fold: &mut DayFold) -> Result<(), BatchError> {
+    /// Folds one partition; on failure, reads its files one by one to name the bad one.
+    async fn fold_partition(&self, part: PartitionFiles) -> Result<DayFold, BatchError> {
+        match self.merge_and_fold(&part).await {
+            Ok(fold) => Ok(fold),
+            Err(err) => Err(self.name_unreadable_file(&part.files).await.unwrap_or(err)),
+        }
+    }
+
+    async fn merge_and_fold(&self, part: &PartitionFiles) -> Result<DayFold, BatchError> {
         let context = self.context()?;
-        let folder = self.master.folder_url(&date_folder(utility, date));
         let schema = auth_master::schema();
-        let options = ParquetReadOptions::default().schema(&schema).file_extension(".parquet");
-        context.register_parquet("day", folder.as_str(), options).await?;
-        let mut batches = context.sql(CUSTOMER_HOURS).await?.execute_stream().await?;
+        let order = vec![ORDER.iter().map(|column| col(*column).sort(true, false)).collect::<Vec<_>>()];
+        let mut selects = Vec::new();
+        for (index, path) in part.files.iter().enumerate() {
+            let options = ParquetReadOptions::default().schema(&schema).file_sort_order(order.clone());
+            context.register_parquet(format!("file{index}"), self.master.object_url(path), options).await?;
+            selects.push(format!("SELECT {COLUMNS} FROM file{index}"));
+        }
+        let query = format!("SELECT * FROM ({}) ORDER BY {}", selects.join(" UNION ALL "), ORDER.join(", "));
+        let mut batches = context.sql(&query).await?.execute_stream().await?;
+        let mut fold = ReadingFold::new(part.utility);
         let mut rows = 0u64;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             rows += batch.num_rows() as u64;
-            fold_batch(utility, &batch, fold)?;
+            fold_batch(&batch, &mut fold).map_err(|err| match err {
+                BatchError::OutOfOrder { source, .. } => BatchError::OutOfOrder { files: part.files.iter().map(Path::to_string).collect(), source },
+                other => other,
+            })?;
         }
-        drop(batches);
-        tracing::info!(%utility, customer_hours = rows, "utility computed");
-        Ok(())
+        tracing::debug!(utility = %part.utility, partition = part.partition, rows, "partition folded");
+        Ok(fold.finish())
     }
 
     /// Checks that a file ends as Parquet does (metadata length, then `PAR1`)
@@ -168,30 +199,30 @@ impl BatchJob {
     }
 }
 
-fn fold_batch(utility: Utility, batch: &RecordBatch, fold: &mut DayFold) -> Result<(), BatchError> {
+/// Feeds a batch of `COLUMNS` to the fold.
+fn fold_batch(batch: &RecordBatch, fold: &mut ReadingFold) -> Result<(), BatchError> {
     let shape = |what: &str| BatchError::Shape { what: what.to_owned() };
     let column = |index: usize| batch.columns().get(index).ok_or_else(|| shape("too few columns"));
     let customers = column(0)?.as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("customer_id of another type"))?;
-    let regions = cast(column(1)?, &DataType::Utf8)?;
-    let regions = regions.as_string_opt::<i32>().ok_or_else(|| shape("region of another type"))?;
-    let hours = column(2)?.as_primitive_opt::<Int32Type>().ok_or_else(|| shape("hour of another type"))?;
-    let totals = column(3)?.as_primitive_opt::<Float64Type>().ok_or_else(|| shape("total of another type"))?;
-    let mins = column(4)?.as_primitive_opt::<Float64Type>().ok_or_else(|| shape("min of another type"))?;
-    let maxes = column(5)?.as_primitive_opt::<Float64Type>().ok_or_else(|| shape("max of another type"))?;
-    let counts = column(6)?.as_primitive_opt::<Int64Type>().ok_or_else(|| shape("count of another type"))?;
+    let regions = column(1)?.as_dictionary_opt::<Int8Type>().ok_or_else(|| shape("region of another type"))?;
+    let meters = column(2)?.as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("meter_id of another type"))?;
+    let times = column(3)?.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| shape("ts of another type"))?;
+    let values = column(4)?.as_primitive_opt::<Float64Type>().ok_or_else(|| shape("value of another type"))?;
+    let offsets = column(5)?.as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("log_offset of another type"))?;
+    let codes = regions.values().as_string_opt::<i32>().ok_or_else(|| shape("region codes of another type"))?;
+    let known: Vec<Option<Region>> = codes.iter().map(|code| code.and_then(Region::from_code)).collect();
     for row in 0..batch.num_rows() {
-        let region = Region::from_code(regions.value(row))
-            .ok_or_else(|| BatchError::Shape { what: format!("an unknown region {:?}", regions.value(row)) })?;
-        fold.add(CustomerHour {
-            utility,
+        let index = usize::try_from(regions.keys().value(row)).ok();
+        let region = index.and_then(|index| known.get(index).copied().flatten()).ok_or_else(|| BatchError::Shape {
+            what: format!("a region that is not a known code (dictionary key {})", regions.keys().value(row)),
+        })?;
+        let key = ReadingKey {
             customer_id: customers.value(row),
-            region,
-            hour: u8::try_from(hours.value(row)).map_err(|_| shape("an hour out of range"))?,
-            total: totals.value(row),
-            min_value: mins.value(row),
-            max_value: maxes.value(row),
-            readings: u64::try_from(counts.value(row)).unwrap_or(0),
-        });
+            meter_id: meters.value(row),
+            ts_ms: times.value(row),
+            log_offset: offsets.value(row),
+        };
+        fold.push(key, region, values.value(row)).map_err(|source| BatchError::OutOfOrder { files: Vec::new(), source })?;
     }
     Ok(())
 }

@@ -4,13 +4,17 @@
 //! transaction; compares them with the stream's totals (reconciliation) and
 //! restates the serving store's day totals with them.
 //!
-//! One DataFusion query scans the day once: it keeps the first copy of a
-//! repeated reading (same meter and event time, lowest log offset, as the
-//! stream does) and sums each customer's readings per utility and hour. The
-//! three outputs are folded from those hourly sums in one pass
-//! ([`fold::DayFold`]): daily usage per customer and utility with the peak
-//! hour, hourly usage per region and utility, and the top customers per
-//! region and utility.
+//! The master data's files are sorted by customer, meter, event time and log
+//! offset, and a customer's readings never leave their log partition. So, per
+//! utility and partition, a DataFusion query merges the day's files in that
+//! order without sorting (as many partitions at once as there are cores), and
+//! [`fold::ReadingFold`] folds the merged stream in one pass, one customer at
+//! a time: it keeps the first copy of a repeated reading (same meter and
+//! event time, lowest offset, as the stream does) and sums each customer's
+//! hours. The three outputs come from those sums ([`fold::DayFold`]): daily
+//! usage per customer and utility with the peak hour, hourly usage per region
+//! and utility, and the top customers per region and utility. Memory holds
+//! one customer per partition being folded, plus the outputs.
 
 mod day;
 pub mod fold;
