@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use auth_core::{Region, Utility};
+use auth_master::DAY_MS;
 use rustc_hash::FxHashMap;
 
 use crate::TOP_CUSTOMERS;
@@ -100,7 +101,6 @@ struct HourSums {
 const NO_READINGS: HourSums = HourSums { total: 0.0, min_value: f64::INFINITY, max_value: f64::NEG_INFINITY, readings: 0 };
 
 const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Folds one utility's readings of one log partition, in the master data's
 /// order, one customer at a time: the first copy of a repeated reading

@@ -1,14 +1,13 @@
 //! The DataFusion part: per utility and log partition, a query that merges the
 //! day's files in the master data's order, folded as it streams.
 
-use auth_core::{Region, Utility};
 use std::collections::BTreeMap;
 
+use auth_core::{Region, Utility};
 use auth_master::{FileName, MasterStore, date_folder};
 use chrono::NaiveDate;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int8Type, TimestampMillisecondType, UInt64Type};
-use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -35,8 +34,6 @@ pub enum BatchError {
     Task(String),
     #[error("the query returned {what}")]
     Shape { what: String },
-    #[error("reading the query's results: {0}")]
-    Arrow(#[from] ArrowError),
 }
 
 /// The columns the batch reads, in the master data's order: DataFusion merges
@@ -125,11 +122,12 @@ impl BatchJob {
         Ok(day.finish())
     }
 
-    /// Folds one partition; on failure, reads its files one by one to name the bad one.
+    /// Folds one partition; when the query engine fails, reads its files one
+    /// by one to name the bad one.
     async fn fold_partition(&self, part: PartitionFiles) -> Result<DayFold, BatchError> {
         match self.merge_and_fold(&part).await {
-            Ok(fold) => Ok(fold),
-            Err(err) => Err(self.name_unreadable_file(&part.files).await.unwrap_or(err)),
+            Err(err @ BatchError::Engine(_)) => Err(self.name_unreadable_file(&part.files).await.unwrap_or(err)),
+            outcome => outcome,
         }
     }
 
@@ -150,10 +148,7 @@ impl BatchJob {
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             rows += batch.num_rows() as u64;
-            fold_batch(&batch, &mut fold).map_err(|err| match err {
-                BatchError::OutOfOrder { source, .. } => BatchError::OutOfOrder { files: part.files.iter().map(Path::to_string).collect(), source },
-                other => other,
-            })?;
+            fold_batch(&batch, &mut fold, &part.files)?;
         }
         tracing::debug!(utility = %part.utility, partition = part.partition, rows, "partition folded");
         Ok(fold.finish())
@@ -199,8 +194,8 @@ impl BatchJob {
     }
 }
 
-/// Feeds a batch of `COLUMNS` to the fold.
-fn fold_batch(batch: &RecordBatch, fold: &mut ReadingFold) -> Result<(), BatchError> {
+/// Feeds a batch of `COLUMNS`, merged from `files`, to the fold.
+fn fold_batch(batch: &RecordBatch, fold: &mut ReadingFold, files: &[Path]) -> Result<(), BatchError> {
     let shape = |what: &str| BatchError::Shape { what: what.to_owned() };
     let column = |index: usize| batch.columns().get(index).ok_or_else(|| shape("too few columns"));
     let customers = column(0)?.as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("customer_id of another type"))?;
@@ -222,7 +217,8 @@ fn fold_batch(batch: &RecordBatch, fold: &mut ReadingFold) -> Result<(), BatchEr
             ts_ms: times.value(row),
             log_offset: offsets.value(row),
         };
-        fold.push(key, region, values.value(row)).map_err(|source| BatchError::OutOfOrder { files: Vec::new(), source })?;
+        fold.push(key, region, values.value(row))
+            .map_err(|source| BatchError::OutOfOrder { files: files.iter().map(Path::to_string).collect(), source })?;
     }
     Ok(())
 }

@@ -18,21 +18,20 @@ use chrono::NaiveDate;
 use crate::fold::{CustomerDay, DayOutputs};
 use crate::results::Restatement;
 
-const DAY_MS: i64 = 86_400_000;
 /// Customers whose stored windows are read at once.
 const CONCURRENT_READS: usize = 64;
 /// Windows per store write.
 const WINDOWS_PER_FLUSH: usize = 4_096;
 
 fn day_slot(date: NaiveDate) -> WindowSlot {
-    WindowSlot { width_ms: DAY_MS, start_ms: auth_master::day_start_ms(date) }
+    WindowSlot { width_ms: auth_master::DAY_MS, start_ms: auth_master::day_start_ms(date) }
 }
 
 /// What the stream counted for `date`, per utility: the sum of the regions' day windows.
 pub async fn stream_totals(store: &dyn ServingStore, date: NaiveDate) -> Result<HashMap<Utility, Aggregate>, PortError> {
     let slot = day_slot(date);
     let mut totals: HashMap<Utility, Aggregate> = HashMap::new();
-    for window in store.region_windows(DAY_MS, slot.start_ms).await? {
+    for window in store.region_windows(auth_master::DAY_MS, slot.start_ms).await? {
         if window.window.slot != slot {
             continue;
         }

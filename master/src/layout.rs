@@ -6,7 +6,8 @@ use object_store::path::Path;
 
 use crate::READINGS_DIR;
 
-const DAY_MS: i64 = 86_400_000;
+/// A UTC day in ms: master data is laid out by the event time's date.
+pub const DAY_MS: i64 = 86_400_000;
 
 /// The UTC date of an event time.
 pub fn date_of(ts_ms: i64) -> NaiveDate {

@@ -97,11 +97,6 @@ impl MasterStore {
         self.root.parts().chain(relative.parts()).collect()
     }
 
-    /// The URL of a folder under the root, with a trailing slash, as query engines take it.
-    pub fn folder_url(&self, relative: &Path) -> String {
-        format!("{}/", self.object_url(&self.path(relative)))
-    }
-
     /// The URL of a path in the store (not relative to the root).
     pub fn object_url(&self, path: &Path) -> String {
         format!("{}/{}", self.base_url.as_str().trim_end_matches('/'), path.as_ref())
