@@ -1,24 +1,43 @@
-//! The HTTP API of AUTH and its live page.
+//! The HTTP API of AUTH and its dashboard.
 //!
-//! `GET /api/v1/customers/{id}/usage`, `GET /api/v1/regions`, `/healthz`,
-//! `/metrics`, and `/`, a plain page that shows one customer's live usage.
-//! Build the [`router`] over a serving store; tests drive it with `oneshot`.
+//! Under `/api/v1` (described by the OpenAPI document at
+//! `/api/v1/openapi.json`): accounts (`login`, `logout`, `tokens`, `me`), a
+//! customer's usage by utility, range and granularity, today against
+//! yesterday and live updates (Server-Sent Events); regions, their usage over
+//! time, their top consumers (operators only) and a live country view; the
+//! pipeline's health (operators only). `/` serves the dashboard, `/healthz`
+//! and `/metrics` the probes. Build the [`router`] over an [`AppState`];
+//! tests drive it with `oneshot`.
+//!
+//! The serving layer ([`usage`]) merges the batch's closed days (results
+//! database) with the stream's windows (serving store). Access: a customer
+//! account sees its own customer id; an operator sees everything ([`session`]).
 
 mod error;
+mod live;
+mod overview;
 mod routes;
+pub mod session;
+pub mod usage;
+mod web;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use auth_core::ports::ServingStore;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use utoipa::OpenApi;
 
 pub use error::ApiError;
+pub use overview::PipelineProbe;
+pub use session::{LoginLimits, Sessions};
 
 /// Requests served, by `route` template and `status`.
 pub const METRIC_REQUESTS: &str = "auth_api_requests_total";
@@ -29,16 +48,72 @@ pub const METRIC_REQUEST_DURATION: &str = "auth_api_request_duration_seconds";
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn ServingStore>,
+    /// Accounts and tokens, over the results database (which also holds the batch's days).
+    pub sessions: Arc<Sessions>,
+    pub probe: Arc<PipelineProbe>,
     pub metrics: PrometheusHandle,
+    /// How often a live stream looks for changes.
+    pub live_interval: Duration,
+    /// Turns true when the server stops, which ends the live streams.
+    live_stop: Arc<watch::Sender<bool>>,
+}
+
+impl AppState {
+    /// The state of a server; live streams look for changes every second.
+    pub fn new(store: Arc<dyn ServingStore>, sessions: Arc<Sessions>, probe: Arc<PipelineProbe>, metrics: PrometheusHandle) -> Self {
+        let (live_stop, _) = watch::channel(false);
+        Self { store, sessions, probe, metrics, live_interval: Duration::from_secs(1), live_stop: Arc::new(live_stop) }
+    }
+
+    pub(crate) fn live_stopped(&self) -> watch::Receiver<bool> {
+        self.live_stop.subscribe()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "AUTH API", description = "Live and batch-corrected usage of utility customers and regions."),
+    paths(
+        session::login, session::logout, session::issue_token, session::me,
+        routes::customer_usage, routes::customer_today, live::customer_live,
+        routes::regions, routes::region_usage, routes::region_top, live::regions_live,
+        overview::pipeline,
+    ),
+    tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of `/api/v1`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi())
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(routes::page))
+        .merge(web::routes())
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/login", post(session::login))
+        .route("/api/v1/logout", post(session::logout))
+        .route("/api/v1/tokens", post(session::issue_token))
+        .route("/api/v1/me", get(session::me))
         .route("/api/v1/customers/{id}/usage", get(routes::customer_usage))
+        .route("/api/v1/customers/{id}/today", get(routes::customer_today))
+        .route("/api/v1/customers/{id}/live", get(live::customer_live))
         .route("/api/v1/regions", get(routes::regions))
+        .route("/api/v1/regions/{code}/usage", get(routes::region_usage))
+        .route("/api/v1/regions/{code}/top", get(routes::region_top))
+        .route("/api/v1/live/regions", get(live::regions_live))
+        .route("/api/v1/pipeline", get(overview::pipeline))
         .fallback(routes::not_found)
         .layer(middleware::from_fn(record_request))
         .with_state(state)
@@ -57,112 +132,18 @@ async fn record_request(request: Request, next: Next) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the
-/// requests in flight.
+/// requests in flight. Live streams end with the shutdown.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
-}
-
-#[cfg(test)]
-mod tests {
-    use auth_core::ports::{Aggregate, PartitionFlush, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
-    use auth_core::{Region, Utility};
-    use auth_embedded::MemoryStore;
-    use axum::body::{Body, to_bytes};
-    use axum::http::{Request, StatusCode};
-    use metrics_exporter_prometheus::PrometheusBuilder;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    const DAY: i64 = 86_400_000;
-    const T0: i64 = 1_795_824_000_000;
-
-    async fn state() -> AppState {
-        let store = MemoryStore::new(60);
-        let window = |owner, width_ms, start_ms, sum| WindowUpdate {
-            owner,
-            utility: Utility::Electricity,
-            slot: WindowSlot { width_ms, start_ms },
-            aggregate: Aggregate { sum, count: 2, min: 1.0, max: sum - 1.0 },
-            closed: false,
-        };
-        let texas = WindowOwner::Region(Region::from_code("US-TX").expect("Texas"));
-        let flush = PartitionFlush {
-            partition: TopicPartition::new("p.electricity", 0),
-            windows: vec![
-                window(WindowOwner::Customer(7), 60_000, T0, 3.0),
-                window(WindowOwner::Customer(7), 60_000, T0 + 60_000, 4.0),
-                window(WindowOwner::Customer(7), DAY, T0 - DAY, 100.0),
-                window(WindowOwner::Customer(7), DAY, T0, 7.0),
-                window(texas, DAY, T0, 2_914_550.5),
-            ],
-            checkpoint: None,
-        };
-        store.apply(flush).await.expect("apply");
-        AppState { store: Arc::new(store), metrics: PrometheusBuilder::new().build_recorder().handle() }
-    }
-
-    async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
-        let response = router(state().await)
-            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
-        let status = response.status();
-        let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
-    }
-
-    #[tokio::test]
-    async fn customer_usage_has_today_and_recent_windows() {
-        let (status, body) = get("/api/v1/customers/7/usage").await;
-        assert_eq!(status, StatusCode::OK);
-        let electricity = &body["utilities"][0];
-        assert_eq!(electricity["utility"], "electricity");
-        assert_eq!(electricity["unit"], "Wh");
-        assert_eq!(electricity["today"]["sum"], 7.0);
-        assert_eq!(electricity["today"]["startMs"], T0);
-        let sums: Vec<f64> = electricity["windows"].as_array().expect("windows").iter().filter_map(|w| w["sum"].as_f64()).collect();
-        assert_eq!(sums, vec![3.0, 4.0]);
-    }
-
-    #[tokio::test]
-    async fn bad_and_unknown_customers() {
-        let (status, body) = get("/api/v1/customers/abc/usage").await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert_eq!(body["error"], "customer id `abc` is not a non-negative integer");
-        let (status, body) = get("/api/v1/customers/8/usage").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_eq!(body["error"], "no usage recorded for customer 8");
-        let (status, _) = get("/api/v1/nothing").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-    }
-
-    #[tokio::test]
-    async fn regions_list_every_region_with_per_capita_totals() {
-        let (status, body) = get("/api/v1/regions").await;
-        assert_eq!(status, StatusCode::OK);
-        let rows = body.as_array().expect("rows");
-        assert_eq!(rows.len(), 51);
-        let texas = rows.iter().find(|row| row["code"] == "US-TX").expect("Texas");
-        assert_eq!(texas["utilities"][0]["sum"], 2_914_550.5);
-        assert_eq!(texas["utilities"][0]["perCapita"], 0.1);
-        assert_eq!(texas["dayStartMs"], T0);
-        let alaska = rows.iter().find(|row| row["code"] == "US-AK").expect("Alaska");
-        assert_eq!(alaska["utilities"].as_array().map(Vec::len), Some(0));
-    }
-
-    #[tokio::test]
-    async fn health_page_and_metrics() {
-        let app = router(state().await);
-        for (uri, needle) in [("/healthz", "ok"), ("/", "live usage"), ("/metrics", "")] {
-            let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).expect("request")).await.expect("response");
-            assert_eq!(response.status(), StatusCode::OK, "{uri}");
-            let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
-            assert!(String::from_utf8_lossy(&body).contains(needle), "{uri}");
-        }
-    }
+    let live_stop = Arc::clone(&state.live_stop);
+    let shutdown = async move {
+        shutdown.await;
+        live_stop.send_replace(true);
+    };
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

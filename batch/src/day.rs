@@ -9,7 +9,8 @@ use chrono::NaiveDate;
 use crate::fold::DayOutputs;
 use crate::job::{BatchError, BatchJob};
 use crate::restate::{restate, stream_totals};
-use crate::results::{Reconciliation, ResultsDb, ResultsError, Restatement};
+use crate::results::{Reconciliation, ResultsDb, Restatement};
+use auth_results::ResultsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DayError {

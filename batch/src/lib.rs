@@ -25,7 +25,8 @@ pub mod results;
 pub use day::{DayError, DaySummary, Serving, run_day};
 pub use fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer, UtilityTotal};
 pub use job::{BatchError, BatchJob};
-pub use results::{Reconciliation, Restatement, ResultsDb, ResultsError};
+pub use auth_results::ResultsError;
+pub use results::{Reconciliation, Restatement, ResultsDb};
 
 /// How many customers per region and utility the top list keeps.
 pub const TOP_CUSTOMERS: usize = 10;

@@ -1,46 +1,20 @@
-//! The results database: SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`,
-//! with the migrations under `batch/migrations`.
+//! The batch's side of the results database (`auth-results`): writing a
+//! day's results and reading them back.
 
-use std::str::FromStr;
-
-use auth_core::{Region, Utility};
+use auth_core::Utility;
+use auth_results::{Database, ResultsError, add, parse_region, parse_utility, query_error};
 use chrono::NaiveDate;
-use sqlx::any::{AnyArguments, AnyPoolOptions};
-use sqlx::{AnyPool, Arguments};
+use sqlx::any::AnyArguments;
 
 use crate::fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows per `INSERT` statement.
 const ROWS_PER_INSERT: usize = 500;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ResultsError {
-    #[error("results database {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
-    #[error("results database {url}: migrating: {source}")]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
-    #[error("results database: {what}: {source}")]
-    Query { what: String, source: sqlx::Error },
-    #[error("results database URL {0:?}: expected sqlite:path, postgres://... or mysql://...")]
-    Scheme(String),
-    #[error("results database holds {0}")]
-    Stored(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-/// A connection pool to the results database.
+/// The results database, as the batch uses it.
 #[derive(Clone)]
 pub struct ResultsDb {
-    pool: AnyPool,
-    dialect: Dialect,
+    db: Database,
 }
 
 /// A reconciliation row: what the stream and the batch counted for a day and utility.
@@ -72,66 +46,16 @@ pub struct Restatement {
     pub largest_change: f64,
 }
 
-fn query_error(what: &str) -> impl FnOnce(sqlx::Error) -> ResultsError + '_ {
-    move |source| ResultsError::Query { what: what.to_owned(), source }
-}
-
 impl ResultsDb {
     /// Connects and brings the schema up to date. A SQLite file (and its
     /// folder) is created when missing.
     pub async fn connect(url: &str) -> Result<Self, ResultsError> {
-        sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Dialect::Postgres
-        } else if url.starts_with("mysql://") {
-            Dialect::MySql
-        } else {
-            return Err(ResultsError::Scheme(url.to_owned()));
-        };
-        let connect_error = |source| ResultsError::Connect { url: redact(url), source };
-        let mut target = url.to_owned();
-        if dialect == Dialect::Sqlite {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(connect_error)?;
-            if let Some(folder) = options.get_filename().parent().filter(|folder| !folder.as_os_str().is_empty()) {
-                std::fs::create_dir_all(folder).map_err(|err| connect_error(sqlx::Error::Io(err)))?;
-            }
-            if !url.contains("mode=") {
-                target.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
-            }
-        }
-        let pool = AnyPoolOptions::new().max_connections(4).connect(&target).await.map_err(connect_error)?;
-        MIGRATOR.run(&pool).await.map_err(|source| ResultsError::Migrate { url: redact(url), source })?;
-        Ok(Self { pool, dialect })
+        Ok(Self { db: Database::connect(url).await? })
     }
 
-    /// `INSERT INTO table (columns) VALUES (...), ...` for `rows` rows, in the database's placeholders.
-    fn insert_sql(&self, table: &str, columns: &[&str], rows: usize) -> String {
-        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
-        let mut number = 0;
-        for row in 0..rows {
-            sql.push_str(if row == 0 { "(" } else { ", (" });
-            for column in 0..columns.len() {
-                number += 1;
-                if column > 0 {
-                    sql.push_str(", ");
-                }
-                match self.dialect {
-                    Dialect::Postgres => sql.push_str(&format!("${number}")),
-                    Dialect::Sqlite | Dialect::MySql => sql.push('?'),
-                }
-            }
-            sql.push(')');
-        }
-        sql
-    }
-
-    fn placeholder(&self, number: usize) -> String {
-        match self.dialect {
-            Dialect::Postgres => format!("${number}"),
-            Dialect::Sqlite | Dialect::MySql => "?".into(),
-        }
+    /// The database underneath, shared with the API.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Replaces every result of `date` with `outputs` and `reconciliation`, in one transaction.
@@ -144,9 +68,9 @@ impl ResultsDb {
         computed_at_ms: i64,
     ) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
-        let mut transaction = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
+        let mut transaction = self.db.pool().begin().await.map_err(query_error("starting a transaction"))?;
         for table in ["daily_customer_usage", "hourly_region_usage", "top_customers", "reconciliation"] {
-            let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.placeholder(1));
+            let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.db.placeholder(1));
             sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error(table))?;
         }
         const CUSTOMER_COLUMNS: [&str; 10] = [
@@ -167,7 +91,7 @@ impl ResultsDb {
                 add(&mut arguments, i64::from(row.peak_hour))?;
                 add(&mut arguments, row.peak_hour_total)?;
             }
-            let sql = self.insert_sql("daily_customer_usage", &CUSTOMER_COLUMNS, chunk.len());
+            let sql = self.db.insert_sql("daily_customer_usage", &CUSTOMER_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("daily_customer_usage"))?;
         }
         const REGION_COLUMNS: [&str; 7] = ["usage_date", "utility", "region", "hour", "total", "readings", "customers"];
@@ -182,7 +106,7 @@ impl ResultsDb {
                 add(&mut arguments, row.readings as i64)?;
                 add(&mut arguments, row.customers as i64)?;
             }
-            let sql = self.insert_sql("hourly_region_usage", &REGION_COLUMNS, chunk.len());
+            let sql = self.db.insert_sql("hourly_region_usage", &REGION_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("hourly_region_usage"))?;
         }
         const TOP_COLUMNS: [&str; 6] = ["usage_date", "utility", "region", "position", "customer_id", "total"];
@@ -196,7 +120,7 @@ impl ResultsDb {
                 add(&mut arguments, row.customer_id as i64)?;
                 add(&mut arguments, row.total)?;
             }
-            let sql = self.insert_sql("top_customers", &TOP_COLUMNS, chunk.len());
+            let sql = self.db.insert_sql("top_customers", &TOP_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("top_customers"))?;
         }
         const RECONCILIATION_COLUMNS: [&str; 8] = [
@@ -215,7 +139,7 @@ impl ResultsDb {
                 add(&mut arguments, row.drift())?;
                 add(&mut arguments, computed_at_ms)?;
             }
-            let sql = self.insert_sql("reconciliation", &RECONCILIATION_COLUMNS, reconciliation.len());
+            let sql = self.db.insert_sql("reconciliation", &RECONCILIATION_COLUMNS, reconciliation.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("reconciliation"))?;
         }
         transaction.commit().await.map_err(query_error("committing"))
@@ -225,13 +149,13 @@ impl ResultsDb {
     /// (its `totals` from the reconciliation rows).
     pub async fn day(&self, date: NaiveDate) -> Result<(DayOutputs, Vec<Reconciliation>), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
-        let filter = format!("WHERE usage_date = {}", self.placeholder(1));
+        let filter = format!("WHERE usage_date = {}", self.db.placeholder(1));
         let sql = format!(
             "SELECT utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total \
              FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
         );
         type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64);
-        let rows: Vec<CustomerRow> = sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("daily_customer_usage"))?;
+        let rows: Vec<CustomerRow> = sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("daily_customer_usage"))?;
         let mut outputs = DayOutputs::default();
         for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total) in rows {
             outputs.customers.push(CustomerDay {
@@ -250,7 +174,7 @@ impl ResultsDb {
             "SELECT utility, region, hour, total, readings, customers FROM hourly_region_usage {filter} ORDER BY utility, region, hour"
         );
         let rows: Vec<(String, String, i64, f64, i64, i64)> =
-            sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("hourly_region_usage"))?;
+            sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("hourly_region_usage"))?;
         for (utility, region, hour, total, readings, customers) in rows {
             outputs.region_hours.push(RegionHour {
                 utility: parse_utility(&utility)?,
@@ -263,7 +187,7 @@ impl ResultsDb {
         }
         let sql = format!("SELECT utility, region, position, customer_id, total FROM top_customers {filter} ORDER BY utility, region, position");
         let rows: Vec<(String, String, i64, i64, f64)> =
-            sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("top_customers"))?;
+            sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("top_customers"))?;
         for (utility, region, position, customer_id, total) in rows {
             outputs.top_customers.push(TopCustomer {
                 utility: parse_utility(&utility)?,
@@ -278,7 +202,7 @@ impl ResultsDb {
         );
         type ReconciliationRow = (String, f64, i64, Option<f64>, Option<i64>);
         let rows: Vec<ReconciliationRow> =
-            sqlx::query_as(&sql).bind(&day).fetch_all(&self.pool).await.map_err(query_error("reconciliation"))?;
+            sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("reconciliation"))?;
         let mut reconciliation = Vec::new();
         for (utility, batch_total, batch_readings, stream_total, stream_readings) in rows {
             let utility = parse_utility(&utility)?;
@@ -305,11 +229,11 @@ impl ResultsDb {
         let sql = format!(
             "SELECT utility, customers_restated, customers_changed, total_change, largest_change FROM restatements \
              WHERE usage_date = {} ORDER BY utility",
-            self.placeholder(1)
+            self.db.placeholder(1)
         );
         let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(&sql)
             .bind(date.format("%Y-%m-%d").to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool())
             .await
             .map_err(query_error("restatements"))?;
         let mut restatements = Vec::new();
@@ -337,11 +261,11 @@ impl ResultsDb {
         restated_at_ms: i64,
     ) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
-        let mut transaction = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
+        let mut transaction = self.db.pool().begin().await.map_err(query_error("starting a transaction"))?;
         let sql = format!(
             "DELETE FROM restatements WHERE usage_date = {} AND utility = {}",
-            self.placeholder(1),
-            self.placeholder(2)
+            self.db.placeholder(1),
+            self.db.placeholder(2)
         );
         sqlx::query(&sql).bind(&day).bind(utility.as_str()).execute(&mut *transaction).await.map_err(query_error("restatements"))?;
         let columns = [
@@ -355,50 +279,12 @@ impl ResultsDb {
         add(&mut arguments, restatement.total_change)?;
         add(&mut arguments, restatement.largest_change)?;
         add(&mut arguments, restated_at_ms)?;
-        let sql = self.insert_sql("restatements", &columns, 1);
+        let sql = self.db.insert_sql("restatements", &columns, 1);
         sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("restatements"))?;
         transaction.commit().await.map_err(query_error("committing"))
     }
 }
 
-/// A stored row's text that must name a utility or region.
-fn parse_utility(text: &str) -> Result<Utility, ResultsError> {
-    text.parse().map_err(|_| ResultsError::Stored(format!("unknown utility {text:?}")))
-}
-
-fn parse_region(text: &str) -> Result<Region, ResultsError> {
-    Region::from_code(text).ok_or_else(|| ResultsError::Stored(format!("unknown region {text:?}")))
-}
-
 fn small(number: i64, what: &str) -> Result<u8, ResultsError> {
     u8::try_from(number).map_err(|_| ResultsError::Stored(format!("{what} {number} out of range")))
-}
-
-fn add<'q, T>(arguments: &mut AnyArguments<'q>, value: T) -> Result<(), ResultsError>
-where
-    T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    arguments.add(value).map_err(|err| ResultsError::Query { what: "binding a value".into(), source: sqlx::Error::Encode(err) })
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(credentials, host)| (scheme, credentials, host))) {
-        Some((scheme, credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(redact("postgres://auth:secret@127.0.0.1:5432/auth"), "postgres://auth:***@127.0.0.1:5432/auth");
-        assert_eq!(redact("sqlite://auth-data/results.db"), "sqlite://auth-data/results.db");
-    }
 }

@@ -1,0 +1,458 @@
+//! Every endpoint of `/api/v1` through the router: the serving layer's
+//! batch/stream boundary, access control, bad parameters, live updates and
+//! the OpenAPI document. The serving store and log are the embedded ones;
+//! the results database is SQLite with the batch's rows written as the batch
+//! writes them (one reconciliation row per computed day and utility).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_api::{AppState, LoginLimits, PipelineProbe, Sessions, router};
+use auth_core::ports::{Aggregate, OutRecord, PartitionFlush, ReadingLog, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::{Region, Utility};
+use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
+use auth_results::{Database, Role};
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, Response, StatusCode, header};
+use futures::StreamExt;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+const PASSWORD: &str = "a long password";
+
+struct Api {
+    app: axum::Router,
+    db: Database,
+    /// Start of today (UTC), ms.
+    today: i64,
+    /// Session cookies by username, so that tests log in once per account.
+    cookies: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
+    _directory: tempfile::TempDir,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+fn date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).expect("time").format("%Y-%m-%d").to_string()
+}
+
+fn window(owner: WindowOwner, utility: Utility, width_ms: i64, start_ms: i64, sum: f64) -> WindowUpdate {
+    WindowUpdate {
+        owner,
+        utility,
+        slot: WindowSlot { width_ms, start_ms },
+        aggregate: Aggregate { sum, count: 2, min: 1.0, max: sum - 1.0 },
+        closed: false,
+    }
+}
+
+async fn sql(db: &Database, statement: &str) {
+    sqlx::query(statement).execute(db.pool()).await.expect(statement);
+}
+
+/// Customer 7 (alice) and 8 (bob); the batch computed electricity for the two
+/// days before yesterday; alice used 12 on the first and nothing on the second.
+async fn api() -> Api {
+    api_with(LoginLimits::default()).await
+}
+
+async fn api_with(limits: LoginLimits) -> Api {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let db = Database::connect(&format!("sqlite://{}", directory.path().join("results.db").display())).await.expect("database");
+    db.add_account("ops", PASSWORD, Role::Operator, None, false, 0).await.expect("operator");
+    db.add_account("alice", PASSWORD, Role::Customer, Some(7), false, 0).await.expect("alice");
+    db.add_account("bob", PASSWORD, Role::Customer, Some(8), false, 0).await.expect("bob");
+    let today = now_ms().div_euclid(DAY) * DAY;
+    let texas = WindowOwner::Region(Region::from_code("US-TX").expect("Texas"));
+    let store = MemoryStore::new(60);
+    let electricity = Utility::Electricity;
+    store
+        .apply(PartitionFlush {
+            partition: TopicPartition::new("p.electricity", 0),
+            windows: vec![
+                window(WindowOwner::Customer(7), electricity, MINUTE, today, 3.0),
+                window(WindowOwner::Customer(7), electricity, MINUTE, today + MINUTE, 4.0),
+                window(WindowOwner::Customer(7), electricity, HOUR, today, 7.0),
+                window(WindowOwner::Customer(7), electricity, DAY, today - 3 * DAY, 10.0),
+                window(WindowOwner::Customer(7), electricity, DAY, today - 2 * DAY, 11.0),
+                window(WindowOwner::Customer(7), electricity, DAY, today - DAY, 100.0),
+                window(WindowOwner::Customer(7), electricity, DAY, today, 7.0),
+                window(WindowOwner::Customer(8), Utility::Water, DAY, today, 40.0),
+                window(texas, electricity, DAY, today - DAY, 50.0),
+                window(texas, electricity, DAY, today, 2_914_550.5),
+                window(texas, electricity, HOUR, today, 9.0),
+            ],
+            checkpoint: None,
+        })
+        .await
+        .expect("apply");
+    for offset in [3, 2] {
+        let day = date(today - offset * DAY);
+        sql(&db, &format!("INSERT INTO reconciliation VALUES ('{day}', 'electricity', 1000.0, 100, 990.0, 10, 10.0, 0)")).await;
+    }
+    let before_yesterday = date(today - 3 * DAY);
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0)")).await;
+    sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 0, 20.0, 4, 2)")).await;
+    sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 5, 22.0, 4, 2)")).await;
+    sql(&db, &format!("INSERT INTO top_customers VALUES ('{before_yesterday}', 'electricity', 'US-TX', 1, 7, 12.0)")).await;
+
+    let log = EmbeddedLog::new(Retention { max_age: Duration::from_secs(3600), max_bytes_per_partition: 1 << 30 });
+    log.ensure_topic("p.electricity", 2).await.expect("topic");
+    let record = OutRecord { partition: 1, key: bytes::Bytes::from_static(b"k"), value: bytes::Bytes::from_static(b"v") };
+    log.producer().expect("producer").send("p.electricity", vec![record.clone(), record]).await.expect("send");
+    let probe = PipelineProbe::new(Arc::new(log), vec!["p.electricity".into()]);
+    let mut state = AppState::new(
+        Arc::new(store),
+        Arc::new(Sessions::new(db.clone(), limits)),
+        Arc::new(probe),
+        PrometheusBuilder::new().build_recorder().handle(),
+    );
+    state.live_interval = Duration::from_millis(50);
+    Api { app: router(state), db, today, cookies: Default::default(), _directory: directory }
+}
+
+impl Api {
+    async fn send(&self, request: Request<Body>) -> Response<Body> {
+        self.app.clone().oneshot(request).await.expect("response")
+    }
+
+    async fn json(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.send(request).await;
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 22).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn login(&self, username: &str) -> String {
+        let response = self.send(post("/api/v1/login", &json!({"username": username, "password": PASSWORD}))).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookie = response.headers()[header::SET_COOKIE].to_str().expect("cookie").to_owned();
+        cookie.split(';').next().expect("name=value").to_owned()
+    }
+
+    /// GET as `username` (through the session cookie).
+    async fn get_as(&self, username: &str, uri: &str) -> (StatusCode, Value) {
+        let known = self.cookies.lock().await.get(username).cloned();
+        let cookie = match known {
+            Some(cookie) => cookie,
+            None => {
+                let cookie = self.login(username).await;
+                self.cookies.lock().await.insert(username.to_owned(), cookie.clone());
+                cookie
+            }
+        };
+        self.json(Request::get(uri).header(header::COOKIE, cookie).body(Body::empty()).expect("request")).await
+    }
+}
+
+fn post(uri: &str, body: &Value) -> Request<Body> {
+    Request::post(uri).header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())).expect("request")
+}
+
+fn sums(series: &Value) -> Vec<(i64, f64, String)> {
+    series["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p["startMs"].as_i64().expect("start"), p["sum"].as_f64().expect("sum"), p["source"].as_str().expect("source").to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn login_sets_a_secure_http_only_session_cookie() {
+    let api = api().await;
+    let response = api.send(post("/api/v1/login", &json!({"username": "alice", "password": PASSWORD}))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()[header::SET_COOKIE].to_str().expect("cookie").to_owned();
+    assert!(cookie.starts_with("auth_session="), "{cookie}");
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    let (status, me) = api.get_as("alice", "/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me, json!({"username": "alice", "role": "customer", "customerId": 7}));
+
+    let (status, body) = api.json(post("/api/v1/login", &json!({"username": "alice", "password": "not it at all"}))).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("wrong username or password")));
+    let (status, body) = api.json(post("/api/v1/login", &json!({"username": "nobody", "password": PASSWORD}))).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("wrong username or password")));
+    let (status, body) = api.json(post("/api/v1/login", &json!({"user": "alice"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().expect("message").contains("username"), "{body}");
+}
+
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let api = api().await;
+    let cookie = api.login("alice").await;
+    let me = || Request::get("/api/v1/me").header(header::COOKIE, cookie.clone()).body(Body::empty()).expect("request");
+    assert_eq!(api.send(me()).await.status(), StatusCode::OK);
+    let response = api.send(Request::post("/api/v1/logout").header(header::COOKIE, cookie.clone()).body(Body::empty()).expect("request")).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.headers()[header::SET_COOKIE].to_str().expect("cookie").contains("Max-Age=0"));
+    assert_eq!(api.send(me()).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bearer_tokens_for_api_clients() {
+    let api = api().await;
+    let (status, issued) = api.json(post("/api/v1/tokens", &json!({"username": "ops", "password": PASSWORD}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let token = issued["token"].as_str().expect("token").to_owned();
+    assert_eq!(issued["account"]["role"], "operator");
+    let request = |token: &str| {
+        Request::get("/api/v1/customers/8/usage").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).expect("request")
+    };
+    assert_eq!(api.send(request(&token)).await.status(), StatusCode::OK);
+    assert_eq!(api.send(request("auth_bearer_0000")).await.status(), StatusCode::UNAUTHORIZED);
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM access_tokens").fetch_all(api.db.pool()).await.expect("rows");
+    assert!(stored.iter().all(|(hash,)| hash != &token), "tokens are stored hashed");
+}
+
+#[tokio::test]
+async fn without_a_session_every_endpoint_answers_401() {
+    let api = api().await;
+    for uri in [
+        "/api/v1/me",
+        "/api/v1/customers/7/usage",
+        "/api/v1/customers/7/today",
+        "/api/v1/customers/7/live",
+        "/api/v1/regions",
+        "/api/v1/regions/US-TX/usage",
+        "/api/v1/regions/US-TX/top",
+        "/api/v1/live/regions",
+        "/api/v1/pipeline",
+    ] {
+        let response = api.send(Request::get(uri).body(Body::empty()).expect("request")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE), "{uri}");
+        let response = api.send(Request::get(uri).header(header::COOKIE, "auth_session=forged").body(Body::empty()).expect("request")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri} with a forged cookie");
+    }
+}
+
+#[tokio::test]
+async fn customers_see_only_their_own_usage_and_operators_see_all() {
+    let api = api().await;
+    for uri in ["/api/v1/customers/8/usage", "/api/v1/customers/8/today", "/api/v1/customers/8/live"] {
+        let (status, body) = api.get_as("alice", uri).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(body["error"], "account alice may only see its own customer's usage");
+    }
+    for uri in ["/api/v1/regions/US-TX/top", "/api/v1/pipeline"] {
+        let (status, body) = api.get_as("alice", uri).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("operators only")), "{uri}");
+    }
+    assert_eq!(api.get_as("bob", "/api/v1/customers/8/usage").await.0, StatusCode::OK);
+    assert_eq!(api.get_as("ops", "/api/v1/customers/7/usage").await.0, StatusCode::OK);
+    assert_eq!(api.get_as("ops", "/api/v1/customers/8/usage").await.0, StatusCode::OK);
+    assert_eq!(api.get_as("alice", "/api/v1/regions").await.0, StatusCode::OK, "regions' aggregates are for everyone");
+}
+
+#[tokio::test]
+async fn daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_stream() {
+    let api = api().await;
+    let today = api.today;
+    let uri = format!("/api/v1/customers/7/usage?utility=electricity&granularity=day&from={}&to={}", date(today - 3 * DAY), today + DAY);
+    let (status, body) = api.get_as("alice", &uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["granularity"], "day");
+    let series = &body["utilities"][0];
+    assert_eq!(series["unit"], "Wh");
+    // Three days ago: the batch's 12 (not the stream's 10); two days ago: the
+    // batch computed it and alice used nothing (not the stream's 11);
+    // yesterday and today: the stream's windows.
+    assert_eq!(
+        sums(series),
+        vec![
+            (today - 3 * DAY, 12.0, "batch".into()),
+            (today - 2 * DAY, 0.0, "batch".into()),
+            (today - DAY, 100.0, "stream".into()),
+            (today, 7.0, "stream".into()),
+        ]
+    );
+    assert_eq!(series["points"][0]["closed"], true);
+}
+
+#[tokio::test]
+async fn minutes_and_hours_come_from_the_stream() {
+    let api = api().await;
+    let today = api.today;
+    let (status, body) = api.get_as("alice", &format!("/api/v1/customers/7/usage?granularity=minute&from={today}&to={}", today + HOUR)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["utilities"].as_array().map(Vec::len), Some(1), "only the utilities alice has: {body}");
+    assert_eq!(sums(&body["utilities"][0]), vec![(today, 3.0, "stream".into()), (today + MINUTE, 4.0, "stream".into())]);
+    let (_, body) = api.get_as("alice", &format!("/api/v1/customers/7/usage?granularity=hour&from={today}&to={}", today + DAY)).await;
+    assert_eq!(sums(&body["utilities"][0]), vec![(today, 7.0, "stream".into())]);
+    let (status, body) = api.get_as("ops", "/api/v1/customers/99/usage").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("no usage recorded for customer 99")));
+}
+
+#[tokio::test]
+async fn bad_parameters_are_refused_with_the_reason() {
+    let api = api().await;
+    let cases = [
+        ("/api/v1/customers/abc/usage", "customer id `abc` is not a non-negative integer"),
+        ("/api/v1/customers/7/usage?utility=steam", "utility: \"steam\" is not one of electricity, gas, water"),
+        ("/api/v1/customers/7/usage?granularity=week", "granularity: \"week\" is not one of minute, hour, day"),
+        ("/api/v1/regions/US-TX/usage?granularity=minute", "granularity: \"minute\" is not one of hour, day"),
+        ("/api/v1/customers/7/usage?from=yesterday", "from: \"yesterday\" is not an RFC 3339 time, a YYYY-MM-DD date or UTC milliseconds"),
+        ("/api/v1/customers/7/usage?from=2026-11-02&to=2026-11-01", "from: must be before to"),
+        ("/api/v1/customers/7/usage?granularity=minute&from=2026-01-01&to=2026-03-01", "from, to: at most 10000 points of a minute; ask for a coarser granularity"),
+        ("/api/v1/regions/US-TX/top?date=27.11.2026", "date: \"27.11.2026\" is not a YYYY-MM-DD date"),
+    ];
+    for (uri, message) in cases {
+        let (status, body) = api.get_as("ops", uri).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some(message)), "{uri}");
+    }
+    let (status, body) = api.get_as("ops", "/api/v1/customers/7/usage?colour=blue").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().expect("message").contains("unknown field `colour`"), "{body}");
+    let (status, body) = api.get_as("ops", "/api/v1/regions/XX-YY/usage").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = api.get_as("ops", "/api/v1/nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn today_against_yesterday() {
+    let api = api().await;
+    let (status, body) = api.get_as("alice", "/api/v1/customers/7/today").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dayStartMs"], api.today);
+    let electricity = &body["utilities"][0];
+    assert_eq!(electricity["utility"], "electricity");
+    assert_eq!(electricity["today"], 7.0);
+    assert_eq!((electricity["yesterday"].as_f64(), electricity["yesterdaySource"].as_str()), (Some(100.0), Some("stream")));
+}
+
+#[tokio::test]
+async fn regions_their_usage_and_top_consumers() {
+    let api = api().await;
+    let today = api.today;
+    let (status, body) = api.get_as("alice", "/api/v1/regions").await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = body.as_array().expect("rows");
+    assert_eq!(rows.len(), 51);
+    let texas = rows.iter().find(|row| row["code"] == "US-TX").expect("Texas");
+    assert_eq!(texas["utilities"][0]["sum"], 2_914_550.5);
+    assert_eq!(texas["utilities"][0]["perCapita"], 0.1);
+    assert_eq!(texas["dayStartMs"], today);
+
+    let range = format!("from={}&to={}", date(today - 3 * DAY), today + DAY);
+    let (status, body) = api.get_as("alice", &format!("/api/v1/regions/US-TX/usage?utility=electricity&granularity=day&{range}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "Texas");
+    assert_eq!(
+        sums(&body["utilities"][0]),
+        vec![
+            (today - 3 * DAY, 42.0, "batch".into()),
+            (today - 2 * DAY, 0.0, "batch".into()),
+            (today - DAY, 50.0, "stream".into()),
+            (today, 2_914_550.5, "stream".into()),
+        ]
+    );
+    let (_, body) = api.get_as("alice", &format!("/api/v1/regions/US-TX/usage?utility=electricity&granularity=hour&{range}")).await;
+    assert_eq!(
+        sums(&body["utilities"][0]),
+        vec![(today - 3 * DAY, 20.0, "batch".into()), (today - 3 * DAY + 5 * HOUR, 22.0, "batch".into()), (today, 9.0, "stream".into())]
+    );
+
+    let (status, body) = api.get_as("ops", "/api/v1/regions/US-TX/top").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["date"], date(today - 2 * DAY), "the newest day the batch computed");
+    assert_eq!(body["customers"], json!([]));
+    let (_, body) = api.get_as("ops", &format!("/api/v1/regions/US-TX/top?utility=electricity&date={}", date(today - 3 * DAY))).await;
+    assert_eq!(body["customers"], json!([{"position": 1, "customerId": 7, "total": 12.0}]));
+}
+
+#[tokio::test]
+async fn pipeline_overview_for_operators() {
+    let api = api().await;
+    let (status, body) = api.get_as("ops", "/api/v1/pipeline").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["logReadings"], 2);
+    assert_eq!(body["lag"], 2, "no checkpoint yet: the whole log is lag");
+    assert_eq!(body["partitions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(body["reconciliation"][0]["drift"], 10.0);
+    assert_eq!(body["reconciliation"][0]["date"], date(api.today - 2 * DAY));
+}
+
+#[tokio::test]
+async fn login_attempts_are_rate_limited() {
+    let api = api_with(LoginLimits { per_ip_per_minute: 100, per_username_per_minute: 3 }).await;
+    for _ in 0..3 {
+        let (status, _) = api.json(post("/api/v1/login", &json!({"username": "bob", "password": "guess guess"}))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let response = api.send(post("/api/v1/login", &json!({"username": "bob", "password": PASSWORD}))).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(api.send(post("/api/v1/login", &json!({"username": "alice", "password": PASSWORD}))).await.status(), StatusCode::OK);
+}
+
+/// The first event of a live stream, as text.
+async fn first_event(api: &Api, username: &str, uri: &str) -> String {
+    let cookie = api.login(username).await;
+    let response = api.send(Request::get(uri).header(header::COOKIE, cookie).body(Body::empty()).expect("request")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = response.into_body().into_data_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("an event within 5 s");
+    String::from_utf8(chunk.expect("a chunk").expect("data").to_vec()).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn live_updates_by_server_sent_events() {
+    let api = api().await;
+    let event = first_event(&api, "alice", "/api/v1/customers/7/live").await;
+    assert!(event.starts_with("event: usage\ndata: "), "{event}");
+    let data: Value = serde_json::from_str(event.lines().nth(1).expect("data line").trim_start_matches("data: ")).expect("JSON");
+    assert_eq!(data["customerId"], 7);
+    assert_eq!(data["utilities"][0]["today"]["sum"], 7.0);
+    assert_eq!(data["utilities"][0]["minutes"].as_array().map(Vec::len), Some(2));
+    let event = first_event(&api, "ops", "/api/v1/live/regions").await;
+    assert!(event.starts_with("event: regions\ndata: ["), "{event}");
+    assert!(event.contains("\"US-TX\""));
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let api = api().await;
+    let (status, document) = api.json(Request::get("/api/v1/openapi.json").body(Body::empty()).expect("request")).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = document["paths"].as_object().expect("paths");
+    for path in [
+        "/api/v1/login", "/api/v1/logout", "/api/v1/tokens", "/api/v1/me", "/api/v1/customers/{id}/usage",
+        "/api/v1/customers/{id}/today", "/api/v1/customers/{id}/live", "/api/v1/regions", "/api/v1/regions/{code}/usage",
+        "/api/v1/regions/{code}/top", "/api/v1/live/regions", "/api/v1/pipeline",
+    ] {
+        assert!(paths.contains_key(path), "{path} is documented");
+    }
+    assert!(document["components"]["schemas"]["CustomerUsage"].is_object());
+}
+
+#[tokio::test]
+async fn dashboard_files_health_and_metrics() {
+    let api = api().await;
+    for (uri, needle) in [
+        ("/", "AUTH"),
+        ("/app.js", "EventSource"),
+        ("/vendor/uPlot.iife.min.js", "uPlot"),
+        ("/vendor/us-states.json", "US-CA"),
+        ("/vendor/LICENSE.uPlot", "MIT"),
+        ("/healthz", "ok"),
+        ("/metrics", ""),
+    ] {
+        let response = api.send(Request::get(uri).body(Body::empty()).expect("request")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        let body = to_bytes(response.into_body(), 1 << 22).await.expect("body");
+        assert!(String::from_utf8_lossy(&body).contains(needle), "{uri}");
+    }
+}

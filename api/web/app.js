@@ -1,0 +1,308 @@
+// The AUTH dashboard: login, a customer's live view, the operator's country view.
+// Plain JavaScript over /api/v1; charts by uPlot (vendored), the map from us-atlas shapes.
+'use strict';
+
+const UNITS = { electricity: 'kWh', gas: 'm³', water: 'm³' };
+const DAY_MS = 86400000;
+const $ = (id) => document.getElementById(id);
+const live = [];   // open EventSources and timers, closed on view change
+
+/// Wh and L in the units people read.
+function display(utility, value) {
+  const scaled = value / 1000;
+  return scaled.toLocaleString(undefined, { maximumFractionDigits: scaled < 10 ? 2 : 0 }) + ' ' + UNITS[utility];
+}
+
+async function api(path, options = {}) {
+  const response = await fetch('/api/v1' + path, { credentials: 'same-origin', ...options });
+  if (response.status === 401) { showLogin(); throw new Error('log in first'); }
+  const body = response.status === 204 ? null : await response.json();
+  if (!response.ok) throw new Error(body && body.error ? body.error : 'HTTP ' + response.status);
+  return body;
+}
+
+function stopLive() {
+  while (live.length) {
+    const item = live.pop();
+    if (item.close) item.close(); else clearInterval(item);
+  }
+}
+
+function show(view) {
+  for (const id of ['login-view', 'customer-view', 'operator-view']) $(id).hidden = id !== view;
+}
+
+function showLogin() {
+  stopLive();
+  $('who').hidden = true;
+  show('login-view');
+}
+
+$('login-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('login-error').textContent = '';
+  const body = JSON.stringify({ username: $('username').value, password: $('password').value });
+  const response = await fetch('/api/v1/login', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+  if (!response.ok) {
+    const answer = await response.json().catch(() => ({}));
+    $('login-error').textContent = answer.error || 'HTTP ' + response.status;
+    return;
+  }
+  $('password').value = '';
+  start();
+});
+
+$('logout').addEventListener('click', async () => {
+  await fetch('/api/v1/logout', { method: 'POST' });
+  history.replaceState(null, '', '/');
+  showLogin();
+});
+
+async function start() {
+  let me;
+  try { me = await api('/me'); } catch { return; }
+  $('who-name').textContent = me.username + ' (' + me.role + ')';
+  $('who').hidden = false;
+  stopLive();
+  const asked = new URLSearchParams(location.search).get('customer');
+  if (me.role === 'customer') {
+    showCustomer(me.customerId, false);
+  } else if (asked) {
+    showCustomer(Number(asked), true);
+  } else {
+    showOperator();
+  }
+}
+
+// ---- customer view -------------------------------------------------------
+
+function chart(target, title, utility, bars) {
+  const width = Math.max(280, target.clientWidth || 360);
+  const options = {
+    title, width, height: 180,
+    scales: { x: { time: true } },
+    axes: [{}, { values: (_, ticks) => ticks.map((t) => (t / 1000).toLocaleString()) , size: 60 }],
+    series: [{}, {
+      label: UNITS[utility], stroke: '#3d7dd8', fill: 'rgba(61,125,216,.25)',
+      value: (_, v) => (v == null ? '–' : (v / 1000).toLocaleString(undefined, { maximumFractionDigits: 3 })),
+      ...(bars ? { paths: uPlot.paths.bars({ size: [0.8] }), points: { show: false } } : {}),
+    }],
+  };
+  return new uPlot(options, [[], []], target);
+}
+
+function points(series) {
+  return [series.map((p) => p.startMs / 1000), series.map((p) => p.sum)];
+}
+
+async function showCustomer(customerId, picked) {
+  stopLive();
+  show('customer-view');
+  $('customer-id').textContent = customerId;
+  $('customer-pick').hidden = !picked;
+  $('customer-input').value = customerId;
+  $('customer-error').textContent = '';
+  const cards = $('utility-cards');
+  cards.textContent = '';
+  let today;
+  try {
+    today = await api('/customers/' + customerId + '/today');
+  } catch (error) {
+    $('customer-error').textContent = error.message;
+    return;
+  }
+  const views = {};
+  for (const comparison of today.utilities) {
+    const utility = comparison.utility;
+    const card = document.createElement('div');
+    card.className = 'card';
+    card.dataset.utility = utility;
+    card.innerHTML = `<h3>${utility}</h3>
+      <div>Today <span class="big" data-testid="today-${utility}"></span></div>
+      <div class="muted" data-role="yesterday"></div>
+      <div data-role="live" data-testid="live-chart-${utility}"></div>
+      <div data-role="days" data-testid="days-chart-${utility}"></div>`;
+    cards.appendChild(card);
+    const liveChart = chart(card.querySelector('[data-role=live]'), 'Last hour, per minute (live)', utility, false);
+    const daysChart = chart(card.querySelector('[data-role=days]'), 'Last 30 days', utility, true);
+    views[utility] = { card, liveChart, daysChart, comparison };
+    setToday(views[utility], comparison.today);
+  }
+  const history = await api('/customers/' + customerId + '/usage?granularity=day');
+  for (const series of history.utilities) {
+    if (views[series.utility]) views[series.utility].daysChart.setData(points(series.points));
+  }
+  const events = new EventSource('/api/v1/customers/' + customerId + '/live');
+  live.push(events);
+  events.addEventListener('usage', (event) => {
+    const update = JSON.parse(event.data);
+    for (const usage of update.utilities) {
+      const view = views[usage.utility];
+      if (!view) continue;
+      view.liveChart.setData(points(usage.minutes));
+      view.card.dataset.updates = String(Number(view.card.dataset.updates || 0) + 1);
+      if (usage.today) setToday(view, usage.today.sum);
+    }
+  });
+}
+
+function setToday(view, todaySum) {
+  const { comparison, card } = view;
+  const utility = comparison.utility;
+  card.querySelector('.big').textContent = display(utility, todaySum);
+  const line = card.querySelector('[data-role=yesterday]');
+  if (comparison.yesterday == null) { line.textContent = 'No usage yesterday on record.'; return; }
+  const base = comparison.yesterdaySoFar != null ? comparison.yesterdaySoFar : null;
+  let text = 'Yesterday ' + display(utility, comparison.yesterday) + (comparison.yesterdaySource === 'batch' ? ' (final)' : ' (live)');
+  if (base != null && base > 0) {
+    const change = (todaySum - base) / base * 100;
+    text += `; by this time yesterday ${display(utility, base)}, today ${change >= 0 ? '+' : ''}${change.toFixed(0)}%`;
+  }
+  line.textContent = text;
+}
+
+$('customer-pick').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const id = $('customer-input').value;
+  history.replaceState(null, '', '?customer=' + encodeURIComponent(id));
+  showCustomer(Number(id), true);
+});
+
+// ---- operator view -------------------------------------------------------
+
+let shapes = null;
+let regions = [];
+let selected = null;
+let regionChart = null;
+
+const PALETTE = ['#f1eef6', '#d0d1e6', '#a6bddb', '#74a9cf', '#2b8cbe', '#045a8d'];
+
+function perCapita(region, utility) {
+  const total = region.utilities.find((u) => u.utility === utility);
+  return total ? total.perCapita : 0;
+}
+
+function drawMap() {
+  const utility = $('map-utility').value;
+  const values = regions.map((r) => perCapita(r, utility));
+  const max = Math.max(...values, 0);
+  const colour = (value) => (max > 0 && value > 0 ? PALETTE[Math.min(PALETTE.length - 1, 1 + Math.floor((value / max) * (PALETTE.length - 1.001)))] : PALETTE[0]);
+  for (const region of regions) {
+    const path = document.querySelector(`#map path[data-region="${region.code}"]`);
+    if (path) {
+      const value = perCapita(region, utility);
+      path.setAttribute('fill', colour(value));
+      path.dataset.value = String(value);
+    }
+  }
+  $('map-legend').innerHTML = 'per resident: 0 ' + PALETTE.map((c) => `<span class="swatch" style="background:${c}"></span>`).join('') +
+    ' ' + display(utility, max);
+  const rows = [...regions].sort((a, b) => perCapita(b, utility) - perCapita(a, utility)).slice(0, 10);
+  $('top-regions').tBodies[0].innerHTML = rows.map((r) => {
+    const total = r.utilities.find((u) => u.utility === utility);
+    return `<tr class="clickable" data-region="${r.code}"><td>${r.name}</td><td>${display(utility, perCapita(r, utility))}</td><td>${total ? display(utility, total.sum) : '–'}</td></tr>`;
+  }).join('');
+}
+
+async function showOperator() {
+  stopLive();
+  show('operator-view');
+  if (!shapes) shapes = await (await fetch('/vendor/us-states.json')).json();
+  const map = $('map');
+  map.setAttribute('viewBox', shapes.viewBox);
+  map.innerHTML = Object.entries(shapes.states).map(([code, d]) => `<path data-region="${code}" d="${d}"></path>`).join('');
+  regions = await api('/regions');
+  drawMap();
+  const events = new EventSource('/api/v1/live/regions');
+  live.push(events);
+  events.addEventListener('regions', (event) => {
+    regions = JSON.parse(event.data);
+    drawMap();
+    map.dataset.updates = String(Number(map.dataset.updates || 0) + 1);
+  });
+  refreshPipeline();
+  live.push(setInterval(refreshPipeline, 2000));
+}
+
+$('map-utility').addEventListener('change', () => { drawMap(); if (selected) openRegion(selected); });
+
+$('map').addEventListener('mousemove', (event) => {
+  const code = event.target.dataset && event.target.dataset.region;
+  const tooltip = $('tooltip');
+  if (!code) { tooltip.hidden = true; return; }
+  const region = regions.find((r) => r.code === code);
+  const utility = $('map-utility').value;
+  const total = region && region.utilities.find((u) => u.utility === utility);
+  tooltip.innerHTML = `<b>${region ? region.name : code}</b><br>${total ? display(utility, total.sum) + ' today' : 'no readings today'}<br>` +
+    `${region ? display(utility, perCapita(region, utility)) + ' per resident, ' + region.population.toLocaleString() + ' residents' : ''}`;
+  const box = $('map').parentElement.getBoundingClientRect();
+  tooltip.style.left = (event.clientX - box.left + 12) + 'px';
+  tooltip.style.top = (event.clientY - box.top + 12) + 'px';
+  tooltip.hidden = false;
+});
+$('map').addEventListener('mouseleave', () => { $('tooltip').hidden = true; });
+$('map').addEventListener('click', (event) => {
+  const code = event.target.dataset && event.target.dataset.region;
+  if (code) openRegion(code);
+});
+$('top-regions').addEventListener('click', (event) => {
+  const row = event.target.closest('tr[data-region]');
+  if (row) openRegion(row.dataset.region);
+});
+
+async function openRegion(code) {
+  selected = code;
+  document.querySelectorAll('#map path.selected').forEach((p) => p.classList.remove('selected'));
+  const path = document.querySelector(`#map path[data-region="${code}"]`);
+  if (path) path.classList.add('selected');
+  const utility = $('map-utility').value;
+  const usage = await api(`/regions/${code}/usage?utility=${utility}&granularity=hour`);
+  $('region-panel').hidden = false;
+  $('region-title').textContent = `${usage.name}: ${utility}, last 48 hours per hour`;
+  const target = $('region-chart');
+  if (regionChart) regionChart.destroy();
+  target.textContent = '';
+  regionChart = chart(target, usage.name, utility, true);
+  regionChart.setData(points(usage.utilities[0].points));
+  target.dataset.region = code;
+  target.dataset.points = String(usage.utilities[0].points.length);
+  const body = $('region-top').tBodies[0];
+  try {
+    const top = await api(`/regions/${code}/top?utility=${utility}`);
+    $('region-top-date').textContent = top.date + ' (daily batch)';
+    body.innerHTML = top.customers.map((c) => `<tr class="clickable" data-customer="${c.customerId}"><td>${c.position}</td><td>${c.customerId}</td><td>${display(utility, c.total)}</td></tr>`).join('');
+  } catch (error) {
+    $('region-top-date').textContent = error.message;
+    body.textContent = '';
+  }
+}
+
+$('region-top').addEventListener('click', (event) => {
+  const row = event.target.closest('tr[data-customer]');
+  if (!row) return;
+  history.replaceState(null, '', '?customer=' + row.dataset.customer);
+  showCustomer(Number(row.dataset.customer), true);
+});
+
+$('operator-customer').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const id = $('operator-customer-input').value;
+  history.replaceState(null, '', '?customer=' + encodeURIComponent(id));
+  showCustomer(Number(id), true);
+});
+
+async function refreshPipeline() {
+  let overview;
+  try { overview = await api('/pipeline'); } catch { return; }
+  const late = overview.stream.countedLate + overview.stream.tooLate;
+  const drift = overview.reconciliation.length ? overview.reconciliation[0] : null;
+  const card = (title, value, note) => `<div class="card"><h3>${title}</h3><div class="big">${value}</div><div class="muted">${note}</div></div>`;
+  $('pipeline').innerHTML =
+    card('Ingest', overview.ingestPerSecond == null ? '…' : Math.round(overview.ingestPerSecond).toLocaleString() + '/s', overview.logReadings.toLocaleString() + ' readings in the log') +
+    card('Stream lag', overview.lag.toLocaleString(), 'readings not yet checkpointed') +
+    card('Late readings', late.toLocaleString(), overview.stream.tooLate.toLocaleString() + ' too late for the stream, left to the batch') +
+    card('Rejected', overview.stream.malformed.toLocaleString(), overview.stream.duplicates.toLocaleString() + ' duplicates dropped') +
+    card('Batch', drift ? drift.date : 'not yet', drift && drift.drift != null ? `${drift.utility} drift ${drift.drift.toFixed(1)} (batch − stream)` : 'no reconciliation yet');
+}
+
+start();

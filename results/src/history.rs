@@ -1,0 +1,202 @@
+//! The batch's results as the API reads them: closed days, recomputed from
+//! the master data.
+//!
+//! A day and utility belongs to the batch once it has a reconciliation row:
+//! the batch writes a date's rows in one transaction. A customer without a
+//! row on such a day used nothing that day.
+
+use auth_core::{Region, Utility};
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::{Database, ResultsError, parse_utility, query_error};
+
+/// One customer's day as the batch computed it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerDayRow {
+    #[serde(skip)]
+    pub date: NaiveDate,
+    pub total: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+/// One region's hour as the batch computed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionHourRow {
+    pub date: NaiveDate,
+    pub hour: u8,
+    pub total: f64,
+    pub count: u64,
+}
+
+/// One of the top customers of a region and day.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopRow {
+    pub position: u32,
+    pub customer_id: u64,
+    pub total: f64,
+}
+
+/// The batch's reconciliation of one day and utility.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconciliationRow {
+    #[serde(serialize_with = "serialize_date")]
+    pub date: NaiveDate,
+    pub utility: Utility,
+    pub batch_total: f64,
+    pub batch_readings: u64,
+    pub stream_total: Option<f64>,
+    pub drift: Option<f64>,
+    pub computed_at_ms: i64,
+}
+
+fn serialize_date<S: serde::Serializer>(date: &NaiveDate, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&date.format("%Y-%m-%d"))
+}
+
+fn date_text(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+fn parse_date(text: &str) -> Result<NaiveDate, ResultsError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| ResultsError::Stored(format!("date {text:?}")))
+}
+
+impl Database {
+    /// The days from `from` to `to` (inclusive) the batch has computed for `utility`.
+    pub async fn batch_days(&self, utility: Utility, from: NaiveDate, to: NaiveDate) -> Result<Vec<NaiveDate>, ResultsError> {
+        let sql = format!(
+            "SELECT usage_date FROM reconciliation WHERE utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
+            self.placeholder(1),
+            self.placeholder(2),
+            self.placeholder(3)
+        );
+        let rows: Vec<(String,)> = sqlx::query_as(&sql)
+            .bind(utility.as_str())
+            .bind(date_text(from))
+            .bind(date_text(to))
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("reconciliation"))?;
+        rows.iter().map(|(text,)| parse_date(text)).collect()
+    }
+
+    /// A customer's days from `from` to `to` (inclusive), oldest first.
+    pub async fn customer_days(
+        &self,
+        customer_id: u64,
+        utility: Utility,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<CustomerDayRow>, ResultsError> {
+        let sql = format!(
+            "SELECT usage_date, total, min_value, max_value, readings FROM daily_customer_usage \
+             WHERE customer_id = {} AND utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
+            self.placeholder(1),
+            self.placeholder(2),
+            self.placeholder(3),
+            self.placeholder(4)
+        );
+        let rows: Vec<(String, f64, f64, f64, i64)> = sqlx::query_as(&sql)
+            .bind(customer_id as i64)
+            .bind(utility.as_str())
+            .bind(date_text(from))
+            .bind(date_text(to))
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("daily_customer_usage"))?;
+        rows.into_iter()
+            .map(|(date, total, min, max, count)| Ok(CustomerDayRow { date: parse_date(&date)?, total, min, max, count: count as u64 }))
+            .collect()
+    }
+
+    /// A region's hours from `from` to `to` (inclusive), oldest first.
+    pub async fn region_hours(
+        &self,
+        region: Region,
+        utility: Utility,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<RegionHourRow>, ResultsError> {
+        let sql = format!(
+            "SELECT usage_date, hour, total, readings FROM hourly_region_usage \
+             WHERE region = {} AND utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date, hour",
+            self.placeholder(1),
+            self.placeholder(2),
+            self.placeholder(3),
+            self.placeholder(4)
+        );
+        let rows: Vec<(String, i64, f64, i64)> = sqlx::query_as(&sql)
+            .bind(region.code())
+            .bind(utility.as_str())
+            .bind(date_text(from))
+            .bind(date_text(to))
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("hourly_region_usage"))?;
+        rows.into_iter()
+            .map(|(date, hour, total, count)| {
+                let hour = u8::try_from(hour).map_err(|_| ResultsError::Stored(format!("hour {hour}")))?;
+                Ok(RegionHourRow { date: parse_date(&date)?, hour, total, count: count as u64 })
+            })
+            .collect()
+    }
+
+    /// The top customers of a region, utility and day, first first.
+    pub async fn top_customers(&self, region: Region, utility: Utility, date: NaiveDate) -> Result<Vec<TopRow>, ResultsError> {
+        let sql = format!(
+            "SELECT position, customer_id, total FROM top_customers \
+             WHERE region = {} AND utility = {} AND usage_date = {} ORDER BY position",
+            self.placeholder(1),
+            self.placeholder(2),
+            self.placeholder(3)
+        );
+        let rows: Vec<(i64, i64, f64)> = sqlx::query_as(&sql)
+            .bind(region.code())
+            .bind(utility.as_str())
+            .bind(date_text(date))
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("top_customers"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(position, customer_id, total)| TopRow { position: position as u32, customer_id: customer_id as u64, total })
+            .collect())
+    }
+
+    /// The newest day the batch computed for `utility`.
+    pub async fn newest_batch_day(&self, utility: Utility) -> Result<Option<NaiveDate>, ResultsError> {
+        let sql = format!("SELECT MAX(usage_date) FROM reconciliation WHERE utility = {}", self.placeholder(1));
+        let (newest,): (Option<String>,) =
+            sqlx::query_as(&sql).bind(utility.as_str()).fetch_one(self.pool()).await.map_err(query_error("reconciliation"))?;
+        newest.as_deref().map(parse_date).transpose()
+    }
+
+    /// The newest `limit` reconciliation rows, newest day first.
+    pub async fn recent_reconciliation(&self, limit: u32) -> Result<Vec<ReconciliationRow>, ResultsError> {
+        let sql = format!(
+            "SELECT usage_date, utility, batch_total, batch_readings, stream_total, drift, computed_at_ms FROM reconciliation \
+             ORDER BY usage_date DESC, utility LIMIT {limit}"
+        );
+        type Row = (String, String, f64, i64, Option<f64>, Option<f64>, i64);
+        let rows: Vec<Row> = sqlx::query_as(&sql).fetch_all(self.pool()).await.map_err(query_error("reconciliation"))?;
+        rows.into_iter()
+            .map(|(date, utility, batch_total, batch_readings, stream_total, drift, computed_at_ms)| {
+                Ok(ReconciliationRow {
+                    date: parse_date(&date)?,
+                    utility: parse_utility(&utility)?,
+                    batch_total,
+                    batch_readings: batch_readings as u64,
+                    stream_total,
+                    drift,
+                    computed_at_ms,
+                })
+            })
+            .collect()
+    }
+}
