@@ -6,7 +6,8 @@
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh status   say what runs where
 #   scripts/services.sh start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3   one server (tests use it)
-#   scripts/services.sh build-deps            Debian packages the Rust build needs (rdkafka: cmake, libcurl)
+#   scripts/services.sh build-deps            Debian packages the build and the tests need (rdkafka: cmake, libcurl;
+#                                             browser tests: chromium; `auth bench api`: wrk, redis-tools)
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
 # Central run with the machine's Java), Redis (Debian's redis-server, AOF on),
@@ -313,6 +314,6 @@ case "${1:-}" in
             s3) stop s3; start_s3 ;;
             *) fail "usage: $0 restart kafka|redis|mosquitto|postgres|mariadb|s3" ;;
         esac ;;
-    build-deps) apt_install cmake libcurl4-openssl-dev ;;
+    build-deps) apt_install cmake libcurl4-openssl-dev chromium wrk redis-tools ;;
     *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|build-deps" ;;
 esac

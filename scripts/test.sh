@@ -7,6 +7,11 @@
 # therefore needs no server) and run here with `--include-ignored` and
 # AUTH_IT=1; a server that does not answer fails them.
 #
+# Then the dashboard in headless Chromium (Debian's, from build-deps) driven by
+# playwright-core (npm, pinned in tests/browser/package-lock.json) against the
+# `auth` binary cargo built; screenshots go to AUTH_ARTIFACTS (default
+# <target dir>/browser-artifacts).
+#
 # AUTH_FUZZ_SECONDS (default 60) bounds the fuzz run; cargo-fuzz is installed
 # from crates.io when missing and runs on the nightly toolchain.
 set -euo pipefail
@@ -22,6 +27,12 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-auth-test}"
 
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --include-ignored
+
+target_dir="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+(cd tests/browser && npm ci --no-audit --no-fund --silent)
+export AUTH_BIN="$target_dir/debug/auth" AUTH_ARTIFACTS="${AUTH_ARTIFACTS:-$target_dir/browser-artifacts}"
+node --test --test-concurrency=1 tests/browser/dashboard.test.mjs
+echo "browser screenshots: $AUTH_ARTIFACTS"
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cargo +nightly fuzz run edge_body -- -max_total_time="${AUTH_FUZZ_SECONDS:-60}"

@@ -54,15 +54,20 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How often a live stream looks for changes.
     pub live_interval: Duration,
+    /// A day the batch computed is served from its results only when it was
+    /// computed this long after the day's end (the stream's lateness and the
+    /// archiver's roll: the time late readings take to reach the master data).
+    pub batch_settle_ms: i64,
     /// Turns true when the server stops, which ends the live streams.
     live_stop: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
-    /// The state of a server; live streams look for changes every second.
+    /// The state of a server; live streams look for changes every second, and
+    /// a batch day is final when it was computed after the day's end.
     pub fn new(store: Arc<dyn ServingStore>, sessions: Arc<Sessions>, probe: Arc<PipelineProbe>, metrics: PrometheusHandle) -> Self {
         let (live_stop, _) = watch::channel(false);
-        Self { store, sessions, probe, metrics, live_interval: Duration::from_secs(1), live_stop: Arc::new(live_stop) }
+        Self { store, sessions, probe, metrics, live_interval: Duration::from_secs(1), batch_settle_ms: 0, live_stop: Arc::new(live_stop) }
     }
 
     pub(crate) fn live_stopped(&self) -> watch::Receiver<bool> {

@@ -101,9 +101,6 @@ impl SeriesQuery {
                 ApiError::bad_request(format!("granularity: {text:?} is not one of {}", names.join(", ")))
             })?,
         };
-        if !allowed.contains(&granularity) {
-            return Err(ApiError::bad_request(format!("granularity: {} is not offered here", granularity.as_str())));
-        }
         let width = granularity.width_ms();
         let to_ms = match &self.to {
             Some(text) => parse_instant("to", text)?,
@@ -186,7 +183,7 @@ pub(crate) async fn customer_usage(
         let own: Vec<StoredWindow> = windows.iter().filter(|window| window.utility == utility).copied().collect();
         let (batch_days, batch_rows) = if range.granularity == Granularity::Day {
             let db = state.sessions.database();
-            let days = db.batch_days(utility, first_day, last_day).await.map_err(ApiError::results)?;
+            let days = db.batch_days(utility, first_day, last_day, state.batch_settle_ms).await.map_err(ApiError::results)?;
             let rows = if days.is_empty() {
                 Vec::new()
             } else {
@@ -263,7 +260,7 @@ pub(crate) async fn customer_today(
     for (utility, windows) in by_utility {
         let day_window = |start_ms: i64| windows.iter().find(|w| w.slot.width_ms == DAY_MS && w.slot.start_ms == start_ms);
         let today = day_window(today_start);
-        let batch_day = db.batch_days(utility, yesterday, yesterday).await.map_err(ApiError::results)?;
+        let batch_day = db.batch_days(utility, yesterday, yesterday, state.batch_settle_ms).await.map_err(ApiError::results)?;
         let (yesterday_total, yesterday_source) = if batch_day.is_empty() {
             match day_window(today_start - DAY_MS) {
                 Some(window) => (Some(window.aggregate.sum), Some(Source::Stream)),
@@ -397,7 +394,7 @@ pub(crate) async fn region_usage(
     let mut utilities = Vec::new();
     for &utility in &range.utilities {
         let own: Vec<StoredWindow> = windows.iter().filter(|window| window.utility == utility).copied().collect();
-        let batch_days = db.batch_days(utility, first_day, last_day).await.map_err(ApiError::results)?;
+        let batch_days = db.batch_days(utility, first_day, last_day, state.batch_settle_ms).await.map_err(ApiError::results)?;
         let batch_hours = if batch_days.is_empty() {
             Vec::new()
         } else {
@@ -471,7 +468,7 @@ pub(crate) async fn region_top(
         Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
             .map_err(|_| ApiError::bad_request(format!("date: {text:?} is not a YYYY-MM-DD date")))?,
         None => db
-            .newest_batch_day(utility)
+            .newest_batch_day(utility, state.batch_settle_ms)
             .await
             .map_err(ApiError::results)?
             .ok_or_else(|| ApiError::not_found("the batch has not computed a day yet"))?,

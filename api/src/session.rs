@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use auth_results::accounts::TokenKind;
@@ -297,6 +297,3 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
 pub async fn me(caller: Caller) -> Json<AccountView> {
     Json(AccountView::from(&caller.0))
 }
-
-/// Shared by the router's state.
-pub type SharedSessions = Arc<Sessions>;

@@ -3,14 +3,25 @@
 'use strict';
 
 const UNITS = { electricity: 'kWh', gas: 'm³', water: 'm³' };
+const BASE_UNITS = { electricity: 'Wh', gas: 'L', water: 'L' };
 const DAY_MS = 86400000;
 const $ = (id) => document.getElementById(id);
 const live = [];   // open EventSources and timers, closed on view change
 
-/// Wh and L in the units people read.
+function number(value) {
+  return Math.abs(value) >= 100
+    ? value.toLocaleString(undefined, { maximumFractionDigits: 0 })
+    : value.toLocaleString(undefined, { maximumSignificantDigits: 3 });
+}
+
+/// Wh and L in the units people read (kWh, m³).
 function display(utility, value) {
-  const scaled = value / 1000;
-  return scaled.toLocaleString(undefined, { maximumFractionDigits: scaled < 10 ? 2 : 0 }) + ' ' + UNITS[utility];
+  return number(value / 1000) + ' ' + UNITS[utility];
+}
+
+/// Small amounts (per resident) in Wh and L.
+function displayBase(utility, value) {
+  return number(value) + ' ' + BASE_UNITS[utility];
 }
 
 async function api(path, options = {}) {
@@ -76,16 +87,17 @@ async function start() {
 
 // ---- customer view -------------------------------------------------------
 
-function chart(target, title, utility, bars) {
-  const width = Math.max(280, target.clientWidth || 360);
+/// A uPlot chart of one series; `span` gives the x range (seconds) as [from, to] at each redraw.
+function chart(target, title, utility, bars, span) {
+  const width = Math.max(260, target.clientWidth || 360);
   const options = {
     title, width, height: 180,
-    scales: { x: { time: true } },
+    scales: { x: { time: true, ...(span ? { range: () => span() } : {}) } },
     axes: [{}, { values: (_, ticks) => ticks.map((t) => (t / 1000).toLocaleString()) , size: 60 }],
     series: [{}, {
       label: UNITS[utility], stroke: '#3d7dd8', fill: 'rgba(61,125,216,.25)',
       value: (_, v) => (v == null ? '–' : (v / 1000).toLocaleString(undefined, { maximumFractionDigits: 3 })),
-      ...(bars ? { paths: uPlot.paths.bars({ size: [0.8] }), points: { show: false } } : {}),
+      ...(bars ? { paths: uPlot.paths.bars({ size: [0.8, 14] }), points: { show: false } } : {}),
     }],
   };
   return new uPlot(options, [[], []], target);
@@ -108,7 +120,10 @@ async function showCustomer(customerId, picked) {
   try {
     today = await api('/customers/' + customerId + '/today');
   } catch (error) {
+    // A customer without readings yet: look again shortly.
     $('customer-error').textContent = error.message;
+    const retry = setTimeout(() => showCustomer(customerId, picked), 2000);
+    live.push({ close: () => clearTimeout(retry) });
     return;
   }
   const views = {};
@@ -123,13 +138,19 @@ async function showCustomer(customerId, picked) {
       <div data-role="live" data-testid="live-chart-${utility}"></div>
       <div data-role="days" data-testid="days-chart-${utility}"></div>`;
     cards.appendChild(card);
-    const liveChart = chart(card.querySelector('[data-role=live]'), 'Last hour, per minute (live)', utility, false);
-    const daysChart = chart(card.querySelector('[data-role=days]'), 'Last 30 days', utility, true);
-    views[utility] = { card, liveChart, daysChart, comparison };
-    setToday(views[utility], comparison.today);
+    views[utility] = { card, comparison };
   }
-  const history = await api('/customers/' + customerId + '/usage?granularity=day');
-  for (const series of history.utilities) {
+  // Charts once every card is laid out, so each takes its card's width.
+  const lastHour = () => { const now = Date.now() / 1000; return [now - 3600, now + 60]; };
+  const lastMonth = () => { const end = (Math.floor(Date.now() / DAY_MS) + 1) * DAY_MS / 1000; return [end - 31 * 86400, end]; };
+  for (const view of Object.values(views)) {
+    const utility = view.comparison.utility;
+    view.liveChart = chart(view.card.querySelector('[data-role=live]'), 'Last hour, per minute (live)', utility, false, lastHour);
+    view.daysChart = chart(view.card.querySelector('[data-role=days]'), 'Last 30 days (UTC)', utility, true, lastMonth);
+    setToday(view, view.comparison.today);
+  }
+  const past = await api('/customers/' + customerId + '/usage?granularity=day');
+  for (const series of past.utilities) {
     if (views[series.utility]) views[series.utility].daysChart.setData(points(series.points));
   }
   const events = new EventSource('/api/v1/customers/' + customerId + '/live');
@@ -195,12 +216,12 @@ function drawMap() {
       path.dataset.value = String(value);
     }
   }
-  $('map-legend').innerHTML = 'per resident: 0 ' + PALETTE.map((c) => `<span class="swatch" style="background:${c}"></span>`).join('') +
-    ' ' + display(utility, max);
+  $('map-legend').innerHTML = 'per resident today: 0 ' + PALETTE.map((c) => `<span class="swatch" style="background:${c}"></span>`).join('') +
+    ' ' + displayBase(utility, max);
   const rows = [...regions].sort((a, b) => perCapita(b, utility) - perCapita(a, utility)).slice(0, 10);
   $('top-regions').tBodies[0].innerHTML = rows.map((r) => {
     const total = r.utilities.find((u) => u.utility === utility);
-    return `<tr class="clickable" data-region="${r.code}"><td>${r.name}</td><td>${display(utility, perCapita(r, utility))}</td><td>${total ? display(utility, total.sum) : '–'}</td></tr>`;
+    return `<tr class="clickable" data-region="${r.code}"><td>${r.name}</td><td>${displayBase(utility, perCapita(r, utility))}</td><td>${total ? display(utility, total.sum) : '–'}</td></tr>`;
   }).join('');
 }
 
@@ -234,7 +255,7 @@ $('map').addEventListener('mousemove', (event) => {
   const utility = $('map-utility').value;
   const total = region && region.utilities.find((u) => u.utility === utility);
   tooltip.innerHTML = `<b>${region ? region.name : code}</b><br>${total ? display(utility, total.sum) + ' today' : 'no readings today'}<br>` +
-    `${region ? display(utility, perCapita(region, utility)) + ' per resident, ' + region.population.toLocaleString() + ' residents' : ''}`;
+    `${region ? displayBase(utility, perCapita(region, utility)) + ' per resident, ' + region.population.toLocaleString() + ' residents' : ''}`;
   const box = $('map').parentElement.getBoundingClientRect();
   tooltip.style.left = (event.clientX - box.left + 12) + 'px';
   tooltip.style.top = (event.clientY - box.top + 12) + 'px';
@@ -262,7 +283,8 @@ async function openRegion(code) {
   const target = $('region-chart');
   if (regionChart) regionChart.destroy();
   target.textContent = '';
-  regionChart = chart(target, usage.name, utility, true);
+  const span = [usage.fromMs / 1000, usage.toMs / 1000];
+  regionChart = chart(target, usage.name, utility, true, () => span);
   regionChart.setData(points(usage.utilities[0].points));
   target.dataset.region = code;
   target.dataset.points = String(usage.utilities[0].points.length);
@@ -302,7 +324,9 @@ async function refreshPipeline() {
     card('Stream lag', overview.lag.toLocaleString(), 'readings not yet checkpointed') +
     card('Late readings', late.toLocaleString(), overview.stream.tooLate.toLocaleString() + ' too late for the stream, left to the batch') +
     card('Rejected', overview.stream.malformed.toLocaleString(), overview.stream.duplicates.toLocaleString() + ' duplicates dropped') +
-    card('Batch', drift ? drift.date : 'not yet', drift && drift.drift != null ? `${drift.utility} drift ${drift.drift.toFixed(1)} (batch − stream)` : 'no reconciliation yet');
+    card('Batch', drift ? drift.date : 'not yet', !drift ? 'no day computed yet'
+      : drift.drift != null ? `${drift.utility}: drift ${number(drift.drift)} ${BASE_UNITS[drift.utility]} (batch − stream)`
+      : `${drift.utility}: ${number(drift.batchTotal / 1000)} ${UNITS[drift.utility]}; the stream did not see this day`);
 }
 
 start();

@@ -100,6 +100,24 @@ enum Bench {
         #[arg(long)]
         keep: bool,
     },
+    /// The API over Redis (from `scripts/services.sh up`): `GET /api/v1/customers/{id}/usage?granularity=minute`
+    /// for random customers with a bearer token, loaded by `wrk` (one thread) over loopback, against
+    /// `redis-benchmark` GETs on the same Redis with as many connections in the same run.
+    /// Figures: requests_per_sec, p50_ms, p99_ms, redis_get_requests_per_sec, redis_get_p50_ms,
+    /// redis_get_p99_ms, rps_vs_redis_get, p99_vs_redis_get.
+    Api {
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        #[command(flatten)]
+        servers: crate::adapters::ServerArgs,
+        /// Keep the Redis keys afterwards (deleted by default).
+        #[arg(long)]
+        keep: bool,
+    },
     /// The batch job's three aggregations (daily per customer and utility; hourly per region and
     /// utility; top 10 customers per region and utility) over one simulated day of master data
     /// (written once by `auth simulate --backfill` and reused), against DuckDB and Polars (pip) on
@@ -134,6 +152,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Bench::Ingest { readings, batch, connections, customers, servers, keep } => {
             crate::bench_ingest::run(&crate::bench_ingest::IngestBench { readings, batch, connections, customers }, &servers, keep)?
+        }
+        Bench::Api { customers, connections, seconds, servers, keep } => {
+            crate::bench_api::run(&crate::bench_api::ApiBench { customers, connections, seconds }, &servers, keep)?
         }
         Bench::Batch { readings, data, memory_limit_bytes, partitions, skip_reference } => {
             crate::bench_batch::run(&crate::bench_batch::BatchBench { readings, data, memory_limit_bytes, partitions, skip_reference })?

@@ -3,10 +3,12 @@
 #![allow(clippy::print_stdout)]
 
 mod adapters;
+mod api;
 mod archive;
 mod backfill;
 mod batch;
 mod bench;
+mod bench_api;
 mod bench_batch;
 mod bench_ingest;
 mod ingest;
@@ -45,6 +47,10 @@ enum Command {
     Stream(stream::StreamArgs),
     /// Runs one archiver: Kafka -> Parquet master data (a directory or S3), offsets committed after each upload.
     Archive(archive::ArchiveArgs),
+    /// Serves the HTTP API and dashboard over Redis, Kafka and the results database.
+    Api(api::ApiArgs),
+    /// Adds and lists the accounts of the API and dashboard (in the results database).
+    Users(api::UsersArgs),
     /// Recomputes days from the master data into the results database; reconciles and restates the stream's totals.
     Batch(batch::BatchArgs),
     /// Checks a pipeline spec file, or prints the default spec.
@@ -98,6 +104,15 @@ fn main() -> anyhow::Result<()> {
             let metrics = telemetry::init(&cli.log)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(archive::run(args, metrics))
+        }
+        Command::Api(args) => {
+            let metrics = telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(api::run(args, metrics))
+        }
+        Command::Users(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(api::users(args))
         }
         Command::Batch(args) => {
             telemetry::init(&cli.log)?;

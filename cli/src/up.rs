@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use auth_api::AppState;
 use auth_core::{CustomerKind, Utility, utility_topic};
 use auth_ingest::gateway::Gateway;
 use auth_ingest::{LogSink, Simulator, run_paced};
@@ -61,7 +60,8 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
-    let state = AppState { store: Arc::clone(&store), metrics };
+    let state = crate::api::state(&spec, &args.pipeline, Arc::clone(&store), Arc::clone(&log), metrics).await?;
+    let accounts = state.sessions.database().clone();
     let mut api = tokio::spawn(auth_api::serve(listener, state, stopped(stop_rx.clone())));
 
     let gateway_listener = tokio::net::TcpListener::bind(args.ingest_listen)
@@ -98,14 +98,26 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         .flatten()
         .map(|meter| format!("{} ({}{})", meter.customer_id, meter.customer_kind.as_str(), if meter.utility == Utility::Gas { ", has gas" } else { "" }))
         .collect();
+    let mut logins = vec![demo_account(&accounts, "operator", None).await?];
+    let mut demo_customers: Vec<u64> = [first_residential, first_business, with_gas].into_iter().flatten().map(|m| m.customer_id).collect();
+    demo_customers.dedup();
+    for customer_id in demo_customers {
+        logins.push(demo_account(&accounts, &format!("customer-{customer_id}"), Some(customer_id)).await?);
+    }
     let simulation_stop = stopped(stop_rx.clone());
     let mut simulation = tokio::spawn(async move {
         run_paced(&mut simulator, &mut sink, &simulator_spec, None, simulation_stop).await
     });
 
     println!("AUTH is up: {} simulated customers, pipeline `{}`.", spec.simulator.customers, args.pipeline);
-    println!("  dashboard  http://{address}/?customer=1");
-    println!("  API        http://{address}/api/v1/customers/1/usage   http://{address}/api/v1/regions");
+    println!("  dashboard  http://{address}/");
+    for (username, password, customer_id) in &logins {
+        match customer_id {
+            Some(id) => println!("  login      {username} / {password}   (customer {id}: their own usage)"),
+            None => println!("  login      {username} / {password}   (operator: the country map, every customer, pipeline health)"),
+        }
+    }
+    println!("  API        http://{address}/api/v1/openapi.json (POST /api/v1/tokens for a bearer token)");
     println!("  metrics    http://{address}/metrics");
     println!("  ingest     POST http://{gateway_address}/api/v1/readings with `Authorization: Bearer {demo_key}`");
     println!("  master     {} (Parquet, archived from the log)", master.location());
@@ -135,6 +147,20 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     batch.await.context("batch task")?.context("batch")?;
     println!("AUTH stopped cleanly.");
     Ok(())
+}
+
+/// A demo account with a fresh random password (an earlier one of that name is replaced).
+async fn demo_account(
+    accounts: &auth_results::Database,
+    username: &str,
+    customer_id: Option<u64>,
+) -> anyhow::Result<(String, String, Option<u64>)> {
+    let mut secret = [0u8; 6];
+    getrandom::fill(&mut secret).context("random password")?;
+    let password = hex::encode(secret);
+    let role = if customer_id.is_some() { auth_results::Role::Customer } else { auth_results::Role::Operator };
+    accounts.add_account(username, &password, role, customer_id, true, now_ms()).await.with_context(|| format!("demo account {username}"))?;
+    Ok((username.to_owned(), password, customer_id))
 }
 
 /// A gateway key for this run, in a key file of its own under the temporary directory.

@@ -13,33 +13,41 @@ fn auth() -> Command {
     command
 }
 
-/// A plain HTTP/1.1 GET; returns the status code and body.
-fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Ok((status, body))
-}
-
-/// A plain HTTP/1.1 POST of a JSON body with a bearer key; returns the status code and body.
-fn http_post(address: &str, path: &str, key: &str, body: &str) -> std::io::Result<(u16, String)> {
+/// One HTTP/1.1 request with extra header lines; returns the status code, the head and the body.
+fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((status, head.to_owned(), body.to_owned()))
+}
+
+/// A GET with a session cookie (or none when empty); returns the status code and body.
+fn http_get(address: &str, path: &str, cookie: &str) -> std::io::Result<(u16, String)> {
+    let headers = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
+    http(address, "GET", path, &headers, "").map(|(status, _, body)| (status, body))
+}
+
+/// A POST of a JSON body with a bearer key; returns the status code and body.
+fn http_post(address: &str, path: &str, key: &str, body: &str) -> std::io::Result<(u16, String)> {
+    http(address, "POST", path, &format!("Authorization: Bearer {key}\r\n"), body).map(|(status, _, body)| (status, body))
+}
+
+/// Logs in; returns the session cookie (`name=value`).
+fn login(address: &str, username: &str, password: &str) -> String {
+    let credentials = serde_json::json!({"username": username, "password": password}).to_string();
+    let (status, head, body) = http(address, "POST", "/api/v1/login", "", &credentials).expect("login");
+    assert_eq!(status, 200, "{username} logs in: {body}");
+    let cookie = head.lines().find_map(|line| line.strip_prefix("set-cookie: ")).expect("a session cookie");
+    cookie.split(';').next().expect("name=value").to_owned()
 }
 
 #[test]
@@ -87,24 +95,44 @@ fn up_serves_live_usage_and_stops_cleanly() {
         .expect("the banner lists customers")
         .to_owned();
 
-    let (status, page) = http_get(&address, &format!("/?customer={customer}")).expect("dashboard");
+    let (status, page) = http_get(&address, "/", "").expect("dashboard");
     assert_eq!(status, 200);
-    assert!(page.contains("live usage"));
+    assert!(page.contains("AUTH"));
+
+    // The banner prints the demo accounts: `login      <username> / <password>   (...)`.
+    let logins: Vec<(String, String)> = banner
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("login"))
+        .filter_map(|rest| {
+            let mut words = rest.split_whitespace();
+            let username = words.next()?.to_owned();
+            let password = words.nth(1)?.to_owned();
+            Some((username, password))
+        })
+        .collect();
+    let (operator, password) = logins.iter().find(|(username, _)| username == "operator").expect("a demo operator");
+    let operator = login(&address, operator, password);
+    let (demo_customer, password) = logins.iter().find(|(username, _)| *username == format!("customer-{customer}")).expect("a demo customer");
+    let own = login(&address, demo_customer, password);
+    assert_eq!(http_get(&address, &format!("/api/v1/customers/{customer}/today"), "").expect("usage").0, 401);
+    assert_eq!(http_get(&address, "/api/v1/customers/987654321/today", &own).expect("usage").0, 403);
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    let usage = loop {
-        let (status, body) = http_get(&address, &format!("/api/v1/customers/{customer}/usage")).expect("usage");
+    // Restated past days may come first; today's live readings follow.
+    loop {
+        let (status, body) = http_get(&address, &format!("/api/v1/customers/{customer}/today"), &own).expect("usage");
         if status == 200 {
-            break body;
+            let usage: serde_json::Value = serde_json::from_str(&body).expect("usage is JSON");
+            let utilities = usage["utilities"].as_array().expect("utilities");
+            if utilities.iter().any(|u| u["todayReadings"].as_u64() > Some(0)) {
+                break;
+            }
+        } else {
+            assert_eq!(status, 404, "only 'not yet' is acceptable while the first readings flow: {body}");
         }
-        assert_eq!(status, 404, "only 'not yet' is acceptable while the first readings flow: {body}");
-        assert!(Instant::now() < deadline, "no usage for customer {customer} within 30 s");
+        assert!(Instant::now() < deadline, "no usage today for customer {customer} within 30 s: {body}");
         std::thread::sleep(Duration::from_millis(250));
-    };
-    let usage: serde_json::Value = serde_json::from_str(&usage).expect("usage is JSON");
-    let utilities = usage["utilities"].as_array().expect("utilities");
-    assert!(!utilities.is_empty(), "{usage}");
-    assert!(utilities.iter().any(|u| u["today"]["count"].as_u64() > Some(0)), "{usage}");
+    }
 
     // A meter of our own, through the gateway with the printed key.
     let ingest_line = banner.lines().find(|line| line.contains("POST http://")).expect("the banner names the gateway");
@@ -122,7 +150,7 @@ fn up_serves_live_usage_and_stops_cleanly() {
     assert!(answer.contains(r#""accepted":1"#), "{answer}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = http_get(&address, "/api/v1/customers/987654321/usage").expect("usage");
+        let (status, body) = http_get(&address, "/api/v1/customers/987654321/usage?granularity=minute", &operator).expect("usage");
         if status == 200 {
             assert!(body.contains("42.5"), "the posted value is served: {body}");
             break;
@@ -131,16 +159,17 @@ fn up_serves_live_usage_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
-    // The batch has recomputed the backfilled history and restated it: the
-    // customer's past days are served, closed.
+    // The batch has recomputed the backfilled history: the customer's past
+    // days are served from its results.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, body) = http_get(&address, &format!("/api/v1/customers/{customer}/usage")).expect("usage");
+        let (status, body) = http_get(&address, &format!("/api/v1/customers/{customer}/usage?granularity=day"), &own).expect("usage");
         assert_eq!(status, 200, "{body}");
         let usage: serde_json::Value = serde_json::from_str(&body).expect("usage is JSON");
-        let past_days = usage["utilities"][0]["pastDays"].as_array().map_or(0, Vec::len);
-        if past_days >= 3 {
-            assert!(usage["utilities"][0]["pastDays"][0]["closed"].as_bool() == Some(true), "{usage}");
+        let points = usage["utilities"][0]["points"].as_array().cloned().unwrap_or_default();
+        let from_batch = points.iter().filter(|point| point["source"] == "batch" && point["sum"].as_f64() > Some(0.0)).count();
+        if from_batch >= 3 {
+            assert_eq!(points.last().map(|point| point["source"].clone()), Some("stream".into()), "today is the stream's: {usage}");
             break;
         }
         assert!(Instant::now() < deadline, "no batch-restated past days within 60 s: {usage}");
@@ -154,10 +183,14 @@ fn up_serves_live_usage_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
-    let (status, regions) = http_get(&address, "/api/v1/regions").expect("regions");
+    let (status, regions) = http_get(&address, "/api/v1/regions", &own).expect("regions");
     assert_eq!(status, 200);
     assert!(regions.contains("US-CA"));
-    let (status, metrics) = http_get(&address, "/metrics").expect("metrics");
+    let (status, pipeline) = http_get(&address, "/api/v1/pipeline", &operator).expect("pipeline");
+    assert_eq!(status, 200, "{pipeline}");
+    let pipeline: serde_json::Value = serde_json::from_str(&pipeline).expect("pipeline is JSON");
+    assert!(pipeline["logReadings"].as_u64() > Some(0), "{pipeline}");
+    let (status, metrics) = http_get(&address, "/metrics", "").expect("metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("auth_stream_readings_total"), "{metrics}");
 
@@ -167,6 +200,36 @@ fn up_serves_live_usage_and_stops_cleanly() {
     assert!(status.success(), "auth up exits cleanly: {status}");
     let rest: Vec<String> = lines_rx.try_iter().collect();
     assert!(rest.iter().any(|line| line.contains("stopped cleanly")), "{rest:?}");
+}
+
+#[test]
+fn users_add_creates_accounts_and_refuses_bad_ones() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let database = format!("sqlite://{}/results.db", data.path().display());
+    let add = |args: &[&str], password: &str| {
+        let mut child = auth()
+            .args(["users", "add", "--database-url", &database])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("auth users add");
+        child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("password");
+        child.wait_with_output().expect("exit")
+    };
+    let output = add(&["ada", "--role", "customer", "--customer-id", "17"], "a long password");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "account ada added: customer 17");
+    let output = add(&["ada", "--role", "customer", "--customer-id", "17"], "a long password");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("account \"ada\" exists already"), "{output:?}");
+    let output = add(&["bo", "--role", "customer"], "a long password");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a customer account needs its customer id"), "{output:?}");
+    let output = add(&["root", "--role", "operator"], "short");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("password: at least 8 characters"), "{output:?}");
+    let listed = auth().args(["users", "list", "--database-url", &database]).output().expect("auth users list");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "ada\tcustomer 17\n");
 }
 
 #[test]

@@ -68,22 +68,33 @@ fn parse_date(text: &str) -> Result<NaiveDate, ResultsError> {
 }
 
 impl Database {
-    /// The days from `from` to `to` (inclusive) the batch has computed for `utility`.
-    pub async fn batch_days(&self, utility: Utility, from: NaiveDate, to: NaiveDate) -> Result<Vec<NaiveDate>, ResultsError> {
+    /// The days from `from` to `to` (inclusive) the batch has computed for
+    /// `utility` after they were over: at least `settle_ms` after their end,
+    /// so that late readings had the time to reach the master data. A day
+    /// computed earlier (today's, in `auth up`) is not final.
+    pub async fn batch_days(&self, utility: Utility, from: NaiveDate, to: NaiveDate, settle_ms: i64) -> Result<Vec<NaiveDate>, ResultsError> {
         let sql = format!(
-            "SELECT usage_date FROM reconciliation WHERE utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
+            "SELECT usage_date, computed_at_ms FROM reconciliation WHERE utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
             self.placeholder(1),
             self.placeholder(2),
             self.placeholder(3)
         );
-        let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        let rows: Vec<(String, i64)> = sqlx::query_as(&sql)
             .bind(utility.as_str())
             .bind(date_text(from))
             .bind(date_text(to))
             .fetch_all(self.pool())
             .await
             .map_err(query_error("reconciliation"))?;
-        rows.iter().map(|(text,)| parse_date(text)).collect()
+        let mut days = Vec::with_capacity(rows.len());
+        for (text, computed_at_ms) in rows {
+            let date = parse_date(&text)?;
+            let day_end_ms = date.succ_opt().and_then(|next| next.and_hms_opt(0, 0, 0)).map_or(i64::MAX, |end| end.and_utc().timestamp_millis());
+            if computed_at_ms >= day_end_ms.saturating_add(settle_ms) {
+                days.push(date);
+            }
+        }
+        Ok(days)
     }
 
     /// A customer's days from `from` to `to` (inclusive), oldest first.
@@ -169,12 +180,13 @@ impl Database {
             .collect())
     }
 
-    /// The newest day the batch computed for `utility`.
-    pub async fn newest_batch_day(&self, utility: Utility) -> Result<Option<NaiveDate>, ResultsError> {
-        let sql = format!("SELECT MAX(usage_date) FROM reconciliation WHERE utility = {}", self.placeholder(1));
-        let (newest,): (Option<String>,) =
+    /// The newest day the batch computed for `utility` after it was over (see [`Database::batch_days`]).
+    pub async fn newest_batch_day(&self, utility: Utility, settle_ms: i64) -> Result<Option<NaiveDate>, ResultsError> {
+        let sql = format!("SELECT MIN(usage_date), MAX(usage_date) FROM reconciliation WHERE utility = {}", self.placeholder(1));
+        let (oldest, newest): (Option<String>, Option<String>) =
             sqlx::query_as(&sql).bind(utility.as_str()).fetch_one(self.pool()).await.map_err(query_error("reconciliation"))?;
-        newest.as_deref().map(parse_date).transpose()
+        let (Some(oldest), Some(newest)) = (oldest, newest) else { return Ok(None) };
+        Ok(self.batch_days(utility, parse_date(&oldest)?, parse_date(&newest)?, settle_ms).await?.pop())
     }
 
     /// The newest `limit` reconciliation rows, newest day first.

@@ -1,0 +1,147 @@
+//! `auth api`: the HTTP API and dashboard over Redis, Kafka (pipeline health)
+//! and the results database; `auth users`: the accounts that log in to it.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use auth_api::{AppState, LoginLimits, PipelineProbe, Sessions};
+use auth_core::ports::{ReadingLog, ServingStore};
+use auth_core::{PipelineSpec, utility_topic};
+use auth_results::{Database, Role};
+use clap::{Args, Subcommand, ValueEnum};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+use crate::adapters::{self, ServerArgs};
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// Pipeline spec (YAML) naming Kafka (`log.url`), Redis (`serving.url`) and the results database (`batch.databaseUrl`).
+    #[arg(long, env = "AUTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Pipeline name: topics `<pipeline>.<utility>`, Redis keys `auth:<pipeline>:`.
+    #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
+    pipeline: String,
+    #[command(flatten)]
+    servers: ServerArgs,
+    /// The results database instead of the spec's `batch.databaseUrl`.
+    #[arg(long, env = "AUTH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Address of the API, the dashboard, `/metrics` and `/healthz`.
+    #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+/// The API's state over a pipeline's adapters and its results database.
+pub async fn state(
+    spec: &PipelineSpec,
+    pipeline: &str,
+    store: Arc<dyn ServingStore>,
+    log: Arc<dyn ReadingLog>,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<AppState> {
+    let db = Database::connect(&spec.batch.database_url).await.context("batch.databaseUrl (the results database, which holds the accounts)")?;
+    let topics = spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect();
+    let sessions = Arc::new(Sessions::new(db, LoginLimits::default()));
+    let mut state = AppState::new(store, sessions, Arc::new(PipelineProbe::new(log, topics)), metrics);
+    let windows = &spec.windows;
+    let settle_secs = u64::from(windows.allowed_lateness_secs) + u64::from(windows.out_of_orderness_secs) + u64::from(spec.archive.roll_secs);
+    state.batch_settle_ms = i64::try_from(settle_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
+    Ok(state)
+}
+
+pub async fn run(args: ApiArgs, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let mut spec = args.servers.apply(crate::load_spec(args.config.as_deref())?)?;
+    if let Some(url) = args.database_url {
+        spec.batch.database_url = url;
+    }
+    let log = adapters::log(&spec, "api", false)?;
+    let store = adapters::store(&spec, &args.pipeline, "api", false).await?;
+    let state = state(&spec, &args.pipeline, store, log, metrics).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
+    tracing::info!(address = %args.listen, "API serving");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(auth_api::serve(listener, state, crate::up::stopped(stop_rx)));
+    crate::up::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    server.await.context("API task")?.context("API server")?;
+    tracing::info!("API stopped cleanly");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    command: UsersCommand,
+    /// Pipeline spec (YAML) naming the results database (`batch.databaseUrl`).
+    #[arg(long, env = "AUTH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The results database instead of the spec's `batch.databaseUrl`.
+    #[arg(long, env = "AUTH_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    /// Sees everything: every customer, the map, top consumers, pipeline health.
+    Operator,
+    /// Sees one customer's usage (`--customer-id`) and the regions' aggregates.
+    Customer,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Creates an account; the password is the first line of standard input.
+    Add {
+        /// 1 to 64 letters, digits, `.`, `_`, `-`, `@`.
+        username: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The customer a customer account belongs to.
+        #[arg(long)]
+        customer_id: Option<u64>,
+        /// Overwrite an account of that name (and end its sessions).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Lists the accounts.
+    List,
+}
+
+pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
+    let mut spec = crate::load_spec(args.config.as_deref())?;
+    if let Some(url) = args.database_url {
+        spec.batch.database_url = url;
+    }
+    let db = Database::connect(&spec.batch.database_url).await.context("batch.databaseUrl / --database-url")?;
+    match args.command {
+        UsersCommand::Add { username, role, customer_id, replace } => {
+            let mut password = String::new();
+            std::io::stdin().lock().read_line(&mut password).context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let role = match role {
+                RoleArg::Operator => Role::Operator,
+                RoleArg::Customer => Role::Customer,
+            };
+            let account = db.add_account(&username, password, role, customer_id, replace, crate::up::now_ms()).await?;
+            match account.customer_id {
+                Some(id) => println!("account {} added: customer {id}", account.username),
+                None => println!("account {} added: operator", account.username),
+            }
+        }
+        UsersCommand::List => {
+            for account in db.accounts().await? {
+                match account.customer_id {
+                    Some(id) => println!("{}\tcustomer {id}", account.username),
+                    None => println!("{}\toperator", account.username),
+                }
+            }
+        }
+    }
+    Ok(())
+}
