@@ -1,17 +1,20 @@
 //! Every endpoint of `/api/v1` through the router: the serving layer's
 //! batch/stream boundary, access control, bad parameters, live updates and
-//! the OpenAPI document. The serving store and log are the embedded ones;
-//! the results database is SQLite with the batch's rows written as the batch
-//! writes them (one reconciliation row per computed day and utility).
+//! the OpenAPI document. The results database holds the batch's rows as the
+//! batch writes them (one reconciliation row per computed day and utility).
+//!
+//! The same checks run on the embedded log and store with SQLite, and (with
+//! `AUTH_IT=1`, from `scripts/test.sh`) on Kafka and Redis with PostgreSQL
+//! and with MariaDB.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use auth_api::{AppState, LoginLimits, PipelineProbe, Sessions, router};
-use auth_core::ports::{Aggregate, OutRecord, PartitionFlush, ReadingLog, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::ports::{Aggregate, OutRecord, PartitionFlush, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
 use auth_core::{Region, Utility};
-use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_results::{Database, Role};
+use auth_testkit::Backend;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, Response, StatusCode, header};
 use futures::StreamExt;
@@ -24,8 +27,20 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 86_400_000;
 const PASSWORD: &str = "a long password";
 
+/// Where a suite runs.
+#[derive(Clone, Copy)]
+enum Servers {
+    /// Embedded log and store, SQLite.
+    Embedded,
+    /// Kafka, Redis and PostgreSQL.
+    Postgres,
+    /// Kafka, Redis and MariaDB.
+    MariaDb,
+}
+
 struct Api {
     app: axum::Router,
+    _backend: Backend,
     db: Database,
     /// Start of today (UTC), ms.
     today: i64,
@@ -58,19 +73,24 @@ async fn sql(db: &Database, statement: &str) {
 
 /// Customer 7 (alice) and 8 (bob); the batch computed electricity for the two
 /// days before yesterday; alice used 12 on the first and nothing on the second.
-async fn api() -> Api {
-    api_with(LoginLimits::default()).await
+async fn api(servers: Servers) -> Api {
+    api_with(servers, LoginLimits::default()).await
 }
 
-async fn api_with(limits: LoginLimits) -> Api {
+async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let db = Database::connect(&format!("sqlite://{}", directory.path().join("results.db").display())).await.expect("database");
+    let (backend, database_url) = match servers {
+        Servers::Embedded => (Backend::embedded("api"), format!("sqlite://{}", directory.path().join("results.db").display())),
+        Servers::Postgres => (Backend::real("api"), auth_testkit::fresh_database(&auth_testkit::postgres_url(), "api").await),
+        Servers::MariaDb => (Backend::real("api"), auth_testkit::fresh_database(&auth_testkit::mysql_url(), "api").await),
+    };
+    let db = Database::connect(&database_url).await.expect("database");
     db.add_account("ops", PASSWORD, Role::Operator, None, false, 0).await.expect("operator");
     db.add_account("alice", PASSWORD, Role::Customer, Some(7), false, 0).await.expect("alice");
     db.add_account("bob", PASSWORD, Role::Customer, Some(8), false, 0).await.expect("bob");
     let today = now_ms().div_euclid(DAY) * DAY;
     let texas = WindowOwner::Region(Region::from_code("US-TX").expect("Texas"));
-    let store = MemoryStore::new(60);
+    let store = backend.new_store_keeping(60).await;
     let electricity = Utility::Electricity;
     store
         .apply(PartitionFlush {
@@ -105,19 +125,19 @@ async fn api_with(limits: LoginLimits) -> Api {
     sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 5, 22.0, 4, 2)")).await;
     sql(&db, &format!("INSERT INTO top_customers VALUES ('{before_yesterday}', 'electricity', 'US-TX', 1, 7, 12.0)")).await;
 
-    let log = EmbeddedLog::new(Retention { max_age: Duration::from_secs(3600), max_bytes_per_partition: 1 << 30 });
-    log.ensure_topic("p.electricity", 2).await.expect("topic");
+    let topic = format!("{}.electricity", backend.pipeline);
+    backend.log.ensure_topic(&topic, 2).await.expect("topic");
     let record = OutRecord { partition: 1, key: bytes::Bytes::from_static(b"k"), value: bytes::Bytes::from_static(b"v") };
-    log.producer().expect("producer").send("p.electricity", vec![record.clone(), record]).await.expect("send");
-    let probe = PipelineProbe::new(Arc::new(log), vec!["p.electricity".into()]);
+    backend.log.producer().expect("producer").send(&topic, vec![record.clone(), record]).await.expect("send");
+    let probe = PipelineProbe::new(Arc::clone(&backend.log), vec![topic]);
     let mut state = AppState::new(
-        Arc::new(store),
+        store,
         Arc::new(Sessions::new(db.clone(), limits)),
         Arc::new(probe),
         PrometheusBuilder::new().build_recorder().handle(),
     );
     state.live_interval = Duration::from_millis(50);
-    Api { app: router(state), db, today, cookies: Default::default(), _directory: directory }
+    Api { app: router(state), _backend: backend, db, today, cookies: Default::default(), _directory: directory }
 }
 
 impl Api {
@@ -167,9 +187,7 @@ fn sums(series: &Value) -> Vec<(i64, f64, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn login_sets_a_secure_http_only_session_cookie() {
-    let api = api().await;
+async fn login_sets_a_secure_http_only_session_cookie(api: &Api) {
     let response = api.send(post("/api/v1/login", &json!({"username": "alice", "password": PASSWORD}))).await;
     assert_eq!(response.status(), StatusCode::OK);
     let cookie = response.headers()[header::SET_COOKIE].to_str().expect("cookie").to_owned();
@@ -190,9 +208,7 @@ async fn login_sets_a_secure_http_only_session_cookie() {
     assert!(body["error"].as_str().expect("message").contains("username"), "{body}");
 }
 
-#[tokio::test]
-async fn logout_ends_the_session() {
-    let api = api().await;
+async fn logout_ends_the_session(api: &Api) {
     let cookie = api.login("alice").await;
     let me = || Request::get("/api/v1/me").header(header::COOKIE, cookie.clone()).body(Body::empty()).expect("request");
     assert_eq!(api.send(me()).await.status(), StatusCode::OK);
@@ -202,9 +218,7 @@ async fn logout_ends_the_session() {
     assert_eq!(api.send(me()).await.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn bearer_tokens_for_api_clients() {
-    let api = api().await;
+async fn bearer_tokens_for_api_clients(api: &Api) {
     let (status, issued) = api.json(post("/api/v1/tokens", &json!({"username": "ops", "password": PASSWORD}))).await;
     assert_eq!(status, StatusCode::CREATED);
     let token = issued["token"].as_str().expect("token").to_owned();
@@ -218,9 +232,7 @@ async fn bearer_tokens_for_api_clients() {
     assert!(stored.iter().all(|(hash,)| hash != &token), "tokens are stored hashed");
 }
 
-#[tokio::test]
-async fn without_a_session_every_endpoint_answers_401() {
-    let api = api().await;
+async fn without_a_session_every_endpoint_answers_401(api: &Api) {
     for uri in [
         "/api/v1/me",
         "/api/v1/customers/7/usage",
@@ -240,9 +252,7 @@ async fn without_a_session_every_endpoint_answers_401() {
     }
 }
 
-#[tokio::test]
-async fn customers_see_only_their_own_usage_and_operators_see_all() {
-    let api = api().await;
+async fn customers_see_only_their_own_usage_and_operators_see_all(api: &Api) {
     for uri in ["/api/v1/customers/8/usage", "/api/v1/customers/8/today", "/api/v1/customers/8/live"] {
         let (status, body) = api.get_as("alice", uri).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
@@ -258,9 +268,7 @@ async fn customers_see_only_their_own_usage_and_operators_see_all() {
     assert_eq!(api.get_as("alice", "/api/v1/regions").await.0, StatusCode::OK, "regions' aggregates are for everyone");
 }
 
-#[tokio::test]
-async fn daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_stream() {
-    let api = api().await;
+async fn daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_stream(api: &Api) {
     let today = api.today;
     let uri = format!("/api/v1/customers/7/usage?utility=electricity&granularity=day&from={}&to={}", date(today - 3 * DAY), today + DAY);
     let (status, body) = api.get_as("alice", &uri).await;
@@ -283,9 +291,7 @@ async fn daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_st
     assert_eq!(series["points"][0]["closed"], true);
 }
 
-#[tokio::test]
-async fn minutes_and_hours_come_from_the_stream() {
-    let api = api().await;
+async fn minutes_and_hours_come_from_the_stream(api: &Api) {
     let today = api.today;
     let (status, body) = api.get_as("alice", &format!("/api/v1/customers/7/usage?granularity=minute&from={today}&to={}", today + HOUR)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -297,9 +303,7 @@ async fn minutes_and_hours_come_from_the_stream() {
     assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("no usage recorded for customer 99")));
 }
 
-#[tokio::test]
-async fn bad_parameters_are_refused_with_the_reason() {
-    let api = api().await;
+async fn bad_parameters_are_refused_with_the_reason(api: &Api) {
     let cases = [
         ("/api/v1/customers/abc/usage", "customer id `abc` is not a non-negative integer"),
         ("/api/v1/customers/7/usage?utility=steam", "utility: \"steam\" is not one of electricity, gas, water"),
@@ -323,9 +327,7 @@ async fn bad_parameters_are_refused_with_the_reason() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn today_against_yesterday() {
-    let api = api().await;
+async fn today_against_yesterday(api: &Api) {
     let (status, body) = api.get_as("alice", "/api/v1/customers/7/today").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["dayStartMs"], api.today);
@@ -335,9 +337,7 @@ async fn today_against_yesterday() {
     assert_eq!((electricity["yesterday"].as_f64(), electricity["yesterdaySource"].as_str()), (Some(100.0), Some("stream")));
 }
 
-#[tokio::test]
-async fn regions_their_usage_and_top_consumers() {
-    let api = api().await;
+async fn regions_their_usage_and_top_consumers(api: &Api) {
     let today = api.today;
     let (status, body) = api.get_as("alice", "/api/v1/regions").await;
     assert_eq!(status, StatusCode::OK);
@@ -375,9 +375,7 @@ async fn regions_their_usage_and_top_consumers() {
     assert_eq!(body["customers"], json!([{"position": 1, "customerId": 7, "total": 12.0}]));
 }
 
-#[tokio::test]
-async fn pipeline_overview_for_operators() {
-    let api = api().await;
+async fn pipeline_overview_for_operators(api: &Api) {
     let (status, body) = api.get_as("ops", "/api/v1/pipeline").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["logReadings"], 2);
@@ -389,7 +387,7 @@ async fn pipeline_overview_for_operators() {
 
 #[tokio::test]
 async fn login_attempts_are_rate_limited() {
-    let api = api_with(LoginLimits { per_ip_per_minute: 100, per_username_per_minute: 3 }).await;
+    let api = api_with(Servers::Embedded, LoginLimits { per_ip_per_minute: 100, per_username_per_minute: 3 }).await;
     for _ in 0..3 {
         let (status, _) = api.json(post("/api/v1/login", &json!({"username": "bob", "password": "guess guess"}))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -411,23 +409,19 @@ async fn first_event(api: &Api, username: &str, uri: &str) -> String {
     String::from_utf8(chunk.expect("a chunk").expect("data").to_vec()).expect("UTF-8")
 }
 
-#[tokio::test]
-async fn live_updates_by_server_sent_events() {
-    let api = api().await;
-    let event = first_event(&api, "alice", "/api/v1/customers/7/live").await;
+async fn live_updates_by_server_sent_events(api: &Api) {
+    let event = first_event(api, "alice", "/api/v1/customers/7/live").await;
     assert!(event.starts_with("event: usage\ndata: "), "{event}");
     let data: Value = serde_json::from_str(event.lines().nth(1).expect("data line").trim_start_matches("data: ")).expect("JSON");
     assert_eq!(data["customerId"], 7);
     assert_eq!(data["utilities"][0]["today"]["sum"], 7.0);
     assert_eq!(data["utilities"][0]["minutes"].as_array().map(Vec::len), Some(2));
-    let event = first_event(&api, "ops", "/api/v1/live/regions").await;
+    let event = first_event(api, "ops", "/api/v1/live/regions").await;
     assert!(event.starts_with("event: regions\ndata: ["), "{event}");
     assert!(event.contains("\"US-TX\""));
 }
 
-#[tokio::test]
-async fn the_openapi_document_describes_every_route() {
-    let api = api().await;
+async fn the_openapi_document_describes_every_route(api: &Api) {
     let (status, document) = api.json(Request::get("/api/v1/openapi.json").body(Body::empty()).expect("request")).await;
     assert_eq!(status, StatusCode::OK);
     let paths = document["paths"].as_object().expect("paths");
@@ -441,9 +435,7 @@ async fn the_openapi_document_describes_every_route() {
     assert!(document["components"]["schemas"]["CustomerUsage"].is_object());
 }
 
-#[tokio::test]
-async fn dashboard_files_health_and_metrics() {
-    let api = api().await;
+async fn dashboard_files_health_and_metrics(api: &Api) {
     for (uri, needle) in [
         ("/", "AUTH"),
         ("/app.js", "EventSource"),
@@ -459,3 +451,46 @@ async fn dashboard_files_health_and_metrics() {
         assert!(String::from_utf8_lossy(&body).contains(needle), "{uri}");
     }
 }
+
+/// Each check as a test on every backend: a fresh API (and rate limiter) per test.
+macro_rules! suite {
+    ($($check:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(&super::api(super::Servers::Embedded).await).await;
+            })*
+        }
+        mod on_kafka_redis_postgres {
+            $(#[tokio::test]
+            #[ignore = "needs Kafka, Redis and PostgreSQL: scripts/test.sh"]
+            async fn $check() {
+                super::$check(&super::api(super::Servers::Postgres).await).await;
+            })*
+        }
+        mod on_kafka_redis_mariadb {
+            $(#[tokio::test]
+            #[ignore = "needs Kafka, Redis and MariaDB: scripts/test.sh"]
+            async fn $check() {
+                super::$check(&super::api(super::Servers::MariaDb).await).await;
+            })*
+        }
+    };
+}
+
+suite!(
+    login_sets_a_secure_http_only_session_cookie,
+    logout_ends_the_session,
+    bearer_tokens_for_api_clients,
+    without_a_session_every_endpoint_answers_401,
+    customers_see_only_their_own_usage_and_operators_see_all,
+    daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_stream,
+    minutes_and_hours_come_from_the_stream,
+    bad_parameters_are_refused_with_the_reason,
+    today_against_yesterday,
+    regions_their_usage_and_top_consumers,
+    pipeline_overview_for_operators,
+    live_updates_by_server_sent_events,
+    the_openapi_document_describes_every_route,
+    dashboard_files_health_and_metrics,
+);

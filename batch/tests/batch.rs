@@ -148,23 +148,11 @@ async fn sqlite_exact_rows_and_idempotent_reruns() {
     exact_rows_and_idempotent_reruns(local_master(&directory), &sqlite_url(&directory)).await;
 }
 
-/// A database of its own on a shared server, named after the test.
-async fn fresh_database(admin_url: &str, name: &str) -> String {
-    let results = auth_testkit::unique_name(name).replace('-', "_");
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(admin_url).await.unwrap_or_else(|err| {
-        panic!("{admin_url} does not answer ({err}): start it with `scripts/services.sh up`")
-    });
-    sqlx::query(&format!("CREATE DATABASE {results}")).execute(&pool).await.unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    format!("{base}/{results}")
-}
-
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test.sh"]
 async fn postgres_exact_rows_and_idempotent_reruns() {
     let directory = tempfile::tempdir().unwrap();
-    let url = fresh_database(&auth_testkit::postgres_url(), "batch").await;
+    let url = auth_testkit::fresh_database(&auth_testkit::postgres_url(), "batch").await;
     exact_rows_and_idempotent_reruns(local_master(&directory), &url).await;
 }
 
@@ -172,7 +160,7 @@ async fn postgres_exact_rows_and_idempotent_reruns() {
 #[ignore = "needs MariaDB: scripts/test.sh"]
 async fn mariadb_exact_rows_and_idempotent_reruns() {
     let directory = tempfile::tempdir().unwrap();
-    let url = fresh_database(&auth_testkit::mysql_url(), "batch").await;
+    let url = auth_testkit::fresh_database(&auth_testkit::mysql_url(), "batch").await;
     exact_rows_and_idempotent_reruns(local_master(&directory), &url).await;
 }
 

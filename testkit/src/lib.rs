@@ -39,6 +39,19 @@ pub fn mysql_url() -> String {
     std::env::var("AUTH_MYSQL_URL").unwrap_or_else(|_| "mysql://auth:auth@127.0.0.1:3306/auth".into())
 }
 
+/// A database of its own on the server `admin_url` names (PostgreSQL or
+/// MariaDB, as a user who may create databases); returns its URL.
+pub async fn fresh_database(admin_url: &str, name: &str) -> String {
+    let database = unique_name(name).replace('-', "_");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(admin_url)
+        .await
+        .unwrap_or_else(|err| panic!("{admin_url} does not answer ({err}): start it with `scripts/services.sh up`"));
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&pool).await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    format!("{base}/{database}")
+}
+
 /// A folder of its own in the S3 server's test bucket. The server is the one
 /// `AWS_ENDPOINT_URL` names (with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`,
 /// as `scripts/test.sh` exports them); the bucket is `AUTH_S3_BUCKET`.
