@@ -23,6 +23,11 @@ use anyhow::Context;
 use auth_core::PipelineSpec;
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the API's request path and the batch allocate many small,
+/// short-lived buffers; glibc's allocator took a fifth of the API's CPU time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "auth", version, about = "AUTH - Analytics of Utility Things")]
 struct Cli {
