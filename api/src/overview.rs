@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use auth_core::ports::{ReadingLog, ServingStore, TopicPartition};
 use auth_results::Database;
+use auth_stream::PartitionCounts;
 use auth_results::history::ReconciliationRow;
 use axum::Json;
 use axum::extract::State;
@@ -64,7 +65,7 @@ pub struct PartitionProgress {
 }
 
 /// What the stream processors counted, up to their last checkpoints.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamCounts {
     counted: u64,
@@ -97,7 +98,7 @@ pub struct PipelineOverview {
 
 pub(crate) async fn overview(probe: &PipelineProbe, store: &dyn ServingStore, db: &Database) -> Result<PipelineOverview, ApiError> {
     let mut partitions = Vec::new();
-    let mut stream = StreamCounts::default();
+    let mut counts = PartitionCounts::default();
     for topic in &probe.topics {
         let ends = probe.log.end_offsets(topic).await?;
         for (partition, end_offset) in ends.into_iter().enumerate() {
@@ -109,13 +110,7 @@ pub(crate) async fn overview(probe: &PipelineProbe, store: &dyn ServingStore, db
                 .map_err(|err| ApiError::internal("reading a checkpoint", &err))?;
             let checkpoint_offset = summary.map_or(0, |summary| summary.next_offset);
             if let Some(summary) = summary {
-                let counts = summary.counts;
-                stream.counted += counts.counted;
-                stream.counted_late += counts.counted_late;
-                stream.too_late += counts.too_late;
-                stream.duplicates += counts.duplicates;
-                stream.malformed += counts.malformed;
-                stream.windows_emitted += counts.windows_emitted;
+                counts += summary.counts;
             }
             partitions.push(PartitionProgress {
                 topic: topic.clone(),
@@ -127,6 +122,14 @@ pub(crate) async fn overview(probe: &PipelineProbe, store: &dyn ServingStore, db
             });
         }
     }
+    let stream = StreamCounts {
+        counted: counts.counted,
+        counted_late: counts.counted_late,
+        too_late: counts.too_late,
+        duplicates: counts.duplicates,
+        malformed: counts.malformed,
+        windows_emitted: counts.windows_emitted,
+    };
     let log_readings = partitions.iter().map(|p| p.end_offset).sum();
     let reconciliation = db.recent_reconciliation(6).await.map_err(ApiError::results)?;
     Ok(PipelineOverview {

@@ -12,10 +12,8 @@ use serde::Serialize;
 use crate::{Database, ResultsError, parse_utility, query_error};
 
 /// One customer's day as the batch computed it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CustomerDayRow {
-    #[serde(skip)]
     pub date: NaiveDate,
     pub total: f64,
     pub min: f64,
@@ -33,8 +31,7 @@ pub struct RegionHourRow {
 }
 
 /// One of the top customers of a region and day.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TopRow {
     pub position: u32,
     pub customer_id: u64,
