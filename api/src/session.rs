@@ -38,6 +38,10 @@ pub const BEARER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const REMEMBER_FOR: Duration = Duration::from_secs(10);
 /// Tokens remembered at most; beyond, the memory starts over.
 const REMEMBERED_TOKENS: usize = 100_000;
+/// Addresses and usernames the login limits remember before forgetting the idle ones.
+const REMEMBERED_LOGIN_KEYS: usize = 10_000;
+/// The longest username an account can have.
+const MAX_USERNAME_BYTES: usize = 64;
 
 /// The logged-in caller of a request.
 #[derive(Debug, Clone)]
@@ -131,16 +135,29 @@ impl Sessions {
     }
 
     /// 429 with the wait when `ip` or `username` tried too often.
+    ///
+    /// The address is checked first, so a client over its limit adds no
+    /// username to remember; a name no account can have (over 64 bytes) is
+    /// not remembered at all; and names not tried for a while are forgotten
+    /// once many are remembered, so hostile names cannot fill the memory.
     fn admit_login(&self, ip: Option<IpAddr>, username: &str) -> Result<(), ApiError> {
-        let ip_check = ip.map_or(Ok(()), |ip| self.by_ip.check_key(&ip));
-        let name_check = self.by_username.check_key(&username.to_owned());
-        match ip_check.and(name_check) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-                Err(ApiError::too_many_requests("too many login attempts; try again later", wait))
+        let refused = |not_until: governor::NotUntil<_>| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            ApiError::too_many_requests("too many login attempts; try again later", wait)
+        };
+        if let Some(ip) = ip {
+            if self.by_ip.len() > REMEMBERED_LOGIN_KEYS {
+                self.by_ip.retain_recent();
             }
+            self.by_ip.check_key(&ip).map_err(refused)?;
         }
+        if username.len() <= MAX_USERNAME_BYTES {
+            if self.by_username.len() > REMEMBERED_LOGIN_KEYS {
+                self.by_username.retain_recent();
+            }
+            self.by_username.check_key(&username.to_owned()).map_err(refused)?;
+        }
+        Ok(())
     }
 }
 

@@ -396,6 +396,9 @@ async fn login_attempts_are_rate_limited() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
     assert!(response.headers().contains_key(header::RETRY_AFTER));
     assert_eq!(api.send(post("/api/v1/login", &json!({"username": "alice", "password": PASSWORD}))).await.status(), StatusCode::OK);
+    let hostile = "x".repeat(5_000);
+    let (status, body) = api.json(post("/api/v1/login", &json!({"username": hostile, "password": PASSWORD}))).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("wrong username or password")));
 }
 
 /// The first event of a live stream, as text.

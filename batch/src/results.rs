@@ -53,9 +53,9 @@ impl ResultsDb {
         Ok(Self { db: Database::connect(url).await? })
     }
 
-    /// The database underneath, shared with the API.
-    pub fn database(&self) -> &Database {
-        &self.db
+    /// The batch's view of a database already connected (and migrated), e.g. the API's.
+    pub fn of(db: Database) -> Self {
+        Self { db }
     }
 
     /// Replaces every result of `date` with `outputs` and `reconciliation`, in one transaction.

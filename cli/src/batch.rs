@@ -175,11 +175,11 @@ pub async fn scheduled(
     spec: PipelineSpec,
     pipeline: String,
     store: std::sync::Arc<dyn ServingStore>,
+    results: ResultsDb,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let master = MasterStore::open(&spec.archive.url).context("archive.url")?;
     let job = BatchJob::new(master, spec.batch.memory_limit_bytes);
-    let results = ResultsDb::connect(&spec.batch.database_url).await.context("batch.databaseUrl")?;
     let today = auth_master::date_of(crate::up::now_ms());
     let first = today.checked_sub_days(Days::new(HISTORY_DAYS)).unwrap_or(today);
     let mut history = spec.clone();

@@ -61,7 +61,8 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     let state = crate::api::state(&spec, &args.pipeline, Arc::clone(&store), Arc::clone(&log), metrics).await?;
-    let accounts = state.sessions.database().clone();
+    // One pool to the results database: the API's accounts and the batch's days.
+    let results = state.sessions.database().clone();
     let mut api = tokio::spawn(auth_api::serve(listener, state, stopped(stop_rx.clone())));
 
     let gateway_listener = tokio::net::TcpListener::bind(args.ingest_listen)
@@ -84,8 +85,13 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     let mut archiver = Archiver::new(master.clone(), consumer, topics, spec.archive.clone());
     let archive_stop = stop_rx.clone();
     let mut archive = tokio::spawn(async move { archiver.run(archive_stop).await });
-    let mut batch =
-        tokio::spawn(crate::batch::scheduled(spec.clone(), args.pipeline.clone(), Arc::clone(&store), stop_rx.clone()));
+    let mut batch = tokio::spawn(crate::batch::scheduled(
+        spec.clone(),
+        args.pipeline.clone(),
+        Arc::clone(&store),
+        auth_batch::ResultsDb::of(results.clone()),
+        stop_rx.clone(),
+    ));
 
     let mut simulator = Simulator::new(&spec.simulator, spec.simulator.start_ms.unwrap_or_else(now_ms));
     let first_residential = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Residential);
@@ -98,11 +104,11 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         .flatten()
         .map(|meter| format!("{} ({}{})", meter.customer_id, meter.customer_kind.as_str(), if meter.utility == Utility::Gas { ", has gas" } else { "" }))
         .collect();
-    let mut logins = vec![demo_account(&accounts, "operator", None).await?];
+    let mut logins = vec![demo_account(&results, "operator", None).await?];
     let mut demo_customers: Vec<u64> = [first_residential, first_business, with_gas].into_iter().flatten().map(|m| m.customer_id).collect();
     demo_customers.dedup();
     for customer_id in demo_customers {
-        logins.push(demo_account(&accounts, &format!("customer-{customer_id}"), Some(customer_id)).await?);
+        logins.push(demo_account(&results, &format!("customer-{customer_id}"), Some(customer_id)).await?);
     }
     let simulation_stop = stopped(stop_rx.clone());
     let mut simulation = tokio::spawn(async move {
