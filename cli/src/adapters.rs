@@ -63,7 +63,7 @@ pub async fn store(
 ) -> anyhow::Result<Arc<dyn ServingStore>> {
     match &spec.serving.url {
         Some(url) => Ok(Arc::new(
-            RedisStore::connect(url, pipeline, spec.serving.recent_windows)
+            RedisStore::connect(url, pipeline, spec.serving.recent_windows, &spec.windows.effective_sizes_ms())
                 .await
                 .with_context(|| format!("serving.url: connecting to {url}"))?,
         )),

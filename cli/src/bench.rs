@@ -436,7 +436,7 @@ async fn kafka_bench(
     black_box(decoded);
     println!("kafka: a bare consumer read and decoded them at {} readings/s", per_sec(count, consume_time));
 
-    let store = auth_redis::RedisStore::connect(&redis_url, &pipeline, spec.serving.recent_windows).await?;
+    let store = auth_redis::RedisStore::connect(&redis_url, &pipeline, spec.serving.recent_windows, &spec.windows.effective_sizes_ms()).await?;
     let commands_before = store.commands_processed().await?;
     let counting = Arc::new(CountingStore { inner: store.clone(), windows: AtomicU64::new(0) });
     let mut processor = Processor::new(ProcessorConfig::from_spec(&pipeline, &spec), log.as_ref(), Arc::clone(&counting) as Arc<dyn ServingStore>)?;

@@ -41,20 +41,19 @@ pub fn run(bench: &ApiBench, servers: &ServerArgs, keep: bool) -> anyhow::Result
     runtime.block_on(measure(bench, servers, keep))
 }
 
-/// One customer's windows as the stream leaves them: the last hour's minutes, the last day's hours, today.
+/// One customer's windows as the stream leaves them: the last hour's minutes,
+/// the last day's hours and today, the newest of each size still open.
 fn customer_windows(customer_id: u64, now_ms: i64) -> Vec<WindowUpdate> {
-    let window = |width_ms: i64, start_ms: i64| WindowUpdate {
+    let window = |width_ms: i64, back: i64| WindowUpdate {
         owner: WindowOwner::Customer(customer_id),
         utility: Utility::Electricity,
-        slot: WindowSlot { width_ms, start_ms },
+        slot: WindowSlot { width_ms, start_ms: (now_ms.div_euclid(width_ms) - back) * width_ms },
         aggregate: Aggregate { sum: 12.5, count: 12, min: 0.5, max: 2.0 },
-        closed: true,
+        closed: back > 0,
     };
-    let minute = now_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let hour = now_ms.div_euclid(HOUR_MS) * HOUR_MS;
-    let mut windows: Vec<WindowUpdate> = (0..60).map(|back| window(MINUTE_MS, minute - back * MINUTE_MS)).collect();
-    windows.extend((0..24).map(|back| window(HOUR_MS, hour - back * HOUR_MS)));
-    windows.push(window(DAY_MS, now_ms.div_euclid(DAY_MS) * DAY_MS));
+    let mut windows: Vec<WindowUpdate> = (0..60).map(|back| window(MINUTE_MS, back)).collect();
+    windows.extend((0..24).map(|back| window(HOUR_MS, back)));
+    windows.push(window(DAY_MS, 0));
     windows
 }
 
@@ -64,7 +63,7 @@ async fn measure(bench: &ApiBench, servers: &ServerArgs, keep: bool) -> anyhow::
     let spec = servers.apply(spec)?;
     let redis_url = spec.serving.url.clone().unwrap_or_default();
     let pipeline = format!("bench-api-{}", crate::up::now_ms());
-    let store = Arc::new(auth_redis::RedisStore::connect(&redis_url, &pipeline, spec.serving.recent_windows).await?);
+    let store = Arc::new(auth_redis::RedisStore::connect(&redis_url, &pipeline, spec.serving.recent_windows, &spec.windows.effective_sizes_ms()).await?);
 
     let now = crate::up::now_ms();
     let mut flushes: Vec<Vec<WindowUpdate>> = vec![Vec::new(); PARTITIONS as usize];

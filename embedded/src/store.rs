@@ -41,6 +41,9 @@ impl Series {
         let key = (update.utility, update.slot);
         let stored = StoredWindow { utility: update.utility, slot: update.slot, aggregate: update.aggregate, closed: update.closed };
         match self.windows.binary_search_by(|window| (window.utility, window.slot).cmp(&key)) {
+            // A processor replaying from an older checkpoint emits a window
+            // open again after it closed; the closed one is complete and stays.
+            Ok(at) if self.windows[at].closed && !stored.closed => {}
             Ok(at) => self.windows[at] = stored,
             Err(at) => {
                 self.windows.insert(at, stored);

@@ -8,21 +8,32 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `customer:<id>` | hash | field `<utility>:<width ms>:<start ms>` -> window |
+//! | `customer:<id>` | hash | the customer's open windows: field `<utility>:<width ms>:<start ms>` -> window |
+//! | `customer:<id>:<utility>:<width ms>` | string | ring of the customer's closed windows of that size (below) |
 //! | `customers` | sorted set | every customer id with windows, scored by itself |
 //! | `region:<utility>:<width ms>` | sorted set | the starts of the region windows kept, scored by start |
 //! | `region:<utility>:<width ms>:<start ms>` | hash | field `<region code>/<partition>` -> that partition's part of the window |
 //! | `checkpoint:<topic>:<partition>` | string | the partition's checkpoint (state and next offset) |
 //!
+//! A ring holds `recent_windows` slots of 41 bytes: the window's start (i64
+//! little-endian), then the window. The window starting at `s` lives in slot
+//! `(s / width) mod recent_windows`, so writing a closed window (`SETRANGE`)
+//! pushes out the one `recent_windows` before it without reading anything,
+//! and slots never written read as zeros (not closed: skipped). A slot whose
+//! start does not belong there (`recent_windows` changed) is skipped too. A
+//! customer's read is one round trip with a handful of values, `HGETALL` of
+//! its open windows and `MGET` of its rings, whatever the history kept.
+//!
 //! One [`PartitionFlush`] is one `MULTI`/`EXEC` transaction sent as one pipeline:
-//! per customer one `HSET` of its changed windows and, when one of them
-//! closed, one `HDEL` of the windows that this pushed out of the newest
-//! `recent_windows` and one `EXPIRE`; one `ZADD` of the flush's customers; per
-//! region window start one `HSET` and `EXPIRE`; per utility and size one `ZADD`
-//! and one `ZREMRANGEBYRANK`; the checkpoint's `SET`. A customer key expires
-//! when none of its windows closed for `recent_windows` times its largest
-//! window (at least a day), so silent customers do not stay forever. Reads keep
-//! the newest `recent_windows` per utility and size, as the in-memory store does.
+//! per customer one `HSET` of its changed open windows and, when some closed,
+//! one `HDEL` of them from the open hash, per closed window one `SETRANGE` into
+//! its ring, and one `EXPIRE` per ring and of the hash; one `ZADD` of the
+//! flush's customers; per region window start one `HSET` and `EXPIRE`; per
+//! utility and size one `ZADD` and one `ZREMRANGEBYRANK`; the checkpoint's
+//! `SET`. A customer's keys expire when none of its windows closed for
+//! `recent_windows` times its largest window (at least a day), so silent
+//! customers do not stay forever. Reads keep the newest `recent_windows` per
+//! utility and size, as the in-memory store does.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,6 +49,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, RetryMethod};
 
 const WINDOW_BYTES: usize = 33;
+const RING_SLOT_BYTES: usize = 8 + WINDOW_BYTES;
 const DAY_SECS: i64 = 86_400;
 
 /// A Redis server as the serving store.
@@ -46,12 +58,15 @@ pub struct RedisStore {
     connection: ConnectionManager,
     prefix: String,
     recent_windows: usize,
+    widths_ms: Vec<i64>,
 }
 
 impl RedisStore {
     /// Connects to `url` (`redis://host:port[/db]`) and keeps the keys of
-    /// `namespace`; reconnects by itself when the server goes away.
-    pub async fn connect(url: &str, namespace: &str, recent_windows: u32) -> Result<Self> {
+    /// `namespace`; reconnects by itself when the server goes away. Reads
+    /// return the newest `recent_windows` of a customer's windows of each of
+    /// `widths_ms` (the pipeline's window sizes).
+    pub async fn connect(url: &str, namespace: &str, recent_windows: u32, widths_ms: &[i64]) -> Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|err| PortError::Rejected { what: format!("Redis URL {url:?}"), message: err.to_string() })?;
         let config = ConnectionManagerConfig::new()
@@ -62,7 +77,12 @@ impl RedisStore {
         let connection =
             ConnectionManager::new_with_config(client, config).await.map_err(|err| port_error("Redis", err))?;
         tracing::info!(url, namespace, "connected to Redis");
-        Ok(Self { connection, prefix: format!("auth:{namespace}:"), recent_windows: recent_windows.max(1) as usize })
+        Ok(Self {
+            connection,
+            prefix: format!("auth:{namespace}:"),
+            recent_windows: recent_windows.max(1) as usize,
+            widths_ms: widths_ms.to_vec(),
+        })
     }
 
     /// Commands Redis has processed since it started (`INFO stats`), to measure writes per reading.
@@ -131,6 +151,10 @@ impl RedisStore {
         format!("{}customer:{customer_id}", self.prefix)
     }
 
+    fn ring_key(&self, customer_id: u64, utility: Utility, width_ms: i64) -> String {
+        format!("{}customer:{customer_id}:{utility}:{width_ms}", self.prefix)
+    }
+
     fn region_starts_key(&self, utility: Utility, width_ms: i64) -> String {
         format!("{}region:{utility}:{width_ms}", self.prefix)
     }
@@ -166,6 +190,36 @@ fn encode_window(aggregate: &Aggregate, closed: bool) -> Vec<u8> {
     out[17..25].copy_from_slice(&aggregate.min.to_le_bytes());
     out[25..33].copy_from_slice(&aggregate.max.to_le_bytes());
     out
+}
+
+/// Where a window's slot starts in a ring of `recent` slots.
+fn ring_offset(slot: WindowSlot, recent: usize) -> usize {
+    (slot.start_ms.div_euclid(slot.width_ms.max(1)).rem_euclid(recent as i64) as usize) * RING_SLOT_BYTES
+}
+
+/// The closed windows a ring of `recent` slots holds, skipping slots never
+/// written and slots whose window does not belong there (`recent` changed).
+fn ring_windows(utility: Utility, width_ms: i64, ring: &[u8], recent: usize, into: &mut Vec<StoredWindow>) {
+    for (index, record) in ring.chunks_exact(RING_SLOT_BYTES).enumerate() {
+        let (start, window) = record.split_at(8);
+        let start_ms = i64::from_le_bytes(start.try_into().unwrap_or_default());
+        let slot = WindowSlot { width_ms, start_ms };
+        match decode_window(window) {
+            Some((aggregate, true))
+                if start_ms.rem_euclid(width_ms) == 0 && ring_offset(slot, recent) == index * RING_SLOT_BYTES =>
+            {
+                into.push(StoredWindow { utility, slot, aggregate, closed: true });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn ring_record(update: &WindowUpdate) -> Vec<u8> {
+    let mut record = Vec::with_capacity(RING_SLOT_BYTES);
+    record.extend_from_slice(&update.slot.start_ms.to_le_bytes());
+    record.extend_from_slice(&encode_window(&update.aggregate, true));
+    record
 }
 
 fn decode_window(bytes: &[u8]) -> Option<(Aggregate, bool)> {
@@ -214,26 +268,30 @@ impl ServingStore for RedisStore {
         pipe.atomic();
         for (&customer_id, updates) in &customers {
             let key = self.customer_key(customer_id);
-            let fields: Vec<(String, Vec<u8>)> = updates
-                .iter()
-                .map(|update| {
-                    (customer_field(update.utility, update.slot), encode_window(&update.aggregate, update.closed))
-                })
-                .collect();
-            pipe.hset_multiple(&key, &fields).ignore();
-            // A window that closes pushes the one `recent_windows` before it
-            // out, and renews the key's lifetime: once per window, not per flush.
-            let stale: Vec<String> = updates
-                .iter()
-                .filter(|update| update.closed)
-                .map(|update| {
-                    let slot = update.slot;
-                    customer_field(update.utility, WindowSlot { start_ms: slot.start_ms - recent * slot.width_ms, ..slot })
-                })
-                .collect();
-            if !stale.is_empty() {
+            let (closed, open): (Vec<&WindowUpdate>, Vec<&WindowUpdate>) =
+                updates.iter().copied().partition(|update| update.closed);
+            if !open.is_empty() {
+                let fields: Vec<(String, Vec<u8>)> = open
+                    .iter()
+                    .map(|update| (customer_field(update.utility, update.slot), encode_window(&update.aggregate, false)))
+                    .collect();
+                pipe.hset_multiple(&key, &fields).ignore();
+            }
+            // A closed window moves from the open hash to its ring and renews
+            // the keys' lifetime: once per window, not per flush.
+            if !closed.is_empty() {
+                let fields: Vec<String> = closed.iter().map(|update| customer_field(update.utility, update.slot)).collect();
+                pipe.hdel(&key, &fields).ignore();
+                let mut rings = BTreeMap::new();
+                for update in &closed {
+                    let ring = self.ring_key(customer_id, update.utility, update.slot.width_ms);
+                    pipe.setrange(&ring, ring_offset(update.slot, self.recent_windows) as isize, ring_record(update)).ignore();
+                    rings.insert(ring, update.slot.width_ms);
+                }
+                for (ring, width_ms) in &rings {
+                    pipe.expire(ring, self.ttl_secs(*width_ms)).ignore();
+                }
                 let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
-                pipe.hdel(&key, &stale).ignore();
                 pipe.expire(&key, self.ttl_secs(widest)).ignore();
             }
         }
@@ -285,17 +343,34 @@ impl ServingStore for RedisStore {
 
     async fn customer_windows(&self, customer_id: u64) -> Result<Vec<StoredWindow>> {
         let key = self.customer_key(customer_id);
-        let fields: Vec<(String, Vec<u8>)> = self
+        let series: Vec<(Utility, i64)> = Utility::ALL
+            .into_iter()
+            .flat_map(|utility| self.widths_ms.iter().map(move |&width_ms| (utility, width_ms)))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&key);
+        pipe.cmd("MGET").arg(series.iter().map(|&(utility, width_ms)| self.ring_key(customer_id, utility, width_ms)).collect::<Vec<_>>());
+        let (open, rings): (Vec<(String, Vec<u8>)>, Vec<Option<Vec<u8>>>) = self
             .read(|mut connection| {
-                let key = key.clone();
-                async move { connection.hgetall(key).await }
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut connection).await }
             })
             .await?;
-        let mut windows = Vec::with_capacity(fields.len());
-        for (field, value) in fields {
+        let mut windows = Vec::new();
+        for (&(utility, width_ms), ring) in series.iter().zip(&rings) {
+            if let Some(ring) = ring {
+                ring_windows(utility, width_ms, ring, self.recent_windows, &mut windows);
+            }
+        }
+        let ring_windows = windows.len();
+        for (field, value) in open {
             let (utility, slot) = parse_customer_field(&field).ok_or_else(|| corrupt(format!("{key} {field}")))?;
             let (aggregate, closed) = decode_window(&value).ok_or_else(|| corrupt(format!("{key} {field}")))?;
-            windows.push(StoredWindow { utility, slot, aggregate, closed });
+            // A window both in its ring and open was closed before a processor
+            // replayed it from an older checkpoint: the closed one is complete.
+            if !windows[..ring_windows].iter().any(|window| window.utility == utility && window.slot == slot) {
+                windows.push(StoredWindow { utility, slot, aggregate, closed });
+            }
         }
         windows.sort_by_key(|window| (window.utility, window.slot.width_ms, std::cmp::Reverse(window.slot.start_ms)));
         let mut kept = 0;
@@ -395,5 +470,31 @@ mod tests {
         let slot = WindowSlot { width_ms: 60_000, start_ms: -120_000 };
         assert_eq!(parse_customer_field(&customer_field(Utility::Gas, slot)), Some((Utility::Gas, slot)));
         assert_eq!(parse_customer_field("steam:1:2"), None);
+    }
+
+    #[test]
+    fn rings_keep_what_belongs_in_each_slot() {
+        let closed = |start_ms: i64, sum: f64| WindowUpdate {
+            owner: WindowOwner::Customer(1),
+            utility: Utility::Water,
+            slot: WindowSlot { width_ms: 60_000, start_ms },
+            aggregate: Aggregate::of(sum),
+            closed: true,
+        };
+        let mut ring = vec![0u8; 3 * RING_SLOT_BYTES];
+        for (start_ms, sum) in [(120_000, 1.0), (180_000, 2.0), (300_000, 3.0)] {
+            let update = closed(start_ms, sum);
+            let at = ring_offset(update.slot, 3);
+            ring[at..at + RING_SLOT_BYTES].copy_from_slice(&ring_record(&update));
+        }
+        let read = |recent: usize| {
+            let mut windows = Vec::new();
+            ring_windows(Utility::Water, 60_000, &ring, recent, &mut windows);
+            windows.iter().map(|window| (window.slot.start_ms, window.aggregate.sum)).collect::<Vec<_>>()
+        };
+        // 300 000 took 120 000's slot (2); slot 1 was never written.
+        assert_eq!(read(3), vec![(180_000, 2.0), (300_000, 3.0)]);
+        // Under another `recent_windows` no window is where it would belong.
+        assert_eq!(read(2), vec![]);
     }
 }

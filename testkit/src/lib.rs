@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use auth_core::Utility;
+use auth_core::spec::PipelineSpec;
 use auth_core::ports::{LogRecord, Polled, ReadingLog, ServingStore};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_kafka::{KafkaLog, TopicSettings};
@@ -125,9 +126,9 @@ impl Backend {
         self.redis.is_some()
     }
 
-    /// A serving store no other store of this backend shares.
+    /// A serving store no other store of this backend shares, keeping a day of minutes.
     pub async fn new_store(&self) -> Arc<dyn ServingStore> {
-        self.new_store_keeping(10_000).await
+        self.new_store_keeping(1_440).await
     }
 
     /// A fresh serving store keeping `recent_windows` per key and size.
@@ -137,7 +138,8 @@ impl Backend {
             None => Arc::new(MemoryStore::new(recent_windows)),
             Some(url) => {
                 let namespace = format!("{}:store{number}", self.pipeline);
-                Arc::new(RedisStore::connect(url, &namespace, recent_windows).await.unwrap())
+                let widths = PipelineSpec::default().windows.effective_sizes_ms();
+                Arc::new(RedisStore::connect(url, &namespace, recent_windows, &widths).await.unwrap())
             }
         }
     }
@@ -161,7 +163,7 @@ impl Drop for Backend {
                 if let Err(err) = kafka.delete_topics(&names).await {
                     eprintln!("could not delete the test topics of {pipeline}: {err}");
                 }
-                match RedisStore::connect(&redis, &pipeline, 1).await {
+                match RedisStore::connect(&redis, &pipeline, 1, &[]).await {
                     Ok(store) => {
                         if let Err(err) = store.delete_namespace().await {
                             eprintln!("could not delete the Redis keys of {pipeline}: {err}");

@@ -18,6 +18,12 @@ macro_rules! store_suite {
 
             #[tokio::test]
             $(#[$attribute])*
+            async fn closed_windows_replace_their_open_versions_and_push_out_the_oldest() {
+                super::closed_windows_replace_their_open_versions_and_push_out_the_oldest(&$backend("store")).await;
+            }
+
+            #[tokio::test]
+            $(#[$attribute])*
             async fn region_partials_merge_over_partitions_and_rewrites_do_not_double() {
                 super::region_partials_merge_over_partitions_and_rewrites_do_not_double(&$backend("store")).await;
             }
@@ -67,6 +73,38 @@ async fn upserts_keep_the_newest_windows(backend: &Backend) {
     assert_eq!(store.load_checkpoint(&TopicPartition::new("p.water", 1)).await.expect("load"), None);
     assert_eq!(store.known_customers(10).await.expect("ids"), vec![9]);
     assert!(store.customer_windows(10).await.expect("read").is_empty());
+}
+
+async fn closed_windows_replace_their_open_versions_and_push_out_the_oldest(backend: &Backend) {
+    let store = backend.new_store_keeping(2).await;
+    let customer = WindowOwner::Customer(4);
+    let closed = |start_ms, sum| WindowUpdate { closed: true, ..update(customer, start_ms, sum) };
+    let hour = |start_ms, sum, closed| WindowUpdate {
+        slot: WindowSlot { width_ms: 3_600_000, start_ms },
+        closed,
+        ..update(customer, start_ms, sum)
+    };
+    store.apply(flush(0, vec![update(customer, 0, 1.0), hour(0, 1.0, false)], None)).await.expect("apply");
+    store.apply(flush(0, vec![closed(0, 2.0), update(customer, 60_000, 3.0), hour(0, 3.0, false)], None)).await.expect("apply");
+    store.apply(flush(0, vec![closed(60_000, 4.0), closed(120_000, 5.0), update(customer, 180_000, 6.0)], None)).await.expect("apply");
+    let windows = store.customer_windows(4).await.expect("read");
+    let summary: Vec<(i64, i64, f64, bool)> =
+        windows.iter().map(|w| (w.slot.width_ms, w.slot.start_ms, w.aggregate.sum, w.closed)).collect();
+    assert_eq!(summary, vec![(3_600_000, 0, 3.0, false), (60_000, 120_000, 5.0, true), (60_000, 180_000, 6.0, false)]);
+    // A late reading re-emits a closed window; a processor replaying from an
+    // older checkpoint emits one open again, and the closed one stays served.
+    store.apply(flush(0, vec![closed(120_000, 7.0)], None)).await.expect("apply");
+    store.apply(flush(0, vec![closed(180_000, 8.0), update(customer, 240_000, 1.0)], None)).await.expect("apply");
+    store.apply(flush(0, vec![update(customer, 180_000, 0.5)], None)).await.expect("apply");
+    let sums: Vec<(i64, f64)> = store
+        .customer_windows(4)
+        .await
+        .expect("read")
+        .iter()
+        .filter(|w| w.slot.width_ms == 60_000)
+        .map(|w| (w.slot.start_ms, w.aggregate.sum))
+        .collect();
+    assert_eq!(sums, vec![(180_000, 8.0), (240_000, 1.0)]);
 }
 
 async fn region_partials_merge_over_partitions_and_rewrites_do_not_double(backend: &Backend) {

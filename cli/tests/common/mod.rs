@@ -125,7 +125,7 @@ impl TestPipeline {
 
     /// The serving store the processes write (namespace = pipeline name).
     pub async fn store(&self) -> RedisStore {
-        RedisStore::connect(&redis_url(), self.name(), self.spec.serving.recent_windows).await.unwrap()
+        RedisStore::connect(&redis_url(), self.name(), self.spec.serving.recent_windows, &self.widths()).await.unwrap()
     }
 
     pub fn widths(&self) -> Vec<i64> {
@@ -136,7 +136,7 @@ impl TestPipeline {
     pub async fn reference(&self) -> (Dump, PartitionCounts) {
         let namespace = format!("{}:reference", self.name());
         let store: Arc<dyn ServingStore> =
-            Arc::new(RedisStore::connect(&redis_url(), &namespace, self.spec.serving.recent_windows).await.unwrap());
+            Arc::new(RedisStore::connect(&redis_url(), &namespace, self.spec.serving.recent_windows, &self.widths()).await.unwrap());
         let config = ProcessorConfig { group: namespace.clone(), ..ProcessorConfig::from_spec(self.name(), &self.spec) };
         let mut processor = Processor::new(config, self.backend.log.as_ref(), Arc::clone(&store)).unwrap();
         processor.drain(self.backend.log.as_ref()).await.unwrap();
