@@ -5,7 +5,7 @@
 #   scripts/services.sh up       install what is missing, start, wait until healthy
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh status   say what runs where
-#   scripts/services.sh start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3   one server (tests use it)
+#   scripts/services.sh start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube   one server (tests use it)
 #   scripts/services.sh build-deps            Debian packages the build and the tests need (rdkafka: cmake, libcurl;
 #                                             browser tests: chromium; `auth bench api`: wrk, redis-tools)
 #
@@ -14,7 +14,11 @@
 # Mosquitto (Debian's, persistent sessions kept whole), PostgreSQL and MariaDB
 # (Debian's; user `auth`, password `auth`, may create databases; database
 # `auth`) and an S3 server (moto from PyPI in a venv; bucket `auth-test`, any
-# credentials). Later issues add theirs here. Settings (environment):
+# credentials), and `kube`: a Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, built with Go from the Kubernetes
+# and etcd modules on first use, about 15 minutes on 2 cores; no kubelet) with
+# an admin kubeconfig at $AUTH_SERVICES_DIR/kube/kubeconfig. Later issues add
+# theirs here. Settings (environment):
 #   AUTH_SERVICES_DIR     state, data and logs      (default ~/.cache/auth/services)
 #   AUTH_KAFKA_VERSION    org.apache.kafka:kafka_2.13 version (default 4.4.0)
 #   AUTH_KAFKA_PORT       broker port               (default 9092; controller = port + 1)
@@ -23,6 +27,8 @@
 #   AUTH_POSTGRES_PORT    PostgreSQL port           (default 5432)
 #   AUTH_MARIADB_PORT     MariaDB port              (default 3306)
 #   AUTH_S3_PORT          S3 (moto) port            (default 5000)
+#   AUTH_KUBE_VERSION     Kubernetes version        (default 1.35.4; etcd as that release pins it)
+#   AUTH_KUBE_PORT        kube-apiserver port       (default 6443; etcd = 2379 and 2380)
 # PostgreSQL refuses to run as root; then it runs as the `postgres` user with
 # its data under /var/tmp/auth-postgres (root's home is closed to others).
 set -euo pipefail
@@ -41,6 +47,10 @@ S3_PORT="${AUTH_S3_PORT:-5000}"
 S3_BUCKET="auth-test"
 MOTO_VERSION="5.2.5"
 KAFKA_HOME="$HOME/.cache/auth/kafka-$KAFKA_VERSION"
+KUBE_VERSION="${AUTH_KUBE_VERSION:-1.35.4}"
+KUBE_PORT="${AUTH_KUBE_PORT:-6443}"
+KUBE_HOME="$HOME/.cache/auth/kube-$KUBE_VERSION"
+ETCD_PORT=2379
 
 say() { printf 'services: %s\n' "$*" >&2; }
 fail() { say "$*"; exit 1; }
@@ -264,6 +274,124 @@ start_s3() {
     say "the S3 server (moto) listens on http://127.0.0.1:$S3_PORT, bucket $S3_BUCKET (log: $dir/moto.log)"
 }
 
+# Builds the control plane from the Go module proxy: Kubernetes' own module
+# replaces its staging modules with local paths, so a wrapper module pins
+# them to their published versions (as controller-runtime's envtest does).
+install_kube() {
+    [[ -f "$KUBE_HOME/bin/.complete" ]] && return 0
+    command -v go >/dev/null || fail "the Kubernetes control plane is built with Go (go not found)"
+    command -v openssl >/dev/null || apt_install openssl
+    local minor patch
+    minor=$(cut -d. -f2 <<<"$KUBE_VERSION")
+    patch=$(cut -d. -f3 <<<"$KUBE_VERSION")
+    mkdir -p "$KUBE_HOME/kubernetes" "$KUBE_HOME/etcd" "$KUBE_HOME/bin"
+    say "building Kubernetes $KUBE_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler) with Go into $KUBE_HOME/bin"
+    (
+        cd "$KUBE_HOME/kubernetes"
+        [[ -f go.mod ]] || go mod init auth-services/kubernetes >/dev/null 2>&1
+        go mod download "k8s.io/kubernetes@v$KUBE_VERSION"
+        local module
+        for module in $(awk '$2 == "=>" && $3 ~ /^\.\/staging/ {print $1}' \
+            "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/v$KUBE_VERSION.mod"); do
+            go mod edit -replace="$module=$module@v0.$minor.$patch"
+        done
+        local commands=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+            k8s.io/kubernetes/cmd/kube-scheduler)
+        go get "${commands[@]/%/@v$KUBE_VERSION}" >/dev/null 2>&1
+        go build -o "$KUBE_HOME/bin/" -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION \
+            -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" "${commands[@]}"
+    ) || fail "building Kubernetes $KUBE_VERSION failed"
+    local etcd_version
+    etcd_version=$(awk '$1 == "go.etcd.io/etcd/client/v3" {print $2}' \
+        "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/v$KUBE_VERSION.mod")
+    say "building etcd $etcd_version with Go"
+    (
+        cd "$KUBE_HOME/etcd"
+        [[ -f go.mod ]] || go mod init auth-services/etcd >/dev/null 2>&1
+        go get "go.etcd.io/etcd/server/v3@$etcd_version" >/dev/null 2>&1
+        go build -o "$KUBE_HOME/bin/etcd" -ldflags "-s -w" go.etcd.io/etcd/server/v3
+    ) || fail "building etcd $etcd_version failed"
+    touch "$KUBE_HOME/bin/.complete"
+}
+
+# Keys and certificates: a CA, the API server's serving certificate for
+# 127.0.0.1, the service-account signing key and an admin bearer token.
+kube_credentials() { # dir
+    local dir=$1
+    [[ -f "$dir/kubeconfig" ]] && return 0
+    openssl genrsa -out "$dir/ca.key" 2048 2>/dev/null
+    openssl req -x509 -new -key "$dir/ca.key" -subj "/CN=auth-services-ca" -days 3650 -out "$dir/ca.crt" 2>/dev/null
+    openssl genrsa -out "$dir/apiserver.key" 2048 2>/dev/null
+    openssl req -new -key "$dir/apiserver.key" -subj "/CN=kube-apiserver" -out "$dir/apiserver.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >"$dir/apiserver.ext"
+    openssl x509 -req -in "$dir/apiserver.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+        -extfile "$dir/apiserver.ext" -out "$dir/apiserver.crt" 2>/dev/null
+    openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
+    local token
+    token=$(openssl rand -hex 24)
+    printf '%s,admin,1,"system:masters"\n' "$token" >"$dir/tokens.csv"
+    cat >"$dir/kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: auth-services
+  cluster:
+    server: https://127.0.0.1:$KUBE_PORT
+    certificate-authority: $dir/ca.crt
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: auth-services
+  context: {cluster: auth-services, user: admin, namespace: default}
+current-context: auth-services
+KUBECONFIG
+}
+
+start_kube() {
+    if running kube-apiserver; then say "the Kubernetes API server already runs on https://127.0.0.1:$KUBE_PORT"; return 0; fi
+    port_open "$KUBE_PORT" && fail "port $KUBE_PORT is taken by another process (set AUTH_KUBE_PORT)"
+    port_open "$ETCD_PORT" && fail "port $ETCD_PORT (etcd) is taken by another process"
+    install_kube
+    local dir="$SERVICES_DIR/kube" bin="$KUBE_HOME/bin"
+    mkdir -p "$dir"
+    kube_credentials "$dir"
+    nohup "$bin/etcd" --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+        --unsafe-no-fsync >"$dir/etcd.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/etcd.pid"
+    wait_for 30 port_open "$ETCD_PORT" || fail "etcd did not start within 30 s; see $dir/etcd.log"
+    nohup "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" --bind-address 127.0.0.1 \
+        --advertise-address 127.0.0.1 --secure-port "$KUBE_PORT" --tls-cert-file "$dir/apiserver.crt" \
+        --tls-private-key-file "$dir/apiserver.key" --client-ca-file "$dir/ca.crt" --token-auth-file "$dir/tokens.csv" \
+        --authorization-mode RBAC --service-cluster-ip-range 10.0.0.0/24 \
+        --service-account-issuer "https://127.0.0.1:$KUBE_PORT" --service-account-key-file "$dir/sa.pub" \
+        --service-account-signing-key-file "$dir/sa.key" --cert-dir "$dir/certs" >"$dir/kube-apiserver.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/kube-apiserver.pid"
+    local token
+    token=$(cut -d, -f1 "$dir/tokens.csv")
+    wait_for 90 sh -c "curl -fsS --cacert '$dir/ca.crt' -H 'Authorization: Bearer $token' \
+        https://127.0.0.1:$KUBE_PORT/readyz >/dev/null 2>&1" \
+        || fail "kube-apiserver was not ready within 90 s; see $dir/kube-apiserver.log"
+    nohup "$bin/kube-controller-manager" --kubeconfig "$dir/kubeconfig" --bind-address 127.0.0.1 --secure-port 10257 \
+        --service-account-private-key-file "$dir/sa.key" --root-ca-file "$dir/ca.crt" --leader-elect=false \
+        --cluster-signing-cert-file "$dir/ca.crt" --cluster-signing-key-file "$dir/ca.key" \
+        >"$dir/kube-controller-manager.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/kube-controller-manager.pid"
+    nohup "$bin/kube-scheduler" --kubeconfig "$dir/kubeconfig" --bind-address 127.0.0.1 --secure-port 10259 \
+        --leader-elect=false >"$dir/kube-scheduler.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/kube-scheduler.pid"
+    wait_for 60 sh -c "curl -fsS -k https://127.0.0.1:10257/healthz >/dev/null 2>&1" \
+        || fail "kube-controller-manager was not healthy within 60 s; see $dir/kube-controller-manager.log"
+    say "Kubernetes $KUBE_VERSION API server listens on https://127.0.0.1:$KUBE_PORT (kubeconfig: $dir/kubeconfig; logs in $dir)"
+}
+
+stop_kube() {
+    stop kube-scheduler; stop kube-controller-manager; stop kube-apiserver; stop etcd
+}
+
 stop() { # name
     if running "$1"; then
         local pid
@@ -277,22 +405,24 @@ stop() { # name
 
 status() {
     local name
-    for name in kafka redis mosquitto postgres mariadb s3; do
+    for name in kafka redis mosquitto postgres mariadb s3 kube-apiserver; do
         if running "$name"; then say "$name runs (pid $(cat "$SERVICES_DIR/$name.pid"))"; else say "$name is not running"; fi
     done
     say "Kafka 127.0.0.1:$KAFKA_PORT  Redis 127.0.0.1:$REDIS_PORT  Mosquitto 127.0.0.1:$MQTT_PORT  state in $SERVICES_DIR"
     say "PostgreSQL 127.0.0.1:$POSTGRES_PORT  MariaDB 127.0.0.1:$MARIADB_PORT  S3 http://127.0.0.1:$S3_PORT"
+    say "Kubernetes https://127.0.0.1:$KUBE_PORT (kubeconfig $SERVICES_DIR/kube/kubeconfig)"
 }
 
 mkdir -p "$SERVICES_DIR"
 case "${1:-}" in
     up) start_redis; start_mosquitto; start_postgres; start_mariadb; start_s3; start_kafka ;;
-    down) stop kafka; stop s3; stop mariadb; stop postgres; stop mosquitto; stop redis ;;
+    down) stop_kube; stop kafka; stop s3; stop mariadb; stop postgres; stop mosquitto; stop redis ;;
     status) status ;;
     stop)
         case "${2:-}" in
             kafka|redis|mosquitto|postgres|mariadb|s3) stop "$2" ;;
-            *) fail "usage: $0 stop kafka|redis|mosquitto|postgres|mariadb|s3" ;;
+            kube) stop_kube ;;
+            *) fail "usage: $0 stop kafka|redis|mosquitto|postgres|mariadb|s3|kube" ;;
         esac ;;
     start)
         case "${2:-}" in
@@ -302,7 +432,8 @@ case "${1:-}" in
             postgres) start_postgres ;;
             mariadb) start_mariadb ;;
             s3) start_s3 ;;
-            *) fail "usage: $0 start kafka|redis|mosquitto|postgres|mariadb|s3" ;;
+            kube) start_kube ;;
+            *) fail "usage: $0 start kafka|redis|mosquitto|postgres|mariadb|s3|kube" ;;
         esac ;;
     restart)
         case "${2:-}" in
@@ -312,8 +443,9 @@ case "${1:-}" in
             postgres) stop postgres; start_postgres ;;
             mariadb) stop mariadb; start_mariadb ;;
             s3) stop s3; start_s3 ;;
-            *) fail "usage: $0 restart kafka|redis|mosquitto|postgres|mariadb|s3" ;;
+            kube) stop_kube; start_kube ;;
+            *) fail "usage: $0 restart kafka|redis|mosquitto|postgres|mariadb|s3|kube" ;;
         esac ;;
     build-deps) apt_install cmake libcurl4-openssl-dev chromium wrk redis-tools ;;
-    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|build-deps" ;;
+    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps" ;;
 esac
