@@ -372,19 +372,27 @@ impl ServingStore for RedisStore {
                 windows.push(StoredWindow { utility, slot, aggregate, closed });
             }
         }
-        windows.sort_by_key(|window| (window.utility, window.slot.width_ms, std::cmp::Reverse(window.slot.start_ms)));
-        let mut kept = 0;
-        let mut series = None;
-        windows.retain(|window| {
-            let this = (window.utility, window.slot.width_ms);
-            if series != Some(this) {
-                series = Some(this);
-                kept = 0;
-            }
-            kept += 1;
-            kept <= self.recent_windows
-        });
-        windows.sort_by_key(|window| (window.slot.start_ms, window.slot.width_ms, window.utility));
+        // A ring holds at most `recent_windows`; only its open windows can take
+        // a series past that, so most reads sort once.
+        let mut per_series: BTreeMap<(Utility, i64), usize> = BTreeMap::new();
+        for window in &windows {
+            *per_series.entry((window.utility, window.slot.width_ms)).or_default() += 1;
+        }
+        if per_series.values().any(|&count| count > self.recent_windows) {
+            windows.sort_unstable_by_key(|window| (window.utility, window.slot.width_ms, std::cmp::Reverse(window.slot.start_ms)));
+            let mut kept = 0;
+            let mut series = None;
+            windows.retain(|window| {
+                let this = (window.utility, window.slot.width_ms);
+                if series != Some(this) {
+                    series = Some(this);
+                    kept = 0;
+                }
+                kept += 1;
+                kept <= self.recent_windows
+            });
+        }
+        windows.sort_unstable_by_key(|window| (window.slot.start_ms, window.slot.width_ms, window.utility));
         Ok(windows)
     }
 
