@@ -16,7 +16,8 @@
 # `auth`) and an S3 server (moto from PyPI in a venv; bucket `auth-test`, any
 # credentials), and `kube`: a Kubernetes control plane (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, built with Go from the Kubernetes
-# and etcd modules on first use, about 15 minutes on 2 cores; no kubelet) with
+# and etcd modules on first use, about 15 minutes on 2 cores; no kubelet: kwok
+# plays one node, `kwok-node-0`, so pods are scheduled and report Ready) with
 # an admin kubeconfig at $AUTH_SERVICES_DIR/kube/kubeconfig. Later issues add
 # theirs here. Settings (environment):
 #   AUTH_SERVICES_DIR     state, data and logs      (default ~/.cache/auth/services)
@@ -51,6 +52,8 @@ KUBE_VERSION="${AUTH_KUBE_VERSION:-1.35.4}"
 KUBE_PORT="${AUTH_KUBE_PORT:-6443}"
 KUBE_HOME="$HOME/.cache/auth/kube-$KUBE_VERSION"
 ETCD_PORT=2379
+KWOK_VERSION="v0.8.0"
+HELM_VERSION="v3.22.0"
 
 say() { printf 'services: %s\n' "$*" >&2; }
 fail() { say "$*"; exit 1; }
@@ -314,6 +317,22 @@ install_kube() {
     touch "$KUBE_HOME/bin/.complete"
 }
 
+install_kwok() {
+    [[ -x "$KUBE_HOME/bin/kwok-$KWOK_VERSION" ]] && return 0
+    say "building kwok $KWOK_VERSION with Go (it plays the nodes: pods report Running and Ready)"
+    local gobin="$KUBE_HOME/kwok-$KWOK_VERSION"
+    GOBIN="$gobin" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || fail "building kwok $KWOK_VERSION failed"
+    # Its "fast" stages (nodes initialize and heartbeat through a Lease, pods
+    # become Ready at once, complete and go) ship as YAML in the module.
+    local stages
+    stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+    for file in "$stages"/node/fast/node-initialize.yaml "$stages"/node/heartbeat-with-lease/*.yaml "$stages"/pod/fast/*.yaml; do
+        printf -- '---\n'
+        cat "$file"
+    done >"$KUBE_HOME/bin/kwok-$KWOK_VERSION-stages.yaml"
+    mv "$gobin/kwok" "$KUBE_HOME/bin/kwok-$KWOK_VERSION"
+}
+
 # Keys and certificates: a CA, the API server's serving certificate for
 # 127.0.0.1, the service-account signing key and an admin bearer token.
 kube_credentials() { # dir
@@ -350,11 +369,31 @@ current-context: auth-services
 KUBECONFIG
 }
 
+kwok_node_ready() { # dir token
+    curl -fsS --cacert "$1/ca.crt" -H "Authorization: Bearer $2" "https://127.0.0.1:$KUBE_PORT/api/v1/nodes/kwok-node-0" 2>/dev/null \
+        | python3 -c 'import json, sys
+conditions = json.load(sys.stdin).get("status", {}).get("conditions", [])
+sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else 1)'
+}
+
+# The clients tests drive the control plane with: kubectl (Debian's
+# kubernetes-client) and helm (built with Go).
+install_kube_clients() {
+    command -v kubectl >/dev/null || apt_install kubernetes-client
+    [[ -x "$KUBE_HOME/bin/helm-$HELM_VERSION" ]] && return 0
+    say "building helm $HELM_VERSION with Go"
+    local gobin="$KUBE_HOME/helm-$HELM_VERSION"
+    GOBIN="$gobin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || fail "building helm $HELM_VERSION failed"
+    mv "$gobin/helm" "$KUBE_HOME/bin/helm-$HELM_VERSION"
+}
+
 start_kube() {
     if running kube-apiserver; then say "the Kubernetes API server already runs on https://127.0.0.1:$KUBE_PORT"; return 0; fi
     port_open "$KUBE_PORT" && fail "port $KUBE_PORT is taken by another process (set AUTH_KUBE_PORT)"
     port_open "$ETCD_PORT" && fail "port $ETCD_PORT (etcd) is taken by another process"
     install_kube
+    install_kwok
+    install_kube_clients
     local dir="$SERVICES_DIR/kube" bin="$KUBE_HOME/bin"
     mkdir -p "$dir"
     kube_credentials "$dir"
@@ -385,11 +424,21 @@ start_kube() {
     echo $! >"$SERVICES_DIR/kube-scheduler.pid"
     wait_for 60 sh -c "curl -fsS -k https://127.0.0.1:10257/healthz >/dev/null 2>&1" \
         || fail "kube-controller-manager was not healthy within 60 s; see $dir/kube-controller-manager.log"
-    say "Kubernetes $KUBE_VERSION API server listens on https://127.0.0.1:$KUBE_PORT (kubeconfig: $dir/kubeconfig; logs in $dir)"
+    nohup "$bin/kwok-$KWOK_VERSION" --kubeconfig "$dir/kubeconfig" --config "$bin/kwok-$KWOK_VERSION-stages.yaml" \
+        --manage-all-nodes=true --cidr 10.1.0.0/16 \
+        --server-address 127.0.0.1:10247 >"$dir/kwok.log" 2>&1 &
+    echo $! >"$SERVICES_DIR/kwok.pid"
+    local node='{"apiVersion":"v1","kind":"Node","metadata":{"name":"kwok-node-0","labels":{"type":"kwok"}},'
+    node+='"status":{"allocatable":{"cpu":"64","memory":"256Gi","pods":"250"},"capacity":{"cpu":"64","memory":"256Gi","pods":"250"}}}'
+    curl -fsS --cacert "$dir/ca.crt" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -X POST -d "$node" "https://127.0.0.1:$KUBE_PORT/api/v1/nodes" >/dev/null 2>&1 || true
+    wait_for 60 kwok_node_ready "$dir" "$token" || fail "kwok did not make node kwok-node-0 Ready within 60 s; see $dir/kwok.log"
+    ln -sf "$bin/helm-$HELM_VERSION" "$dir/helm"
+    say "Kubernetes $KUBE_VERSION API server listens on https://127.0.0.1:$KUBE_PORT (kubeconfig: $dir/kubeconfig; helm: $dir/helm; logs in $dir)"
 }
 
 stop_kube() {
-    stop kube-scheduler; stop kube-controller-manager; stop kube-apiserver; stop etcd
+    stop kwok; stop kube-scheduler; stop kube-controller-manager; stop kube-apiserver; stop etcd
 }
 
 stop() { # name
@@ -415,7 +464,7 @@ status() {
 
 mkdir -p "$SERVICES_DIR"
 case "${1:-}" in
-    up) start_redis; start_mosquitto; start_postgres; start_mariadb; start_s3; start_kafka ;;
+    up) start_redis; start_mosquitto; start_postgres; start_mariadb; start_s3; start_kafka; start_kube ;;
     down) stop_kube; stop kafka; stop s3; stop mariadb; stop postgres; stop mosquitto; stop redis ;;
     status) status ;;
     stop)

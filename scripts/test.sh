@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: starts the real servers, lints, runs every test
 # of the workspace, including those on Kafka, Redis, Mosquitto, PostgreSQL,
-# MariaDB and S3 (moto), then fuzzes the gateway's body parser for a bounded time.
+# MariaDB, S3 (moto) and the Kubernetes control plane, then fuzzes the gateway's body parser for a bounded time.
 #
 # Tests that need servers are `#[ignore]`d in a plain `cargo test` (which
 # therefore needs no server) and run here with `--include-ignored` and

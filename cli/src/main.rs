@@ -12,6 +12,7 @@ mod bench_api;
 mod bench_batch;
 mod bench_ingest;
 mod ingest;
+mod operator;
 mod simulate;
 mod stream;
 mod telemetry;
@@ -62,6 +63,15 @@ enum Command {
     Spec {
         /// The spec to check; without it, the defaults are printed as YAML.
         file: Option<PathBuf>,
+    },
+    /// Runs the Kubernetes operator: reconciles every `UtilityPipeline` (leader-elected through a Lease).
+    Operator(operator::OperatorArgs),
+    /// Writes the `UtilityPipeline` custom resource definition (generated from the spec) to
+    /// `crds/` and to the Helm chart's `crds/` (run it from the repository), or prints it.
+    Crd {
+        /// Print it instead.
+        #[arg(long)]
+        stdout: bool,
     },
     /// Runs a benchmark; its last output line is one JSON object with the figures.
     Bench(bench::BenchArgs),
@@ -129,6 +139,27 @@ fn main() -> anyhow::Result<()> {
             match file {
                 Some(path) => println!("{} is a valid pipeline spec", path.display()),
                 None => print!("{}", serde_saphyr::to_string(&spec).context("rendering the default spec")?),
+            }
+            Ok(())
+        }
+        Command::Operator(args) => {
+            let metrics = telemetry::init(&cli.log)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(operator::run(args, metrics))
+        }
+        Command::Crd { stdout } => {
+            let yaml = auth_operator::crd::definition_yaml().context("rendering the custom resource definition")?;
+            if stdout {
+                print!("{yaml}");
+                return Ok(());
+            }
+            for file in auth_operator::crd::CRD_FILES {
+                let path = std::path::Path::new(file);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                std::fs::write(path, &yaml).with_context(|| format!("writing {file}"))?;
+                println!("wrote {file}");
             }
             Ok(())
         }

@@ -17,8 +17,17 @@ const DAY_SECS: u32 = 86_400;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.windows.sizesSecs.all(s, 86400 % s == 0)",
+     "message": "windows.sizesSecs: every size must divide a day (86400 s) into whole windows"},
+    {"rule": "self.stream.checkpointIntervalMs >= self.stream.flushIntervalMs",
+     "message": "stream.checkpointIntervalMs must be at least stream.flushIntervalMs"},
+    {"rule": "self.ingest.maxInFlightReadings >= self.ingest.maxReadingsPerRequest",
+     "message": "ingest.maxInFlightReadings must be at least ingest.maxReadingsPerRequest"}
+]))]
 pub struct PipelineSpec {
     /// Utilities the pipeline carries; one log topic each.
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "set"))]
     pub utilities: Vec<Utility>,
     pub windows: WindowSpec,
     pub log: LogSpec,
@@ -28,6 +37,71 @@ pub struct PipelineSpec {
     pub archive: ArchiveSpec,
     pub batch: BatchSpec,
     pub simulator: SimulatorSpec,
+    /// How the operator runs the pipeline on Kubernetes (`auth up` ignores it).
+    pub kubernetes: KubernetesSpec,
+    /// What deleting the `UtilityPipeline` does to its topics: `Retain` keeps
+    /// them, `Delete` deletes them (the workloads always go).
+    pub deletion_policy: DeletionPolicy,
+    /// Keeps the topics and data when the pipeline is deleted, whatever `deletionPolicy` says.
+    pub deletion_protection: bool,
+}
+
+/// What happens to a deleted pipeline's topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    Retain,
+    Delete,
+}
+
+/// The workloads the operator creates for a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubernetesSpec {
+    /// The `auth` image every workload runs.
+    pub image: String,
+    /// Ingest gateway replicas (HTTP and MQTT).
+    #[schemars(range(max = 100))]
+    pub gateway_replicas: u32,
+    /// Stream processors: one consumer group, so at most one per partition does work.
+    #[schemars(range(max = 1024))]
+    pub stream_replicas: u32,
+    /// Dashboard and API replicas.
+    #[schemars(range(max = 100))]
+    pub api_replicas: u32,
+    /// When the daily batch runs (cron, UTC).
+    #[schemars(length(min = 9))]
+    pub batch_schedule: String,
+    /// Redis the operator runs for the pipeline when `serving.url` is absent.
+    pub redis: ManagedRedisSpec,
+}
+
+/// The Redis the operator manages: a StatefulSet with AOF persistence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ManagedRedisSpec {
+    pub image: String,
+    /// Size of its volume (a Kubernetes quantity, e.g. `1Gi`).
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub storage: String,
+}
+
+impl Default for KubernetesSpec {
+    fn default() -> Self {
+        Self {
+            image: format!("ghcr.io/auth-dev/auth:{}", env!("CARGO_PKG_VERSION")),
+            gateway_replicas: 1,
+            stream_replicas: 1,
+            api_replicas: 1,
+            batch_schedule: "30 1 * * *".into(),
+            redis: ManagedRedisSpec::default(),
+        }
+    }
+}
+
+impl Default for ManagedRedisSpec {
+    fn default() -> Self {
+        Self { image: "redis:7.2".into(), storage: "1Gi".into() }
+    }
 }
 
 /// Event-time windowing.
@@ -36,12 +110,16 @@ pub struct PipelineSpec {
 pub struct WindowSpec {
     /// Tumbling window sizes, aligned to the Unix epoch; each divides a day.
     /// A one-day window is always kept too: it holds today's totals.
+    #[schemars(length(min = 1), inner(range(min = 1, max = 86_400)), extend("x-kubernetes-list-type" = "set"))]
     pub sizes_secs: Vec<u32>,
     /// Bounded out-of-orderness: a partition's watermark trails its newest event time by this much.
+    #[schemars(range(max = 3_600))]
     pub out_of_orderness_secs: u32,
     /// How long after its end a window still accepts readings (and is emitted again).
+    #[schemars(range(max = 86_400))]
     pub allowed_lateness_secs: u32,
     /// A partition without records for this long no longer holds back the operator watermark.
+    #[schemars(range(min = 1))]
     pub idle_timeout_secs: u32,
 }
 
@@ -54,8 +132,10 @@ pub struct LogSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Replicas of each topic Kafka keeps (`replication.factor` at creation).
+    #[schemars(range(min = 1))]
     pub replication_factor: u16,
     /// Partitions per utility topic.
+    #[schemars(range(min = 1, max = 1_024))]
     pub partitions: u32,
     /// Records older than this are deleted (Kafka `retention.ms`).
     pub retention_secs: u64,
@@ -73,6 +153,7 @@ pub struct ServingSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Closed windows kept per customer, utility and window size (older ones are dropped).
+    #[schemars(range(min = 1))]
     pub recent_windows: u32,
 }
 
@@ -82,10 +163,12 @@ pub struct ServingSpec {
 pub struct StreamSpec {
     /// How often changed windows, open ones included, are written to the serving store.
     /// One heartbeat (5 s) keeps the dashboard live while one write covers several readings.
+    #[schemars(range(min = 1))]
     pub flush_interval_ms: u64,
     /// How often open-window state and offsets are checkpointed.
     pub checkpoint_interval_ms: u64,
     /// Most records taken from the log in one poll.
+    #[schemars(range(min = 1))]
     pub max_poll_records: u32,
 }
 
@@ -147,14 +230,18 @@ pub enum SimulatorMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SimulatorSpec {
+    #[schemars(range(min = 1))]
     pub customers: u64,
     /// The same seed gives the same fleet and the same readings.
     pub seed: u64,
     /// Share of customers that are businesses.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub business_share: f64,
     /// Share of customers with a gas meter (every customer has electricity and water).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub gas_share: f64,
     /// Interval between two readings of one meter.
+    #[schemars(range(min = 1))]
     pub heartbeat_secs: u32,
     pub mode: SimulatorMode,
     /// Event-time speed-up in `accelerated` mode.
@@ -162,14 +249,18 @@ pub struct SimulatorSpec {
     /// Event time of the first reading, UTC ms; the wall clock at start when absent.
     pub start_ms: Option<i64>,
     /// Share of readings delayed by up to `disorderSecs` (within the watermark bound when small).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub out_of_order_share: f64,
     pub disorder_secs: u32,
     /// Share of readings delayed by `lateSecs`, past the allowed lateness.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub late_share: f64,
     pub late_secs: u32,
     /// Share of readings sent twice (as an MQTT QoS 1 redelivery does).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub duplicate_share: f64,
     /// Share of malformed readings (negative, not finite, or undecodable).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub malformed_share: f64,
 }
 
@@ -185,6 +276,9 @@ impl Default for PipelineSpec {
             archive: ArchiveSpec::default(),
             batch: BatchSpec::default(),
             simulator: SimulatorSpec::default(),
+            kubernetes: KubernetesSpec::default(),
+            deletion_policy: DeletionPolicy::Retain,
+            deletion_protection: false,
         }
     }
 }
@@ -438,6 +532,13 @@ impl PipelineSpec {
             if !(0.0..=1.0).contains(&share) {
                 problems.add(format!("simulator.{name}"), format!("{share} is not a share between 0 and 1"));
             }
+        }
+        let kubernetes = &self.kubernetes;
+        if kubernetes.image.trim().is_empty() {
+            problems.add("kubernetes.image", "names no image");
+        }
+        if kubernetes.batch_schedule.split_whitespace().count() != 5 {
+            problems.add("kubernetes.batchSchedule", format!("{:?} is not a cron schedule of 5 fields", kubernetes.batch_schedule));
         }
         problems.0
     }

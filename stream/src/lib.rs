@@ -14,7 +14,7 @@
 //! window is the merge of its partitions' parts), plus, at a checkpoint, the
 //! partition's state and next offset ([`checkpoint`]). Today's totals are the
 //! one-day windows, which the engine always keeps. On Redis these become the
-//! keys `auth:<pipeline>:customer:<id>`, `region:<utility>:<width>[:<start>]`,
+//! keys `auth:<pipeline>:customer:<id>[:<utility>:<width>]`, `region:<utility>:<width>[:<start>]`,
 //! `customers` and `checkpoint:<topic>:<partition>`, each with its type, TTL
 //! and byte layout in the `auth-redis` crate (`redis/src/lib.rs`).
 //!

@@ -1,0 +1,426 @@
+//! The controller: reconciles each `UtilityPipeline` into its Kafka topics
+//! and the objects of [`crate::objects`], and reports what it found.
+//!
+//! One reconciliation: a paused pipeline (annotation `auth.dev/paused=true`)
+//! only gets its `Paused` condition; a spec that breaks a rule gets `Ready`
+//! false with the rules it breaks; otherwise the topics are created or grown
+//! (never shrunk) through the Kafka admin API, every object is server-side
+//! applied with the field manager `auth-operator`, and the status says, per
+//! component, how many replicas are wanted and ready. The finalizer
+//! `auth.dev/topics` deletes the topics of a deleted pipeline when its
+//! `deletionPolicy` is `Delete` and `deletionProtection` is off; the garbage
+//! collector removes the rest through the owner references.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auth_core::ports::{PortError, ReadingLog};
+use auth_core::spec::{DeletionPolicy, PipelineSpec};
+use auth_core::{dead_letter_topic, utility_topic};
+use auth_kafka::{KafkaLog, TopicSettings};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::crd::{ComponentReplicas, Condition, UtilityPipeline, UtilityPipelineStatus};
+use crate::objects::{self, Component, Desired};
+
+/// The finalizer that runs the deletion policy.
+pub const FINALIZER: &str = "auth.dev/topics";
+/// `true` stops reconciliation of a pipeline.
+pub const PAUSED_ANNOTATION: &str = "auth.dev/paused";
+/// The field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "auth-operator";
+
+/// Reconciliations, by `result` (`ok`, `error`).
+pub const METRIC_RECONCILES: &str = "auth_operator_reconciles_total";
+/// Reconciliation time.
+pub const METRIC_RECONCILE_DURATION: &str = "auth_operator_reconcile_duration_seconds";
+/// Pipelines by readiness at their last reconciliation.
+pub const METRIC_READY: &str = "auth_operator_pipeline_ready";
+
+/// A failed reconciliation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("topics of pipeline {pipeline}: {source}")]
+    Topics { pipeline: String, source: PortError },
+    #[error("rendering the spec of pipeline {pipeline}: {source}")]
+    Render { pipeline: String, source: serde_saphyr::SerializeError },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    client: Client,
+    /// The one namespace watched, or every namespace.
+    namespace: Option<String>,
+    recorder: Recorder,
+    kafka: Mutex<HashMap<String, Arc<KafkaLog>>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context that reports events as `reporter` (the operator's pod name).
+    pub fn new(client: Client, reporter: &str) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.to_owned(), instance: Some(reporter.to_owned()) };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            namespace: None,
+            kafka: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Watches only the pipelines (and their objects) of `namespace`.
+    pub fn watching(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// The Kafka admin client for a pipeline's log spec, kept per URL and topic settings.
+    fn kafka(&self, pipeline: &str, spec: &PipelineSpec) -> Result<Arc<KafkaLog>, Error> {
+        let url = spec.log.url.clone().unwrap_or_default();
+        let settings = TopicSettings::from_spec(&spec.log);
+        let key = format!("{url} {settings:?}");
+        let mut clients = self.kafka.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&key) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(
+            KafkaLog::connect(&url, settings)
+                .map_err(|source| Error::Topics { pipeline: pipeline.to_owned(), source })?,
+        );
+        clients.insert(key, Arc::clone(&client));
+        Ok(client)
+    }
+
+    async fn publish(&self, pipeline: &UtilityPipeline, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
+        if let Err(err) = self.recorder.publish(&event, &pipeline.object_ref(&())).await {
+            tracing::warn!(pipeline = %pipeline.name_any(), error = %err, "could not publish an event");
+        }
+    }
+
+    fn failures_of(&self, key: &str) -> u32 {
+        let failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.get(key).copied().unwrap_or(0)
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count += 1;
+        *count
+    }
+
+    fn forget_failures(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+}
+
+fn key_of(pipeline: &UtilityPipeline) -> String {
+    format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())
+}
+
+/// The topics of a pipeline: one per utility and the dead-letter topic.
+pub fn topic_names(pipeline: &str, spec: &PipelineSpec) -> Vec<String> {
+    let mut topics: Vec<String> = spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect();
+    topics.push(dead_letter_topic(pipeline));
+    topics
+}
+
+/// Runs the controller over the watched namespaces until `shutdown` resolves.
+pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    use futures::StreamExt;
+    let watch = watcher::Config::default();
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=auth-operator");
+    Controller::new(context.api::<UtilityPipeline>(), watch)
+        .owns(context.api::<Deployment>(), owned.clone())
+        .owns(context.api::<StatefulSet>(), owned.clone())
+        .owns(context.api::<CronJob>(), owned.clone())
+        .owns(context.api::<ConfigMap>(), owned.clone())
+        .owns(context.api::<Service>(), owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|outcome| async move {
+            match outcome {
+                Ok((pipeline, action)) => tracing::debug!(%pipeline, ?action, "reconciled"),
+                // `reconcile` has logged it already.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(err) => tracing::warn!(error = %err, "could not reconcile"),
+            }
+        })
+        .await;
+}
+
+/// Reconciles one pipeline.
+#[tracing::instrument(level = "info", skip_all, fields(pipeline = %key_of(&pipeline)))]
+pub async fn reconcile(pipeline: Arc<UtilityPipeline>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let outcome = reconcile_once(Arc::clone(&pipeline), &context).await;
+    let result = if outcome.is_ok() { "ok" } else { "error" };
+    metrics::counter!(METRIC_RECONCILES, "result" => result).increment(1);
+    metrics::histogram!(METRIC_RECONCILE_DURATION).record(started.elapsed().as_secs_f64());
+    match &outcome {
+        Ok(_) => context.forget_failures(&key_of(&pipeline)),
+        Err(err) => {
+            tracing::warn!(error = %err, "reconciliation failed");
+            context.publish(&pipeline, EventType::Warning, "ReconcileFailed", err.to_string()).await;
+        }
+    }
+    outcome
+}
+
+/// Retries a failed pipeline after 2 s, doubling up to 5 minutes.
+pub fn error_policy(pipeline: Arc<UtilityPipeline>, _error: &Error, context: Arc<Context>) -> Action {
+    let key = key_of(&pipeline);
+    let failures = context.record_failure(&key).min(8);
+    let delay = Duration::from_secs(2u64 << (failures - 1)).min(Duration::from_secs(300));
+    tracing::info!(pipeline = %key, failures = context.failures_of(&key), ?delay, "retrying");
+    Action::requeue(delay)
+}
+
+fn is_paused(pipeline: &UtilityPipeline) -> bool {
+    pipeline.annotations().get(PAUSED_ANNOTATION).is_some_and(|value| value == "true")
+}
+
+async fn reconcile_once(pipeline: Arc<UtilityPipeline>, context: &Context) -> Result<Action, Error> {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let api: Api<UtilityPipeline> = Api::namespaced(context.client.clone(), &namespace);
+    if is_paused(&pipeline) && pipeline.meta().deletion_timestamp.is_none() {
+        let mut status = pipeline.status.clone().unwrap_or_default();
+        let message = format!("annotation {PAUSED_ANNOTATION}=true: changes are not applied until it is removed");
+        set_condition(&mut status, "Paused", true, "PausedByAnnotation", &message, pipeline.meta().generation);
+        write_status(&api, &pipeline, status).await?;
+        return Ok(Action::await_change());
+    }
+    let status_api = &api;
+    finalizer(&api, FINALIZER, pipeline, |event| async move {
+        match event {
+            Finalizer::Apply(pipeline) => apply(status_api, &pipeline, context).await,
+            Finalizer::Cleanup(pipeline) => cleanup(&pipeline, context).await,
+        }
+    })
+    .await
+    .map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(err) | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// The rules a spec breaks, as one message; the operator also needs Kafka.
+fn spec_problems(spec: &PipelineSpec) -> Option<String> {
+    let mut problems: Vec<String> =
+        spec.problems().into_iter().map(|problem| format!("{}: {}", problem.path, problem.message)).collect();
+    if spec.log.url.is_none() {
+        problems.push("log.url: the operator needs Kafka (kafka://host:port)".to_owned());
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: &Context) -> Result<Action, Error> {
+    let name = pipeline.name_any();
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let generation = pipeline.meta().generation;
+    let spec = &pipeline.spec.pipeline;
+    let mut status = pipeline.status.clone().unwrap_or_default();
+    status.conditions.retain(|condition| condition.type_ != "Paused");
+    if let Some(message) = spec_problems(spec) {
+        set_condition(&mut status, "Ready", false, "InvalidSpec", &message, generation);
+        status.observed_generation = generation;
+        if write_status(api, pipeline, status).await? {
+            context.publish(pipeline, EventType::Warning, "InvalidSpec", message).await;
+        }
+        metrics::gauge!(METRIC_READY, "pipeline" => key_of(pipeline)).set(0.0);
+        return Ok(Action::await_change());
+    }
+
+    let topics = topic_names(&name, spec);
+    let kafka = context.kafka(&name, spec)?;
+    let ensured = ensure_topics(kafka.as_ref(), &name, spec).await;
+    if let Err(source) = ensured {
+        set_condition(&mut status, "Topics", false, "KafkaUnavailable", &source.to_string(), generation);
+        set_condition(&mut status, "Ready", false, "TopicsNotReady", &source.to_string(), generation);
+        status.observed_generation = generation;
+        write_status(api, pipeline, status).await?;
+        return Err(Error::Topics { pipeline: name, source });
+    }
+    set_condition(&mut status, "Topics", true, "Created", &format!("{} topics: {}", topics.len(), topics.join(", ")), generation);
+    status.topics = Some(topics.len() as u32);
+
+    let desired = objects::desired(pipeline).map_err(|source| Error::Render { pipeline: name.clone(), source })?;
+    let applied = apply_objects(&context.client, &namespace, &desired).await?;
+    status.components = applied.replicas.clone();
+    for (component, replicas) in &applied.replicas {
+        let condition = capitalized(component);
+        let message = format!("{}/{} replicas ready", replicas.ready, replicas.target);
+        if replicas.ready >= replicas.target {
+            set_condition(&mut status, &condition, true, "Available", &message, generation);
+        } else {
+            set_condition(&mut status, &condition, false, "Unavailable", &message, generation);
+        }
+    }
+    if spec.serving.url.is_some() {
+        set_condition(&mut status, "Redis", true, "External", "serving.url names the Redis", generation);
+    }
+    set_condition(&mut status, "Batch", true, "Scheduled", &format!("CronJob schedule {:?} (UTC)", spec.kubernetes.batch_schedule), generation);
+    let waiting: Vec<String> = applied
+        .replicas
+        .iter()
+        .filter(|(_, replicas)| replicas.ready < replicas.target)
+        .map(|(component, replicas)| format!("{component} {}/{}", replicas.ready, replicas.target))
+        .collect();
+    let ready = waiting.is_empty();
+    if ready {
+        set_condition(&mut status, "Ready", true, "Available", "every component is available", generation);
+    } else {
+        let message = format!("waiting for ready replicas: {}", waiting.join(", "));
+        set_condition(&mut status, "Ready", false, "ComponentsNotReady", &message, generation);
+    }
+    let spec_changed = status.observed_generation != generation;
+    status.observed_generation = generation;
+    status.last_reconciled_spec = serde_json::to_string(spec).ok();
+    let ready_changed = write_status(api, pipeline, status).await?;
+    if spec_changed {
+        context.publish(pipeline, EventType::Normal, "Applied", format!("generation {} applied", generation.unwrap_or(0))).await;
+    }
+    if ready_changed {
+        let note = if ready { "every component is available".to_owned() } else { format!("waiting for {}", waiting.join(", ")) };
+        context.publish(pipeline, EventType::Normal, if ready { "Ready" } else { "NotReady" }, note).await;
+    }
+    metrics::gauge!(METRIC_READY, "pipeline" => key_of(pipeline)).set(if ready { 1.0 } else { 0.0 });
+    Ok(Action::requeue(if ready { Duration::from_secs(300) } else { Duration::from_secs(15) }))
+}
+
+async fn ensure_topics(kafka: &KafkaLog, pipeline: &str, spec: &PipelineSpec) -> Result<(), PortError> {
+    for &utility in &spec.utilities {
+        kafka.ensure_topic(&utility_topic(pipeline, utility), spec.log.partitions).await?;
+    }
+    kafka.ensure_topic(&dead_letter_topic(pipeline), 1).await
+}
+
+async fn cleanup(pipeline: &UtilityPipeline, context: &Context) -> Result<Action, Error> {
+    let name = pipeline.name_any();
+    let spec = &pipeline.spec.pipeline;
+    let topics = topic_names(&name, spec);
+    let (reason, note) = if spec.deletion_protection {
+        ("TopicsKept", format!("deletionProtection is on: topics {} kept", topics.join(", ")))
+    } else if spec.deletion_policy == DeletionPolicy::Retain || spec.log.url.is_none() {
+        ("TopicsKept", format!("deletionPolicy Retain: topics {} kept", topics.join(", ")))
+    } else {
+        let kafka = context.kafka(&name, spec)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        kafka.delete_topics(&names).await.map_err(|source| Error::Topics { pipeline: name.clone(), source })?;
+        ("TopicsDeleted", format!("deletionPolicy Delete: topics {} deleted", topics.join(", ")))
+    };
+    tracing::info!(pipeline = %key_of(pipeline), reason, "pipeline deleted");
+    context.publish(pipeline, EventType::Normal, reason, note).await;
+    Ok(Action::await_change())
+}
+
+/// What applying the objects found.
+struct Applied {
+    replicas: BTreeMap<String, ComponentReplicas>,
+}
+
+async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await?)
+}
+
+async fn apply_objects(client: &Client, namespace: &str, desired: &Desired) -> Result<Applied, Error> {
+    server_side_apply(client, namespace, &desired.config_map).await?;
+    let mut replicas = BTreeMap::new();
+    if let Some((stateful_set, service)) = &desired.redis {
+        server_side_apply(client, namespace, service).await?;
+        let applied = server_side_apply(client, namespace, stateful_set).await?;
+        let status = applied.status.unwrap_or_default();
+        let target = applied.spec.and_then(|spec| spec.replicas).unwrap_or(1);
+        replicas.insert("redis".to_owned(), ComponentReplicas { target, ready: status.ready_replicas.unwrap_or(0) });
+    }
+    for (component, deployment) in &desired.deployments {
+        let applied = server_side_apply(client, namespace, deployment).await?;
+        let status = applied.status.unwrap_or_default();
+        let target = applied.spec.and_then(|spec| spec.replicas).unwrap_or(1);
+        let available = status.available_replicas.unwrap_or(0);
+        replicas.insert(component.name().to_owned(), ComponentReplicas { target, ready: available });
+    }
+    server_side_apply(client, namespace, &desired.api_service).await?;
+    server_side_apply(client, namespace, &desired.batch).await?;
+    debug_assert!(Component::ALL.iter().all(|component| replicas.contains_key(component.name())));
+    Ok(Applied { replicas })
+}
+
+fn capitalized(name: &str) -> String {
+    let mut chars = name.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// Sets a condition, keeping its transition time when its status did not change.
+pub fn set_condition(status: &mut UtilityPipelineStatus, type_: &str, value: bool, reason: &str, message: &str, generation: Option<i64>) {
+    let value = if value { "True" } else { "False" };
+    let now = Timestamp::now().to_string();
+    match status.conditions.iter_mut().find(|condition| condition.type_ == type_) {
+        Some(condition) => {
+            if condition.status != value {
+                condition.last_transition_time = now;
+            }
+            condition.status = value.to_owned();
+            condition.reason = reason.to_owned();
+            condition.message = message.to_owned();
+            condition.observed_generation = generation;
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: value.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: now,
+            observed_generation: generation,
+        }),
+    }
+}
+
+fn ready_of(status: Option<&UtilityPipelineStatus>) -> Option<String> {
+    status?.conditions.iter().find(|condition| condition.type_ == "Ready").map(|condition| condition.status.clone())
+}
+
+/// Writes the status when it changed; true when `Ready` changed.
+async fn write_status(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, status: UtilityPipelineStatus) -> Result<bool, Error> {
+    if pipeline.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let ready_changed = ready_of(pipeline.status.as_ref()) != ready_of(Some(&status));
+    // Server-side apply of the whole status: what this manager stops setting goes.
+    let patch = serde_json::json!({ "apiVersion": "auth.dev/v1alpha1", "kind": "UtilityPipeline", "status": status });
+    api.patch_status(&pipeline.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(ready_changed)
+}

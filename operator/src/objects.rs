@@ -1,0 +1,347 @@
+//! The objects a pipeline is made of, computed from its spec alone (no API
+//! calls), so the controller applies them and tests compare them.
+//!
+//! For a pipeline `p`: ConfigMap `p-spec` (the spec every workload reads),
+//! Deployments `p-gateway`, `p-stream`, `p-archiver` and `p-api`, Service
+//! `p-api`, CronJob `p-batch`, and unless `serving.url` names a Redis,
+//! StatefulSet and Service `p-redis` (AOF on a persistent volume). Each is
+//! owned by the pipeline, so the garbage collector removes it with it.
+
+use std::collections::BTreeMap;
+
+use auth_core::spec::PipelineSpec;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::UtilityPipeline;
+
+/// Where workloads find the spec.
+const SPEC_DIR: &str = "/etc/auth";
+const SPEC_KEY: &str = "pipeline.yaml";
+const METRICS_PORT: i32 = 9464;
+const API_PORT: i32 = 8080;
+const GATEWAY_PORT: i32 = 8088;
+const REDIS_PORT: i32 = 6379;
+
+/// A workload the operator runs as a Deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    Gateway,
+    Stream,
+    Archiver,
+    Api,
+}
+
+impl Component {
+    pub const ALL: [Component; 4] = [Component::Gateway, Component::Stream, Component::Archiver, Component::Api];
+
+    /// The name in object names, labels and status (`gateway`, `stream`, `archiver`, `api`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Gateway => "gateway",
+            Component::Stream => "stream",
+            Component::Archiver => "archiver",
+            Component::Api => "api",
+        }
+    }
+
+    /// The `auth` subcommand it runs.
+    fn command(self) -> &'static str {
+        match self {
+            Component::Gateway => "ingest",
+            Component::Stream => "stream",
+            Component::Archiver => "archive",
+            Component::Api => "api",
+        }
+    }
+
+    pub fn replicas(self, spec: &PipelineSpec) -> i32 {
+        let kubernetes = &spec.kubernetes;
+        let replicas = match self {
+            Component::Gateway => kubernetes.gateway_replicas,
+            Component::Stream => kubernetes.stream_replicas,
+            Component::Archiver => 1,
+            Component::Api => kubernetes.api_replicas,
+        };
+        i32::try_from(replicas).unwrap_or(i32::MAX)
+    }
+}
+
+/// Everything the pipeline owns, as it should be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub config_map: ConfigMap,
+    pub deployments: Vec<(Component, Deployment)>,
+    pub api_service: Service,
+    pub batch: CronJob,
+    /// Absent when `serving.url` names an external Redis.
+    pub redis: Option<(StatefulSet, Service)>,
+}
+
+/// `name-suffix`, the name of an object of pipeline `name`.
+pub fn object_name(pipeline: &str, suffix: &str) -> String {
+    format!("{pipeline}-{suffix}")
+}
+
+/// The spec the workloads read: the pipeline's, pointed at the managed Redis when it has no other.
+pub fn workload_spec(pipeline: &UtilityPipeline) -> PipelineSpec {
+    let mut spec = pipeline.spec.pipeline.clone();
+    if spec.serving.url.is_none() {
+        spec.serving.url = Some(format!("redis://{}:{REDIS_PORT}", object_name(&pipeline.name_any(), "redis")));
+    }
+    spec
+}
+
+/// The labels of a pipeline's objects of one component.
+pub fn labels(pipeline: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "auth".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), pipeline.to_owned()),
+        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), "auth-operator".to_owned()),
+    ])
+}
+
+fn selector_labels(pipeline: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_owned(), pipeline.to_owned()),
+        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+    ])
+}
+
+fn owner_reference(pipeline: &UtilityPipeline) -> Vec<OwnerReference> {
+    pipeline.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn metadata(pipeline: &UtilityPipeline, suffix: &str, component: &str) -> ObjectMeta {
+    let name = pipeline.name_any();
+    ObjectMeta {
+        name: Some(object_name(&name, suffix)),
+        namespace: pipeline.namespace(),
+        labels: Some(labels(&name, component)),
+        owner_references: Some(owner_reference(pipeline)),
+        ..ObjectMeta::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn port(name: &str, container_port: i32) -> ContainerPort {
+    ContainerPort { name: Some(name.to_owned()), container_port, ..ContainerPort::default() }
+}
+
+fn http_probe(path: &str, port_name: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(port_name.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    }
+}
+
+/// The container of an `auth` workload: the subcommand, the spec mounted from the ConfigMap.
+fn auth_container(pipeline: &UtilityPipeline, name: &str, command: &str) -> Container {
+    let spec = &pipeline.spec.pipeline;
+    Container {
+        name: name.to_owned(),
+        image: Some(spec.kubernetes.image.clone()),
+        args: Some(vec![command.to_owned()]),
+        env: Some(vec![
+            env("AUTH_CONFIG", format!("{SPEC_DIR}/{SPEC_KEY}")),
+            env("AUTH_PIPELINE", pipeline.name_any()),
+            env("AUTH_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
+        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "spec".to_owned(),
+            mount_path: SPEC_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+fn spec_volume(pipeline: &UtilityPipeline) -> Volume {
+    Volume {
+        name: "spec".to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: object_name(&pipeline.name_any(), "spec"),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn deployment(pipeline: &UtilityPipeline, component: Component) -> Deployment {
+    let name = pipeline.name_any();
+    let mut container = auth_container(pipeline, component.name(), component.command());
+    let mut ports = vec![port("metrics", METRICS_PORT)];
+    let env = container.env.get_or_insert_with(Vec::new);
+    match component {
+        Component::Api => {
+            env.push(env_listen("AUTH_LISTEN", API_PORT));
+            ports.push(port("http", API_PORT));
+            container.readiness_probe = Some(http_probe("/healthz", "http"));
+        }
+        Component::Gateway => {
+            env.push(env_listen("AUTH_INGEST_LISTEN", GATEWAY_PORT));
+            ports.push(port("http", GATEWAY_PORT));
+            container.readiness_probe = Some(http_probe("/healthz", "http"));
+        }
+        Component::Stream | Component::Archiver => {
+            container.readiness_probe = Some(http_probe("/healthz", "metrics"));
+        }
+    }
+    container.ports = Some(ports);
+    let selector = selector_labels(&name, component.name());
+    let mut pod_labels = labels(&name, component.name());
+    pod_labels.extend(selector.clone());
+    Deployment {
+        metadata: metadata(pipeline, component.name(), component.name()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(component.replicas(&pipeline.spec.pipeline)),
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![spec_volume(pipeline)]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn env_listen(name: &str, port: i32) -> EnvVar {
+    env(name, format!("0.0.0.0:{port}"))
+}
+
+fn service(pipeline: &UtilityPipeline, component: &str, ports: Vec<ServicePort>) -> Service {
+    Service {
+        metadata: metadata(pipeline, component, component),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&pipeline.name_any(), component)),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn service_port(name: &str, port: i32, target: &str) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(target.to_owned())),
+        ..ServicePort::default()
+    }
+}
+
+fn batch(pipeline: &UtilityPipeline) -> CronJob {
+    let name = pipeline.name_any();
+    let spec = &pipeline.spec.pipeline;
+    CronJob {
+        metadata: metadata(pipeline, "batch", "batch"),
+        spec: Some(CronJobSpec {
+            schedule: spec.kubernetes.batch_schedule.clone(),
+            time_zone: Some("Etc/UTC".to_owned()),
+            concurrency_policy: Some("Forbid".to_owned()),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(&name, "batch")), ..ObjectMeta::default() }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(3),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta { labels: Some(labels(&name, "batch")), ..ObjectMeta::default() }),
+                        spec: Some(PodSpec {
+                            containers: vec![auth_container(pipeline, "batch", "batch")],
+                            volumes: Some(vec![spec_volume(pipeline)]),
+                            restart_policy: Some("OnFailure".to_owned()),
+                            ..PodSpec::default()
+                        }),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        }),
+        ..CronJob::default()
+    }
+}
+
+fn redis(pipeline: &UtilityPipeline) -> (StatefulSet, Service) {
+    let name = pipeline.name_any();
+    let managed = &pipeline.spec.pipeline.kubernetes.redis;
+    let selector = selector_labels(&name, "redis");
+    let mut pod_labels = labels(&name, "redis");
+    pod_labels.extend(selector.clone());
+    let container = Container {
+        name: "redis".to_owned(),
+        image: Some(managed.image.clone()),
+        args: Some(["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", "/data"].map(str::to_owned).to_vec()),
+        ports: Some(vec![port("redis", REDIS_PORT)]),
+        volume_mounts: Some(vec![VolumeMount { name: "data".to_owned(), mount_path: "/data".to_owned(), ..VolumeMount::default() }]),
+        ..Container::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta { name: Some("data".to_owned()), ..ObjectMeta::default() },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(managed.storage.clone()))])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+    let stateful_set = StatefulSet {
+        metadata: metadata(pipeline, "redis", "redis"),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(object_name(&name, "redis")),
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+    (stateful_set, service(pipeline, "redis", vec![service_port("redis", REDIS_PORT, "redis")]))
+}
+
+/// The objects of `pipeline` as its spec says they should be.
+pub fn desired(pipeline: &UtilityPipeline) -> Result<Desired, serde_saphyr::SerializeError> {
+    let spec_yaml = serde_saphyr::to_string(&workload_spec(pipeline))?;
+    let config_map = ConfigMap {
+        metadata: metadata(pipeline, "spec", "spec"),
+        data: Some(BTreeMap::from([(SPEC_KEY.to_owned(), spec_yaml)])),
+        ..ConfigMap::default()
+    };
+    Ok(Desired {
+        config_map,
+        deployments: Component::ALL.into_iter().map(|component| (component, deployment(pipeline, component))).collect(),
+        api_service: service(pipeline, "api", vec![service_port("http", 80, "http")]),
+        batch: batch(pipeline),
+        redis: pipeline.spec.pipeline.serving.url.is_none().then(|| redis(pipeline)),
+    })
+}

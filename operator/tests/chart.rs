@@ -1,0 +1,117 @@
+//! The Helm chart and the user's own path, with the tools a user has: `helm`
+//! (lint, template) and `kubectl` against the test control plane.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_operator::{Client, Context, LeaderLease};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::sync::watch;
+
+fn services_dir() -> PathBuf {
+    std::env::var("AUTH_SERVICES_DIR").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/auth/services"),
+        PathBuf::from,
+    )
+}
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a tool of the test control plane and returns its stdout; fails the test with its output otherwise.
+fn run(tool: &str, args: &[&str]) -> String {
+    let kube = services_dir().join("kube");
+    let program = if tool == "helm" { kube.join("helm") } else { PathBuf::from(tool) };
+    let output = Command::new(&program)
+        .args(args)
+        .env("KUBECONFIG", kube.join("kubeconfig"))
+        .current_dir(repository())
+        .output()
+        .unwrap_or_else(|err| panic!("{} is missing ({err}): scripts/services.sh start kube installs it", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{tool} {}: {}\n{stdout}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn render(namespace: &str, extra: &[&str]) -> String {
+    let mut args = vec!["template", "auth", "charts/auth", "--namespace", namespace, "--kube-version", "1.35.4"];
+    args.extend_from_slice(extra);
+    run("helm", &args)
+}
+
+async fn client() -> Client {
+    let path = services_dir().join("kube/kubeconfig");
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|err| panic!("{}: {err} (scripts/services.sh start kube)", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+#[test]
+#[ignore = "needs helm from scripts/services.sh start kube: scripts/test.sh runs it"]
+fn the_chart_lints_and_renders_every_toggle() {
+    run("helm", &["lint", "charts/auth", "--strict"]);
+    let plain = render("auth-system", &[]);
+    for kind in ["kind: ServiceAccount", "kind: ClusterRole", "kind: ClusterRoleBinding", "kind: Role", "kind: Deployment"] {
+        assert!(plain.contains(kind), "{kind} missing:\n{plain}");
+    }
+    assert!(!plain.contains("kind: ServiceMonitor") && !plain.contains("auth.json"), "toggles are off by default");
+    let everything = render("auth-system", &["--set", "serviceMonitor.enabled=true", "--set", "grafanaDashboard.enabled=true"]);
+    assert!(everything.contains("kind: ServiceMonitor"));
+    assert!(everything.contains("grafana_dashboard: \"1\"") && everything.contains("\"uid\": \"auth-pipeline\""));
+    // RBAC grants no delete: the garbage collector removes what a pipeline owned.
+    let verbs: Vec<&str> = plain.lines().filter(|line| line.trim_start().starts_with("verbs:")).collect();
+    assert!(!verbs.is_empty() && verbs.iter().all(|line| !line.contains("delete")), "{verbs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Kubernetes control plane and Kafka: scripts/test.sh runs it"]
+async fn the_rendered_chart_applies_to_the_api_server_and_a_user_sees_the_pipeline() {
+    let namespace = format!("chart-{}", fastrand::u32(..));
+    run("kubectl", &["create", "namespace", &namespace]);
+    let chart = render(&namespace, &["--set", "grafanaDashboard.enabled=true"]);
+    let rendered = std::env::temp_dir().join(format!("{namespace}.yaml"));
+    std::fs::write(&rendered, chart).expect("write the rendered chart");
+    let file = rendered.to_string_lossy().into_owned();
+    run("kubectl", &["apply", "--dry-run=server", "-f", &file]);
+    run("kubectl", &["apply", "-f", "charts/auth/crds/"]);
+    run("kubectl", &["apply", "-f", &file]);
+    // kwok's node runs the operator's pod: the Deployment becomes available.
+    run("kubectl", &["-n", &namespace, "rollout", "status", "deployment/auth", "--timeout=60s"]);
+
+    // The user's path: an operator running, the example applied with kubectl.
+    let client = client().await;
+    let context = Arc::new(Context::new(client.clone(), "chart-test").watching(Some(namespace.clone())));
+    let lease = LeaderLease::new(client, &namespace, "auth-operator", "chart-test", Duration::from_secs(3));
+    let (stop, stopped) = watch::channel(false);
+    let operator = tokio::spawn(auth_operator::lead(lease, context, stopped));
+    run("kubectl", &["-n", &namespace, "apply", "-f", "charts/auth/examples/pipeline.yaml"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let table = loop {
+        let table = run("kubectl", &["-n", &namespace, "get", "upl"]);
+        if table.contains("False") || table.contains("True") {
+            break table;
+        }
+        assert!(std::time::Instant::now() < deadline, "no Ready column filled in:\n{table}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "REASON", "TOPICS", "STREAM", "REPLICAS", "AGE"], "{table}");
+    assert!(table.contains("demo") && table.contains('2'), "{table}");
+    // The example names a Kafka of the user's cluster, which this one lacks: the conditions say so.
+    let described = run("kubectl", &["-n", &namespace, "describe", "upl", "demo"]);
+    assert!(described.contains("Conditions") && described.contains("Topics"), "{described}");
+    run("kubectl", &["-n", &namespace, "delete", "upl", "demo", "--timeout=60s"]);
+    let _ = stop.send(true);
+    operator.await.expect("operator");
+    run("kubectl", &["delete", "namespace", &namespace, "--wait=false"]);
+    let _ = std::fs::remove_file(&rendered);
+}

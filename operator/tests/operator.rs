@@ -1,0 +1,521 @@
+//! The operator against a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler from `scripts/services.sh start
+//! kube`) and real Kafka. There is no kubelet: where a test needs pods to be
+//! available it says so and sets the workloads' status itself, as a kubelet
+//! and the controllers would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_core::ports::ReadingLog;
+use auth_kafka::{KafkaLog, TopicSettings};
+use auth_operator::controller::PAUSED_ANNOTATION;
+use auth_operator::crd::{UtilityPipeline, definition};
+use auth_operator::{Client, Context, LeaderLease};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn kubeconfig_path() -> String {
+    std::env::var("AUTH_KUBECONFIG").unwrap_or_else(|_| {
+        let services = std::env::var("AUTH_SERVICES_DIR")
+            .unwrap_or_else(|_| format!("{}/.cache/auth/services", std::env::var("HOME").unwrap_or_default()));
+        format!("{services}/kube/kubeconfig")
+    })
+}
+
+/// A client of the test control plane, with the CRD installed, and a namespace of the test's own.
+struct Cluster {
+    client: Client,
+    namespace: String,
+}
+
+impl Cluster {
+    async fn start(test: &str) -> Self {
+        let path = kubeconfig_path();
+        let kubeconfig = Kubeconfig::read_from(&path)
+            .unwrap_or_else(|err| panic!("no control plane: {path}: {err} (scripts/services.sh start kube)"));
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+        let client = Client::try_from(config).expect("client");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.patch("utilitypipelines.auth.dev", &PatchParams::apply("auth-operator-tests").force(), &Patch::Apply(&definition()))
+            .await
+            .unwrap_or_else(|err| panic!("installing the CRD on the control plane at {path}: {err}"));
+        eventually("the CRD to be established", || {
+            let crds = crds.clone();
+            async move {
+                let crd = crds.get("utilitypipelines.auth.dev").await.ok()?;
+                let conditions = crd.status?.conditions?;
+                conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+        let namespace = format!("{test}-{}", fastrand::u32(..));
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let object: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("namespace");
+        namespaces.create(&PostParams::default(), &object).await.expect("create the test namespace");
+        Self { client, namespace }
+    }
+
+    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(&self) -> Api<K> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn operator(&self, identity: &str) -> Operator {
+        Operator::start(self.client.clone(), &self.namespace, identity)
+    }
+
+    async fn apply(&self, pipeline: &serde_json::Value) -> UtilityPipeline {
+        let object: UtilityPipeline = serde_json::from_value(pipeline.clone()).expect("pipeline");
+        self.api::<UtilityPipeline>()
+            .patch(&object.name_any(), &PatchParams::apply("auth-operator-tests").force(), &Patch::Apply(&object))
+            .await
+            .expect("apply the pipeline")
+    }
+
+    async fn pipeline(&self, name: &str) -> Option<UtilityPipeline> {
+        self.api::<UtilityPipeline>().get_opt(name).await.expect("read the pipeline")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("namespace {} kept for inspection", self.namespace);
+            return;
+        }
+        let (client, namespace) = (self.client.clone(), self.namespace.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let namespaces: Api<Namespace> = Api::all(client);
+                let _ = namespaces.delete(&namespace, &DeleteParams::default()).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// An operator replica running in this process.
+struct Operator {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Operator {
+    fn start(client: Client, namespace: &str, identity: &str) -> Self {
+        let context = Arc::new(Context::new(client.clone(), identity).watching(Some(namespace.to_owned())));
+        let lease = LeaderLease::new(client, namespace, "auth-operator", identity, Duration::from_secs(3));
+        let (stop, stopped) = watch::channel(false);
+        Self { stop, task: tokio::spawn(auth_operator::lead(lease, context, stopped)) }
+    }
+
+    /// Stops as `SIGTERM` does: finishes, gives the Lease up.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.expect("operator task");
+    }
+
+    /// Dies at once, as `kill -9` would: whatever it was doing is cut off and the Lease is left to expire.
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn kafka() -> KafkaLog {
+    let url = auth_testkit::kafka_url();
+    let bootstrap = auth_core::endpoint::kafka_bootstrap(&url).expect("Kafka URL");
+    auth_testkit::require_server("Kafka", bootstrap.split(',').next().unwrap_or_default());
+    KafkaLog::connect(&url, TopicSettings { replication_factor: 1, retention_ms: 3_600_000, retention_bytes: 1 << 20 })
+        .expect("Kafka")
+}
+
+/// A pipeline manifest on the test Kafka; `name` is unique per run, since topics are named after it.
+fn manifest(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut full = json!({
+        "log": {"url": auth_testkit::kafka_url(), "partitions": 2},
+        "utilities": ["electricity", "water"],
+        "kubernetes": {"image": "auth:test", "streamReplicas": 1},
+    });
+    merge(&mut full, spec);
+    json!({"apiVersion": "auth.dev/v1alpha1", "kind": "UtilityPipeline", "metadata": {"name": name}, "spec": full})
+}
+
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, patch) => *base = patch,
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", fastrand::u32(..) % 1_000_000)
+}
+
+fn condition(pipeline: &UtilityPipeline, type_: &str) -> Option<(String, String, String)> {
+    let status = pipeline.status.as_ref()?;
+    let found = status.conditions.iter().find(|condition| condition.type_ == type_)?;
+    Some((found.status.clone(), found.reason.clone(), found.message.clone()))
+}
+
+/// The pipeline once the operator has observed its current generation.
+async fn observed(cluster: &Cluster, name: &str) -> UtilityPipeline {
+    eventually(&format!("the operator to observe {name}"), || async {
+        let pipeline = cluster.pipeline(name).await?;
+        let status = pipeline.status.as_ref()?;
+        (status.observed_generation == pipeline.metadata.generation).then_some(pipeline)
+    })
+    .await
+}
+
+fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, pipeline: &UtilityPipeline) -> bool {
+    meta.owner_references.iter().flatten().any(|owner| {
+        owner.uid == pipeline.uid().unwrap_or_default() && owner.kind == "UtilityPipeline" && owner.controller == Some(true)
+    })
+}
+
+async fn topic_partitions(kafka: &KafkaLog, topic: &str) -> Option<u32> {
+    kafka.partitions(topic).await.ok()
+}
+
+macro_rules! control_plane_test {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "needs the Kubernetes control plane and Kafka: scripts/test.sh runs it"]
+        async fn $name() {
+            super::$name().await;
+        }
+    };
+}
+
+mod control_plane {
+    control_plane_test!(applying_a_pipeline_creates_its_objects_and_changes_update_them_in_place);
+    control_plane_test!(ready_follows_the_components);
+    control_plane_test!(deletion_applies_the_policy_and_the_collector_removes_the_rest);
+    control_plane_test!(invalid_manifests_are_refused_by_the_api_server_with_the_schema_message);
+    control_plane_test!(rules_the_schema_cannot_express_are_reported_in_the_status);
+    control_plane_test!(a_paused_pipeline_is_left_alone_and_says_so);
+    control_plane_test!(of_two_operators_one_leads_and_the_other_takes_over);
+    control_plane_test!(an_operator_killed_mid_reconcile_converges_after_restart);
+}
+
+async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_place() {
+    let cluster = Cluster::start("apply").await;
+    let kafka = kafka();
+    let operator = cluster.operator("only");
+    let name = unique("apply");
+    cluster.apply(&manifest(&name, json!({}))).await;
+    let pipeline = observed(&cluster, &name).await;
+    assert_eq!(condition(&pipeline, "Topics").map(|c| c.0), Some("True".into()), "{:?}", pipeline.status);
+    assert_eq!(pipeline.status.as_ref().and_then(|s| s.topics), Some(3));
+    for topic in [format!("{name}.electricity"), format!("{name}.water")] {
+        assert_eq!(topic_partitions(&kafka, &topic).await, Some(2), "{topic}");
+    }
+    assert_eq!(topic_partitions(&kafka, &format!("{name}.dlq")).await, Some(1));
+
+    let config_map = cluster.api::<ConfigMap>().get(&format!("{name}-spec")).await.expect("ConfigMap");
+    assert!(owned_by(&config_map.metadata, &pipeline));
+    let spec_yaml = config_map.data.as_ref().and_then(|data| data.get("pipeline.yaml")).expect("spec in the ConfigMap");
+    assert!(spec_yaml.contains(&format!("redis://{name}-redis:6379")), "{spec_yaml}");
+    let deployments = cluster.api::<Deployment>();
+    let mut uids = BTreeMap::new();
+    for (component, command) in [("gateway", "ingest"), ("stream", "stream"), ("archiver", "archive"), ("api", "api")] {
+        let deployment = deployments.get(&format!("{name}-{component}")).await.expect("Deployment");
+        assert!(owned_by(&deployment.metadata, &pipeline), "{component}");
+        let managers: Vec<String> = deployment.metadata.managed_fields.iter().flatten().filter_map(|f| f.manager.clone()).collect();
+        assert!(managers.contains(&"auth-operator".to_owned()), "{component}: {managers:?}");
+        let pod = deployment.spec.as_ref().and_then(|spec| spec.template.spec.clone()).expect("pod spec");
+        assert_eq!(pod.containers[0].image.as_deref(), Some("auth:test"));
+        assert_eq!(pod.containers[0].args, Some(vec![command.to_owned()]));
+        uids.insert(component, deployment.uid());
+    }
+    let stateful_set = cluster.api::<StatefulSet>().get(&format!("{name}-redis")).await.expect("Redis StatefulSet");
+    assert!(owned_by(&stateful_set.metadata, &pipeline));
+    let redis_args = stateful_set.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.containers[0].args.clone());
+    assert!(redis_args.unwrap_or_default().windows(2).any(|pair| pair == ["--appendonly", "yes"]));
+    for service in [format!("{name}-redis"), format!("{name}-api")] {
+        let service = cluster.api::<Service>().get(&service).await.expect("Service");
+        assert!(owned_by(&service.metadata, &pipeline));
+    }
+    let cron_job = cluster.api::<CronJob>().get(&format!("{name}-batch")).await.expect("CronJob");
+    assert!(owned_by(&cron_job.metadata, &pipeline));
+    assert_eq!(cron_job.spec.as_ref().map(|spec| spec.schedule.as_str()), Some("30 1 * * *"));
+    // The real controller manager turned the Deployment into a ReplicaSet.
+    eventually("a ReplicaSet of the stream Deployment", || async {
+        let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = cluster.api();
+        let list = replica_sets.list(&Default::default()).await.ok()?;
+        list.items.iter().any(|rs| rs.name_any().starts_with(&format!("{name}-stream-"))).then_some(())
+    })
+    .await;
+
+    cluster
+        .apply(&manifest(&name, json!({"kubernetes": {"streamReplicas": 3}, "windows": {"sizesSecs": [60]}, "log": {"partitions": 4}})))
+        .await;
+    let changed = observed(&cluster, &name).await;
+    assert_eq!(changed.metadata.generation, Some(2));
+    let stream = deployments.get(&format!("{name}-stream")).await.expect("Deployment");
+    assert_eq!(stream.spec.as_ref().and_then(|spec| spec.replicas), Some(3));
+    assert_eq!(stream.uid(), uids["stream"], "updated in place, not replaced");
+    let config_map = cluster.api::<ConfigMap>().get(&format!("{name}-spec")).await.expect("ConfigMap");
+    let spec_yaml = config_map.data.and_then(|data| data.get("pipeline.yaml").cloned()).unwrap_or_default();
+    let spec = auth_core::spec::PipelineSpec::from_yaml(&spec_yaml, "ConfigMap").expect("the ConfigMap holds a valid spec");
+    assert_eq!(spec.windows.sizes_secs, vec![60]);
+    assert_eq!(topic_partitions(&kafka, &format!("{name}.water")).await, Some(4), "topics grow");
+    let status = changed.status.expect("status");
+    assert_eq!(status.components.get("stream").map(|c| c.target), Some(3));
+    assert!(status.last_reconciled_spec.is_some_and(|spec| spec.contains("\"streamReplicas\":3")));
+
+    // Partitions never shrink.
+    cluster.apply(&manifest(&name, json!({"log": {"partitions": 1}}))).await;
+    observed(&cluster, &name).await;
+    assert_eq!(topic_partitions(&kafka, &format!("{name}.water")).await, Some(4));
+    operator.stop().await;
+    let names: Vec<String> = [".electricity", ".water", ".dlq"].iter().map(|suffix| format!("{name}{suffix}")).collect();
+    let _ = kafka.delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+}
+
+async fn ready_follows_the_components() {
+    let cluster = Cluster::start("ready").await;
+    let operator = cluster.operator("only");
+    let name = unique("ready");
+    cluster.apply(&manifest(&name, json!({}))).await;
+    // kwok's node runs the Deployments' pods; Redis's pod waits for a volume
+    // its claim can bind, and the cluster has no provisioner.
+    let message = eventually("Ready false, waiting for Redis alone", || async {
+        let pipeline = cluster.pipeline(&name).await?;
+        let (ready, reason, message) = condition(&pipeline, "Ready")?;
+        (ready == "False" && reason == "ComponentsNotReady" && message == "waiting for ready replicas: redis 0/1")
+            .then_some(message)
+    })
+    .await;
+    let pipeline = cluster.pipeline(&name).await.expect("pipeline");
+    assert_eq!(condition(&pipeline, "Stream").map(|c| (c.0, c.2)), Some(("True".into(), "1/1 replicas ready".into())), "{message}");
+    assert_eq!(condition(&pipeline, "Redis").map(|c| c.1), Some("Unavailable".into()));
+
+    let volumes: Api<PersistentVolume> = Api::all(cluster.client.clone());
+    let volume: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-redis")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "hostPath": {"path": format!("/tmp/{name}")},
+                 "claimRef": {"namespace": cluster.namespace, "name": format!("data-{name}-redis-0")}}
+    }))
+    .expect("volume");
+    volumes.create(&PostParams::default(), &volume).await.expect("create the volume");
+    eventually("Ready true once Redis has its volume", || async {
+        let pipeline = cluster.pipeline(&name).await?;
+        (condition(&pipeline, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    let status = cluster.pipeline(&name).await.and_then(|pipeline| pipeline.status).expect("status");
+    for component in ["gateway", "stream", "archiver", "api", "redis"] {
+        let replicas = status.components.get(component).copied().unwrap_or_default();
+        assert!(replicas.ready >= replicas.target && replicas.target > 0, "{component}: {replicas:?}");
+    }
+    operator.stop().await;
+    let _ = volumes.delete(&format!("{name}-redis"), &DeleteParams::default()).await;
+}
+
+async fn deletion_applies_the_policy_and_the_collector_removes_the_rest() {
+    let cluster = Cluster::start("delete").await;
+    let kafka = kafka();
+    let operator = cluster.operator("only");
+    let cases = [
+        (unique("delete"), json!({"deletionPolicy": "Delete"}), false),
+        (unique("retain"), json!({"deletionPolicy": "Retain"}), true),
+        (unique("protected"), json!({"deletionPolicy": "Delete", "deletionProtection": true}), true),
+    ];
+    for (name, spec, _) in &cases {
+        cluster.apply(&manifest(name, spec.clone())).await;
+        let pipeline = observed(&cluster, name).await;
+        assert!(pipeline.finalizers().contains(&"auth.dev/topics".to_owned()));
+    }
+    for (name, _, topics_kept) in &cases {
+        cluster.api::<UtilityPipeline>().delete(name, &DeleteParams::default()).await.expect("delete");
+        eventually(&format!("{name} to be gone (finalizer run)"), || async { cluster.pipeline(name).await.is_none().then_some(()) })
+            .await;
+        let topic = format!("{name}.water");
+        let exists = topic_partitions(&kafka, &topic).await.is_some();
+        assert_eq!(exists, *topics_kept, "{topic}");
+        eventually(&format!("the garbage collector to remove what {name} owned"), || async {
+            let deployments = cluster.api::<Deployment>().get_opt(&format!("{name}-stream")).await.ok()?;
+            let config_map = cluster.api::<ConfigMap>().get_opt(&format!("{name}-spec")).await.ok()?;
+            (deployments.is_none() && config_map.is_none()).then_some(())
+        })
+        .await;
+        if *topics_kept {
+            let names: Vec<String> = [".electricity", ".water", ".dlq"].iter().map(|s| format!("{name}{s}")).collect();
+            let _ = kafka.delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        }
+    }
+    operator.stop().await;
+}
+
+async fn invalid_manifests_are_refused_by_the_api_server_with_the_schema_message() {
+    let cluster = Cluster::start("invalid").await;
+    let api = cluster.api::<UtilityPipeline>();
+    let cases = [
+        (json!({"log": {"partitions": 0}}), "spec.log.partitions"),
+        (json!({"deletionPolicy": "Destroy"}), "Unsupported value: \"Destroy\""),
+        (json!({"stream": {"flushIntervalMs": 5000, "checkpointIntervalMs": 100}}), "stream.checkpointIntervalMs must be at least stream.flushIntervalMs"),
+        (json!({"windows": {"sizesSecs": [7]}}), "windows.sizesSecs: every size must divide a day"),
+        (json!({"simulator": {"lateShare": 1.5}}), "spec.simulator.lateShare"),
+        (json!({"utilities": ["steam"]}), "Unsupported value: \"steam\""),
+    ];
+    for (spec, message) in cases {
+        let object = manifest(&unique("bad"), spec.clone());
+        let pipeline: UtilityPipeline = match serde_json::from_value(object.clone()) {
+            Ok(pipeline) => pipeline,
+            Err(_) => {
+                // Not even a valid Rust value: send the raw manifest, as kubectl would.
+                let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                    cluster.client.clone(),
+                    &cluster.namespace,
+                    &kube::api::ApiResource::erase::<UtilityPipeline>(&()),
+                );
+                let dynamic: kube::api::DynamicObject = serde_json::from_value(object).expect("dynamic object");
+                let err = raw.create(&PostParams::default(), &dynamic).await.expect_err(&format!("{spec} must be refused"));
+                assert!(err.to_string().contains(message), "{spec}: {err}");
+                continue;
+            }
+        };
+        let err = api.create(&PostParams::default(), &pipeline).await.expect_err(&format!("{spec} must be refused"));
+        assert!(err.to_string().contains(message), "{spec}: {err}");
+    }
+}
+
+async fn rules_the_schema_cannot_express_are_reported_in_the_status() {
+    let cluster = Cluster::start("rules").await;
+    let operator = cluster.operator("only");
+    let name = unique("rules");
+    cluster.apply(&manifest(&name, json!({"batch": {"databaseUrl": "oracle://db"}}))).await;
+    let pipeline = observed(&cluster, &name).await;
+    let (ready, reason, message) = condition(&pipeline, "Ready").expect("Ready condition");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(message.contains("batch.databaseUrl"), "{message}");
+    assert!(cluster.api::<Deployment>().get_opt(&format!("{name}-stream")).await.expect("read").is_none());
+    operator.stop().await;
+}
+
+async fn a_paused_pipeline_is_left_alone_and_says_so() {
+    let cluster = Cluster::start("paused").await;
+    let operator = cluster.operator("only");
+    let name = unique("paused");
+    cluster.apply(&manifest(&name, json!({}))).await;
+    observed(&cluster, &name).await;
+    let api = cluster.api::<UtilityPipeline>();
+    let pause = json!({"metadata": {"annotations": {PAUSED_ANNOTATION: "true"}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&pause)).await.expect("pause");
+    eventually("the Paused condition", || async {
+        let pipeline = cluster.pipeline(&name).await?;
+        (condition(&pipeline, "Paused")?.0 == "True").then_some(())
+    })
+    .await;
+    let scale = json!({"spec": {"kubernetes": {"streamReplicas": 2}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&scale)).await.expect("change");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stream = cluster.api::<Deployment>().get(&format!("{name}-stream")).await.expect("Deployment");
+    assert_eq!(stream.spec.and_then(|spec| spec.replicas), Some(1), "a paused pipeline's change is not applied");
+    let resume = json!({"metadata": {"annotations": {PAUSED_ANNOTATION: null}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&resume)).await.expect("resume");
+    eventually("the change to be applied once resumed", || async {
+        let stream = cluster.api::<Deployment>().get(&format!("{name}-stream")).await.ok()?;
+        let pipeline = cluster.pipeline(&name).await?;
+        (stream.spec?.replicas == Some(2) && condition(&pipeline, "Paused").is_none()).then_some(())
+    })
+    .await;
+    operator.stop().await;
+}
+
+async fn lease_holder(cluster: &Cluster) -> Option<String> {
+    let lease = cluster.api::<Lease>().get_opt("auth-operator").await.ok()??;
+    lease.spec?.holder_identity.filter(|holder| !holder.is_empty())
+}
+
+async fn of_two_operators_one_leads_and_the_other_takes_over() {
+    let cluster = Cluster::start("leader").await;
+    let first = cluster.operator("first");
+    let second = cluster.operator("second");
+    let leader = eventually("a leader", || lease_holder(&cluster)).await;
+    let name = unique("leader");
+    cluster.apply(&manifest(&name, json!({}))).await;
+    observed(&cluster, &name).await;
+    // Only the leader acts: every event about the pipeline comes from it.
+    let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
+    let reporters = eventually("events about the pipeline", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        let reporters: Vec<String> = list
+            .items
+            .iter()
+            .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()))
+            .filter_map(|event| event.reporting_instance.clone())
+            .collect();
+        (!reporters.is_empty()).then_some(reporters)
+    })
+    .await;
+    assert!(reporters.iter().all(|reporter| *reporter == leader), "{reporters:?}, leader {leader}");
+
+    let (leaving, staying, successor) = if leader == "first" { (first, second, "second") } else { (second, first, "first") };
+    leaving.kill();
+    let next = eventually("the other operator to take the Lease over", || async {
+        lease_holder(&cluster).await.filter(|holder| holder == successor)
+    })
+    .await;
+    assert_eq!(next, successor);
+    cluster.apply(&manifest(&name, json!({"kubernetes": {"streamReplicas": 2}}))).await;
+    observed(&cluster, &name).await;
+    let stream = cluster.api::<Deployment>().get(&format!("{name}-stream")).await.expect("Deployment");
+    assert_eq!(stream.spec.and_then(|spec| spec.replicas), Some(2));
+    staying.stop().await;
+    assert_eq!(lease_holder(&cluster).await, None, "a stopped operator gives the Lease up");
+}
+
+async fn an_operator_killed_mid_reconcile_converges_after_restart() {
+    let cluster = Cluster::start("restart").await;
+    let name = unique("restart");
+    cluster.apply(&manifest(&name, json!({"kubernetes": {"streamReplicas": 2, "apiReplicas": 2}}))).await;
+    for round in 0..4 {
+        let operator = cluster.operator(&format!("attempt-{round}"));
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..1_500))).await;
+        operator.kill();
+    }
+    let operator = cluster.operator("final");
+    let pipeline = observed(&cluster, &name).await;
+    assert_eq!(condition(&pipeline, "Topics").map(|c| c.0), Some("True".into()));
+    for (component, replicas) in [("gateway", 1), ("stream", 2), ("archiver", 1), ("api", 2)] {
+        let deployment = cluster.api::<Deployment>().get(&format!("{name}-{component}")).await.expect("Deployment");
+        assert_eq!(deployment.spec.and_then(|spec| spec.replicas), Some(replicas), "{component}");
+        assert!(owned_by(&deployment.metadata, &pipeline));
+    }
+    assert!(cluster.api::<CronJob>().get_opt(&format!("{name}-batch")).await.expect("read").is_some());
+    operator.stop().await;
+}
