@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use auth_core::PipelineSpec;
 use auth_core::ports::{ReadingLog, ServingStore};
-use auth_core::{dead_letter_topic, utility_topic};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_kafka::{KafkaLog, TopicSettings};
 use auth_redis::RedisStore;
@@ -74,10 +73,8 @@ pub async fn store(
 
 /// Creates the pipeline's utility topics and its dead-letter topic, or grows them.
 pub async fn ensure_topics(log: &dyn ReadingLog, spec: &PipelineSpec, pipeline: &str) -> anyhow::Result<()> {
-    for &utility in &spec.utilities {
-        let topic = utility_topic(pipeline, utility);
-        log.ensure_topic(&topic, spec.log.partitions).await.with_context(|| format!("creating topic {topic}"))?;
+    for (topic, partitions) in auth_core::pipeline_topics(pipeline, spec) {
+        log.ensure_topic(&topic, partitions).await.with_context(|| format!("creating topic {topic}"))?;
     }
-    let dead_letters = dead_letter_topic(pipeline);
-    log.ensure_topic(&dead_letters, 1).await.with_context(|| format!("creating topic {dead_letters}"))
+    Ok(())
 }

@@ -44,6 +44,15 @@ pub fn dead_letter_topic(pipeline: &str) -> String {
     format!("{pipeline}.dlq")
 }
 
+/// Every topic of a pipeline with its partitions: one per utility
+/// (`log.partitions` each) and the dead-letter topic (one partition).
+pub fn pipeline_topics(pipeline: &str, spec: &spec::PipelineSpec) -> Vec<(String, u32)> {
+    let mut topics: Vec<(String, u32)> =
+        spec.utilities.iter().map(|&utility| (utility_topic(pipeline, utility), spec.log.partitions)).collect();
+    topics.push((dead_letter_topic(pipeline), 1));
+    topics
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

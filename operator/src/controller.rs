@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use auth_core::ports::{PortError, ReadingLog};
 use auth_core::spec::{DeletionPolicy, PipelineSpec};
-use auth_core::{dead_letter_topic, utility_topic};
+use auth_core::pipeline_topics;
 use auth_kafka::{KafkaLog, TopicSettings};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{ComponentReplicas, Condition, UtilityPipeline, UtilityPipelineStatus};
-use crate::objects::{self, Component, Desired};
+use crate::objects::{self, Desired};
 
 /// The finalizer that runs the deletion policy.
 pub const FINALIZER: &str = "auth.dev/topics";
@@ -125,11 +125,6 @@ impl Context {
         }
     }
 
-    fn failures_of(&self, key: &str) -> u32 {
-        let failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.get(key).copied().unwrap_or(0)
-    }
-
     fn record_failure(&self, key: &str) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = failures.entry(key.to_owned()).or_insert(0);
@@ -148,9 +143,7 @@ fn key_of(pipeline: &UtilityPipeline) -> String {
 
 /// The topics of a pipeline: one per utility and the dead-letter topic.
 pub fn topic_names(pipeline: &str, spec: &PipelineSpec) -> Vec<String> {
-    let mut topics: Vec<String> = spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect();
-    topics.push(dead_letter_topic(pipeline));
-    topics
+    pipeline_topics(pipeline, spec).into_iter().map(|(topic, _)| topic).collect()
 }
 
 /// Runs the controller over the watched namespaces until `shutdown` resolves.
@@ -198,9 +191,9 @@ pub async fn reconcile(pipeline: Arc<UtilityPipeline>, context: Arc<Context>) ->
 /// Retries a failed pipeline after 2 s, doubling up to 5 minutes.
 pub fn error_policy(pipeline: Arc<UtilityPipeline>, _error: &Error, context: Arc<Context>) -> Action {
     let key = key_of(&pipeline);
-    let failures = context.record_failure(&key).min(8);
-    let delay = Duration::from_secs(2u64 << (failures - 1)).min(Duration::from_secs(300));
-    tracing::info!(pipeline = %key, failures = context.failures_of(&key), ?delay, "retrying");
+    let failures = context.record_failure(&key);
+    let delay = Duration::from_secs(2u64 << (failures.min(8) - 1)).min(Duration::from_secs(300));
+    tracing::info!(pipeline = %key, failures, ?delay, "retrying");
     Action::requeue(delay)
 }
 
@@ -273,9 +266,8 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
     status.topics = Some(topics.len() as u32);
 
     let desired = objects::desired(pipeline).map_err(|source| Error::Render { pipeline: name.clone(), source })?;
-    let applied = apply_objects(&context.client, &namespace, &desired).await?;
-    status.components = applied.replicas.clone();
-    for (component, replicas) in &applied.replicas {
+    let replicas = apply_objects(&context.client, &namespace, &desired).await?;
+    for (component, replicas) in &replicas {
         let condition = capitalized(component);
         let message = format!("{}/{} replicas ready", replicas.ready, replicas.target);
         if replicas.ready >= replicas.target {
@@ -288,13 +280,13 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
         set_condition(&mut status, "Redis", true, "External", "serving.url names the Redis", generation);
     }
     set_condition(&mut status, "Batch", true, "Scheduled", &format!("CronJob schedule {:?} (UTC)", spec.kubernetes.batch_schedule), generation);
-    let waiting: Vec<String> = applied
-        .replicas
+    let waiting: Vec<String> = replicas
         .iter()
         .filter(|(_, replicas)| replicas.ready < replicas.target)
         .map(|(component, replicas)| format!("{component} {}/{}", replicas.ready, replicas.target))
         .collect();
     let ready = waiting.is_empty();
+    status.components = replicas;
     if ready {
         set_condition(&mut status, "Ready", true, "Available", "every component is available", generation);
     } else {
@@ -317,10 +309,10 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
 }
 
 async fn ensure_topics(kafka: &KafkaLog, pipeline: &str, spec: &PipelineSpec) -> Result<(), PortError> {
-    for &utility in &spec.utilities {
-        kafka.ensure_topic(&utility_topic(pipeline, utility), spec.log.partitions).await?;
+    for (topic, partitions) in pipeline_topics(pipeline, spec) {
+        kafka.ensure_topic(&topic, partitions).await?;
     }
-    kafka.ensure_topic(&dead_letter_topic(pipeline), 1).await
+    Ok(())
 }
 
 async fn cleanup(pipeline: &UtilityPipeline, context: &Context) -> Result<Action, Error> {
@@ -342,11 +334,6 @@ async fn cleanup(pipeline: &UtilityPipeline, context: &Context) -> Result<Action
     Ok(Action::await_change())
 }
 
-/// What applying the objects found.
-struct Applied {
-    replicas: BTreeMap<String, ComponentReplicas>,
-}
-
 async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
@@ -356,7 +343,8 @@ where
     Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await?)
 }
 
-async fn apply_objects(client: &Client, namespace: &str, desired: &Desired) -> Result<Applied, Error> {
+/// Applies every object; returns the replicas each component wants and has ready.
+async fn apply_objects(client: &Client, namespace: &str, desired: &Desired) -> Result<BTreeMap<String, ComponentReplicas>, Error> {
     server_side_apply(client, namespace, &desired.config_map).await?;
     let mut replicas = BTreeMap::new();
     if let Some((stateful_set, service)) = &desired.redis {
@@ -375,8 +363,7 @@ async fn apply_objects(client: &Client, namespace: &str, desired: &Desired) -> R
     }
     server_side_apply(client, namespace, &desired.api_service).await?;
     server_side_apply(client, namespace, &desired.batch).await?;
-    debug_assert!(Component::ALL.iter().all(|component| replicas.contains_key(component.name())));
-    Ok(Applied { replicas })
+    Ok(replicas)
 }
 
 fn capitalized(name: &str) -> String {
