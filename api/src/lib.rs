@@ -43,6 +43,10 @@ pub use session::{LoginLimits, Sessions};
 pub const METRIC_REQUESTS: &str = "auth_api_requests_total";
 /// Request latency, by `route` template.
 pub const METRIC_REQUEST_DURATION: &str = "auth_api_request_duration_seconds";
+/// When the batch last computed a date successfully, Unix seconds (from the results database).
+pub const METRIC_BATCH_LAST_SUCCESS: &str = "auth_batch_last_success_timestamp_seconds";
+/// Seconds that run took, all of it: compute, write, restate (from the results database).
+pub const METRIC_BATCH_DURATION: &str = "auth_batch_duration_seconds";
 
 /// What the handlers share.
 #[derive(Clone)]

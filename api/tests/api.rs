@@ -7,7 +7,7 @@
 //! `AUTH_IT=1`, from `scripts/test.sh`) on Kafka and Redis with PostgreSQL
 //! and with MariaDB.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use auth_api::{AppState, LoginLimits, PipelineProbe, Sessions, router};
@@ -18,7 +18,7 @@ use auth_testkit::Backend;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, Response, StatusCode, header};
 use futures::StreamExt;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -124,6 +124,8 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 0, 20.0, 4, 2)")).await;
     sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 5, 22.0, 4, 2)")).await;
     sql(&db, &format!("INSERT INTO top_customers VALUES ('{before_yesterday}', 'electricity', 'US-TX', 1, 7, 12.0)")).await;
+    sql(&db, &format!("INSERT INTO batch_runs VALUES ('{before_yesterday}', {}, 2500)", today - 2 * DAY)).await;
+    sql(&db, &format!("INSERT INTO batch_runs VALUES ('{}', {}, 1500)", date(today - 2 * DAY), today + HOUR)).await;
 
     let topic = format!("{}.electricity", backend.pipeline);
     backend.log.ensure_topic(&topic, 2).await.expect("topic");
@@ -134,10 +136,16 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
         store,
         Arc::new(Sessions::new(db.clone(), limits)),
         Arc::new(probe),
-        PrometheusBuilder::new().build_recorder().handle(),
+        metrics_handle(),
     );
     state.live_interval = Duration::from_millis(50);
     Api { app: router(state), _backend: backend, db, today, cookies: Default::default(), _directory: directory }
+}
+
+/// The process's Prometheus recorder, installed once: `/metrics` sets the batch's gauges through it.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().expect("the only recorder")).clone()
 }
 
 impl Api {
@@ -453,6 +461,16 @@ async fn dashboard_files_health_and_metrics(api: &Api) {
         let body = to_bytes(response.into_body(), 1 << 22).await.expect("body");
         assert!(String::from_utf8_lossy(&body).contains(needle), "{uri}");
     }
+    // The batch's newest run, read from the results database.
+    let response = api.send(Request::get("/metrics").body(Body::empty()).expect("request")).await;
+    let body = to_bytes(response.into_body(), 1 << 22).await.expect("body");
+    let metrics = String::from_utf8_lossy(&body);
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}:\n{metrics}"));
+        line[name.len()..].trim().parse().expect("a number")
+    };
+    assert_eq!(value("auth_batch_duration_seconds"), 1.5);
+    assert_eq!(value("auth_batch_last_success_timestamp_seconds"), (api.today + HOUR) as f64 / 1_000.0);
 }
 
 /// Each check as a test on every backend: a fresh API (and rate limiter) per test.

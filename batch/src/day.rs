@@ -91,8 +91,8 @@ pub async fn run_day(
         }
     }
     let restate_ms = restated.elapsed().as_millis() as u64;
-    metrics::gauge!(crate::METRIC_DURATION).set(started.elapsed().as_secs_f64());
-    metrics::gauge!(crate::METRIC_LAST_SUCCESS).set(now_ms as f64 / 1_000.0);
+    let duration_ms = started.elapsed().as_millis() as i64;
+    results.record_run(date, now_ms + duration_ms, duration_ms).await?;
     metrics::counter!(crate::METRIC_DAYS).increment(1);
     Ok(DaySummary { date, outputs, reconciliation, restatements, compute_ms, write_ms, restate_ms })
 }

@@ -31,9 +31,6 @@ pub use results::{Reconciliation, Restatement, ResultsDb};
 /// How many customers per region and utility the top list keeps.
 pub const TOP_CUSTOMERS: usize = 10;
 
-/// Seconds the last day computed took, all of it (compute, write, restate).
-pub const METRIC_DURATION: &str = "auth_batch_duration_seconds";
-/// When a day was last computed successfully, Unix seconds.
-pub const METRIC_LAST_SUCCESS: &str = "auth_batch_last_success_timestamp_seconds";
-/// Days computed.
+/// Days computed by this process. The duration and time of the last success
+/// are recorded in the results database (`batch_runs`), which the API exports.
 pub const METRIC_DAYS: &str = "auth_batch_days_total";

@@ -283,6 +283,22 @@ impl ResultsDb {
         sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("restatements"))?;
         transaction.commit().await.map_err(query_error("committing"))
     }
+
+    /// Records that `date` was computed successfully, finishing at
+    /// `finished_at_ms` after `duration_ms` (replacing its previous run).
+    pub async fn record_run(&self, date: NaiveDate, finished_at_ms: i64, duration_ms: i64) -> Result<(), ResultsError> {
+        let day = date.format("%Y-%m-%d").to_string();
+        let mut transaction = self.db.pool().begin().await.map_err(query_error("starting a transaction"))?;
+        let sql = format!("DELETE FROM batch_runs WHERE usage_date = {}", self.db.placeholder(1));
+        sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error("batch_runs"))?;
+        let mut arguments = AnyArguments::default();
+        add(&mut arguments, day)?;
+        add(&mut arguments, finished_at_ms)?;
+        add(&mut arguments, duration_ms)?;
+        let sql = self.db.insert_sql("batch_runs", &["usage_date", "finished_at_ms", "duration_ms"], 1);
+        sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("batch_runs"))?;
+        transaction.commit().await.map_err(query_error("committing"))
+    }
 }
 
 fn small(number: i64, what: &str) -> Result<u8, ResultsError> {

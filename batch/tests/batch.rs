@@ -132,6 +132,9 @@ async fn exact_rows_and_idempotent_reruns(master: MasterStore, database_url: &st
     assert!(summary.restatements.is_empty(), "no serving store, no restatement");
     run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
     assert_eq!(results.day(date()).await.unwrap().0, expected(), "a rerun leaves the same rows");
+    // Each run is recorded for the API's metrics; the rerun replaced the first.
+    let run = auth_results::Database::connect(database_url).await.unwrap().last_batch_run().await.unwrap().expect("a run");
+    assert!(run.finished_at_ms >= LATER_MS && run.finished_at_ms == LATER_MS + run.duration_ms, "{run:?}");
 }
 
 fn sqlite_url(directory: &tempfile::TempDir) -> String {

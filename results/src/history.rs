@@ -38,6 +38,13 @@ pub struct TopRow {
     pub total: f64,
 }
 
+/// A successful batch run of one date.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchRunRow {
+    pub finished_at_ms: i64,
+    pub duration_ms: i64,
+}
+
 /// The batch's reconciliation of one day and utility.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -207,5 +214,12 @@ impl Database {
                 })
             })
             .collect()
+    }
+
+    /// The batch run that finished last, over every date; `None` before the first.
+    pub async fn last_batch_run(&self) -> Result<Option<BatchRunRow>, ResultsError> {
+        let sql = "SELECT finished_at_ms, duration_ms FROM batch_runs ORDER BY finished_at_ms DESC LIMIT 1";
+        let row: Option<(i64, i64)> = sqlx::query_as(sql).fetch_optional(self.pool()).await.map_err(query_error("batch_runs"))?;
+        Ok(row.map(|(finished_at_ms, duration_ms)| BatchRunRow { finished_at_ms, duration_ms }))
     }
 }
