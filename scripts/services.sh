@@ -7,7 +7,8 @@
 #   scripts/services.sh status   say what runs where
 #   scripts/services.sh start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube   one server (tests use it)
 #   scripts/services.sh build-deps            Debian packages the build and the tests need (rdkafka: cmake, libcurl;
-#                                             browser tests: chromium; `auth bench api`: wrk, redis-tools)
+#                                             browser tests: chromium; `auth bench api`: wrk, redis-tools;
+#                                             the monitoring test starts its own prometheus)
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
 # Central run with the machine's Java), Redis (Debian's redis-server, AOF on),
@@ -495,6 +496,6 @@ case "${1:-}" in
             kube) stop_kube; start_kube ;;
             *) fail "usage: $0 restart kafka|redis|mosquitto|postgres|mariadb|s3|kube" ;;
         esac ;;
-    build-deps) apt_install cmake libcurl4-openssl-dev chromium wrk redis-tools ;;
+    build-deps) apt_install cmake libcurl4-openssl-dev chromium wrk redis-tools prometheus ;;
     *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps" ;;
 esac

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,105 @@ fn login(address: &str, username: &str, password: &str) -> String {
     cookie.split(';').next().expect("name=value").to_owned()
 }
 
+/// A running `auth up` on ports of its own, with the banner it printed.
+struct Up {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    banner: String,
+    /// The dashboard's and API's `host:port`.
+    address: String,
+}
+
+impl Up {
+    fn start(config: &Path) -> Self {
+        let mut child = auth()
+            .args(["up", "--listen", "127.0.0.1:0", "--ingest-listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("auth up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut printed = Vec::new();
+        while !printed.iter().any(|line: &String| line.contains("customers to look at")) {
+            let line = lines.recv_timeout(Duration::from_secs(30)).expect("auth up prints its banner");
+            printed.push(line);
+        }
+        let banner = printed.join("\n");
+        let address = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("the banner names the dashboard URL")
+            .to_owned();
+        Self { child, lines, banner, address }
+    }
+
+    /// The gateway's `host:port` and the demo key the banner prints.
+    fn gateway(&self) -> (String, String) {
+        let line = self.banner.lines().find(|line| line.contains("POST http://")).expect("the banner names the gateway");
+        let address = line.split("http://").nth(1).and_then(|rest| rest.split('/').next()).expect("gateway address");
+        let key = line.split("Bearer ").nth(1).and_then(|rest| rest.split('`').next()).expect("demo key");
+        (address.to_owned(), key.to_owned())
+    }
+
+    /// Stops it with SIGTERM, checks it exits cleanly and returns what it printed after the banner.
+    fn stop(mut self) -> Vec<String> {
+        let killed = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(killed.success());
+        let status = self.child.wait().expect("auth up exits");
+        assert!(status.success(), "auth up exits cleanly: {status}");
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Up {
+    /// A failed test does not leave `auth up` running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The PromQL queries of the chart's Grafana dashboard.
+fn dashboard_queries() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/auth/files/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// How many series a PromQL query returns now; a query Prometheus refuses fails the test.
+fn series(prometheus: &str, query: &str) -> usize {
+    let url = url::Url::parse_with_params(&format!("http://{prometheus}/api/v1/query"), [("query", query)]).expect("query URL");
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let (status, body) = http_get(prometheus, &path, "").expect("Prometheus answers");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("Prometheus answers JSON");
+    assert!(status == 200 && answer["status"] == "success", "Prometheus refused {query}: {body}");
+    answer["data"]["result"].as_array().map_or(0, Vec::len)
+}
+
 #[test]
 fn up_serves_live_usage_and_stops_cleanly() {
     let config = tempfile::NamedTempFile::new().expect("temp file");
@@ -63,31 +163,8 @@ fn up_serves_live_usage_and_stops_cleanly() {
         ),
     )
     .expect("write config");
-    let mut child = auth()
-        .args(["up", "--listen", "127.0.0.1:0", "--ingest-listen", "127.0.0.1:0", "--config"])
-        .arg(config.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("auth up starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut printed = Vec::new();
-    while !printed.iter().any(|line: &String| line.contains("customers to look at")) {
-        let line = lines_rx.recv_timeout(Duration::from_secs(30)).expect("auth up prints its banner");
-        printed.push(line);
-    }
-    let banner = printed.join("\n");
-    let address = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("the banner names the dashboard URL")
-        .to_owned();
+    let up = Up::start(config.path());
+    let (banner, address) = (up.banner.clone(), up.address.clone());
     let customer = banner
         .split("customers to look at: ")
         .nth(1)
@@ -135,9 +212,8 @@ fn up_serves_live_usage_and_stops_cleanly() {
     }
 
     // A meter of our own, through the gateway with the printed key.
-    let ingest_line = banner.lines().find(|line| line.contains("POST http://")).expect("the banner names the gateway");
-    let gateway = ingest_line.split("http://").nth(1).and_then(|rest| rest.split('/').next()).expect("gateway address");
-    let key = ingest_line.split("Bearer ").nth(1).and_then(|rest| rest.split('`').next()).expect("demo key");
+    let (gateway, key) = up.gateway();
+    let (gateway, key) = (gateway.as_str(), key.as_str());
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
     let reading = format!(
         r#"{{"meterId": 77, "customerId": 987654321, "utility": "water", "region": "US-NV",
@@ -194,12 +270,80 @@ fn up_serves_live_usage_and_stops_cleanly() {
     assert_eq!(status, 200);
     assert!(metrics.contains("auth_stream_readings_total"), "{metrics}");
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(killed.success());
-    let status = child.wait().expect("auth up exits");
-    assert!(status.success(), "auth up exits cleanly: {status}");
-    let rest: Vec<String> = lines_rx.try_iter().collect();
+    let rest = up.stop();
     assert!(rest.iter().any(|line| line.contains("stopped cleanly")), "{rest:?}");
+}
+
+/// Monitoring for real: Debian's Prometheus scrapes a running `auth up`, and
+/// every query of the chart's Grafana dashboard returns a series.
+#[test]
+#[ignore = "needs Debian's prometheus (scripts/services.sh build-deps): scripts/test.sh runs it"]
+fn prometheus_scrapes_up_and_every_dashboard_query_returns_a_series() {
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10, "{queries:?}");
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    let data = tempfile::tempdir().expect("temp dir");
+    // Event time runs 30 times faster than the clock, so windows close and
+    // late readings arrive within seconds; some readings are malformed.
+    std::fs::write(
+        config.path(),
+        format!(
+            "simulator:\n  customers: 300\n  mode: accelerated\n  timeFactor: 30\n  lateShare: 0.05\n  malformedShare: 0.01\n\
+             stream:\n  flushIntervalMs: 500\n  checkpointIntervalMs: 1000\n\
+             archive:\n  url: {0}/master\n  rollSecs: 1\nbatch:\n  databaseUrl: sqlite://{0}/results.db\n  scheduleSecs: 1\n",
+            data.path().display()
+        ),
+    )
+    .expect("write config");
+    let up = Up::start(config.path());
+    let (gateway, key) = up.gateway();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    let reading = format!(
+        r#"{{"meterId": 77, "customerId": 987654321, "utility": "water", "region": "US-NV",
+            "customerKind": "residential", "tsMs": {now_ms}, "value": 42.5}}"#
+    );
+    assert_eq!(http_post(&gateway, "/api/v1/readings", &key, &reading).expect("gateway").0, 202);
+
+    let prometheus_dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port();
+    let prometheus_address = format!("127.0.0.1:{port}");
+    let scrape = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: auth\n    \
+         static_configs:\n      - targets: ['{}']\n",
+        up.address
+    );
+    std::fs::write(prometheus_dir.path().join("prometheus.yml"), scrape).expect("write prometheus.yml");
+    let program = std::env::var("AUTH_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
+    let log = std::fs::File::create(prometheus_dir.path().join("prometheus.log")).expect("log file");
+    let prometheus = Command::new(&program)
+        .arg(format!("--config.file={}", prometheus_dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", prometheus_dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={prometheus_address}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|err| panic!("{program} is missing ({err}): scripts/services.sh build-deps installs Debian's prometheus"));
+    let _prometheus = KillOnDrop(prometheus);
+    let log = || std::fs::read_to_string(prometheus_dir.path().join("prometheus.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&prometheus_address, "/-/ready", "").ok().map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "Prometheus was not ready within 30 s:\n{}", log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // rate() needs two scrapes of a series; the API's latency needs requests.
+    let mut missing = queries;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        http_get(&up.address, "/api/v1/regions", "").expect("API");
+        missing.retain(|query| series(&prometheus_address, query) == 0);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no series within 120 s for:\n  {}\nPrometheus log:\n{}", missing.join("\n  "), log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    up.stop();
 }
 
 #[test]
