@@ -55,6 +55,9 @@ KUBE_HOME="$HOME/.cache/auth/kube-$KUBE_VERSION"
 ETCD_PORT=2379
 KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.22.0"
+# Kubernetes' JSON schemas for offline validation of the rendered chart (PyPI).
+KUBERNETES_VALIDATE_VERSION="1.35.0"
+KUBERNETES_VALIDATE_HOME="$HOME/.cache/auth/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
 
 say() { printf 'services: %s\n' "$*" >&2; }
 fail() { say "$*"; exit 1; }
@@ -378,9 +381,16 @@ sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in condit
 }
 
 # The clients tests drive the control plane with: kubectl (Debian's
-# kubernetes-client) and helm (built with Go).
+# kubernetes-client) and helm (built with Go); and kubernetes-validate (PyPI,
+# in a venv), which checks manifests against Kubernetes' schemas offline.
 install_kube_clients() {
     command -v kubectl >/dev/null || apt_install kubernetes-client
+    if [[ ! -x "$KUBERNETES_VALIDATE_HOME/bin/kubernetes-validate" ]]; then
+        say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION from PyPI into $KUBERNETES_VALIDATE_HOME"
+        python3 -m venv "$KUBERNETES_VALIDATE_HOME"
+        "$KUBERNETES_VALIDATE_HOME/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+            || fail "could not install kubernetes-validate from PyPI"
+    fi
     [[ -x "$KUBE_HOME/bin/helm-$HELM_VERSION" ]] && return 0
     say "building helm $HELM_VERSION with Go"
     local gobin="$KUBE_HOME/helm-$HELM_VERSION"
@@ -435,7 +445,8 @@ start_kube() {
         -X POST -d "$node" "https://127.0.0.1:$KUBE_PORT/api/v1/nodes" >/dev/null 2>&1 || true
     wait_for 60 kwok_node_ready "$dir" "$token" || fail "kwok did not make node kwok-node-0 Ready within 60 s; see $dir/kwok.log"
     ln -sf "$bin/helm-$HELM_VERSION" "$dir/helm"
-    say "Kubernetes $KUBE_VERSION API server listens on https://127.0.0.1:$KUBE_PORT (kubeconfig: $dir/kubeconfig; helm: $dir/helm; logs in $dir)"
+    ln -sf "$KUBERNETES_VALIDATE_HOME/bin/kubernetes-validate" "$dir/kubernetes-validate"
+    say "Kubernetes $KUBE_VERSION API server listens on https://127.0.0.1:$KUBE_PORT (kubeconfig: $dir/kubeconfig; helm and kubernetes-validate: $dir; logs in $dir)"
 }
 
 stop_kube() {
