@@ -55,6 +55,9 @@ KUBE_HOME="$HOME/.cache/auth/kube-$KUBE_VERSION"
 ETCD_PORT=2379
 KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.22.0"
+# The ServiceMonitor and PodMonitor CRDs, as a cluster with the Prometheus
+# operator has them, so the chart's monitors are applied for real.
+PROMETHEUS_OPERATOR_VERSION="v0.85.0"
 # Kubernetes' JSON schemas for offline validation of the rendered chart (PyPI).
 KUBERNETES_VALIDATE_VERSION="1.35.0"
 KUBERNETES_VALIDATE_HOME="$HOME/.cache/auth/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
@@ -337,6 +340,18 @@ install_kwok() {
     mv "$gobin/kwok" "$KUBE_HOME/bin/kwok-$KWOK_VERSION"
 }
 
+install_monitor_crds() {
+    local crds="$KUBE_HOME/bin/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION-monitors.yaml"
+    [[ -f "$crds" ]] && return 0
+    say "fetching the ServiceMonitor and PodMonitor CRDs of prometheus-operator $PROMETHEUS_OPERATOR_VERSION (Go module proxy)"
+    local module
+    module=$(cd "$KUBE_HOME" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') || fail "downloading prometheus-operator failed"
+    cat "$module/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+        "$module/example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml" >"$crds.tmp"
+    mv "$crds.tmp" "$crds"
+}
+
 # Keys and certificates: a CA, the API server's serving certificate for
 # 127.0.0.1, the service-account signing key and an admin bearer token.
 kube_credentials() { # dir
@@ -405,6 +420,7 @@ start_kube() {
     install_kube
     install_kwok
     install_kube_clients
+    install_monitor_crds
     local dir="$SERVICES_DIR/kube" bin="$KUBE_HOME/bin"
     mkdir -p "$dir"
     kube_credentials "$dir"
@@ -444,6 +460,9 @@ start_kube() {
     curl -fsS --cacert "$dir/ca.crt" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
         -X POST -d "$node" "https://127.0.0.1:$KUBE_PORT/api/v1/nodes" >/dev/null 2>&1 || true
     wait_for 60 kwok_node_ready "$dir" "$token" || fail "kwok did not make node kwok-node-0 Ready within 60 s; see $dir/kwok.log"
+    kubectl --kubeconfig "$dir/kubeconfig" apply --server-side --force-conflicts \
+        -f "$bin/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION-monitors.yaml" >/dev/null \
+        || fail "applying the ServiceMonitor and PodMonitor CRDs failed"
     ln -sf "$bin/helm-$HELM_VERSION" "$dir/helm"
     ln -sf "$KUBERNETES_VALIDATE_HOME/bin/kubernetes-validate" "$dir/kubernetes-validate"
     say "Kubernetes $KUBE_VERSION API server listens on https://127.0.0.1:$KUBE_PORT (kubeconfig: $dir/kubeconfig; helm and kubernetes-validate: $dir; logs in $dir)"

@@ -140,6 +140,17 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// Serves only `/metrics` (with the batch's last run) and `/healthz` on a
+/// listener of their own, e.g. a port apart from the public API.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().route("/healthz", get(routes::healthz)).route("/metrics", get(routes::metrics)).with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the
 /// requests in flight. Live streams end with the shutdown.
 pub async fn serve(

@@ -33,6 +33,9 @@ pub struct ApiArgs {
     /// Address of the API, the dashboard, `/metrics` and `/healthz`.
     #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Also serve `/metrics` and `/healthz` here, apart from the API (as every other role does).
+    #[arg(long, env = "AUTH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The API's state over a pipeline's adapters and its results database.
@@ -66,10 +69,23 @@ pub async fn run(args: ApiArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
     tracing::info!(address = %args.listen, "API serving");
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_server = match args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (--metrics-listen / AUTH_METRICS_LISTEN)"))?;
+            tracing::info!(%address, "serving /metrics and /healthz");
+            Some(tokio::spawn(auth_api::serve_metrics(listener, state.clone(), crate::up::stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
     let server = tokio::spawn(auth_api::serve(listener, state, crate::up::stopped(stop_rx)));
     crate::up::shutdown_signal().await;
     let _ = stop_tx.send(true);
     server.await.context("API task")?.context("API server")?;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.await.context("metrics task")?.context("metrics server")?;
+    }
     tracing::info!("API stopped cleanly");
     Ok(())
 }

@@ -305,8 +305,7 @@ fn prometheus_scrapes_up_and_every_dashboard_query_returns_a_series() {
     assert_eq!(http_post(&gateway, "/api/v1/readings", &key, &reading).expect("gateway").0, 202);
 
     let prometheus_dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port();
-    let prometheus_address = format!("127.0.0.1:{port}");
+    let prometheus_address = free_address();
     let scrape = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: auth\n    \
          static_configs:\n      - targets: ['{}']\n",
@@ -344,6 +343,60 @@ fn prometheus_scrapes_up_and_every_dashboard_query_returns_a_series() {
         std::thread::sleep(Duration::from_millis(500));
     }
     up.stop();
+}
+
+fn free_address() -> String {
+    let address = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port");
+    address.to_string()
+}
+
+/// On Kubernetes the batch is a CronJob that nothing scrapes: `auth batch`
+/// records its run in the results database, and `auth api` exports it on its
+/// metrics port (the one the pods' annotations and the PodMonitor name).
+#[test]
+#[ignore = "needs Kafka and Redis: scripts/test.sh runs it"]
+fn the_api_exports_the_batch_run_on_its_metrics_port() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let master = data.path().join("master");
+    let config = data.path().join("spec.yaml");
+    std::fs::write(&config, "simulator:\n  customers: 20\n  heartbeatSecs: 3600\n").expect("write config");
+    let backfill = auth()
+        .args(["simulate", "--backfill", "--from", "2026-11-27", "--to", "2026-11-27", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&master)
+        .output()
+        .expect("auth simulate runs");
+    assert!(backfill.status.success(), "{}", String::from_utf8_lossy(&backfill.stderr));
+    let database = format!("sqlite://{}/results.db", data.path().display());
+    let batch = auth()
+        .args(["batch", "--date", "2026-11-27", "--database-url", &database, "--master-url"])
+        .arg(&master)
+        .env_remove("AUTH_REDIS_URL")
+        .output()
+        .expect("auth batch runs");
+    assert!(batch.status.success(), "{}", String::from_utf8_lossy(&batch.stderr));
+
+    let (api, metrics) = (free_address(), free_address());
+    let child = auth()
+        .args(["api", "--kafka-url", &auth_testkit::kafka_url(), "--redis-url", &auth_testkit::redis_url()])
+        .args(["--database-url", &database, "--listen", &api, "--metrics-listen", &metrics])
+        .spawn()
+        .expect("auth api starts");
+    let _api = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&metrics, "/healthz", "").ok().map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "auth api served no /healthz on {metrics} within 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for address in [&metrics, &api] {
+        let (status, body) = http_get(address, "/metrics", "").expect("metrics");
+        assert_eq!(status, 200);
+        for name in ["auth_batch_last_success_timestamp_seconds ", "auth_batch_duration_seconds "] {
+            assert!(body.lines().any(|line| line.starts_with(name)), "{name}on {address}:\n{body}");
+        }
+    }
+    assert_eq!(http_get(&metrics, "/api/v1/regions", "").expect("metrics port").0, 404, "only the probes on the metrics port");
 }
 
 #[test]

@@ -216,7 +216,11 @@ fn deployment(pipeline: &UtilityPipeline, component: Component) -> Deployment {
             replicas: Some(component.replicas(&pipeline.spec.pipeline)),
             selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(scrape_annotations()),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(vec![spec_volume(pipeline)]),
@@ -227,6 +231,16 @@ fn deployment(pipeline: &UtilityPipeline, component: Component) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+/// The annotations Prometheus setups without the operator scrape pods by; the
+/// chart's PodMonitor selects the same pods by the `managed-by` label and the `metrics` port.
+fn scrape_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ])
 }
 
 fn env_listen(name: &str, port: i32) -> EnvVar {

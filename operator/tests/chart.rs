@@ -48,6 +48,10 @@ fn render(namespace: &str, extra: &[&str]) -> String {
     run("helm", &args)
 }
 
+fn every_toggle() -> Vec<&'static str> {
+    vec!["--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true", "--set", "grafanaDashboard.enabled=true"]
+}
+
 async fn client() -> Client {
     let path = services_dir().join("kube/kubeconfig");
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|err| panic!("{}: {err} (scripts/services.sh start kube)", path.display()));
@@ -63,9 +67,9 @@ fn the_chart_lints_and_renders_every_toggle() {
     for kind in ["kind: ServiceAccount", "kind: ClusterRole", "kind: ClusterRoleBinding", "kind: Role", "kind: Deployment"] {
         assert!(plain.contains(kind), "{kind} missing:\n{plain}");
     }
-    assert!(!plain.contains("kind: ServiceMonitor") && !plain.contains("auth.json"), "toggles are off by default");
-    let everything = render("auth-system", &["--set", "serviceMonitor.enabled=true", "--set", "grafanaDashboard.enabled=true"]);
-    assert!(everything.contains("kind: ServiceMonitor"));
+    assert!(!plain.contains("Monitor") && !plain.contains("auth.json"), "toggles are off by default");
+    let everything = render("auth-system", &every_toggle());
+    assert!(everything.contains("kind: ServiceMonitor") && everything.contains("kind: PodMonitor"));
     assert!(everything.contains("grafana_dashboard: \"1\"") && everything.contains("\"uid\": \"auth-pipeline\""));
     // RBAC grants no delete: the garbage collector removes what a pipeline owned.
     let verbs: Vec<&str> = plain.lines().filter(|line| line.trim_start().starts_with("verbs:")).collect();
@@ -79,7 +83,8 @@ fn the_chart_lints_and_renders_every_toggle() {
 fn the_rendered_chart_passes_kubernetes_schemas_offline() {
     let directory = tempfile::tempdir().expect("temp dir");
     let validate = |name: &str, extra: &[&str]| {
-        let mut args = vec!["--include-crds", "--set", "serviceMonitor.enabled=true", "--set", "grafanaDashboard.enabled=true"];
+        let mut args = every_toggle();
+        args.push("--include-crds");
         args.extend_from_slice(extra);
         let path = directory.path().join(name);
         std::fs::write(&path, render("auth-system", &args)).expect("write the rendered chart");
@@ -106,9 +111,10 @@ fn the_rendered_chart_passes_kubernetes_schemas_offline() {
     ] {
         assert!(printed.contains(&format!("passed for resource {resource} ")), "{resource} was not validated:\n{printed}");
     }
-    // Only the ServiceMonitor (prometheus-operator's own CRD) has no schema here.
+    // Only the ServiceMonitor and PodMonitor (prometheus-operator's own CRDs) have no schema here.
     let unchecked: Vec<&str> = printed.lines().filter(|line| line.contains("Couldn't find schema")).collect();
-    assert!(unchecked.len() == 1 && unchecked[0].contains("kind ServiceMonitor"), "{printed}");
+    let monitors = unchecked.iter().filter(|line| line.contains("kind ServiceMonitor") || line.contains("kind PodMonitor")).count();
+    assert!(unchecked.len() == 2 && monitors == 2, "{printed}");
     let (valid, printed) = validate("mistyped.yaml", &["--set-string", "replicaCount=two"]);
     let refused = !valid && printed.contains("deployment/auth") && printed.contains("spec.replicas");
     assert!(refused, "replicas: \"two\" must fail validation:\n{printed}");
@@ -119,7 +125,8 @@ fn the_rendered_chart_passes_kubernetes_schemas_offline() {
 async fn the_rendered_chart_applies_to_the_api_server_and_a_user_sees_the_pipeline() {
     let namespace = format!("chart-{}", fastrand::u32(..));
     run("kubectl", &["create", "namespace", &namespace]);
-    let chart = render(&namespace, &["--set", "grafanaDashboard.enabled=true"]);
+    // Every toggle: services.sh gives the API server prometheus-operator's monitor CRDs, so they are checked too.
+    let chart = render(&namespace, &every_toggle());
     let rendered = std::env::temp_dir().join(format!("{namespace}.yaml"));
     std::fs::write(&rendered, chart).expect("write the rendered chart");
     let file = rendered.to_string_lossy().into_owned();
@@ -128,6 +135,9 @@ async fn the_rendered_chart_applies_to_the_api_server_and_a_user_sees_the_pipeli
     run("kubectl", &["apply", "-f", &file]);
     // kwok's node runs the operator's pod: the Deployment becomes available.
     run("kubectl", &["-n", &namespace, "rollout", "status", "deployment/auth", "--timeout=60s"]);
+    let monitors = run("kubectl", &["-n", &namespace, "get", "servicemonitors,podmonitors", "-o", "name"]);
+    assert!(monitors.contains("servicemonitor.monitoring.coreos.com/auth"), "{monitors}");
+    assert!(monitors.contains("podmonitor.monitoring.coreos.com/auth-pipelines"), "{monitors}");
 
     // The user's path: an operator running, the example applied with kubectl.
     let client = client().await;

@@ -257,6 +257,11 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
         let pod = deployment.spec.as_ref().and_then(|spec| spec.template.spec.clone()).expect("pod spec");
         assert_eq!(pod.containers[0].image.as_deref(), Some("auth:test"));
         assert_eq!(pod.containers[0].args, Some(vec![command.to_owned()]));
+        // Every role serves /metrics on the `metrics` port, which the pod's annotations name for Prometheus.
+        let ports = pod.containers[0].ports.clone().unwrap_or_default();
+        assert!(ports.iter().any(|port| port.name.as_deref() == Some("metrics") && port.container_port == 9464), "{component}");
+        let annotations = deployment.spec.as_ref().and_then(|spec| spec.template.metadata.clone()).and_then(|meta| meta.annotations);
+        assert_eq!(annotations.unwrap_or_default().get("prometheus.io/port").map(String::as_str), Some("9464"), "{component}");
         uids.insert(component, deployment.uid());
     }
     let stateful_set = cluster.api::<StatefulSet>().get(&format!("{name}-redis")).await.expect("Redis StatefulSet");
