@@ -122,7 +122,7 @@ fn the_rendered_chart_passes_kubernetes_schemas_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Kubernetes control plane and Kafka: scripts/test.sh runs it"]
-async fn the_rendered_chart_applies_to_the_api_server_and_a_user_sees_the_pipeline() {
+async fn the_chart_installs_with_helm_on_the_api_server_and_a_user_sees_the_pipeline() {
     let namespace = format!("chart-{}", fastrand::u32(..));
     run("kubectl", &["create", "namespace", &namespace]);
     // Every toggle: services.sh gives the API server prometheus-operator's monitor CRDs, so they are checked too.
@@ -132,12 +132,16 @@ async fn the_rendered_chart_applies_to_the_api_server_and_a_user_sees_the_pipeli
     let file = rendered.to_string_lossy().into_owned();
     run("kubectl", &["apply", "--dry-run=server", "-f", &file]);
     run("kubectl", &["apply", "-f", "charts/auth/crds/"]);
-    run("kubectl", &["apply", "-f", &file]);
-    // kwok's node runs the operator's pod: the Deployment becomes available.
-    run("kubectl", &["-n", &namespace, "rollout", "status", "deployment/auth", "--timeout=60s"]);
+    // Installed as a user installs it; kwok's node runs the operator's pod, so --wait sees it available.
+    let release = format!("auth-{}", fastrand::u32(..));
+    let mut install = vec!["install", release.as_str(), "charts/auth", "--namespace", namespace.as_str(), "--wait", "--timeout", "90s"];
+    install.extend(every_toggle());
+    let installed = run("helm", &install);
+    assert!(installed.contains("kubectl apply -f charts/auth/examples/pipeline.yaml"), "NOTES say what to apply next:\n{installed}");
+    run("kubectl", &["-n", &namespace, "rollout", "status", &format!("deployment/{release}"), "--timeout=60s"]);
     let monitors = run("kubectl", &["-n", &namespace, "get", "servicemonitors,podmonitors", "-o", "name"]);
-    assert!(monitors.contains("servicemonitor.monitoring.coreos.com/auth"), "{monitors}");
-    assert!(monitors.contains("podmonitor.monitoring.coreos.com/auth-pipelines"), "{monitors}");
+    assert!(monitors.contains(&format!("servicemonitor.monitoring.coreos.com/{release}")), "{monitors}");
+    assert!(monitors.contains(&format!("podmonitor.monitoring.coreos.com/{release}-pipelines")), "{monitors}");
 
     // The user's path: an operator running, the example applied with kubectl.
     let client = client().await;
@@ -164,6 +168,8 @@ async fn the_rendered_chart_applies_to_the_api_server_and_a_user_sees_the_pipeli
     run("kubectl", &["-n", &namespace, "delete", "upl", "demo", "--timeout=60s"]);
     let _ = stop.send(true);
     operator.await.expect("operator");
+    // The chart's cluster-scoped objects (ClusterRole, ClusterRoleBinding) go with the release.
+    run("helm", &["uninstall", &release, "--namespace", &namespace]);
     run("kubectl", &["delete", "namespace", &namespace, "--wait=false"]);
     let _ = std::fs::remove_file(&rendered);
 }
