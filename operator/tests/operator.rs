@@ -14,7 +14,7 @@ use auth_operator::controller::PAUSED_ANNOTATION;
 use auth_operator::crd::{UtilityPipeline, definition};
 use auth_operator::{Client, Context, LeaderLease};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -133,17 +133,25 @@ impl Operator {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    eventually_within(WAIT, what, probe).await
+}
+
+async fn eventually_within<T, F, Fut>(wait: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {wait:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -227,6 +235,7 @@ mod control_plane {
     control_plane_test!(a_paused_pipeline_is_left_alone_and_says_so);
     control_plane_test!(of_two_operators_one_leads_and_the_other_takes_over);
     control_plane_test!(an_operator_killed_mid_reconcile_converges_after_restart);
+    control_plane_test!(the_batch_cron_job_starts_jobs_that_run_to_completion);
 }
 
 async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_place() {
@@ -307,6 +316,34 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     operator.stop().await;
     let names: Vec<String> = [".electricity", ".water", ".dlq"].iter().map(|suffix| format!("{name}{suffix}")).collect();
     let _ = kafka.delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+}
+
+/// The real CronJob controller starts the batch on its schedule, and kwok's
+/// node runs the Job's pod to completion.
+async fn the_batch_cron_job_starts_jobs_that_run_to_completion() {
+    let cluster = Cluster::start("batch").await;
+    let operator = cluster.operator("only");
+    let name = unique("batch");
+    cluster.apply(&manifest(&name, json!({"kubernetes": {"batchSchedule": "* * * * *"}}))).await;
+    let cron_job = eventually("the batch CronJob", || async { cluster.api::<CronJob>().get_opt(&format!("{name}-batch")).await.ok()? })
+        .await;
+    let started_by_cron_job =
+        |job: &Job| job.owner_references().iter().any(|owner| owner.kind == "CronJob" && Some(&owner.uid) == cron_job.uid().as_ref());
+    // The next minute starts within 60 s; the controller acts on it within seconds.
+    let job = eventually_within(Duration::from_secs(100), "a Job started by the CronJob", || async {
+        let jobs = cluster.api::<Job>().list(&Default::default()).await.ok()?;
+        jobs.items.into_iter().find(started_by_cron_job)
+    })
+    .await;
+    let pod = job.spec.as_ref().and_then(|spec| spec.template.spec.clone()).expect("the Job's pod");
+    assert_eq!(pod.containers[0].args, Some(vec!["batch".to_owned()]));
+    let job_name = job.name_any();
+    eventually(&format!("Job {job_name} to complete"), || async {
+        let job = cluster.api::<Job>().get(&job_name).await.ok()?;
+        (job.status?.succeeded? >= 1).then_some(())
+    })
+    .await;
+    operator.stop().await;
 }
 
 async fn ready_follows_the_components() {
