@@ -373,12 +373,12 @@ async fn ready_follows_the_components() {
     }))
     .expect("volume");
     volumes.create(&PostParams::default(), &volume).await.expect("create the volume");
-    eventually("Ready true once Redis has its volume", || async {
+    // The status that says Ready also shows every component's replicas ready.
+    let status = eventually("Ready true once Redis has its volume", || async {
         let pipeline = cluster.pipeline(&name).await?;
-        (condition(&pipeline, "Ready")?.0 == "True").then_some(())
+        (condition(&pipeline, "Ready")?.0 == "True").then_some(pipeline.status?)
     })
     .await;
-    let status = cluster.pipeline(&name).await.and_then(|pipeline| pipeline.status).expect("status");
     for component in ["gateway", "stream", "archiver", "api", "redis"] {
         let replicas = status.components.get(component).copied().unwrap_or_default();
         assert!(replicas.ready >= replicas.target && replicas.target > 0, "{component}: {replicas:?}");
