@@ -25,14 +25,24 @@ export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:${AUTH_S3_PORT:-50
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-auth-test}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-auth-test}"
 
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked -- --include-ignored
+# Every stage runs even when an earlier one failed, so that one failure does
+# not hide another; the script fails at the end if any did.
+failed=()
+cargo clippy --workspace --all-targets --locked -- -D warnings || failed+=("clippy")
+cargo test --workspace --locked --no-fail-fast -- --include-ignored || failed+=("cargo test")
 
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 export AUTH_BIN="$target_dir/debug/auth" AUTH_ARTIFACTS="${AUTH_ARTIFACTS:-$target_dir/browser-artifacts}"
-node --test --test-concurrency=1 tests/browser/dashboard.test.mjs
+cargo build --locked -p auth || failed+=("cargo build -p auth")
+node --test --test-concurrency=1 tests/browser/dashboard.test.mjs || failed+=("browser tests")
 echo "browser screenshots: $AUTH_ARTIFACTS"
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-cargo +nightly fuzz run edge_body -- -max_total_time="${AUTH_FUZZ_SECONDS:-60}"
+cargo +nightly fuzz run edge_body -- -max_total_time="${AUTH_FUZZ_SECONDS:-60}" || failed+=("fuzz")
+
+if (( ${#failed[@]} )); then
+    printf 'FAILED: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+echo "every stage passed"
