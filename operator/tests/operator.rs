@@ -16,7 +16,7 @@ use auth_operator::{Client, Context, LeaderLease};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -141,19 +141,68 @@ where
     eventually_within(WAIT, what, probe).await
 }
 
-async fn eventually_within<T, F, Fut>(wait: Duration, what: &str, mut probe: F) -> T
+async fn eventually_within<T, F, Fut>(wait: Duration, what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_explained(wait, what, probe, || async { String::new() }).await
+}
+
+/// Waits for `probe`; on a timeout, the failure says what `explain` found then
+/// (the last state seen), so that a slow cluster can be told from a stuck one.
+async fn eventually_explained<T, F, Fut, E, EFut>(wait: Duration, what: &str, mut probe: F, explain: E) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+    E: FnOnce() -> EFut,
+    EFut: std::future::Future<Output = String>,
 {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {wait:?} waiting for {what}");
+        if tokio::time::Instant::now() >= deadline {
+            let state = explain().await;
+            panic!("timed out after {wait:?} waiting for {what}; last state seen:\n{state}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The pipeline's conditions, its Redis claim, pod and StatefulSet, and the namespace's events: what a user would look at.
+async fn describe_redis(cluster: &Cluster, name: &str) -> String {
+    let mut out = String::new();
+    if let Some(pipeline) = cluster.pipeline(name).await {
+        let conditions = pipeline.status.map(|status| status.conditions).unwrap_or_default();
+        for condition in conditions {
+            out += &format!("  pipeline {}={} ({}): {}\n", condition.type_, condition.status, condition.reason, condition.message);
+        }
+    }
+    let claims: Api<PersistentVolumeClaim> = cluster.api();
+    match claims.get_opt(&format!("data-{name}-redis-0")).await {
+        Ok(Some(claim)) => out += &format!("  claim: {:?}\n", claim.status.and_then(|status| status.phase)),
+        other => out += &format!("  claim: {other:?}\n"),
+    }
+    let pods: Api<Pod> = cluster.api();
+    match pods.get_opt(&format!("{name}-redis-0")).await {
+        Ok(Some(pod)) => {
+            let status = pod.status.unwrap_or_default();
+            out += &format!("  pod: {:?} on {:?}, conditions {:?}\n", status.phase, pod.spec.and_then(|spec| spec.node_name), status.conditions);
+        }
+        other => out += &format!("  pod: {other:?}\n"),
+    }
+    if let Ok(Some(set)) = cluster.api::<StatefulSet>().get_opt(&format!("{name}-redis")).await {
+        out += &format!("  StatefulSet status: {:?}\n", set.status);
+    }
+    let events: Api<Event> = cluster.api();
+    if let Ok(list) = events.list(&Default::default()).await {
+        for event in list.items.iter().rev().take(15) {
+            out += &format!("  event {} {:?}: {:?}\n", event.involved_object.name.as_deref().unwrap_or("?"), event.reason, event.message);
+        }
+    }
+    out
 }
 
 fn kafka() -> KafkaLog {
@@ -374,10 +423,15 @@ async fn ready_follows_the_components() {
     .expect("volume");
     volumes.create(&PostParams::default(), &volume).await.expect("create the volume");
     // The status that says Ready also shows every component's replicas ready.
-    let status = eventually("Ready true once Redis has its volume", || async {
-        let pipeline = cluster.pipeline(&name).await?;
-        (condition(&pipeline, "Ready")?.0 == "True").then_some(pipeline.status?)
-    })
+    let status = eventually_explained(
+        WAIT,
+        "Ready true once Redis has its volume",
+        || async {
+            let pipeline = cluster.pipeline(&name).await?;
+            (condition(&pipeline, "Ready")?.0 == "True").then_some(pipeline.status?)
+        },
+        || describe_redis(&cluster, &name),
+    )
     .await;
     for component in ["gateway", "stream", "archiver", "api", "redis"] {
         let replicas = status.components.get(component).copied().unwrap_or_default();
