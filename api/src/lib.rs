@@ -69,6 +69,24 @@ pub struct AppState {
 impl AppState {
     /// The state of a server; live streams look for changes every second, and
     /// a batch day is final when it was computed after the day's end.
+    /// The state of a pipeline's API: its serving store and log, and the
+    /// results database the spec names (which holds the accounts); batch
+    /// days are served once they settled ([`auth_core::PipelineSpec::settle_ms`]).
+    pub async fn for_pipeline(
+        spec: &auth_core::PipelineSpec,
+        pipeline: &str,
+        store: Arc<dyn ServingStore>,
+        log: Arc<dyn auth_core::ports::ReadingLog>,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, auth_results::ResultsError> {
+        let db = auth_results::Database::connect(&spec.batch.database_url).await?;
+        let topics = spec.utilities.iter().map(|&utility| auth_core::utility_topic(pipeline, utility)).collect();
+        let sessions = Arc::new(Sessions::new(db, LoginLimits::default()));
+        let mut state = Self::new(store, sessions, Arc::new(PipelineProbe::new(log, topics)), metrics);
+        state.batch_settle_ms = spec.settle_ms();
+        Ok(state)
+    }
+
     pub fn new(store: Arc<dyn ServingStore>, sessions: Arc<Sessions>, probe: Arc<PipelineProbe>, metrics: PrometheusHandle) -> Self {
         let (live_stop, _) = watch::channel(false);
         Self { store, sessions, probe, metrics, live_interval: Duration::from_secs(1), batch_settle_ms: 0, live_stop: Arc::new(live_stop) }

@@ -95,6 +95,7 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     store
         .apply(PartitionFlush {
             partition: TopicPartition::new("p.electricity", 0),
+            epoch: None,
             windows: vec![
                 window(WindowOwner::Customer(7), electricity, MINUTE, today, 3.0),
                 window(WindowOwner::Customer(7), electricity, MINUTE, today + MINUTE, 4.0),

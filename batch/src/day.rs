@@ -47,6 +47,35 @@ pub struct DaySummary {
     pub restate_ms: u64,
 }
 
+impl DaySummary {
+    /// One line: rows written, totals, drift and restatement per utility.
+    pub fn line(&self) -> String {
+    let mut line = format!(
+        "{}: {} customer days, {} region hours, {} top customers; compute {} ms, write {} ms, restate {} ms",
+        self.date,
+        self.outputs.customers.len(),
+        self.outputs.region_hours.len(),
+        self.outputs.top_customers.len(),
+        self.compute_ms,
+        self.write_ms,
+        self.restate_ms
+    );
+    for row in &self.reconciliation {
+        line.push_str(&format!("; {} batch {:.3}", row.utility, row.batch_total));
+        if let (Some(stream), Some(drift)) = (row.stream_total, row.drift()) {
+            line.push_str(&format!(" stream {stream:.3} drift {drift:+.3}"));
+        }
+    }
+    for (utility, restatement) in &self.restatements {
+        line.push_str(&format!(
+            "; {utility} restated {} customers, {} changed by {:+.3}",
+            restatement.customers_restated, restatement.customers_changed, restatement.total_change
+        ));
+    }
+    line
+    }
+}
+
 /// Recomputes `date` and replaces its results; with `serving`, reconciles
 /// with the stream and, once the day has settled, restates the store.
 pub async fn run_day(

@@ -21,6 +21,7 @@ pub mod fold;
 pub mod job;
 pub mod restate;
 pub mod results;
+pub mod schedule;
 
 pub use day::{DayError, DaySummary, Serving, run_day};
 pub use fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer, UtilityTotal};

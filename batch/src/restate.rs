@@ -86,7 +86,7 @@ pub async fn restate(
             pending.push(WindowUpdate { owner, utility: day.utility, slot, aggregate, closed: true });
             if pending.len() >= WINDOWS_PER_FLUSH {
                 let windows = std::mem::take(pending);
-                store.apply(PartitionFlush { partition, windows, checkpoint: None }).await?;
+                store.apply(PartitionFlush { partition, epoch: None, windows, checkpoint: None }).await?;
             }
         }
     }
@@ -95,7 +95,7 @@ pub async fn restate(
     }
     for (partition, windows) in updates {
         for chunk in windows.chunks(WINDOWS_PER_FLUSH) {
-            store.apply(PartitionFlush { partition: partition.clone(), windows: chunk.to_vec(), checkpoint: None }).await?;
+            store.apply(PartitionFlush { partition: partition.clone(), epoch: None, windows: chunk.to_vec(), checkpoint: None }).await?;
         }
     }
     Ok(changes.into_iter().collect())

@@ -16,7 +16,7 @@ use auth_results::accounts::TokenKind;
 use auth_results::{Database, Role};
 use serde_json::json;
 
-use crate::adapters::ServerArgs;
+use crate::Servers;
 
 pub struct ApiBench {
     pub customers: u64,
@@ -30,7 +30,7 @@ const DAY_MS: i64 = 86_400_000;
 const PARTITIONS: u32 = 6;
 
 /// The server runs on both cores' worth of threads; wrk and Redis share them, as on one API node.
-pub fn run(bench: &ApiBench, servers: &ServerArgs, keep: bool) -> anyhow::Result<serde_json::Value> {
+pub fn run(bench: &ApiBench, servers: &Servers, keep: bool) -> anyhow::Result<serde_json::Value> {
     for tool in ["wrk", "redis-benchmark"] {
         anyhow::ensure!(
             Command::new(tool).arg("--version").output().is_ok(),
@@ -57,22 +57,22 @@ fn customer_windows(customer_id: u64, now_ms: i64) -> Vec<WindowUpdate> {
     windows
 }
 
-async fn measure(bench: &ApiBench, servers: &ServerArgs, keep: bool) -> anyhow::Result<serde_json::Value> {
+async fn measure(bench: &ApiBench, servers: &Servers, keep: bool) -> anyhow::Result<serde_json::Value> {
     let mut spec = PipelineSpec::default();
     spec.serving.url = Some("redis://127.0.0.1:6379".into());
     let spec = servers.apply(spec)?;
     let redis_url = spec.serving.url.clone().unwrap_or_default();
-    let pipeline = format!("bench-api-{}", crate::up::now_ms());
+    let pipeline = format!("bench-api-{}", auth_core::now_ms());
     let store = Arc::new(auth_redis::RedisStore::connect(&redis_url, &pipeline, spec.serving.recent_windows, &spec.windows.effective_sizes_ms()).await?);
 
-    let now = crate::up::now_ms();
+    let now = auth_core::now_ms();
     let mut flushes: Vec<Vec<WindowUpdate>> = vec![Vec::new(); PARTITIONS as usize];
     for customer_id in 1..=bench.customers {
         flushes[partition_for(customer_id, PARTITIONS) as usize].extend(customer_windows(customer_id, now));
     }
     for (partition, windows) in flushes.into_iter().enumerate() {
         for chunk in windows.chunks(100_000) {
-            let flush = PartitionFlush { partition: TopicPartition::new("bench.electricity", partition as u32), windows: chunk.to_vec(), checkpoint: None };
+            let flush = PartitionFlush { partition: TopicPartition::new("bench.electricity", partition as u32), epoch: None, windows: chunk.to_vec(), checkpoint: None };
             store.apply(flush).await.context("loading windows into Redis")?;
         }
     }
@@ -91,8 +91,8 @@ async fn measure(bench: &ApiBench, servers: &ServerArgs, keep: bool) -> anyhow::
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the API")?;
     let address = listener.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(auth_api::serve(listener, state, crate::up::stopped(stop_rx)));
+    let stop = auth_runtime::CancellationToken::new();
+    let server = tokio::spawn(auth_api::serve(listener, state, stop.clone().cancelled_owned()));
 
     let script = directory.path().join("customers.lua");
     std::fs::write(
@@ -150,7 +150,7 @@ async fn measure(bench: &ApiBench, servers: &ServerArgs, keep: bool) -> anyhow::
     let (redis_rps, redis_p50_ms, redis_p99_ms) = (row[0], row[3], row[5]);
     println!("redis-benchmark GET, {} connections: {redis_rps:.0}/s, p50 {redis_p50_ms:.3} ms, p99 {redis_p99_ms:.3} ms", bench.connections);
 
-    let _ = stop_tx.send(true);
+    stop.cancel();
     server.await.context("API task")??;
     if !keep {
         store.delete_namespace().await?;

@@ -212,7 +212,7 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
         anyhow::Ok(run_day(&job, &results, Some(&serving), date, &Utility::ALL, now_ms).await?)
     })?;
     let daily_seconds = started.elapsed().as_secs_f64();
-    println!("{}", crate::batch::summary_line(&summary));
+    println!("{}", summary.line());
     figures["daily_job_seconds"] = json!(daily_seconds);
     figures["daily_job_compute_ms"] = json!(summary.compute_ms);
     figures["daily_job_sql_write_ms"] = json!(summary.write_ms);

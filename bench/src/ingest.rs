@@ -14,8 +14,8 @@ use auth_ingest::keys::{self, KeyRing};
 use auth_ingest::{LogSink, ReadingSink, Simulator, edge_json};
 use serde_json::json;
 
-use crate::adapters::ServerArgs;
-use crate::bench::per_sec;
+use crate::Servers;
+use crate::per_sec;
 
 pub struct IngestBench {
     pub readings: usize,
@@ -30,7 +30,7 @@ fn percentile_ms(sorted: &[Duration], percentile: f64) -> f64 {
 }
 
 /// Runs on two worker threads: the gateway and its clients share the machine, as on a gateway node.
-pub fn run(bench: &IngestBench, servers: &ServerArgs, keep: bool) -> anyhow::Result<serde_json::Value> {
+pub fn run(bench: &IngestBench, servers: &Servers, keep: bool) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,7 +39,7 @@ pub fn run(bench: &IngestBench, servers: &ServerArgs, keep: bool) -> anyhow::Res
     runtime.block_on(measure(bench, servers, keep))
 }
 
-async fn measure(bench: &IngestBench, servers: &ServerArgs, keep: bool) -> anyhow::Result<serde_json::Value> {
+async fn measure(bench: &IngestBench, servers: &Servers, keep: bool) -> anyhow::Result<serde_json::Value> {
     let mut spec = PipelineSpec::default();
     spec.log.url = Some("kafka://127.0.0.1:9092".into());
     spec.log.retention_bytes = 1 << 40;
@@ -49,11 +49,11 @@ async fn measure(bench: &IngestBench, servers: &ServerArgs, keep: bool) -> anyho
     spec.ingest.max_in_flight_readings = spec.ingest.max_in_flight_readings.max(spec.ingest.max_readings_per_request);
     let spec = servers.apply(spec)?;
     let kafka_url = spec.log.url.clone().unwrap_or_default();
-    let pipeline = format!("bench-ingest-{}", crate::up::now_ms());
+    let pipeline = format!("bench-ingest-{}", auth_core::now_ms());
     let log = Arc::new(auth_kafka::KafkaLog::connect(&kafka_url, auth_kafka::TopicSettings::from_spec(&spec.log))?);
-    crate::adapters::ensure_topics(log.as_ref(), &spec, &pipeline).await?;
+    auth_adapters::ensure_topics(log.as_ref(), &spec, &pipeline).await?;
 
-    let mut simulator = Simulator::new(&spec.simulator, crate::up::now_ms() - 86_400_000);
+    let mut simulator = Simulator::new(&spec.simulator, auth_core::now_ms() - 86_400_000);
     let mut items = Vec::with_capacity(bench.readings);
     simulator.fill(&mut items, bench.readings);
 
@@ -71,7 +71,7 @@ async fn measure(bench: &IngestBench, servers: &ServerArgs, keep: bool) -> anyho
         .collect::<Result<_, _>>()?;
     let keys_dir = std::env::temp_dir().join(format!("auth-bench-ingest-{}", std::process::id()));
     let keys_path = keys_dir.join("keys.json");
-    let (key, _) = keys::create_key(&keys_path, "bench", &[], crate::up::now_ms())?;
+    let (key, _) = keys::create_key(&keys_path, "bench", &[], auth_core::now_ms())?;
     let ring = Arc::new(KeyRing::load(&keys_path)?);
     let gateway = Gateway::new(log.producer()?, &pipeline, &spec, ring);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the gateway")?;

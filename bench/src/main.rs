@@ -1,5 +1,12 @@
-//! `auth bench <name>`: benchmarks on one core. Each prints what it does and
-//! ends with one JSON line of figures whose names carry their unit.
+//! `auth-bench <name>`: AUTH's benchmarks, apart from the production binary.
+//! Each prints what it does and ends with one JSON line of figures whose
+//! names carry their unit.
+// A benchmark prints its figures for people and scripts.
+#![allow(clippy::print_stdout)]
+
+mod api;
+mod batch;
+mod ingest;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -14,17 +21,50 @@ use auth_core::{Reading, Utility, codec, dead_letter_topic, utility_topic};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
 use auth_stream::{PartitionWindows, Processor, ProcessorConfig};
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// 2026-11-28T00:00:00Z: benchmarks use a fixed event time.
 const BENCH_START_MS: i64 = 1_795_824_000_000;
 const PIPELINE: &str = "bench";
 
-#[derive(Args)]
-pub struct BenchArgs {
+#[derive(Parser)]
+#[command(name = "auth-bench", version, about = "AUTH's benchmarks; the last output line is one JSON object with the figures")]
+struct BenchArgs {
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "AUTH_LOG", default_value = "info", global = true)]
+    log: String,
     #[command(subcommand)]
     which: Bench,
+}
+
+/// Kafka and Redis instead of the `scripts/services.sh` defaults.
+#[derive(Args, Clone, Default)]
+pub struct Servers {
+    /// Kafka, `kafka://host:port`.
+    #[arg(long, env = "AUTH_KAFKA_URL")]
+    pub kafka_url: Option<String>,
+    /// Redis, `redis://host:port`.
+    #[arg(long, env = "AUTH_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+impl Servers {
+    /// The spec with these URLs applied.
+    pub fn apply(&self, mut spec: PipelineSpec) -> anyhow::Result<PipelineSpec> {
+        if let Some(url) = &self.kafka_url {
+            spec.log.url = Some(url.clone());
+        }
+        if let Some(url) = &self.redis_url {
+            spec.serving.url = Some(url.clone());
+        }
+        let problems = spec.problems();
+        anyhow::ensure!(problems.is_empty(), "invalid server URL: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+        Ok(spec)
+    }
 }
 
 #[derive(Subcommand)]
@@ -73,7 +113,7 @@ enum Bench {
         #[arg(long, default_value_t = 6)]
         partitions: u32,
         #[command(flatten)]
-        servers: crate::adapters::ServerArgs,
+        servers: Servers,
         /// Keep the topics and Redis keys afterwards (deleted by default).
         #[arg(long)]
         keep: bool,
@@ -95,7 +135,7 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         customers: u64,
         #[command(flatten)]
-        servers: crate::adapters::ServerArgs,
+        servers: Servers,
         /// Keep the topics afterwards (deleted by default).
         #[arg(long)]
         keep: bool,
@@ -113,7 +153,7 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
         #[command(flatten)]
-        servers: crate::adapters::ServerArgs,
+        servers: Servers,
         /// Keep the Redis keys afterwards (deleted by default).
         #[arg(long)]
         keep: bool,
@@ -141,7 +181,9 @@ enum Bench {
     },
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = BenchArgs::parse();
+    auth_runtime::telemetry::init(&args.log)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let figures = match args.which {
         Bench::Codec { readings } => codec_bench(readings),
@@ -151,20 +193,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             runtime.block_on(kafka_bench(readings, customers, partitions, &servers, keep))?
         }
         Bench::Ingest { readings, batch, connections, customers, servers, keep } => {
-            crate::bench_ingest::run(&crate::bench_ingest::IngestBench { readings, batch, connections, customers }, &servers, keep)?
+            crate::ingest::run(&crate::ingest::IngestBench { readings, batch, connections, customers }, &servers, keep)?
         }
         Bench::Api { customers, connections, seconds, servers, keep } => {
-            crate::bench_api::run(&crate::bench_api::ApiBench { customers, connections, seconds }, &servers, keep)?
+            crate::api::run(&crate::api::ApiBench { customers, connections, seconds }, &servers, keep)?
         }
         Bench::Batch { readings, data, memory_limit_bytes, partitions, skip_reference } => {
-            crate::bench_batch::run(&crate::bench_batch::BatchBench { readings, data, memory_limit_bytes, partitions, skip_reference })?
+            crate::batch::run(&crate::batch::BatchBench { readings, data, memory_limit_bytes, partitions, skip_reference })?
         }
     };
     println!("{figures}");
     Ok(())
 }
 
-pub(crate) fn per_sec(count: usize, elapsed: Duration) -> f64 {
+fn per_sec(count: usize, elapsed: Duration) -> f64 {
     (count as f64 / elapsed.as_secs_f64()).round()
 }
 
@@ -285,7 +327,7 @@ async fn for_each_record(
                 }
             }
             Polled::Idle => return Ok(()),
-            Polled::Assigned(_) | Polled::Revoked(_) => {}
+            Polled::Assigned(_) | Polled::Revoked(_) | Polled::Lost(_) => {}
         }
     }
 }
@@ -380,7 +422,7 @@ async fn kafka_bench(
     count: usize,
     customers: u64,
     partitions: u32,
-    servers: &crate::adapters::ServerArgs,
+    servers: &Servers,
     keep: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let mut spec = PipelineSpec::default();
@@ -395,9 +437,9 @@ async fn kafka_bench(
     let spec = servers.apply(spec)?;
     let kafka_url = spec.log.url.clone().unwrap_or_default();
     let redis_url = spec.serving.url.clone().unwrap_or_default();
-    let pipeline = format!("bench-{}", crate::up::now_ms());
+    let pipeline = format!("bench-{}", auth_core::now_ms());
     let log = Arc::new(auth_kafka::KafkaLog::connect(&kafka_url, auth_kafka::TopicSettings::from_spec(&spec.log))?);
-    crate::adapters::ensure_topics(log.as_ref(), &spec, &pipeline).await?;
+    auth_adapters::ensure_topics(log.as_ref(), &spec, &pipeline).await?;
     let topics: Vec<String> = Utility::ALL.iter().map(|&utility| utility_topic(&pipeline, utility)).collect();
 
     let mut simulator = Simulator::new(&spec.simulator, BENCH_START_MS);
@@ -490,6 +532,10 @@ struct CountingStore {
 
 #[async_trait::async_trait]
 impl ServingStore for CountingStore {
+    async fn claim(&self, partition: &TopicPartition) -> auth_core::ports::Result<u64> {
+        self.inner.claim(partition).await
+    }
+
     async fn apply(&self, flush: auth_core::ports::PartitionFlush) -> auth_core::ports::Result<()> {
         self.windows.fetch_add(flush.windows.len() as u64, Ordering::Relaxed);
         self.inner.apply(flush).await

@@ -4,29 +4,20 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use auth_api::{AppState, LoginLimits, PipelineProbe, Sessions};
-use auth_core::ports::{ReadingLog, ServingStore};
-use auth_core::{PipelineSpec, utility_topic};
+use auth_adapters::Embedded;
+use auth_api::AppState;
 use auth_results::{Database, Role};
 use clap::{Args, Subcommand, ValueEnum};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
 
-use crate::adapters::{self, ServerArgs};
+use crate::common::CommonArgs;
 
 #[derive(Args)]
 pub struct ApiArgs {
-    /// Pipeline spec (YAML) naming Kafka (`log.url`), Redis (`serving.url`) and the results database (`batch.databaseUrl`).
-    #[arg(long, env = "AUTH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Pipeline name: topics `<pipeline>.<utility>`, Redis keys `auth:<pipeline>:`.
-    #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
-    pipeline: String,
     #[command(flatten)]
-    servers: ServerArgs,
+    common: CommonArgs,
     /// The results database instead of the spec's `batch.databaseUrl`.
     #[arg(long, env = "AUTH_DATABASE_URL")]
     database_url: Option<String>,
@@ -38,50 +29,33 @@ pub struct ApiArgs {
     metrics_listen: Option<SocketAddr>,
 }
 
-/// The API's state over a pipeline's adapters and its results database.
-pub async fn state(
-    spec: &PipelineSpec,
-    pipeline: &str,
-    store: Arc<dyn ServingStore>,
-    log: Arc<dyn ReadingLog>,
-    metrics: PrometheusHandle,
-) -> anyhow::Result<AppState> {
-    let db = Database::connect(&spec.batch.database_url).await.context("batch.databaseUrl (the results database, which holds the accounts)")?;
-    let topics = spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect();
-    let sessions = Arc::new(Sessions::new(db, LoginLimits::default()));
-    let mut state = AppState::new(store, sessions, Arc::new(PipelineProbe::new(log, topics)), metrics);
-    let windows = &spec.windows;
-    let settle_secs = u64::from(windows.allowed_lateness_secs) + u64::from(windows.out_of_orderness_secs) + u64::from(spec.archive.roll_secs);
-    state.batch_settle_ms = i64::try_from(settle_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
-    Ok(state)
-}
-
 pub async fn run(args: ApiArgs, metrics: PrometheusHandle) -> anyhow::Result<()> {
-    let mut spec = args.servers.apply(crate::load_spec(args.config.as_deref())?)?;
+    let mut spec = args.common.spec()?;
+    let pipeline = &args.common.pipeline;
     if let Some(url) = args.database_url {
         spec.batch.database_url = url;
     }
-    let log = adapters::log(&spec, "api", false)?;
-    let store = adapters::store(&spec, &args.pipeline, "api", false).await?;
-    let state = state(&spec, &args.pipeline, store, log, metrics).await?;
+    let log = auth_adapters::log(&spec, "api", Embedded::Refused)?;
+    let store = auth_adapters::store(&spec, pipeline, "api", Embedded::Refused).await?;
+    let state = AppState::for_pipeline(&spec, pipeline, store, log, metrics)
+        .await
+        .context("batch.databaseUrl (the results database, which holds the accounts)")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
     tracing::info!(address = %args.listen, "API serving");
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = auth_runtime::shutdown::on_signals();
     let metrics_server = match args.metrics_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on {address} (--metrics-listen / AUTH_METRICS_LISTEN)"))?;
             tracing::info!(%address, "serving /metrics and /healthz");
-            Some(tokio::spawn(auth_api::serve_metrics(listener, state.clone(), crate::up::stopped(stop_rx.clone()))))
+            Some(tokio::spawn(auth_api::serve_metrics(listener, state.clone(), shutdown.clone().cancelled_owned())))
         }
         None => None,
     };
-    let server = tokio::spawn(auth_api::serve(listener, state, crate::up::stopped(stop_rx)));
-    crate::up::shutdown_signal().await;
-    let _ = stop_tx.send(true);
+    let server = tokio::spawn(auth_api::serve(listener, state, shutdown.clone().cancelled_owned()));
     server.await.context("API task")?.context("API server")?;
     if let Some(metrics_server) = metrics_server {
         metrics_server.await.context("metrics task")?.context("metrics server")?;
@@ -130,7 +104,7 @@ enum UsersCommand {
 }
 
 pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
-    let mut spec = crate::load_spec(args.config.as_deref())?;
+    let mut spec = crate::common::load_spec(args.config.as_deref())?;
     if let Some(url) = args.database_url {
         spec.batch.database_url = url;
     }
@@ -144,7 +118,7 @@ pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
                 RoleArg::Operator => Role::Operator,
                 RoleArg::Customer => Role::Customer,
             };
-            let account = db.add_account(&username, password, role, customer_id, replace, crate::up::now_ms()).await?;
+            let account = db.add_account(&username, password, role, customer_id, replace, auth_core::now_ms()).await?;
             match account.customer_id {
                 Some(id) => println!("account {} added: customer {id}", account.username),
                 None => println!("account {} added: operator", account.username),

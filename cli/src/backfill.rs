@@ -38,7 +38,7 @@ pub async fn run(spec: &PipelineSpec, from: NaiveDate, to: NaiveDate, out: &str,
         spec.simulator.heartbeat_secs
     );
     let master = MasterStore::open(out).context("--out")?;
-    let days = crate::batch::dates(from, to);
+    let days = auth_master::dates(from, to);
     let simulator = SimulatorSpec {
         out_of_order_share: 0.0,
         late_share: 0.0,

@@ -8,21 +8,17 @@ use anyhow::Context;
 use auth_ingest::gateway::Gateway;
 use auth_ingest::keys::{self, KeyRing};
 use clap::{Args, Subcommand};
+use auth_adapters::Embedded;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
 
-use crate::adapters::{self, ServerArgs};
+use crate::common::CommonArgs;
 
+/// Readings go to the topics `<pipeline>.<utility>`, refused ones to
+/// `<pipeline>.dlq`; limits come from the spec's `ingest` section.
 #[derive(Args)]
 pub struct IngestArgs {
-    /// Pipeline spec (YAML) naming Kafka (`log.url`); limits from its `ingest` section.
-    #[arg(long, env = "AUTH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Pipeline name: readings go to the topics `<pipeline>.<utility>`, refused ones to `<pipeline>.dlq`.
-    #[arg(long, env = "AUTH_PIPELINE", default_value = "auth")]
-    pipeline: String,
     #[command(flatten)]
-    servers: ServerArgs,
+    common: CommonArgs,
     /// Address of `POST /api/v1/readings`.
     #[arg(long, env = "AUTH_INGEST_LISTEN", default_value = "127.0.0.1:8088")]
     listen: SocketAddr,
@@ -69,7 +65,7 @@ enum KeysCommand {
 pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
         KeysCommand::Create { name, regions } => {
-            let (key, record) = keys::create_key(&args.keys_file, &name, &regions, crate::up::now_ms())?;
+            let (key, record) = keys::create_key(&args.keys_file, &name, &regions, auth_core::now_ms())?;
             eprintln!(
                 "key {} for `{}` ({}) stored hashed in {}; it is shown only now:",
                 record.id,
@@ -105,35 +101,36 @@ pub fn key_ring(path: &Path) -> anyhow::Result<Arc<KeyRing>> {
 }
 
 pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<()> {
-    let spec = args.servers.apply(crate::load_spec(args.config.as_deref())?)?;
-    let log = adapters::log(&spec, "ingest", false)?;
-    adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
+    let spec = args.common.spec()?;
+    let pipeline = &args.common.pipeline;
+    let log = auth_adapters::log(&spec, "ingest", Embedded::Refused)?;
+    auth_adapters::ensure_topics(log.as_ref(), &spec, pipeline).await?;
     let keys = key_ring(&args.keys_file)?;
-    let mqtt_client_id = args.mqtt_client_id.clone().unwrap_or_else(|| format!("auth-ingest-{}", args.pipeline));
+    let mqtt_client_id = args.mqtt_client_id.clone().unwrap_or_else(|| format!("auth-ingest-{pipeline}"));
     if let Some(url) = &args.mqtt {
         auth_ingest::mqtt::broker_address(url).context("--mqtt / AUTH_MQTT_URL")?;
     }
-    let gateway = Gateway::new(log.producer()?, &args.pipeline, &spec, keys);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics_server =
-        crate::telemetry::serve_metrics(args.metrics_listen, metrics, crate::up::stopped(stop_rx.clone())).await?;
+    let gateway = Gateway::new(log.producer()?, pipeline, &spec, keys);
+    let shutdown = auth_runtime::shutdown::on_signals();
+    let metrics_server = auth_runtime::telemetry::serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_INGEST_LISTEN)", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%address, pipeline = %args.pipeline, "ingest gateway serving POST /api/v1/readings");
+    tracing::info!(%address, %pipeline, "ingest gateway serving POST /api/v1/readings");
     let mut http = tokio::spawn(
-        axum::serve(listener, gateway.router()).with_graceful_shutdown(crate::up::stopped(stop_rx.clone())).into_future(),
+        axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
     );
     let mqtt = args.mqtt.clone().map(|url| {
-        let (gateway, stop) = (gateway.clone(), crate::up::stopped(stop_rx.clone()));
+        let (gateway, stop) = (gateway.clone(), shutdown.clone().cancelled_owned());
         tokio::spawn(auth_ingest::mqtt::run(gateway, url, mqtt_client_id.clone(), stop))
     });
     let http_ended = tokio::select! {
-        () = crate::up::shutdown_signal() => None,
+        biased;
+        () = shutdown.cancelled() => None,
         ended = &mut http => Some(ended),
     };
-    let _ = stop_tx.send(true);
+    shutdown.cancel();
     match http_ended {
         Some(ended) => ended.context("HTTP server task")?.context("HTTP server")?,
         None => http.await.context("HTTP server task")?.context("HTTP server")?,

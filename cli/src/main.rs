@@ -2,26 +2,22 @@
 // The CLI is where output for people is printed.
 #![allow(clippy::print_stdout)]
 
-mod adapters;
 mod api;
 mod archive;
 mod backfill;
 mod batch;
-mod bench;
-mod bench_api;
-mod bench_batch;
-mod bench_ingest;
+mod common;
 mod ingest;
 mod operator;
 mod simulate;
 mod stream;
-mod telemetry;
 mod up;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use auth_core::PipelineSpec;
+use auth_runtime::telemetry;
 use clap::{Parser, Subcommand};
 
 /// mimalloc: the API's request path and the batch allocate many small,
@@ -73,20 +69,26 @@ enum Command {
         #[arg(long)]
         stdout: bool,
     },
-    /// Runs a benchmark; its last output line is one JSON object with the figures.
-    Bench(bench::BenchArgs),
 }
 
-/// Loads the spec at `path`, or the defaults when there is none.
-pub(crate) fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<PipelineSpec> {
-    match path {
-        Some(path) => Ok(PipelineSpec::load(path)?),
-        None => Ok(PipelineSpec::default()),
+/// Runs the subcommand. An error is printed as one message with its causes
+/// and exits with 1; a backtrace only with `AUTH_BACKTRACE=1` (not with
+/// `RUST_BACKTRACE`, which developers often set for other reasons).
+fn main() -> ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if std::env::var_os("AUTH_BACKTRACE").is_some_and(|value| value == "1") => {
+            eprintln!("Error: {err:?}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => {
             let metrics = telemetry::init(&cli.log)?;
@@ -135,7 +137,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(batch::run(args))
         }
         Command::Spec { file } => {
-            let spec = load_spec(file.as_deref())?;
+            let spec = common::load_spec(file.as_deref())?;
             match file {
                 Some(path) => println!("{} is a valid pipeline spec", path.display()),
                 None => print!("{}", serde_saphyr::to_string(&spec).context("rendering the default spec")?),
@@ -162,10 +164,6 @@ fn main() -> anyhow::Result<()> {
                 println!("wrote {file}");
             }
             Ok(())
-        }
-        Command::Bench(args) => {
-            telemetry::init(&cli.log)?;
-            bench::run(args)
         }
     }
 }

@@ -44,13 +44,14 @@ pub async fn run(args: OperatorArgs, metrics: PrometheusHandle) -> anyhow::Resul
         .await
         .context("connecting to Kubernetes (KUBECONFIG, ~/.kube/config or the pod's service account)")?;
     let identity = args.identity.unwrap_or_else(default_identity);
+    let shutdown = auth_runtime::shutdown::on_signals();
+    let metrics_server = auth_runtime::telemetry::serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics_server = crate::telemetry::serve_metrics(args.metrics_listen, metrics, crate::up::stopped(stop_rx.clone())).await?;
     let context = Arc::new(Context::new(client.clone(), &identity).watching(args.watch_namespace));
     let lease = LeaderLease::new(client, &args.lease_namespace, &args.lease, &identity, Duration::from_secs(args.lease_secs));
     tracing::info!(%identity, lease = %args.lease, namespace = %args.lease_namespace, "operator starting");
     let leading = tokio::spawn(auth_operator::lead(lease, context, stop_rx));
-    crate::up::shutdown_signal().await;
+    shutdown.cancelled().await;
     let _ = stop_tx.send(true);
     leading.await.context("operator task")?;
     metrics_server.await.context("metrics server task")??;

@@ -9,10 +9,8 @@ use std::time::Instant;
 use anyhow::Context;
 use auth_core::PipelineSpec;
 use auth_ingest::{HttpSink, LogSink, MqttSink, ReadingSink, Simulator, edge_json, run_paced};
+use auth_adapters::Embedded;
 use clap::Args;
-use tokio::sync::watch;
-
-use crate::adapters::{self, ServerArgs};
 
 #[derive(Args)]
 pub struct SimulateArgs {
@@ -64,12 +62,12 @@ impl SimulateArgs {
 }
 
 fn simulator(args: &SimulateArgs, spec: &PipelineSpec) -> Simulator {
-    let start_ms = args.start_ms.or(spec.simulator.start_ms).unwrap_or_else(crate::up::now_ms);
+    let start_ms = args.start_ms.or(spec.simulator.start_ms).unwrap_or_else(auth_core::now_ms);
     Simulator::new(&spec.simulator, start_ms)
 }
 
 pub fn to_stdout(args: &SimulateArgs) -> anyhow::Result<()> {
-    let spec = crate::load_spec(args.config.as_deref())?;
+    let spec = crate::common::load_spec(args.config.as_deref())?;
     let mut simulator = simulator(args, &spec);
     let count = args.count.unwrap_or(100);
     let mut batch = Vec::new();
@@ -108,7 +106,7 @@ fn target(to: &str) -> anyhow::Result<Target> {
 
 /// `--backfill`: the history of a range of dates into the master data.
 pub async fn backfill(args: SimulateArgs) -> anyhow::Result<()> {
-    let spec = crate::load_spec(args.config.as_deref())?;
+    let spec = crate::common::load_spec(args.config.as_deref())?;
     let Some(from) = args.from else { anyhow::bail!("--backfill needs --from and --to") };
     let to = crate::batch::date_arg(&args.to).map_err(|err| anyhow::anyhow!("--backfill needs --to <last date>: {err}"))?;
     let out = args.out.clone().unwrap_or_else(|| spec.archive.url.clone());
@@ -128,32 +126,32 @@ pub async fn backfill(args: SimulateArgs) -> anyhow::Result<()> {
 
 pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {
     let target = target(&args.to)?;
-    let spec = crate::load_spec(args.config.as_deref())?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics_server =
-        crate::telemetry::serve_metrics(args.metrics_listen, metrics, crate::up::stopped(stop_rx.clone())).await?;
+    let spec = crate::common::load_spec(args.config.as_deref())?;
+    let shutdown = auth_runtime::shutdown::on_signals();
+    let metrics_server = auth_runtime::telemetry::serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
     let started = Instant::now();
     let written = match target {
         Target::Kafka => {
-            let servers = ServerArgs { kafka_url: Some(args.to.clone()), redis_url: None };
-            let spec = servers.apply(spec).context("--to")?;
-            let log = adapters::log(&spec, "simulate", false)?;
-            adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
+            let mut spec = spec;
+            spec.log.url = Some(args.to.clone());
+            crate::common::check(&spec).context("--to")?;
+            let log = auth_adapters::log(&spec, "simulate", Embedded::Refused)?;
+            auth_adapters::ensure_topics(log.as_ref(), &spec, &args.pipeline).await?;
             let sink = LogSink::new(log.producer()?, &args.pipeline, spec.log.partitions);
-            produce(&args, &spec, sink, 50_000).await?
+            produce(&args, &spec, sink, 50_000, &shutdown).await?
         }
         Target::Http => {
             let key = args.key.as_deref().context("--to http://...: the gateway needs a key (--key / AUTH_INGEST_KEY)")?;
             let sink = HttpSink::new(&args.to, key, args.batch);
-            produce(&args, &spec, sink, 50_000).await?
+            produce(&args, &spec, sink, 50_000, &shutdown).await?
         }
         Target::Mqtt => {
             let client_id = format!("auth-simulate-{}", std::process::id());
             let sink = MqttSink::connect(&args.to, &client_id).context("--to")?;
-            produce(&args, &spec, sink, 5_000).await?
+            produce(&args, &spec, sink, 5_000, &shutdown).await?
         }
     };
-    let _ = stop_tx.send(true);
+    shutdown.cancel();
     metrics_server.await.context("metrics server task")??;
     let seconds = started.elapsed().as_secs_f64();
     println!(
@@ -166,7 +164,13 @@ pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus
 }
 
 /// Writes `--count` readings as fast as the sink takes them, else paced until stopped.
-async fn produce<S>(args: &SimulateArgs, spec: &PipelineSpec, mut sink: S, chunk: u64) -> anyhow::Result<u64>
+async fn produce<S>(
+    args: &SimulateArgs,
+    spec: &PipelineSpec,
+    mut sink: S,
+    chunk: u64,
+    shutdown: &auth_runtime::CancellationToken,
+) -> anyhow::Result<u64>
 where
     S: ReadingSink,
     S::Error: std::error::Error + Send + Sync + 'static,
@@ -185,7 +189,7 @@ where
             }
             Ok(written)
         }
-        None => run_paced(&mut simulator, &mut sink, &spec.simulator, None, crate::up::shutdown_signal())
+        None => run_paced(&mut simulator, &mut sink, &spec.simulator, None, shutdown.cancelled())
             .await
             .context("sending readings"),
     }

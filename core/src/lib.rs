@@ -6,6 +6,7 @@
 //! the [`ports`] that the embedded and the real adapters implement.
 
 pub mod codec;
+pub mod dead_letter;
 pub mod edge;
 pub mod endpoint;
 pub mod ports;
@@ -13,6 +14,7 @@ pub mod reading;
 pub mod region;
 pub mod spec;
 
+pub use dead_letter::{DeadLetter, DeadLetterSource};
 pub use reading::{CustomerKind, InvalidReason, Reading, Utility};
 pub use region::Region;
 pub use spec::{ArchiveSpec, BatchSpec, IngestSpec, PipelineSpec};
@@ -42,6 +44,21 @@ pub fn utility_topic(pipeline: &str, utility: Utility) -> String {
 /// Name of a pipeline's dead-letter topic: `<pipeline>.dlq`.
 pub fn dead_letter_topic(pipeline: &str) -> String {
     format!("{pipeline}.dlq")
+}
+
+/// The consumer group of a pipeline's stream processors: `<pipeline>.stream`.
+pub fn stream_group(pipeline: &str) -> String {
+    format!("{pipeline}.stream")
+}
+
+/// The consumer group of a pipeline's archivers: `<pipeline>.archive`.
+pub fn archive_group(pipeline: &str) -> String {
+    format!("{pipeline}.archive")
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// Every topic of a pipeline with its partitions: one per utility

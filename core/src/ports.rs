@@ -10,6 +10,11 @@
 //! - The serving store applies one [`PartitionFlush`] atomically: its window
 //!   upserts and its checkpoint land together or not at all. Window writes are
 //!   upserts of whole aggregates, so writing the same flush twice is harmless.
+//! - Writes of a partition's owner are fenced: [`ServingStore::claim`] hands
+//!   out an epoch above every earlier claim of that partition, and a flush
+//!   carrying an older epoch is refused with [`PortError::Fenced`], so a
+//!   processor that lost its partition (paused past the session timeout, say)
+//!   can never write over its successor.
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +39,9 @@ pub enum PortError {
     Rejected { what: String, message: String },
     #[error("{0} is shut down")]
     Closed(String),
+    /// A newer owner claimed the partition: this writer must stop writing it.
+    #[error("write of {partition} refused: epoch {epoch} is fenced off by epoch {current}, a newer owner's")]
+    Fenced { partition: TopicPartition, epoch: u64, current: u64 },
 }
 
 impl PortError {
@@ -93,6 +101,10 @@ pub enum Polled {
     Assigned(Vec<TopicPartition>),
     /// These partitions were taken away; their records stop coming.
     Revoked(Vec<TopicPartition>),
+    /// These partitions were lost: the group gave them to another member
+    /// without this one's consent (its session expired), so another member
+    /// may be writing them already.
+    Lost(Vec<TopicPartition>),
     Records(Vec<PartitionRecords>),
     /// Nothing arrived before the timeout.
     Idle,
@@ -190,6 +202,9 @@ pub struct WindowUpdate {
 #[derive(Debug, Clone)]
 pub struct PartitionFlush {
     pub partition: TopicPartition,
+    /// The writer's claim on the partition ([`ServingStore::claim`]); `None`
+    /// for writes that are not an owner's (the batch's restatement).
+    pub epoch: Option<u64>,
     pub windows: Vec<WindowUpdate>,
     /// Open-window state and offsets of the partition, when this flush is a checkpoint.
     pub checkpoint: Option<Bytes>,
@@ -219,7 +234,13 @@ pub struct RegionWindow {
 /// The serving store: Redis, or the in-memory store.
 #[async_trait]
 pub trait ServingStore: Send + Sync {
-    /// Applies the window upserts and the checkpoint of one partition atomically.
+    /// Makes the caller the owner of `partition`'s writes: returns an epoch
+    /// above every earlier claim; from then on flushes with an older epoch
+    /// are refused.
+    async fn claim(&self, partition: &TopicPartition) -> Result<u64>;
+    /// Applies the window upserts and the checkpoint of one partition
+    /// atomically, or refuses them all with [`PortError::Fenced`] when the
+    /// flush's epoch is older than the partition's last claim.
     async fn apply(&self, flush: PartitionFlush) -> Result<()>;
     /// The last checkpoint written for a partition.
     async fn load_checkpoint(&self, partition: &TopicPartition) -> Result<Option<Bytes>>;

@@ -386,6 +386,17 @@ fn list(problems: &[FieldProblem]) -> String {
 }
 
 impl PipelineSpec {
+    /// How long after a day's end its data has settled: the stream takes no
+    /// more readings of it (out-of-orderness plus allowed lateness) and the
+    /// archiver has written what it took (`archive.rollSecs`). The batch
+    /// restates only settled days and the API serves a batch day only when
+    /// it was computed after that.
+    pub fn settle_ms(&self) -> i64 {
+        let windows = &self.windows;
+        let secs = u64::from(windows.out_of_orderness_secs) + u64::from(windows.allowed_lateness_secs) + u64::from(self.archive.roll_secs);
+        i64::try_from(secs.saturating_mul(1_000)).unwrap_or(i64::MAX)
+    }
+
     /// Loads a spec from a YAML file, then checks it; see [`PipelineSpec::from_yaml`].
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path)

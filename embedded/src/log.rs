@@ -425,7 +425,7 @@ mod tests {
                     }
                 }
                 Polled::Idle => return seen,
-                Polled::Assigned(_) | Polled::Revoked(_) => {}
+                Polled::Assigned(_) | Polled::Revoked(_) | Polled::Lost(_) => {}
             }
         }
     }

@@ -5,7 +5,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 use auth_core::ports::{
-    Aggregate, PartitionFlush, RegionWindow, Result, ServingStore, StoredWindow, TopicPartition, WindowOwner,
+    Aggregate, PartitionFlush, PortError, RegionWindow, Result, ServingStore, StoredWindow, TopicPartition, WindowOwner,
     WindowSlot, WindowUpdate,
 };
 use auth_core::{Region, Utility};
@@ -25,6 +25,8 @@ struct State {
     customers: FxHashMap<u64, Series>,
     regions: HashMap<Region, BTreeMap<(Utility, WindowSlot), RegionParts>>,
     checkpoints: HashMap<TopicPartition, Bytes>,
+    /// The last epoch claimed of each partition.
+    epochs: HashMap<TopicPartition, u64>,
 }
 
 /// A region window's part from each partition: aggregate and whether it closed.
@@ -70,8 +72,21 @@ impl MemoryStore {
 
 #[async_trait]
 impl ServingStore for MemoryStore {
+    async fn claim(&self, partition: &TopicPartition) -> Result<u64> {
+        let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let epoch = state.epochs.entry(partition.clone()).or_default();
+        *epoch += 1;
+        Ok(*epoch)
+    }
+
     async fn apply(&self, flush: PartitionFlush) -> Result<()> {
         let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(epoch) = flush.epoch {
+            let current = state.epochs.get(&flush.partition).copied().unwrap_or(0);
+            if current > epoch {
+                return Err(PortError::Fenced { partition: flush.partition, epoch, current });
+            }
+        }
         for update in &flush.windows {
             match update.owner {
                 WindowOwner::Customer(customer_id) => {

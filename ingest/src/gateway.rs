@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use auth_core::edge::{ParsedBody, RefusedItem, TooManyReadings, parse_body};
 use auth_core::ports::{LogProducer, OutRecord, PortError};
-use auth_core::{IngestSpec, Utility, codec, dead_letter_topic, utility_topic};
+use auth_core::{DeadLetter, DeadLetterSource, IngestSpec, Utility, codec, dead_letter_topic, utility_topic};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -259,29 +259,24 @@ impl Gateway {
     }
 }
 
-/// Dead letters of refused items: JSON with the source, the key's id, the
-/// item's index, every reason and the item as sent; keyed by the key's id.
+/// Dead letters of refused items ([`DeadLetter`]), keyed by the key's id.
 fn dead_letters(source: Source, grant: &Grant, refused: &[RefusedItem], now_ms: i64) -> Vec<OutRecord> {
     let key = Bytes::from(grant.id.clone());
+    let source = match source {
+        Source::Http => DeadLetterSource::Http,
+        Source::Mqtt => DeadLetterSource::Mqtt,
+    };
     refused
         .iter()
         .map(|item| {
-            let letter = serde_json::json!({
-                "source": source.as_str(),
-                "keyId": grant.id,
-                "index": item.index,
-                "reason": item.reasons.join("; "),
-                "reasons": item.reasons,
-                "item": item.raw,
-                "receivedMs": now_ms,
-            });
-            OutRecord { partition: 0, key: key.clone(), value: Bytes::from(letter.to_string()) }
+            let letter = DeadLetter::of_item(source, &grant.id, item.index, item.reasons.clone(), item.raw.clone(), now_ms);
+            OutRecord { partition: 0, key: key.clone(), value: Bytes::from(letter.to_json()) }
         })
         .collect()
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+    auth_core::now_ms()
 }
 
 fn json_error(status: StatusCode, message: String) -> Response {

@@ -131,9 +131,10 @@ async fn acknowledge_in_order(client: AsyncClient, mut handled: mpsc::Receiver<(
         if !task.await.unwrap_or(false) {
             break;
         }
+        // A lost acknowledgement only means the broker sends the message
+        // again after reconnecting (counted once: a redelivery is a duplicate).
         if let Err(err) = client.ack(&publish).await {
             tracing::warn!(error = %err, "acknowledging an MQTT message failed; the broker sends it again");
-            break;
         }
     }
 }
@@ -144,7 +145,7 @@ async fn handle(gateway: Gateway, publish: Publish, mut stop: watch::Receiver<bo
     let grant = Grant { id: "mqtt".into(), name: "MQTT broker".into(), regions: None };
     let started = std::time::Instant::now();
     let mut failures = 0u32;
-    loop {
+    'store: loop {
         let outcome = gateway.ingest(Source::Mqtt, &grant, &publish.payload, crate::gateway::now_ms()).await;
         let status = match &outcome {
             Ok(_) => axum::http::StatusCode::ACCEPTED,
@@ -162,13 +163,22 @@ async fn handle(gateway: Gateway, publish: Publish, mut stop: watch::Receiver<bo
                     _ = stop.wait_for(|stopped| *stopped) => return false,
                 }
             }
-            Err(err) => {
-                if let Err(log_err) = refuse_whole(&gateway, &grant, &err, &publish).await {
-                    tracing::warn!(error = %log_err, "dead-lettering an MQTT message failed; the broker sends it again");
-                    return false;
+            Err(err) => loop {
+                // The message is acknowledged only once its dead letter is
+                // durable; until then it is retried, as a reading is: a
+                // failed write never ends MQTT ingest.
+                match refuse_whole(&gateway, &grant, &err, &publish).await {
+                    Ok(()) => break 'store,
+                    Err(log_err) => {
+                        let pause = retry_pause(&mut failures);
+                        tracing::warn!(error = %log_err, topic = %publish.topic, ?pause, "dead-lettering an MQTT message failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            _ = stop.wait_for(|stopped| *stopped) => return false,
+                        }
+                    }
                 }
-                break;
-            }
+            },
         }
     }
     metrics::histogram!(crate::gateway::METRIC_REQUEST_SECONDS, "source" => "mqtt").record(started.elapsed().as_secs_f64());

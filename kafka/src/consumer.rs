@@ -41,8 +41,6 @@ struct GroupContext {
     state: Mutex<GroupState>,
     /// `state.events` is not empty: lets the fetch loop stop without taking the lock.
     events_pending: AtomicBool,
-    /// The consumer is being dropped: revocations are completed at once.
-    closing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -54,10 +52,6 @@ struct GroupState {
     /// librdkafka waits for an `assign` call: the assignment changed or a
     /// partition was positioned since the last one.
     reassign: bool,
-    /// librdkafka waits for an `unassign` call after a revocation. It is made
-    /// in the application's next poll, so the group hands the partitions to
-    /// another member only once this one has stopped writing their state.
-    unassign: bool,
     /// Counts assignment changes and seeks; a fetch started under an older
     /// generation is stale.
     generation: u64,
@@ -66,7 +60,9 @@ struct GroupState {
 impl GroupState {
     /// Whether a revocation of `partition` waits to be told to the application.
     fn revocation_pending(&self, partition: &TopicPartition) -> bool {
-        self.events.iter().any(|event| matches!(event, Polled::Revoked(revoked) if revoked.contains(partition)))
+        self.events.iter().any(|event| {
+            matches!(event, Polled::Revoked(revoked) | Polled::Lost(revoked) if revoked.contains(partition))
+        })
     }
 }
 
@@ -97,19 +93,25 @@ impl ConsumerContext for GroupContext {
                 state.events.push_back(Polled::Assigned(changed));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(partitions = ?changed, "Kafka revoked partitions");
+                // The revocation is completed here, inside the callback, as
+                // librdkafka expects: the group goes on at once. The
+                // application may still be writing these partitions' state;
+                // the epochs it claimed fence those writes off once the new
+                // owner has claimed them.
+                let lost = consumer.assignment_lost();
+                if lost {
+                    tracing::warn!(partitions = ?changed, "Kafka lost partitions: the session expired and the group gave them away");
+                } else {
+                    tracing::info!(partitions = ?changed, "Kafka revoked partitions");
+                }
                 for partition in &changed {
                     state.assignment.remove(partition);
                 }
-                if self.closing.load(Ordering::Acquire) {
-                    if let Err(err) = consumer.unassign() {
-                        tracing::warn!(%err, "unassigning revoked partitions failed");
-                    }
-                } else {
-                    state.unassign = true;
+                if let Err(err) = consumer.unassign() {
+                    tracing::warn!(%err, "unassigning revoked partitions failed");
                 }
                 state.reassign = !state.assignment.is_empty();
-                state.events.push_back(Polled::Revoked(changed));
+                state.events.push_back(if lost { Polled::Lost(changed) } else { Polled::Revoked(changed) });
             }
             other => {
                 tracing::warn!(error = ?other, "Kafka rebalance failed; the group retries");
@@ -151,13 +153,8 @@ impl KafkaConsumer {
         })
     }
 
-    /// Completes a revocation, then hands librdkafka the assignment with the
-    /// positions the application chose.
+    /// Hands librdkafka the assignment with the positions the application chose.
     fn apply_pending(&self, state: &mut GroupState) -> Result<()> {
-        if state.unassign {
-            self.consumer.unassign().map_err(|err| port_error(&format!("revocation in group {}", self.group), err))?;
-            state.unassign = false;
-        }
         if !state.reassign {
             return Ok(());
         }
@@ -189,12 +186,6 @@ impl KafkaConsumer {
             let batches = fetch(&consumer, &topic_names, max_records, timeout)?;
             Ok(Fetched { generation, batches })
         })
-    }
-}
-
-impl Drop for KafkaConsumer {
-    fn drop(&mut self) {
-        self.consumer.context().closing.store(true, Ordering::Release);
     }
 }
 

@@ -6,24 +6,36 @@
 //! is written when its readings reach `archive.rollBytes` or its first record
 //! has waited `archive.rollSecs`: one file per date, all named after the
 //! segment's first offset, and only then is the offset after its last record
-//! committed. Before the files are written, the segment's bounds are recorded
-//! in an *intent* (`_archiver/<topic>/<partition>.json`). After a crash the
-//! group resumes at the segment's first offset; the archiver finds the intent
-//! with that start and ends the new segment exactly where the old one ended,
-//! so every file is written again with the same name and the same readings:
-//! it replaces, never duplicates. Records that are not valid readings are
-//! skipped (the stream processor sends them to the dead-letter topic).
+//! committed. Before the files are written, the segment's bounds are fixed in
+//! a *guard* (`_archiver/<topic>/<partition>/segments/<first offset>.json`),
+//! created only if absent (a conditional put): the first archiver to write a
+//! segment starting at an offset decides where it ends, and every other one
+//! (a restart after a crash, or a stale archiver that lost its partition and
+//! does not know it yet) follows: it extends its segment to that end, or
+//! reads it again up to there. So every file of a given name holds the same
+//! readings whoever writes it: a rewrite replaces, never duplicates, and a
+//! stale archiver cannot overwrite a segment with a shorter one. The latest
+//! segment's bounds are also kept in an *intent*
+//! (`_archiver/<topic>/<partition>.json`), so that an archiver resuming at a
+//! segment's first offset ends it at once where the unfinished one ended.
+//! Records that are not valid readings are skipped (the stream processor
+//! sends them to the dead-letter topic).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auth_core::ports::{LogConsumer, Polled, PortError, TopicPartition};
-use auth_core::{ArchiveSpec, Utility, codec};
+use async_trait::async_trait;
+use auth_core::ports::{LogConsumer, LogRecord, PortError, ReadingLog, TopicPartition};
+use auth_core::{ArchiveSpec, Utility, archive_group, codec, utility_topic};
+use auth_runtime::CancellationToken;
+use auth_runtime::partitioned::{
+    Commits, FlushKind, FlushOutcome, MetricNames, PartitionedConsumer, PartitionedTask, Release, Restored, RuntimeConfig,
+    Step, TaskError,
+};
 use chrono::NaiveDate;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::{MasterError, MasterStore, ReadingsBuilder, date_of, file_path};
 
@@ -38,6 +50,13 @@ pub mod names {
     pub const FILE_BYTES: &str = "auth_archive_file_bytes_total";
     pub const SEGMENT_SECONDS: &str = "auth_archive_segment_write_seconds";
     pub const PENDING: &str = "auth_archive_pending_readings";
+    /// Segments whose bounds another archiver had fixed first (a restart, or a stale archiver).
+    pub const SEGMENTS_FOLLOWED: &str = "auth_archive_segments_followed_total";
+    pub const ASSIGNED_PARTITIONS: &str = "auth_archive_assigned_partitions";
+    pub const UNRESTORED_PARTITIONS: &str = "auth_archive_unrestored_partitions";
+    pub const CONSUMER_LAG: &str = "auth_archive_consumer_lag_records";
+    pub const RECOVERIES: &str = "auth_archive_recoveries_total";
+    pub const FENCED_PARTITIONS: &str = "auth_archive_fenced_partitions_total";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +69,13 @@ pub enum ArchiveError {
     Intent { partition: TopicPartition, source: serde_json::Error },
 }
 
-impl ArchiveError {
+impl TaskError for ArchiveError {
+    fn from_log(err: PortError) -> Self {
+        ArchiveError::Log(err)
+    }
+
     /// Whether the archiver may retry after this error (the server may come back).
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         match self {
             ArchiveError::Log(err) => err.is_retryable(),
             ArchiveError::Master(MasterError::Store { .. } | MasterError::Parquet { .. }) => true,
@@ -83,7 +106,7 @@ struct Segment {
     overflowed: bool,
 }
 
-struct PartitionState {
+pub struct PartitionState {
     utility: Utility,
     /// The intent found when the partition was assigned.
     found_intent: Option<Intent>,
@@ -98,108 +121,109 @@ pub struct ArchiveTally {
     pub files: u64,
 }
 
-pub struct Archiver {
+/// The archiver as a task of the partitioned-consumer runtime.
+pub struct ArchiveTask {
     store: MasterStore,
-    consumer: Box<dyn LogConsumer>,
     topics: HashMap<Arc<str>, Utility>,
     spec: ArchiveSpec,
-    partitions: HashMap<TopicPartition, PartitionState>,
     tally: ArchiveTally,
+}
+
+/// One archiver of a pipeline's group.
+pub struct Archiver {
+    runtime: PartitionedConsumer<ArchiveTask>,
 }
 
 fn intent_path(partition: &TopicPartition) -> Path {
     Path::from(format!("_archiver/{}/{}.json", partition.topic, partition.partition))
 }
 
+fn guard_path(partition: &TopicPartition, first_offset: u64) -> Path {
+    Path::from(format!("_archiver/{}/{}/segments/{first_offset:020}.json", partition.topic, partition.partition))
+}
+
+/// What became of a segment that was due.
+enum Written {
+    /// Written; commit `next_offset` (and read again from there when records past it came).
+    Committed { next_offset: u64, reread: bool },
+    /// Nothing to write.
+    Empty,
+    /// Another archiver wrote a longer segment from this offset: this one goes on until its end.
+    Extended,
+    /// Another archiver wrote a shorter segment from this offset: this one is read again to its end.
+    Reread { from: u64 },
+}
+
+fn runtime_config(group: String, topics: Vec<String>) -> RuntimeConfig {
+    RuntimeConfig {
+        group,
+        topics,
+        max_poll_records: 8_192,
+        poll_timeout: Duration::from_millis(200),
+        // Segments are looked at after every poll; each is written when it is due.
+        flush_interval: Duration::ZERO,
+        checkpoint_interval: Duration::ZERO,
+        commits: Commits::Progress,
+        metrics: MetricNames {
+            assigned: names::ASSIGNED_PARTITIONS,
+            unrestored: names::UNRESTORED_PARTITIONS,
+            lag: names::CONSUMER_LAG,
+            recoveries: names::RECOVERIES,
+            fenced: names::FENCED_PARTITIONS,
+        },
+    }
+}
+
 impl Archiver {
-    /// An archiver of the `topics` (one per utility) that `consumer` reads.
+    /// An archiver of a pipeline's utility topics in the group `<pipeline>.archive`.
+    pub fn join(
+        store: MasterStore,
+        log: &dyn ReadingLog,
+        pipeline: &str,
+        utilities: &[Utility],
+        spec: ArchiveSpec,
+    ) -> Result<Self, ArchiveError> {
+        let topics: Vec<(String, Utility)> = utilities.iter().map(|&utility| (utility_topic(pipeline, utility), utility)).collect();
+        let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
+        let consumer = log.consumer(&archive_group(pipeline), &names).map_err(ArchiveError::Log)?;
+        Ok(Self::new(store, consumer, topics, spec, archive_group(pipeline)))
+    }
+
+    /// An archiver of the `topics` (one per utility) that `consumer` of `group` reads.
     pub fn new(
         store: MasterStore,
         consumer: Box<dyn LogConsumer>,
         topics: impl IntoIterator<Item = (String, Utility)>,
         spec: ArchiveSpec,
+        group: String,
     ) -> Self {
-        let topics = topics.into_iter().map(|(topic, utility)| (Arc::from(topic.as_str()), utility)).collect();
-        Self { store, consumer, topics, spec, partitions: HashMap::new(), tally: ArchiveTally::default() }
+        let topics: HashMap<Arc<str>, Utility> =
+            topics.into_iter().map(|(topic, utility)| (Arc::from(topic.as_str()), utility)).collect();
+        let names = topics.keys().map(|topic| topic.to_string()).collect();
+        let task = ArchiveTask { store, topics, spec, tally: ArchiveTally::default() };
+        Self { runtime: PartitionedConsumer::with_consumer(runtime_config(group, names), consumer, task) }
     }
 
-    /// Archives until `stop` turns true, then writes every open segment and commits.
-    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<ArchiveTally, ArchiveError> {
-        let mut backoff = Duration::from_millis(100);
-        while !*stop.borrow() {
-            match self.step().await {
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(err) if err.is_retryable() => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "archiving failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        self.finish().await?;
-        tracing::info!(readings = self.tally.readings, files = self.tally.files, "archiver stopped");
-        Ok(self.tally)
+    /// Archives until `shutdown` is cancelled, then writes every open segment and commits.
+    pub async fn run(&mut self, log: &dyn ReadingLog, shutdown: &CancellationToken) -> Result<ArchiveTally, ArchiveError> {
+        self.runtime.run(log, shutdown).await?;
+        let tally = self.runtime.task().tally;
+        tracing::info!(readings = tally.readings, files = tally.files, "archiver stopped");
+        Ok(tally)
     }
 
     /// One poll, then the segments that are due; says whether records came.
     pub async fn step(&mut self) -> Result<bool, ArchiveError> {
-        let mut records = false;
-        match self.consumer.poll(8_192, Duration::from_millis(200)).await.map_err(ArchiveError::Log)? {
-            Polled::Assigned(partitions) => {
-                for partition in partitions {
-                    self.assign(partition).await?;
-                }
-            }
-            Polled::Revoked(partitions) => {
-                for partition in partitions {
-                    if let Some(state) = self.partitions.remove(&partition) {
-                        tracing::info!(%partition, unwritten = state.segment.readings, "partition revoked");
-                    }
-                }
-            }
-            Polled::Records(batches) => {
-                records = true;
-                for batch in batches {
-                    let Some(state) = self.partitions.get_mut(&batch.partition) else { continue };
-                    for record in batch.records {
-                        add_record(state, &batch.partition, record.offset, &record.value, &mut self.tally);
-                    }
-                }
-            }
-            Polled::Idle => {}
-        }
-        let due: Vec<TopicPartition> = self
-            .partitions
-            .iter()
-            .filter(|(_, state)| self.is_due(&state.segment))
-            .map(|(partition, _)| partition.clone())
-            .collect();
-        for partition in due {
-            self.write_segment(&partition).await?;
-        }
-        let pending: u64 = self.partitions.values().map(|state| state.segment.readings).sum();
-        metrics::gauge!(names::PENDING).set(pending as f64);
-        Ok(records)
+        Ok(matches!(self.runtime.step().await?, Step::Records(_)))
     }
 
-    async fn assign(&mut self, partition: TopicPartition) -> Result<(), ArchiveError> {
-        let Some(&utility) = self.topics.get(&partition.topic) else { return Ok(()) };
-        let found_intent = match self.store.get(&intent_path(&partition)).await? {
-            Some(bytes) => Some(
-                serde_json::from_slice::<Intent>(&bytes)
-                    .map_err(|source| ArchiveError::Intent { partition: partition.clone(), source })?,
-            ),
-            None => None,
-        };
-        tracing::info!(%partition, intent = ?found_intent, "partition assigned");
-        self.partitions.insert(partition, PartitionState { utility, found_intent, segment: Segment::default() });
-        Ok(())
+    /// Writes every open segment and commits it.
+    pub async fn finish(&mut self) -> Result<(), ArchiveError> {
+        self.runtime.finish().await
     }
+}
 
+impl ArchiveTask {
     fn is_due(&self, segment: &Segment) -> bool {
         let Some(first_offset) = segment.first_offset else { return false };
         match segment.end_at {
@@ -211,33 +235,37 @@ impl Archiver {
         }
     }
 
-    /// Writes every open segment and commits it.
-    pub async fn finish(&mut self) -> Result<(), ArchiveError> {
-        let open: Vec<TopicPartition> = self
-            .partitions
-            .iter()
-            .filter(|(_, state)| state.segment.first_offset.is_some() && state.segment.end_at.is_none())
-            .map(|(partition, _)| partition.clone())
-            .collect();
-        for partition in open {
-            self.write_segment(&partition).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes the intent, one file per date, and commits the offset after the segment.
-    #[tracing::instrument(level = "debug", skip(self))]
-    async fn write_segment(&mut self, partition: &TopicPartition) -> Result<(), ArchiveError> {
-        let Some(state) = self.partitions.get_mut(partition) else { return Ok(()) };
-        let Some(first_offset) = state.segment.first_offset else { return Ok(()) };
+    /// Fixes the segment's bounds (or follows the bounds another archiver
+    /// fixed), writes the intent and one file per date.
+    #[tracing::instrument(level = "debug", skip(self, state))]
+    async fn write_segment(&mut self, partition: &TopicPartition, state: &mut PartitionState) -> Result<Written, ArchiveError> {
+        let Some(first_offset) = state.segment.first_offset else { return Ok(Written::Empty) };
         let started = Instant::now();
         let utility = state.utility;
         let next_offset = state.segment.next_offset;
         let dates: Vec<NaiveDate> = state.segment.dates.keys().copied().collect();
         if !dates.is_empty() {
             let intent = Intent { first_offset, next_offset, dates: dates.clone() };
-            let encoded = serde_json::to_vec(&intent).map_err(|source| ArchiveError::Intent { partition: partition.clone(), source })?;
-            self.store.put(&intent_path(partition), encoded.into()).await?;
+            let unreadable = |source| ArchiveError::Intent { partition: partition.clone(), source };
+            let encoded = bytes::Bytes::from(serde_json::to_vec(&intent).map_err(unreadable)?);
+            if let Some(existing) = self.store.put_if_absent(&guard_path(partition, first_offset), encoded.clone()).await? {
+                let fixed: Intent = serde_json::from_slice(&existing).map_err(unreadable)?;
+                if fixed.next_offset != next_offset {
+                    metrics::counter!(names::SEGMENTS_FOLLOWED).increment(1);
+                    tracing::warn!(
+                        %partition, first_offset, ours = next_offset, fixed = fixed.next_offset,
+                        "another archiver wrote this segment first, ending elsewhere: following its bounds"
+                    );
+                    if fixed.next_offset > next_offset {
+                        state.segment.end_at = Some(fixed.next_offset);
+                        return Ok(Written::Extended);
+                    }
+                    state.segment = Segment::default();
+                    state.found_intent = Some(fixed);
+                    return Ok(Written::Reread { from: first_offset });
+                }
+            }
+            self.store.put(&intent_path(partition), encoded).await?;
         }
         let mut bytes = 0;
         for (&date, builder) in &mut state.segment.dates {
@@ -249,10 +277,6 @@ impl Archiver {
             bytes += written.bytes;
             tracing::debug!(path = %written.path, rows = written.rows, "file written");
         }
-        self.consumer.commit(&[(partition.clone(), next_offset)]).await.map_err(ArchiveError::Log)?;
-        if state.segment.overflowed {
-            self.consumer.seek(partition, next_offset).map_err(ArchiveError::Log)?;
-        }
         let readings = state.segment.readings;
         tracing::info!(
             %partition, first_offset, next_offset, readings, files = dates.len(), bytes,
@@ -262,8 +286,74 @@ impl Archiver {
         metrics::counter!(names::FILE_BYTES).increment(bytes);
         metrics::histogram!(names::SEGMENT_SECONDS).record(started.elapsed().as_secs_f64());
         self.tally.files += dates.len() as u64;
+        let reread = state.segment.overflowed;
         state.segment = Segment::default();
-        Ok(())
+        Ok(Written::Committed { next_offset, reread })
+    }
+}
+
+#[async_trait]
+impl PartitionedTask for ArchiveTask {
+    type State = PartitionState;
+    type Error = ArchiveError;
+
+    /// Reads the partition's intent; the partition continues at the group's committed offset.
+    async fn restore(&mut self, partition: &TopicPartition) -> Result<Option<Restored<PartitionState>>, ArchiveError> {
+        let Some(&utility) = self.topics.get(&partition.topic) else { return Ok(None) };
+        let found_intent = match self.store.get(&intent_path(partition)).await? {
+            Some(bytes) => Some(
+                serde_json::from_slice::<Intent>(&bytes)
+                    .map_err(|source| ArchiveError::Intent { partition: partition.clone(), source })?,
+            ),
+            None => None,
+        };
+        tracing::info!(%partition, intent = ?found_intent, "partition assigned");
+        Ok(Some(Restored { state: PartitionState { utility, found_intent, segment: Segment::default() }, start_at: None }))
+    }
+
+    fn process(&mut self, partition: &TopicPartition, state: &mut PartitionState, records: Vec<LogRecord>, _now: Instant) {
+        for record in records {
+            add_record(state, partition, record.offset, &record.value, &mut self.tally);
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        states: &mut BTreeMap<TopicPartition, PartitionState>,
+        kind: FlushKind,
+    ) -> Result<FlushOutcome, ArchiveError> {
+        let mut outcome = FlushOutcome::default();
+        for (partition, state) in states.iter_mut() {
+            let due = if kind.last {
+                state.segment.first_offset.is_some() && state.segment.end_at.is_none()
+            } else {
+                self.is_due(&state.segment)
+            };
+            if !due {
+                continue;
+            }
+            match self.write_segment(partition, state).await? {
+                Written::Committed { next_offset, reread } => {
+                    outcome.commit.push((partition.clone(), next_offset));
+                    if reread {
+                        outcome.seek.push((partition.clone(), next_offset));
+                    }
+                }
+                Written::Reread { from } => outcome.seek.push((partition.clone(), from)),
+                Written::Empty | Written::Extended => {}
+            }
+        }
+        let pending: u64 = states.values().map(|state| state.segment.readings).sum();
+        metrics::gauge!(names::PENDING).set(pending as f64);
+        Ok(outcome)
+    }
+
+    fn next_offset(state: &PartitionState) -> Option<u64> {
+        state.segment.first_offset.map(|_| state.segment.next_offset)
+    }
+
+    fn release(&mut self, partition: &TopicPartition, state: PartitionState, why: Release) {
+        tracing::info!(%partition, ?why, unwritten = state.segment.readings, "partition released");
     }
 }
 

@@ -26,6 +26,11 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, chrono::ParseError> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
 }
 
+/// The dates in `[from, to]`.
+pub fn dates(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+    from.iter_days().take_while(|date| *date <= to).collect()
+}
+
 /// The folder of one utility's readings on one date, relative to the store's root.
 pub fn date_folder(utility: Utility, date: NaiveDate) -> Path {
     Path::from(format!("{READINGS_DIR}/utility={}/date={}", utility.as_str(), date.format("%Y-%m-%d")))

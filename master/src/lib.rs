@@ -11,7 +11,7 @@ mod layout;
 mod readings;
 mod store;
 
-pub use layout::{DAY_MS, FileName, date_folder, date_of, day_start_ms, file_path, parse_date};
+pub use layout::{DAY_MS, FileName, date_folder, date_of, dates, day_start_ms, file_path, parse_date};
 pub use readings::{COLUMN_OFFSET, ReadingsBuilder, schema};
 pub use store::{MasterError, MasterStore, ParquetFile, WrittenFile};
 

@@ -108,6 +108,22 @@ impl MasterStore {
         self.store.put(&path, bytes.into()).await.map(drop).map_err(|source| MasterError::Store { path: path.to_string(), source })
     }
 
+    /// Writes `bytes` to a path relative to the root unless something is
+    /// there already (a conditional create, atomic on every store): `None`
+    /// when written, else what was there.
+    pub async fn put_if_absent(&self, relative: &Path, bytes: bytes::Bytes) -> Result<Option<bytes::Bytes>, MasterError> {
+        let path = self.path(relative);
+        let options = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&path, bytes.into(), options).await {
+            Ok(_) => Ok(None),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                let existing = self.get(relative).await?;
+                Ok(Some(existing.unwrap_or_default()))
+            }
+            Err(source) => Err(MasterError::Store { path: path.to_string(), source }),
+        }
+    }
+
     /// Reads a path relative to the root; `None` when there is nothing.
     pub async fn get(&self, relative: &Path) -> Result<Option<bytes::Bytes>, MasterError> {
         let path = self.path(relative);

@@ -60,11 +60,15 @@ async fn produce(log: &dyn ReadingLog, pipeline: &str, count: u64) -> u64 {
 }
 
 fn archiver(log: &dyn ReadingLog, pipeline: &str, master: &MasterStore, roll_readings: u64) -> Archiver {
+    archiver_in(log, pipeline, &format!("{pipeline}.archive"), master, roll_readings)
+}
+
+fn archiver_in(log: &dyn ReadingLog, pipeline: &str, group: &str, master: &MasterStore, roll_readings: u64) -> Archiver {
     let topics: Vec<(String, Utility)> = Utility::ALL.iter().map(|&u| (utility_topic(pipeline, u), u)).collect();
     let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
-    let consumer = log.consumer(&format!("{pipeline}.archive"), &names).unwrap();
+    let consumer = log.consumer(group, &names).unwrap();
     let spec = ArchiveSpec { url: master.location().to_owned(), roll_bytes: roll_readings * 41, roll_secs: 3_600 };
-    Archiver::new(master.clone(), consumer, topics, spec)
+    Archiver::new(master.clone(), consumer, topics, spec, group.to_owned())
 }
 
 /// Every (utility, partition, offset) in the master data with how often it is there, and the rows;
@@ -163,6 +167,40 @@ async fn kafka_every_reading_once_despite_kills() {
     every_reading_once_despite_kills(Backend::real(&unique_name("archive"))).await;
 }
 
+/// The worst a stale archiver can do: two archivers each believing they own
+/// every partition (here: in groups of their own), rolling at other sizes,
+/// interleaved at random. Each follows the segment bounds the other fixed
+/// first, so every reading is in the master data once.
+async fn two_owners_of_every_partition_write_each_reading_once(backend: Backend) {
+    let directory = tempfile::tempdir().unwrap();
+    let master = MasterStore::open(directory.path().to_str().unwrap()).unwrap();
+    let pipeline = backend.pipeline.clone();
+    let valid = produce(backend.log.as_ref(), &pipeline, 6_000).await;
+    let mut first = archiver_in(backend.log.as_ref(), &pipeline, &format!("{pipeline}.first"), &master, 150);
+    let mut second = archiver_in(backend.log.as_ref(), &pipeline, &format!("{pipeline}.second"), &master, 400);
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..400 {
+        if rng.bool() { first.step().await.unwrap(); } else { second.step().await.unwrap(); }
+    }
+    drain(first, directory.path(), valid).await;
+    drain(second, directory.path(), valid).await;
+    let (seen, rows) = archived(directory.path());
+    let repeated: Vec<_> = seen.iter().filter(|&(_, &copies)| copies > 1).take(5).collect();
+    assert!(repeated.is_empty(), "readings archived twice: {repeated:?}");
+    assert_eq!(rows, valid, "every valid reading, once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_two_owners_of_every_partition_write_each_reading_once() {
+    two_owners_of_every_partition_write_each_reading_once(Backend::embedded(&unique_name("owners"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and Redis: scripts/test.sh"]
+async fn kafka_two_owners_of_every_partition_write_each_reading_once() {
+    two_owners_of_every_partition_write_each_reading_once(Backend::real(&unique_name("owners"))).await;
+}
+
 /// A consumer whose commits fail: its archiver uploads a segment and dies before committing it.
 struct CommitsFail(Box<dyn LogConsumer>);
 
@@ -189,7 +227,7 @@ async fn a_segment_uploaded_but_not_committed_is_replaced() {
     let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
     let consumer = backend.log.consumer("uncommitted.archive", &names).unwrap();
     let spec = ArchiveSpec { url: master.location().to_owned(), roll_bytes: 41 * 1_000_000, roll_secs: 3_600 };
-    let mut dying = Archiver::new(master.clone(), Box::new(CommitsFail(consumer)), topics, spec);
+    let mut dying = Archiver::new(master.clone(), Box::new(CommitsFail(consumer)), topics, spec, "uncommitted.archive".into());
     while !dying.step().await.unwrap() {}
     assert!(dying.finish().await.is_err(), "the commit fails after the upload");
     drop(dying);

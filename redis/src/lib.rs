@@ -14,6 +14,7 @@
 //! | `region:<utility>:<width ms>` | sorted set | the starts of the region windows kept, scored by start |
 //! | `region:<utility>:<width ms>:<start ms>` | hash | field `<region code>/<partition>` -> that partition's part of the window |
 //! | `checkpoint:<topic>:<partition>` | string | the partition's checkpoint (state and next offset) |
+//! | `epoch:<topic>:<partition>` | string (integer) | the partition's last claimed epoch (`INCR` by each new owner) |
 //!
 //! A ring holds `recent_windows` slots of 41 bytes: the window's start (i64
 //! little-endian), then the window. The window starting at `s` lives in slot
@@ -24,7 +25,9 @@
 //! customer's read is one round trip with a handful of values, `HGETALL` of
 //! its open windows and `MGET` of its rings, whatever the history kept.
 //!
-//! One [`PartitionFlush`] is one `MULTI`/`EXEC` transaction sent as one pipeline:
+//! One [`PartitionFlush`] is one call of a Lua script (atomic, one round
+//! trip) that first compares the flush's epoch with the partition's and, when
+//! a newer owner has claimed it, writes nothing; otherwise it runs the flush's commands:
 //! per customer one `HSET` of its changed open windows and, when some closed,
 //! one `HDEL` of them from the open hash, per closed window one `SETRANGE` into
 //! its ring, and one `EXPIRE` per ring and of the hash; one `ZADD` of the
@@ -51,6 +54,45 @@ use redis::{AsyncCommands, RedisError, RetryMethod};
 const WINDOW_BYTES: usize = 33;
 const RING_SLOT_BYTES: usize = 8 + WINDOW_BYTES;
 const DAY_SECS: i64 = 86_400;
+/// Members per `ZADD`: a script's command takes at most a few thousand arguments (Lua's stack).
+const MEMBERS_PER_COMMAND: usize = 1_000;
+
+/// One flush, fenced: `KEYS[1]` is the partition's epoch key, `ARGV[1]` the
+/// writer's epoch (-1: a write that is no owner's, never fenced), then per
+/// command its argument count, its name and its arguments. Returns -1 once
+/// every command ran, or the partition's newer epoch, running none, when the
+/// writer's is older. A script runs atomically, as `MULTI`/`EXEC` did.
+static FENCED_WRITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local epoch = tonumber(ARGV[1])
+if epoch >= 0 then
+  local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if current > epoch then return current end
+end
+local at = 2
+local last = #ARGV
+while at <= last do
+  local count = tonumber(ARGV[at])
+  redis.call(unpack(ARGV, at + 1, at + count))
+  at = at + count + 1
+end
+return -1
+",
+    )
+});
+
+/// The commands of one flush, as [`FENCED_WRITE`]'s arguments.
+struct Commands<'a> {
+    invocation: redis::ScriptInvocation<'a>,
+}
+
+impl<'a> Commands<'a> {
+    /// Starts a command of `arguments` arguments (after its name); the caller adds them.
+    fn command(&mut self, name: &str, arguments: usize) -> &mut redis::ScriptInvocation<'a> {
+        self.invocation.arg(arguments + 1).arg(name)
+    }
+}
 
 /// A Redis server as the serving store.
 #[derive(Clone)]
@@ -159,6 +201,10 @@ impl RedisStore {
         format!("{}region:{utility}:{width_ms}", self.prefix)
     }
 
+    fn epoch_key(&self, partition: &TopicPartition) -> String {
+        format!("{}epoch:{}:{}", self.prefix, partition.topic, partition.partition)
+    }
+
     fn checkpoint_key(&self, partition: &TopicPartition) -> String {
         format!("{}checkpoint:{}:{}", self.prefix, partition.topic, partition.partition)
     }
@@ -264,8 +310,8 @@ impl ServingStore for RedisStore {
             }
         }
         let recent = self.recent_windows as i64;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
+        batch.invocation.key(self.epoch_key(&flush.partition)).arg(flush.epoch.map_or(-1, |epoch| epoch as i64));
         for (&customer_id, updates) in &customers {
             let key = self.customer_key(customer_id);
             let (closed, open): (Vec<&WindowUpdate>, Vec<&WindowUpdate>) =
@@ -275,29 +321,29 @@ impl ServingStore for RedisStore {
                     .iter()
                     .map(|update| (customer_field(update.utility, update.slot), encode_window(&update.aggregate, false)))
                     .collect();
-                pipe.hset_multiple(&key, &fields).ignore();
+                batch.command("HSET", 1 + 2 * fields.len()).arg(&key).arg(&fields);
             }
             // A closed window moves from the open hash to its ring and renews
             // the keys' lifetime: once per window, not per flush.
             if !closed.is_empty() {
                 let fields: Vec<String> = closed.iter().map(|update| customer_field(update.utility, update.slot)).collect();
-                pipe.hdel(&key, &fields).ignore();
+                batch.command("HDEL", 1 + fields.len()).arg(&key).arg(&fields);
                 let mut rings = BTreeMap::new();
                 for update in &closed {
                     let ring = self.ring_key(customer_id, update.utility, update.slot.width_ms);
-                    pipe.setrange(&ring, ring_offset(update.slot, self.recent_windows) as isize, ring_record(update)).ignore();
+                    batch.command("SETRANGE", 3).arg(&ring).arg(ring_offset(update.slot, self.recent_windows)).arg(ring_record(update));
                     rings.insert(ring, update.slot.width_ms);
                 }
                 for (ring, width_ms) in &rings {
-                    pipe.expire(ring, self.ttl_secs(*width_ms)).ignore();
+                    batch.command("EXPIRE", 2).arg(ring).arg(self.ttl_secs(*width_ms));
                 }
                 let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
-                pipe.expire(&key, self.ttl_secs(widest)).ignore();
+                batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(widest));
             }
         }
-        if !customers.is_empty() {
-            let members: Vec<(u64, u64)> = customers.keys().map(|&id| (id, id)).collect();
-            pipe.zadd_multiple(format!("{}customers", self.prefix), &members).ignore();
+        let members: Vec<(u64, u64)> = customers.keys().map(|&id| (id, id)).collect();
+        for chunk in members.chunks(MEMBERS_PER_COMMAND) {
+            batch.command("ZADD", 1 + 2 * chunk.len()).arg(format!("{}customers", self.prefix)).arg(chunk);
         }
         let mut starts: BTreeMap<(Utility, i64), Vec<(i64, i64)>> = BTreeMap::new();
         for (&(utility, slot), updates) in &regions {
@@ -312,22 +358,40 @@ impl ServingStore for RedisStore {
                     WindowOwner::Customer(_) => None,
                 })
                 .collect();
-            pipe.hset_multiple(&key, &fields).ignore();
-            pipe.expire(&key, self.ttl_secs(slot.width_ms)).ignore();
+            batch.command("HSET", 1 + 2 * fields.len()).arg(&key).arg(&fields);
+            batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(slot.width_ms));
             starts.entry((utility, slot.width_ms)).or_default().push((slot.start_ms, slot.start_ms));
         }
         for ((utility, width_ms), members) in &starts {
             let key = self.region_starts_key(*utility, *width_ms);
-            pipe.zadd_multiple(&key, members).ignore();
-            pipe.zremrangebyrank(&key, 0, -(recent as isize) - 1).ignore();
-            pipe.expire(&key, self.ttl_secs(*width_ms)).ignore();
+            for chunk in members.chunks(MEMBERS_PER_COMMAND) {
+                batch.command("ZADD", 1 + 2 * chunk.len()).arg(&key).arg(chunk);
+            }
+            batch.command("ZREMRANGEBYRANK", 3).arg(&key).arg(0).arg(-recent - 1);
+            batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(*width_ms));
         }
         if let Some(checkpoint) = &flush.checkpoint {
-            pipe.set(self.checkpoint_key(&flush.partition), &checkpoint[..]).ignore();
+            batch.command("SET", 2).arg(self.checkpoint_key(&flush.partition)).arg(&checkpoint[..]);
         }
-        pipe.query_async::<()>(&mut self.connection.clone())
+        let current: i64 = batch
+            .invocation
+            .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(|err| port_error(&format!("Redis write of {}", flush.partition), err))
+            .map_err(|err| port_error(&format!("Redis write of {}", flush.partition), err))?;
+        match flush.epoch {
+            Some(epoch) if current >= 0 => Err(PortError::Fenced { partition: flush.partition, epoch, current: current as u64 }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn claim(&self, partition: &TopicPartition) -> Result<u64> {
+        let key = self.epoch_key(partition);
+        let epoch: u64 = redis::cmd("INCR")
+            .arg(&key)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|err| port_error(&format!("Redis claim of {partition}"), err))?;
+        Ok(epoch)
     }
 
     async fn load_checkpoint(&self, partition: &TopicPartition) -> Result<Option<Bytes>> {

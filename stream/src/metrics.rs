@@ -17,7 +17,11 @@ pub const CHECKPOINT_AGE: &str = "auth_stream_checkpoint_age_seconds";
 pub const FLUSH_DURATION: &str = "auth_stream_flush_duration_seconds";
 /// Records in the log not yet processed, over assigned partitions.
 pub const CONSUMER_LAG: &str = "auth_stream_consumer_lag_records";
-/// Partitions assigned to this processor.
+/// Partitions assigned to this processor and restored from their checkpoints.
 pub const ASSIGNED_PARTITIONS: &str = "auth_stream_assigned_partitions";
 /// Times the processor restored its partitions from their checkpoints after a server was unavailable.
 pub const RECOVERIES: &str = "auth_stream_recoveries_total";
+/// Partitions assigned to this processor whose checkpoint could not be loaded yet (retried).
+pub const UNRESTORED_PARTITIONS: &str = "auth_stream_unrestored_partitions";
+/// Partitions dropped because a newer owner claimed them (the store refused this processor's write).
+pub const FENCED_PARTITIONS: &str = "auth_stream_fenced_partitions_total";

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_core::ports::{ReadingLog, WindowSlot};
+use auth_core::ports::{
+    PartitionFlush, PortError, ReadingLog, RegionWindow, ServingStore, StoredWindow, TopicPartition, WindowSlot,
+};
 use auth_core::spec::{PipelineSpec, SimulatorSpec};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, dead_letter_topic, partition_for, utility_topic};
 use auth_testkit::{Backend, Dump, dump, read_topic};
@@ -32,6 +34,12 @@ macro_rules! engine_suite {
             $(#[$attribute])*
             async fn a_crash_after_a_checkpoint_changes_nothing() {
                 super::a_crash_after_a_checkpoint_changes_nothing(&$backend("crash")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
+            async fn a_failed_checkpoint_load_orphans_no_partition() {
+                super::a_failed_checkpoint_load_orphans_no_partition(&$backend("flaky")).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,4 +281,74 @@ async fn two_processors_in_one_group_equal_one(backend: &Backend) {
     drain_group(backend, &spec, &mut [&mut first, &mut second]).await;
     assert!(!first.positions().is_empty() && !second.positions().is_empty(), "both got partitions");
     assert!(dump(store.as_ref(), &widths).await == expected, "two processors give the same windows as one");
+}
+
+/// A serving store whose checkpoint load of one partition fails once, as a
+/// Redis that is restarting would.
+struct FailsOneLoad {
+    inner: Arc<dyn ServingStore>,
+    failing: TopicPartition,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ServingStore for FailsOneLoad {
+    async fn claim(&self, partition: &TopicPartition) -> auth_core::ports::Result<u64> {
+        self.inner.claim(partition).await
+    }
+    async fn apply(&self, flush: PartitionFlush) -> auth_core::ports::Result<()> {
+        self.inner.apply(flush).await
+    }
+    async fn load_checkpoint(&self, partition: &TopicPartition) -> auth_core::ports::Result<Option<Bytes>> {
+        if *partition == self.failing && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(PortError::Unavailable { what: format!("checkpoint of {partition}"), message: "the test's outage".into() });
+        }
+        self.inner.load_checkpoint(partition).await
+    }
+    async fn customer_windows(&self, customer_id: u64) -> auth_core::ports::Result<Vec<StoredWindow>> {
+        self.inner.customer_windows(customer_id).await
+    }
+    async fn region_windows(&self, width_ms: i64, since_ms: i64) -> auth_core::ports::Result<Vec<RegionWindow>> {
+        self.inner.region_windows(width_ms, since_ms).await
+    }
+    async fn known_customers(&self, limit: usize) -> auth_core::ports::Result<Vec<u64>> {
+        self.inner.known_customers(limit).await
+    }
+}
+
+async fn a_failed_checkpoint_load_orphans_no_partition(backend: &Backend) {
+    let spec = knobbed_spec();
+    let widths = spec.windows.effective_sizes_ms();
+    load_simulated(backend, &spec, 10).await;
+    let (expected, expected_counts) = reference_run(backend, &spec, 500).await;
+
+    let inner = backend.new_store().await;
+    // The first partition restored: the ones after it in the same assignment
+    // must not be left out while it waits for its retry.
+    let failing = TopicPartition::new(&utility_topic(&backend.pipeline, Utility::Electricity), 0);
+    let flaky = Arc::new(FailsOneLoad { inner: Arc::clone(&inner), failing: failing.clone(), failed: Default::default() });
+    let config = ProcessorConfig { group: format!("{}-flaky", backend.pipeline), ..manual_config(backend, &spec, 500) };
+    let mut processor = Processor::new(config, backend.log.as_ref(), flaky.clone()).expect("processor");
+    let log = backend.log.as_ref();
+    let mut saw_unrestored = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "the processor did not catch up");
+        processor.step().await.expect("a failed load is retried, not an error");
+        if processor.unrestored() > 0 {
+            saw_unrestored = true;
+            assert!(!processor.caught_up(log).await.expect("lag"), "an unrestored partition is never caught up");
+        }
+        if processor.caught_up(log).await.expect("lag") {
+            break;
+        }
+    }
+    processor.flush(true).await.expect("final checkpoint");
+    assert!(flaky.failed.load(std::sync::atomic::Ordering::SeqCst), "the load of {failing} failed once");
+    assert!(saw_unrestored, "the partition waited for its retry");
+    let owned: Vec<TopicPartition> = processor.positions().into_iter().map(|(partition, _)| partition).collect();
+    assert_eq!(owned.len(), spec.log.partitions as usize * Utility::ALL.len(), "every partition is processed: {owned:?}");
+    assert_eq!(processor.lag(log).await.expect("lag"), 0);
+    assert!(dump(inner.as_ref(), &widths).await == expected, "the windows equal a run without the failure");
+    assert_eq!(processor.counts(), expected_counts);
 }

@@ -1,6 +1,6 @@
 //! The serving-store contract, on the in-memory store and on Redis.
 
-use auth_core::ports::{Aggregate, PartitionFlush, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::ports::{Aggregate, PartitionFlush, PortError, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
 use auth_core::{Region, Utility};
 use auth_testkit::Backend;
 use bytes::Bytes;
@@ -30,6 +30,12 @@ macro_rules! store_suite {
 
             #[tokio::test]
             $(#[$attribute])*
+            async fn a_stale_owner_is_fenced_off_and_its_successor_is_not() {
+                super::a_stale_owner_is_fenced_off_and_its_successor_is_not(&$backend("store")).await;
+            }
+
+            #[tokio::test]
+            $(#[$attribute])*
             async fn regions_keep_the_newest_windows_per_size() {
                 super::regions_keep_the_newest_windows_per_size(&$backend("store")).await;
             }
@@ -53,6 +59,7 @@ fn update(owner: WindowOwner, start_ms: i64, sum: f64) -> WindowUpdate {
 fn flush(partition: u32, windows: Vec<WindowUpdate>, checkpoint: Option<&'static [u8]>) -> PartitionFlush {
     PartitionFlush {
         partition: TopicPartition::new("p.water", partition),
+        epoch: None,
         windows,
         checkpoint: checkpoint.map(Bytes::from_static),
     }
@@ -134,4 +141,31 @@ async fn regions_keep_the_newest_windows_per_size(backend: &Backend) {
         .map(|w| (w.window.slot.start_ms, w.window.aggregate.sum))
         .collect();
     assert_eq!(starts, vec![(60_000, 1.0), (120_000, 3.0)]);
+}
+
+async fn a_stale_owner_is_fenced_off_and_its_successor_is_not(backend: &Backend) {
+    let store = backend.new_store_keeping(10).await;
+    let partition = TopicPartition::new("p.water", 0);
+    let customer = WindowOwner::Customer(21);
+    let owned = |epoch, sum, checkpoint| PartitionFlush { epoch: Some(epoch), ..flush(0, vec![update(customer, 0, sum)], Some(checkpoint)) };
+    let stale = store.claim(&partition).await.expect("claim");
+    store.apply(owned(stale, 1.0, b"first")).await.expect("the owner writes");
+    let successor = store.claim(&partition).await.expect("claim");
+    assert!(successor > stale, "epochs grow: {stale} then {successor}");
+    store.apply(owned(successor, 2.0, b"successor")).await.expect("the successor writes");
+
+    let refused = store.apply(owned(stale, 9.0, b"stale")).await.expect_err("the stale owner is refused");
+    match refused {
+        PortError::Fenced { partition: fenced, epoch, current } => {
+            assert_eq!((fenced, epoch, current), (partition.clone(), stale, successor));
+        }
+        other => panic!("expected a fenced write, got {other}"),
+    }
+    let windows = store.customer_windows(21).await.expect("read");
+    assert_eq!(windows.iter().map(|w| w.aggregate.sum).collect::<Vec<_>>(), vec![2.0], "nothing of the refused flush landed");
+    assert_eq!(store.load_checkpoint(&partition).await.expect("load").as_deref(), Some(&b"successor"[..]));
+    // Another partition's claims are its own; writes that are no owner's (restatement) are never fenced.
+    let other = TopicPartition::new("p.water", 1);
+    assert_eq!(store.claim(&other).await.expect("claim"), 1);
+    store.apply(flush(0, vec![update(customer, 0, 3.0)], None)).await.expect("an unfenced write");
 }

@@ -167,6 +167,11 @@ impl TestPipeline {
         (done, total)
     }
 
+    /// The next offset of every partition's checkpoint (0 where there is none).
+    pub async fn checkpoint_offsets(&self, store: &RedisStore) -> Vec<u64> {
+        self.checkpoints(store).await.into_iter().map(|(_, summary)| summary.map_or(0, |summary| summary.next_offset)).collect()
+    }
+
     /// Waits until the checkpoints cover more than `records`.
     pub async fn wait_for_progress_beyond(&self, store: &RedisStore, records: u64, within: Duration) {
         let deadline = Instant::now() + within;
@@ -207,6 +212,13 @@ impl TestPipeline {
 pub struct Running(Option<Child>);
 
 impl Running {
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let Some(child) = self.0.as_ref() else { return };
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILL, and wait for it.
     pub fn kill(mut self) {
         if let Some(mut child) = self.0.take() {
