@@ -175,12 +175,17 @@ async fn two_owners_of_every_partition_write_each_reading_once(backend: Backend)
     let directory = tempfile::tempdir().unwrap();
     let master = MasterStore::open(directory.path().to_str().unwrap()).unwrap();
     let pipeline = backend.pipeline.clone();
-    let valid = produce(backend.log.as_ref(), &pipeline, 6_000).await;
-    let mut first = archiver_in(backend.log.as_ref(), &pipeline, &format!("{pipeline}.first"), &master, 150);
-    let mut second = archiver_in(backend.log.as_ref(), &pipeline, &format!("{pipeline}.second"), &master, 400);
+    let mut valid = produce(backend.log.as_ref(), &pipeline, 200).await;
+    let mut first = archiver_in(backend.log.as_ref(), &pipeline, &format!("{pipeline}.first"), &master, 40);
+    let mut second = archiver_in(backend.log.as_ref(), &pipeline, &format!("{pipeline}.second"), &master, 90);
     let mut rng = fastrand::Rng::with_seed(11);
-    for _ in 0..400 {
-        if rng.bool() { first.step().await.unwrap(); } else { second.step().await.unwrap(); }
+    // The readings come in waves, so each archiver's segments end where its
+    // own roll size says, at other offsets than the other's.
+    for _ in 0..30 {
+        valid += produce(backend.log.as_ref(), &pipeline, 200).await;
+        for _ in 0..rng.usize(1..6) {
+            if rng.bool() { first.step().await.unwrap(); } else { second.step().await.unwrap(); }
+        }
     }
     drain(first, directory.path(), valid).await;
     drain(second, directory.path(), valid).await;
