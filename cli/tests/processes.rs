@@ -58,7 +58,7 @@ async fn processors_joining_and_leaving_the_group_change_nothing() {
     let counts = pipeline.wait_for_checkpoints_at_end(&store, Duration::from_secs(180)).await;
     stop(second, &pipeline, "second");
     stop(third, &pipeline, "third");
-    assert!(pipeline.read_log("third").contains("partition assigned"), "the third processor took partitions over");
+    assert!(pipeline.read_log("third").contains("partition restored"), "the third processor took partitions over");
     let actual = auth_testkit::dump(&store, &pipeline.widths()).await;
     assert_same(&actual, &expected, pipeline, "after two joins and a leave");
     assert_eq!(counts, expected_counts);

@@ -197,6 +197,11 @@ pub struct PartitionedConsumer<T: PartitionedTask> {
     restore_not_before: Option<Instant>,
     /// The group has given this member its first assignment (possibly empty).
     joined: bool,
+    /// The last offset handed to the group per partition: a commit is made
+    /// only for partitions that moved, so that commits do not pile up inside
+    /// librdkafka while the group coordinator is away (a revocation waits
+    /// for every outstanding commit).
+    committed: HashMap<TopicPartition, u64>,
     last_flush: Instant,
     last_checkpoint: Instant,
 }
@@ -220,6 +225,7 @@ impl<T: PartitionedTask> PartitionedConsumer<T> {
             restore_delays: backoff(),
             restore_not_before: None,
             joined: false,
+            committed: HashMap::new(),
             last_flush: now,
             last_checkpoint: now,
         }
@@ -334,6 +340,7 @@ impl<T: PartitionedTask> PartitionedConsumer<T> {
     fn release_all(&mut self, partitions: &[TopicPartition], why: Release) {
         for partition in partitions {
             self.unrestored.remove(partition);
+            self.committed.remove(partition);
             if let Some(state) = self.owned.remove(partition) {
                 tracing::info!(%partition, ?why, "partition released");
                 self.task.release(partition, state, why);
@@ -368,11 +375,16 @@ impl<T: PartitionedTask> PartitionedConsumer<T> {
         for (partition, offset) in &outcome.seek {
             self.consumer.seek(partition, *offset).map_err(T::Error::from_log)?;
         }
-        let commit: Vec<(TopicPartition, u64)> =
-            outcome.commit.into_iter().filter(|(partition, _)| self.owned.contains_key(partition)).collect();
+        let commit: Vec<(TopicPartition, u64)> = outcome
+            .commit
+            .into_iter()
+            .filter(|(partition, offset)| {
+                self.owned.contains_key(partition) && self.committed.get(partition) != Some(offset)
+            })
+            .collect();
         if !commit.is_empty() {
             match (self.consumer.commit(&commit).await, self.config.commits) {
-                (Ok(()), _) => {}
+                (Ok(()), _) => self.committed.extend(commit),
                 (Err(err), Commits::Informational) => {
                     tracing::debug!(%err, "committing checkpointed offsets to the group failed");
                 }

@@ -119,6 +119,16 @@ impl TestPipeline {
         out
     }
 
+    /// Copies the process logs to a folder that outlives the test; returns its path.
+    pub fn keep_logs(&self) -> String {
+        let kept = std::env::temp_dir().join(format!("auth-test-logs-{}", self.name()));
+        let _ = std::fs::create_dir_all(&kept);
+        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+        }
+        kept.display().to_string()
+    }
+
     pub fn read_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
@@ -198,11 +208,10 @@ impl TestPipeline {
             if behind == 0 {
                 return counts;
             }
-            assert!(
-                Instant::now() < deadline,
-                "checkpoints are still {behind} records behind the log\n{}",
-                self.log_tails()
-            );
+            if Instant::now() >= deadline {
+                let kept = self.keep_logs();
+                panic!("checkpoints are still {behind} records behind the log (logs kept in {kept})\n{}", self.log_tails());
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
