@@ -124,7 +124,12 @@ impl Operator {
     /// Stops as `SIGTERM` does: finishes, gives the Lease up.
     async fn stop(self) {
         let _ = self.stop.send(true);
-        self.task.await.expect("operator task");
+        // A stop waits for the reconciles in flight; one that never ends
+        // fails the test here instead of hanging the whole suite.
+        match tokio::time::timeout(WAIT, self.task).await {
+            Ok(outcome) => outcome.expect("operator task"),
+            Err(_) => panic!("the operator did not stop within {WAIT:?}: a reconcile in flight never finished"),
+        }
     }
 
     /// Dies at once, as `kill -9` would: whatever it was doing is cut off and the Lease is left to expire.
