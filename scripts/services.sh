@@ -441,9 +441,14 @@ start_kube() {
     wait_for 90 sh -c "curl -fsS --cacert '$dir/ca.crt' -H 'Authorization: Bearer $token' \
         https://127.0.0.1:$KUBE_PORT/readyz >/dev/null 2>&1" \
         || fail "kube-apiserver was not ready within 90 s; see $dir/kube-apiserver.log"
+    # kwok renews its node's status too rarely for the node lifecycle
+    # controller's default grace period (50 s): the node flipped NotReady
+    # about once a minute and took every pod's Ready with it (the cause of
+    # the operator test's "Ready true" timeouts). The fake node never fails.
     nohup "$bin/kube-controller-manager" --kubeconfig "$dir/kubeconfig" --bind-address 127.0.0.1 --secure-port 10257 \
         --service-account-private-key-file "$dir/sa.key" --root-ca-file "$dir/ca.crt" --leader-elect=false \
         --cluster-signing-cert-file "$dir/ca.crt" --cluster-signing-key-file "$dir/ca.key" \
+        --node-monitor-grace-period=1h \
         >"$dir/kube-controller-manager.log" 2>&1 &
     echo $! >"$SERVICES_DIR/kube-controller-manager.pid"
     nohup "$bin/kube-scheduler" --kubeconfig "$dir/kubeconfig" --bind-address 127.0.0.1 --secure-port 10259 \
