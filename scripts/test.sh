@@ -3,7 +3,7 @@
 # of the workspace, including those on Kafka, Redis, Mosquitto, PostgreSQL,
 # MariaDB, S3 (moto) and the Kubernetes control plane, then fuzzes the gateway's body parser for a bounded time.
 #
-# Tests that need servers are `#[ignore]`d in a plain `cargo test` (which
+# Tests that need servers are `#[ignore]`d in a plain `cargo test --workspace` (which
 # therefore needs no server) and run here with `--include-ignored` and
 # AUTH_IT=1; a server that does not answer fails them.
 #
