@@ -109,6 +109,22 @@ impl StoreConfig {
     }
 }
 
+/// The spec with the servers given on the command line in place of its
+/// `log.url` and `serving.url`; every problem of the result, if any.
+pub fn with_servers(mut spec: PipelineSpec, kafka_url: Option<&str>, redis_url: Option<&str>) -> Result<PipelineSpec, String> {
+    if let Some(url) = kafka_url {
+        spec.log.url = Some(url.to_owned());
+    }
+    if let Some(url) = redis_url {
+        spec.serving.url = Some(url.to_owned());
+    }
+    let problems = spec.problems();
+    if problems.is_empty() {
+        return Ok(spec);
+    }
+    Err(problems.iter().map(|problem| format!("  - {problem}")).collect::<Vec<_>>().join("\n"))
+}
+
 /// The log of `spec` for `role`, built.
 pub fn log(spec: &PipelineSpec, role: &str, embedded: Embedded) -> Result<Arc<dyn ReadingLog>> {
     LogConfig::from_spec(spec, role, embedded)?.build()

@@ -54,16 +54,9 @@ pub struct Servers {
 
 impl Servers {
     /// The spec with these URLs applied.
-    pub fn apply(&self, mut spec: PipelineSpec) -> anyhow::Result<PipelineSpec> {
-        if let Some(url) = &self.kafka_url {
-            spec.log.url = Some(url.clone());
-        }
-        if let Some(url) = &self.redis_url {
-            spec.serving.url = Some(url.clone());
-        }
-        let problems = spec.problems();
-        anyhow::ensure!(problems.is_empty(), "invalid server URL: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
-        Ok(spec)
+    pub fn apply(&self, spec: PipelineSpec) -> anyhow::Result<PipelineSpec> {
+        auth_adapters::with_servers(spec, self.kafka_url.as_deref(), self.redis_url.as_deref())
+            .map_err(|problems| anyhow::anyhow!("invalid server URL:\n{problems}"))
     }
 }
 

@@ -25,15 +25,9 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The spec file (or the defaults) with the server URLs applied, checked.
     pub fn spec(&self) -> anyhow::Result<PipelineSpec> {
-        let mut spec = load_spec(self.config.as_deref())?;
-        if let Some(url) = &self.kafka_url {
-            spec.log.url = Some(url.clone());
-        }
-        if let Some(url) = &self.redis_url {
-            spec.serving.url = Some(url.clone());
-        }
-        check(&spec)?;
-        Ok(spec)
+        let spec = load_spec(self.config.as_deref())?;
+        auth_adapters::with_servers(spec, self.kafka_url.as_deref(), self.redis_url.as_deref())
+            .map_err(|problems| anyhow::anyhow!("invalid settings:\n{problems}"))
     }
 }
 

@@ -245,7 +245,7 @@ impl Gateway {
     pub async fn dead_letter_whole(&self, source: Source, grant: &Grant, reason: &str, body: &[u8]) -> Result<(), IngestError> {
         let raw = String::from_utf8_lossy(&body[..body.len().min(auth_core::edge::MAX_RAW_BYTES)]).into_owned();
         let item = RefusedItem { index: 0, reasons: vec![reason.to_owned()], raw };
-        let letters = dead_letters(source, grant, &[item], now_ms());
+        let letters = dead_letters(source, grant, &[item], auth_core::now_ms());
         self.inner.producer.send(&self.inner.dead_letters, letters).await.map_err(IngestError::Log)
     }
 
@@ -273,10 +273,6 @@ fn dead_letters(source: Source, grant: &Grant, refused: &[RefusedItem], now_ms: 
             OutRecord { partition: 0, key: key.clone(), value: Bytes::from(letter.to_json()) }
         })
         .collect()
-}
-
-pub(crate) fn now_ms() -> i64 {
-    auth_core::now_ms()
 }
 
 fn json_error(status: StatusCode, message: String) -> Response {
@@ -335,7 +331,7 @@ async fn handle(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Response 
             };
         }
     };
-    match gateway.ingest(Source::Http, &grant, &bytes, now_ms()).await {
+    match gateway.ingest(Source::Http, &grant, &bytes, auth_core::now_ms()).await {
         Ok(outcome) => {
             let status = if outcome.refused.is_empty() {
                 StatusCode::ACCEPTED

@@ -146,7 +146,7 @@ async fn handle(gateway: Gateway, publish: Publish, mut stop: watch::Receiver<bo
     let started = std::time::Instant::now();
     let mut failures = 0u32;
     'store: loop {
-        let outcome = gateway.ingest(Source::Mqtt, &grant, &publish.payload, crate::gateway::now_ms()).await;
+        let outcome = gateway.ingest(Source::Mqtt, &grant, &publish.payload, auth_core::now_ms()).await;
         let status = match &outcome {
             Ok(_) => axum::http::StatusCode::ACCEPTED,
             Err(err) => err.status(),

@@ -235,10 +235,6 @@ impl<T: PartitionedTask> PartitionedConsumer<T> {
         &self.task
     }
 
-    pub fn config(&self) -> &RuntimeConfig {
-        &self.config
-    }
-
     /// The restored partitions and their state.
     pub fn states(&self) -> &BTreeMap<TopicPartition, T::State> {
         &self.owned
@@ -412,7 +408,6 @@ impl<T: PartitionedTask> PartitionedConsumer<T> {
         self.release_all(&partitions, Release::Restart);
         self.unrestored.extend(partitions);
         self.restore_not_before = None;
-        self.export_assignment();
     }
 
     /// Records in the log after the positions of the restored partitions.

@@ -52,12 +52,7 @@ impl TaskError for StreamError {
     }
 }
 
-impl StreamError {
-    /// Whether the processor may succeed by trying again (a server was unavailable).
-    pub fn is_retryable(&self) -> bool {
-        TaskError::is_retryable(self)
-    }
-}
+
 
 pub type Result<T, E = StreamError> = std::result::Result<T, E>;
 
