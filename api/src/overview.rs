@@ -1,13 +1,12 @@
 //! Pipeline health for operators: what the log holds, how far the stream
-//! processors are (their checkpoints), what they counted, and the batch's
+//! processors are (the progress published with their checkpoints), what they counted, and the batch's
 //! last reconciliation.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use auth_core::ports::{ReadingLog, ServingStore, TopicPartition};
+use auth_core::ports::{PartitionCounts, ReadingLog, ServingStore, TopicPartition};
 use auth_results::Database;
-use auth_stream::PartitionCounts;
 use auth_results::history::ReconciliationRow;
 use axum::Json;
 use axum::extract::State;
@@ -103,11 +102,7 @@ pub(crate) async fn overview(probe: &PipelineProbe, store: &dyn ServingStore, db
         let ends = probe.log.end_offsets(topic).await?;
         for (partition, end_offset) in ends.into_iter().enumerate() {
             let partition = partition as u32;
-            let checkpoint = store.load_checkpoint(&TopicPartition::new(topic, partition)).await?;
-            let summary = checkpoint
-                .map(|bytes| auth_stream::checkpoint::summary(&bytes))
-                .transpose()
-                .map_err(|err| ApiError::internal("reading a checkpoint", &err))?;
+            let summary = store.load_progress(&TopicPartition::new(topic, partition)).await?;
             let checkpoint_offset = summary.map_or(0, |summary| summary.next_offset);
             if let Some(summary) = summary {
                 counts += summary.counts;

@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use crate::fold::DayOutputs;
 use crate::job::{BatchError, BatchJob};
 use crate::restate::{restate, stream_totals};
+use crate::settle::Archived;
 use crate::results::{Reconciliation, ResultsDb, Restatement};
 use auth_results::ResultsError;
 
@@ -25,13 +26,38 @@ pub enum DayError {
 /// The serving store the stream writes, for reconciliation and restatement.
 pub struct Serving<'a> {
     pub store: &'a dyn ServingStore,
-    /// Pipeline name (the topics `<pipeline>.<utility>`) and partitions per topic,
-    /// which place each customer's windows as the stream does.
-    pub pipeline: &'a str,
-    pub partitions: u32,
     /// A day is restated once this many ms have passed after its end (the
-    /// stream's allowed lateness): before, the stream may still change it.
+    /// stream's allowed lateness): before, the stream may still change it...
     pub settle_ms: i64,
+    /// ... and once the master data holds what the log held by then ([`crate::settle::archived`]).
+    pub archived: Archived,
+}
+
+/// Whether a day's restatement is due.
+enum Due {
+    Yes,
+    /// The stream may still change the day.
+    NotSettled,
+    /// Settled, but the master data may not hold all of the day yet: why.
+    WaitsForArchiver(String),
+}
+
+impl Serving<'_> {
+    fn restatement_due(&self, date: NaiveDate, now_ms: i64) -> Due {
+        let settled_ms = auth_master::day_start_ms(date) + auth_master::DAY_MS + self.settle_ms;
+        if settled_ms > now_ms {
+            return Due::NotSettled;
+        }
+        Due::WaitsForArchiver(match &self.archived {
+            Archived::Before(archived_ms) if settled_ms <= *archived_ms => return Due::Yes,
+            Archived::Before(archived_ms) => format!(
+                "the master data holds the log only up to {archived_ms} ms, before the day settled at {settled_ms} ms"
+            ),
+            Archived::Behind { partition, archived_before, log_end } => format!(
+                "the archiver is behind on {partition}: archived before offset {archived_before}, the log ends at {log_end}"
+            ),
+        })
+    }
 }
 
 /// What one date's run did.
@@ -42,6 +68,8 @@ pub struct DaySummary {
     pub reconciliation: Vec<Reconciliation>,
     /// Empty when there was no serving store or the day had not settled.
     pub restatements: Vec<(Utility, Restatement)>,
+    /// Why a day past its settle time was not restated (the archiver is behind).
+    pub restatement_waits: Option<String>,
     pub compute_ms: u64,
     pub write_ms: u64,
     pub restate_ms: u64,
@@ -66,6 +94,9 @@ impl DaySummary {
             line.push_str(&format!(" stream {stream:.3} drift {drift:+.3}"));
         }
     }
+    if let Some(reason) = &self.restatement_waits {
+        line.push_str(&format!("; not restated yet: {reason}"));
+    }
     for (utility, restatement) in &self.restatements {
         line.push_str(&format!(
             "; {utility} restated {} customers, {} changed by {:+.3}",
@@ -87,6 +118,8 @@ pub async fn run_day(
     now_ms: i64,
 ) -> Result<DaySummary, DayError> {
     let started = Instant::now();
+    // Decided before the master data is read: what the archiver had written by then is all in the computation.
+    let due = serving.map(|serving| serving.restatement_due(date, now_ms));
     let outputs = job.compute(date, utilities).await?;
     let compute_ms = started.elapsed().as_millis() as u64;
     let streamed = match serving {
@@ -111,10 +144,14 @@ pub async fn run_day(
     results.replace_date(date, &outputs, &reconciliation, now_ms).await?;
     let write_ms = written.elapsed().as_millis() as u64;
     let restated = Instant::now();
-    let settled = auth_master::day_start_ms(date) + 86_400_000 + serving.map_or(0, |serving| serving.settle_ms) <= now_ms;
     let mut restatements = Vec::new();
-    if let Some(serving) = serving.filter(|_| settled) {
-        restatements = restate(serving.store, serving.pipeline, serving.partitions, date, &outputs).await?;
+    let mut restatement_waits = None;
+    if let (Some(serving), Some(due)) = (serving, due) {
+        match due {
+            Due::Yes => restatements = restate(serving.store, date, now_ms.max(0) as u64, &outputs).await?,
+            Due::WaitsForArchiver(reason) => restatement_waits = Some(reason),
+            Due::NotSettled => {}
+        }
         for (utility, restatement) in &restatements {
             results.record_restatement(date, *utility, restatement, now_ms).await?;
         }
@@ -123,5 +160,5 @@ pub async fn run_day(
     let duration_ms = started.elapsed().as_millis() as i64;
     results.record_run(date, now_ms + duration_ms, duration_ms).await?;
     metrics::counter!(crate::METRIC_DAYS).increment(1);
-    Ok(DaySummary { date, outputs, reconciliation, restatements, compute_ms, write_ms, restate_ms })
+    Ok(DaySummary { date, outputs, reconciliation, restatements, restatement_waits, compute_ms, write_ms, restate_ms })
 }

@@ -22,6 +22,7 @@ pub mod job;
 pub mod restate;
 pub mod results;
 pub mod schedule;
+pub mod settle;
 
 pub use day::{DayError, DaySummary, Serving, run_day};
 pub use fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer, UtilityTotal};

@@ -1,18 +1,20 @@
 //! Reconciliation with the stream and restatement of the serving store.
 //!
 //! The stream's day windows hold what the stream counted; readings that came
-//! too late for it are only in the master data. After a day is recomputed,
-//! its per-customer and per-region day windows in the serving store are
-//! overwritten with the batch's (closed) totals, partition by partition as the
-//! stream writes them, so the dashboard shows the corrected numbers. Writing
-//! the same totals again changes nothing: restatement is idempotent.
+//! too late for it are only in the master data. After a settled day is
+//! recomputed, its per-customer and per-region day windows in the serving
+//! store are overwritten with the batch's (closed) totals, so the dashboard
+//! shows the corrected numbers. The store then keeps the stream from writing
+//! those windows again (a lagging processor, or one replaying an older
+//! checkpoint) and refuses an older run's restatement, so neither can undo a
+//! newer one. Region totals replace the stream's per-partition parts whole,
+//! whatever the partition count was. Writing the same totals again changes
+//! nothing: restatement is idempotent.
 
 use std::collections::{BTreeMap, HashMap};
 
-use auth_core::ports::{
-    Aggregate, PartitionFlush, PortError, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate,
-};
-use auth_core::{Region, Utility, partition_for, utility_topic};
+use auth_core::ports::{Aggregate, PortError, ServingStore, WindowSlot};
+use auth_core::{Region, Utility};
 use chrono::NaiveDate;
 
 use crate::fold::{CustomerDay, DayOutputs};
@@ -20,8 +22,8 @@ use crate::results::Restatement;
 
 /// Customers whose stored windows are read at once.
 const CONCURRENT_READS: usize = 64;
-/// Windows per store write.
-const WINDOWS_PER_FLUSH: usize = 4_096;
+/// Customer windows per store write.
+const WINDOWS_PER_RESTATEMENT: usize = 4_096;
 
 fn day_slot(date: NaiveDate) -> WindowSlot {
     WindowSlot { width_ms: auth_master::DAY_MS, start_ms: auth_master::day_start_ms(date) }
@@ -50,19 +52,23 @@ fn aggregate_of(day: &CustomerDay) -> Aggregate {
 }
 
 /// Overwrites the day windows of every customer and region in `outputs` with
-/// the batch's totals; returns, per utility, what changed.
-#[tracing::instrument(level = "info", skip_all, fields(%date, customers = outputs.customers.len()))]
+/// the batch's totals, as restatement `version` (later runs have higher
+/// versions); returns, per utility, what changed. Fails with
+/// [`PortError::Superseded`] when a later run restated the day first.
+#[tracing::instrument(level = "info", skip_all, fields(%date, version, customers = outputs.customers.len()))]
 pub async fn restate(
     store: &dyn ServingStore,
-    pipeline: &str,
-    partitions: u32,
     date: NaiveDate,
+    version: u64,
     outputs: &DayOutputs,
 ) -> Result<Vec<(Utility, Restatement)>, PortError> {
     let slot = day_slot(date);
     let mut changes: BTreeMap<Utility, Restatement> = BTreeMap::new();
-    let mut updates: HashMap<TopicPartition, Vec<WindowUpdate>> = HashMap::new();
-    let mut regions: HashMap<(TopicPartition, Region, Utility), Aggregate> = HashMap::new();
+    let mut regions: BTreeMap<Utility, BTreeMap<Region, Aggregate>> = BTreeMap::new();
+    let mut pending: BTreeMap<Utility, Vec<(u64, Aggregate)>> = BTreeMap::new();
+    let write = |utility, customers, regions| {
+        store.restate(auth_core::ports::Restatement { utility, slot, version, customers, regions })
+    };
     for days in outputs.customers.chunks(CONCURRENT_READS) {
         let stored = futures::future::try_join_all(days.iter().map(|day| store.customer_windows(day.customer_id))).await?;
         for (day, windows) in days.iter().zip(stored) {
@@ -78,25 +84,24 @@ pub async fn restate(
                 change.total_change += difference;
                 change.largest_change = change.largest_change.max(difference.abs());
             }
-            let partition = TopicPartition::new(&utility_topic(pipeline, day.utility), partition_for(day.customer_id, partitions));
             let aggregate = aggregate_of(day);
-            regions.entry((partition.clone(), day.region, day.utility)).and_modify(|region| region.merge(&aggregate)).or_insert(aggregate);
-            let owner = WindowOwner::Customer(day.customer_id);
-            let pending = updates.entry(partition.clone()).or_default();
-            pending.push(WindowUpdate { owner, utility: day.utility, slot, aggregate, closed: true });
-            if pending.len() >= WINDOWS_PER_FLUSH {
-                let windows = std::mem::take(pending);
-                store.apply(PartitionFlush { partition, epoch: None, windows, checkpoint: None }).await?;
+            regions
+                .entry(day.utility)
+                .or_default()
+                .entry(day.region)
+                .and_modify(|region| region.merge(&aggregate))
+                .or_insert(aggregate);
+            let customers = pending.entry(day.utility).or_default();
+            customers.push((day.customer_id, aggregate));
+            if customers.len() >= WINDOWS_PER_RESTATEMENT {
+                write(day.utility, std::mem::take(customers), Vec::new()).await?;
             }
         }
     }
-    for ((partition, region, utility), aggregate) in regions {
-        updates.entry(partition).or_default().push(WindowUpdate { owner: WindowOwner::Region(region), utility, slot, aggregate, closed: true });
-    }
-    for (partition, windows) in updates {
-        for chunk in windows.chunks(WINDOWS_PER_FLUSH) {
-            store.apply(PartitionFlush { partition: partition.clone(), epoch: None, windows: chunk.to_vec(), checkpoint: None }).await?;
-        }
+    // Each utility's regions come whole, with its last customers.
+    for (utility, regions) in regions {
+        let customers = pending.remove(&utility).unwrap_or_default();
+        write(utility, customers, regions.into_iter().collect()).await?;
     }
     Ok(changes.into_iter().collect())
 }

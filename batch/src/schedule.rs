@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use auth_core::PipelineSpec;
-use auth_core::ports::ServingStore;
+use auth_core::ports::{ReadingLog, ServingStore};
+use auth_core::{PipelineSpec, utility_topic};
 use auth_master::{MasterStore, date_of, dates};
 use auth_runtime::CancellationToken;
 use chrono::{Days, NaiveDate};
 
+use crate::settle::{archive_wait, archived};
 use crate::{BatchError, BatchJob, ResultsDb, Serving, run_day};
 
 /// How many days back the scheduled batch recomputes.
@@ -32,17 +33,26 @@ pub async fn run(
     pipeline: &str,
     master: MasterStore,
     store: &dyn ServingStore,
+    log: &dyn ReadingLog,
     results: &ResultsDb,
     shutdown: &CancellationToken,
 ) -> Result<(), BatchError> {
-    let job = BatchJob::new(master, spec.batch.memory_limit_bytes);
-    let serving = Serving { store, pipeline, partitions: spec.log.partitions, settle_ms: spec.settle_ms() };
+    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes);
+    let topics: Vec<String> = spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect();
     let mut every = tokio::time::interval(Duration::from_secs(u64::from(spec.batch.schedule_secs)));
     loop {
         tokio::select! {
             _ = every.tick() => {}
             () = shutdown.cancelled() => return Ok(()),
         }
+        let archived = match archived(log, &master, &topics, archive_wait(spec.archive.roll_secs)).await {
+            Ok(archived) => archived,
+            Err(err) => {
+                tracing::warn!(error = %err, "the archiver's progress is unknown: trying again at the next tick");
+                continue;
+            }
+        };
+        let serving = Serving { store, settle_ms: spec.settle_ms(), archived };
         let now_ms = auth_core::now_ms();
         let today = date_of(now_ms);
         for date in dates(today.checked_sub_days(Days::new(DAYS_BACK)).unwrap_or(today), today) {

@@ -5,12 +5,19 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use auth_batch::settle::{Archived, archived};
 use auth_batch::{
     BatchError, BatchJob, CustomerDay, DayError, DayOutputs, Reconciliation, RegionHour, Restatement, ResultsDb,
     Serving, TopCustomer, UtilityTotal, run_day,
 };
-use auth_core::ports::{Aggregate, PartitionFlush, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
-use auth_core::{CustomerKind, Reading, Region, Utility, partition_for, utility_topic};
+use auth_core::ports::{
+    Aggregate, OutRecord, PartitionFlush, PortError, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate,
+};
+use auth_core::{ArchiveSpec, CustomerKind, Reading, Region, Utility, codec, partition_for, utility_topic};
+use auth_master::archiver::Archiver;
+use bytes::Bytes;
 use auth_embedded::MemoryStore;
 use auth_master::{MasterStore, ReadingsBuilder, file_path, parse_date};
 use chrono::NaiveDate;
@@ -251,7 +258,7 @@ async fn reconciliation_and_restatement() {
     stream_windows(store.as_ref()).await;
     let job = BatchJob::new(master, 256 * 1024 * 1024);
     let results = ResultsDb::connect(&sqlite_url(&directory)).await.unwrap();
-    let serving = Serving { store: store.as_ref(), pipeline: "lambda", partitions: PARTITIONS, settle_ms: 70_000 };
+    let serving = Serving { store: store.as_ref(), settle_ms: 70_000, archived: Archived::Before(LATER_MS) };
 
     // Before the day has settled: reconciled, not restated.
     let early = DAY_START_MS + 86_400_000 + 10_000;
@@ -286,4 +293,93 @@ async fn reconciliation_and_restatement() {
     assert!(again.restatements.iter().all(|(_, restatement)| restatement.customers_changed == 0), "{:?}", again.restatements);
     let (_, reconciliation) = results.day(date()).await.unwrap();
     assert!(reconciliation.iter().all(|row| row.drift() == Some(0.0)), "{reconciliation:?}");
+
+    // A processor replaying the day from an older checkpoint cannot undo the restatement.
+    stream_windows(store.as_ref()).await;
+    let one = store.customer_windows(1).await.unwrap();
+    assert_eq!(day(one, Utility::Electricity).map(|a| a.sum), Some(35.0), "the stream's replay is left out");
+    let regions = store.region_windows(86_400_000, DAY_START_MS).await.unwrap();
+    let california = regions.iter().find(|w| w.region == region("US-CA") && w.window.utility == Utility::Electricity).unwrap();
+    assert_eq!(california.window.aggregate.sum, 50.0);
+
+    // An older run finishing late is refused, naming the newer one.
+    match run_day(&job, &results, Some(&serving), date(), &UTILITIES, LATER_MS - 1).await {
+        Err(err @ DayError::Store(PortError::Superseded { .. })) => {
+            assert!(err.to_string().contains(&format!("version {LATER_MS} restated it already")), "{err}");
+        }
+        other => panic!("expected Superseded, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn restatement_waits_for_the_archiver() {
+    let directory = tempfile::tempdir().unwrap();
+    let master = local_master(&directory);
+    known_readings(&master).await;
+    let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(60));
+    stream_windows(store.as_ref()).await;
+    let job = BatchJob::new(master, 256 * 1024 * 1024);
+    let results = ResultsDb::connect(&sqlite_url(&directory)).await.unwrap();
+    let behind = Archived::Behind { partition: TopicPartition::new("lambda.electricity", 3), archived_before: 10, log_end: 12 };
+    let serving = Serving { store: store.as_ref(), settle_ms: 70_000, archived: behind };
+    let summary = run_day(&job, &results, Some(&serving), date(), &UTILITIES, LATER_MS).await.unwrap();
+    assert!(summary.restatements.is_empty(), "{:?}", summary.restatements);
+    assert!(
+        summary.line().contains("not restated yet: the archiver is behind on lambda.electricity/3: archived before offset 10, the log ends at 12"),
+        "{}",
+        summary.line()
+    );
+    // The log archived only up to a minute after the day's end: not enough for a 70 s settle time.
+    let early = Archived::Before(DAY_START_MS + 86_400_000 + 60_000);
+    let serving = Serving { store: store.as_ref(), settle_ms: 70_000, archived: early };
+    let summary = run_day(&job, &results, Some(&serving), date(), &UTILITIES, LATER_MS).await.unwrap();
+    assert!(summary.restatements.is_empty() && summary.restatement_waits.is_some(), "{}", summary.line());
+    let one = store.customer_windows(1).await.unwrap();
+    let streamed = one.iter().find(|w| w.utility == Utility::Electricity && w.slot.width_ms == 86_400_000).map(|w| w.aggregate.sum);
+    assert_eq!(streamed, Some(15.0), "the stream's total stays until the day is restated");
+}
+
+/// The archiver's published progress against the log's end, on the embedded
+/// log: behind until the archiver wrote its segments, and behind again on a
+/// partition the topic gained since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archivers_progress_covers_every_partition_of_the_log() {
+    let directory = tempfile::tempdir().unwrap();
+    let master = local_master(&directory);
+    let backend = auth_testkit::Backend::embedded("settle");
+    let log = backend.log.as_ref();
+    let topic = utility_topic("settle", Utility::Electricity);
+    log.ensure_topic(&topic, 2).await.unwrap();
+    let producer = log.producer().unwrap();
+    let record = |customer_id: u64, partitions: u32| {
+        let reading = reading(customer_id, Utility::Electricity, "US-CA", DAY_START_MS + customer_id as i64, 1.0);
+        OutRecord {
+            partition: partition_for(customer_id, partitions),
+            key: Bytes::from(customer_id.to_string()),
+            value: Bytes::copy_from_slice(&codec::encode(&reading)),
+        }
+    };
+    producer.send(&topic, (1..=40).map(|id| record(id, 2)).collect()).await.unwrap();
+    let topics = vec![topic.clone()];
+    let before = archived(log, &master, &topics, Duration::ZERO).await.unwrap();
+    assert!(matches!(before, Archived::Behind { archived_before: 0, .. }), "{before:?}");
+
+    let spec = ArchiveSpec { url: master.location().to_owned(), roll_bytes: 1 << 20, roll_secs: 3_600 };
+    let mut archiver = Archiver::join(master.clone(), log, "settle", &[Utility::Electricity], spec).unwrap();
+    let mut quiet = 0;
+    while quiet < 5 {
+        if archiver.step().await.unwrap() { quiet = 0 } else { quiet += 1 }
+    }
+    archiver.finish().await.unwrap();
+    let started_ms = auth_core::now_ms();
+    match archived(log, &master, &topics, Duration::ZERO).await.unwrap() {
+        Archived::Before(ms) => assert!(ms >= started_ms, "{ms} < {started_ms}"),
+        other => panic!("expected the log archived, got {other:?}"),
+    }
+
+    log.ensure_topic(&topic, 4).await.unwrap();
+    let grown = (1..=40).find(|&id| partition_for(id, 4) == 3).unwrap();
+    producer.send(&topic, vec![record(grown, 4)]).await.unwrap();
+    let after = archived(log, &master, &topics, Duration::ZERO).await.unwrap();
+    assert_eq!(after, Archived::Behind { partition: TopicPartition::new(&topic, 3), archived_before: 0, log_end: 1 });
 }

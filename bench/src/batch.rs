@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use auth_batch::settle::Archived;
 use auth_batch::{BatchJob, DayOutputs, ResultsDb, Serving, run_day};
 use auth_core::ports::ServingStore;
 use auth_core::{PipelineSpec, Utility};
@@ -207,8 +208,9 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
     let started = Instant::now();
     let summary = runtime.block_on(async {
         let results = ResultsDb::connect(&url).await?;
-        let serving = Serving { store: store.as_ref(), pipeline: "bench", partitions: bench.partitions, settle_ms: 0 };
         let now_ms = auth_master::day_start_ms(date) + 2 * 86_400_000;
+        // The benchmark's master data was written whole before the run.
+        let serving = Serving { store: store.as_ref(), settle_ms: 0, archived: Archived::Before(now_ms) };
         anyhow::Ok(run_day(&job, &results, Some(&serving), date, &Utility::ALL, now_ms).await?)
     })?;
     let daily_seconds = started.elapsed().as_secs_f64();

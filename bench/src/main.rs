@@ -534,8 +534,16 @@ impl ServingStore for CountingStore {
         self.inner.apply(flush).await
     }
 
+    async fn restate(&self, restatement: auth_core::ports::Restatement) -> auth_core::ports::Result<()> {
+        self.inner.restate(restatement).await
+    }
+
     async fn load_checkpoint(&self, partition: &TopicPartition) -> auth_core::ports::Result<Option<bytes::Bytes>> {
         self.inner.load_checkpoint(partition).await
+    }
+
+    async fn load_progress(&self, partition: &TopicPartition) -> auth_core::ports::Result<Option<auth_core::ports::StreamProgress>> {
+        self.inner.load_progress(partition).await
     }
 
     async fn customer_windows(&self, customer_id: u64) -> auth_core::ports::Result<Vec<auth_core::ports::StoredWindow>> {

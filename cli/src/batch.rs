@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use auth_adapters::Embedded;
-use auth_batch::{BatchJob, ResultsDb, Serving, run_day};
+use auth_batch::{BatchJob, ResultsDb, Serving, run_day, settle};
 use auth_core::PipelineSpec;
 use auth_core::ports::ServingStore;
 use auth_master::{MasterStore, parse_date};
@@ -16,7 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::common::CommonArgs;
 
 /// With `--redis-url` (or the spec's `serving.url`), the stream's windows are
-/// reconciled and restated; without it, neither is done.
+/// reconciled and restated (settled days, once the archiver has passed the
+/// log's end, which needs `--kafka-url` or `log.url`); without it, neither is done.
 #[derive(Args)]
 pub struct BatchArgs {
     #[command(flatten)]
@@ -77,7 +78,7 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
         _ => vec![yesterday()],
     };
     let master = MasterStore::open(&spec.archive.url).context("archive.url / --master-url")?;
-    let job = BatchJob::new(master, spec.batch.memory_limit_bytes);
+    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes);
     let results = ResultsDb::connect(&spec.batch.database_url).await.context("batch.databaseUrl / --database-url")?;
     let store: Option<std::sync::Arc<dyn ServingStore>> = match spec.serving.url {
         Some(_) => Some(auth_adapters::store(&spec, &args.common.pipeline, "batch", Embedded::Refused).await?),
@@ -86,12 +87,18 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let serving = store.as_deref().map(|store| Serving {
-        store,
-        pipeline: &args.common.pipeline,
-        partitions: spec.log.partitions,
-        settle_ms: spec.settle_ms(),
-    });
+    let serving = match store.as_deref() {
+        Some(store) => {
+            let log = auth_adapters::log(&spec, "batch", Embedded::Refused)?;
+            let topics: Vec<String> =
+                spec.utilities.iter().map(|&utility| auth_core::utility_topic(&args.common.pipeline, utility)).collect();
+            let archived = settle::archived(log.as_ref(), &master, &topics, settle::archive_wait(spec.archive.roll_secs))
+                .await
+                .context("how far the archiver got (restatement waits for it)")?;
+            Some(Serving { store, settle_ms: spec.settle_ms(), archived })
+        }
+        None => None,
+    };
     let started = Instant::now();
     let bar = ProgressBar::new(days.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} batch [{bar:30}] {pos}/{len} days {msg} ({elapsed})")

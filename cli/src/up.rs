@@ -71,10 +71,11 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     let mut archive = tokio::spawn(async move { archiver.run(archive_log.as_ref(), &archive_stop).await });
     let mut batch = {
         let (spec, pipeline, store, master) = (spec.clone(), pipeline.clone(), Arc::clone(&store), master.clone());
+        let log = Arc::clone(&log);
         let (results, stop) = (auth_batch::ResultsDb::of(results.clone()), shutdown.clone());
         tokio::spawn(async move {
             crate::batch::backfill_history(&spec).await?;
-            auth_batch::schedule::run(&spec, &pipeline, master, store.as_ref(), &results, &stop).await.context("scheduled batch")
+            auth_batch::schedule::run(&spec, &pipeline, master, store.as_ref(), log.as_ref(), &results, &stop).await.context("scheduled batch")
         })
     };
 

@@ -15,6 +15,10 @@
 //!   carrying an older epoch is refused with [`PortError::Fenced`], so a
 //!   processor that lost its partition (paused past the session timeout, say)
 //!   can never write over its successor.
+//! - The batch's [`Restatement`] of a window is final for the stream: once a
+//!   window is restated, flushes skip it (a lagging processor, or one replaying
+//!   an older checkpoint, cannot undo the batch), and only a restatement of a
+//!   later version replaces it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::reading::Utility;
 use crate::region::Region;
@@ -42,6 +46,9 @@ pub enum PortError {
     /// A newer owner claimed the partition: this writer must stop writing it.
     #[error("write of {partition} refused: epoch {epoch} is fenced off by epoch {current}, a newer owner's")]
     Fenced { partition: TopicPartition, epoch: u64, current: u64 },
+    /// A later batch run restated the window first: this one's are stale.
+    #[error("restatement of {utility} {slot:?} as version {version} refused: version {current} restated it already")]
+    Superseded { utility: Utility, slot: WindowSlot, version: u64, current: u64 },
 }
 
 impl PortError {
@@ -198,6 +205,49 @@ pub struct WindowUpdate {
     pub closed: bool,
 }
 
+/// Counters of one partition's processing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionCounts {
+    pub counted: u64,
+    pub counted_late: u64,
+    pub duplicates: u64,
+    pub too_late: u64,
+    pub malformed: u64,
+    pub windows_emitted: u64,
+}
+
+impl std::ops::AddAssign for PartitionCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.counted += other.counted;
+        self.counted_late += other.counted_late;
+        self.duplicates += other.duplicates;
+        self.too_late += other.too_late;
+        self.malformed += other.malformed;
+        self.windows_emitted += other.windows_emitted;
+    }
+}
+
+/// How far a partition's processor got at its last checkpoint, published with
+/// it so that tools read it without decoding the checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamProgress {
+    /// The next offset the processor reads after the checkpoint.
+    pub next_offset: u64,
+    /// The newest event time it has seen, UTC ms.
+    pub max_event_ms: Option<i64>,
+    pub counts: PartitionCounts,
+}
+
+/// A partition's checkpoint: the processor's state, and its progress.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Open-window state and offsets, as the processor encodes them.
+    pub state: Bytes,
+    pub progress: StreamProgress,
+}
+
 /// What one partition's processor writes in one atomic step.
 #[derive(Debug, Clone)]
 pub struct PartitionFlush {
@@ -206,8 +256,24 @@ pub struct PartitionFlush {
     /// for writes that are not an owner's (the batch's restatement).
     pub epoch: Option<u64>,
     pub windows: Vec<WindowUpdate>,
-    /// Open-window state and offsets of the partition, when this flush is a checkpoint.
-    pub checkpoint: Option<Bytes>,
+    /// When this flush is a checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The batch's totals of one window (of every customer and region), which
+/// replace what the stream counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restatement {
+    pub utility: Utility,
+    pub slot: WindowSlot,
+    /// Orders the restatements of a window (the batch run's start, in ms): a
+    /// store refuses one older than the last it applied with [`PortError::Superseded`].
+    pub version: u64,
+    pub customers: Vec<(u64, Aggregate)>,
+    /// When not empty, every region's total: they replace the window of every
+    /// region as the partitions wrote it (whatever the partition count then),
+    /// so they come whole, in one restatement.
+    pub regions: Vec<(Region, Aggregate)>,
 }
 
 /// A window as the serving store returns it.
@@ -241,9 +307,15 @@ pub trait ServingStore: Send + Sync {
     /// Applies the window upserts and the checkpoint of one partition
     /// atomically, or refuses them all with [`PortError::Fenced`] when the
     /// flush's epoch is older than the partition's last claim.
+    /// A restated window is left as the restatement wrote it.
     async fn apply(&self, flush: PartitionFlush) -> Result<()>;
-    /// The last checkpoint written for a partition.
+    /// Writes the batch's totals of one window, closed, atomically, and
+    /// marks the window restated (for every partition of the topic).
+    async fn restate(&self, restatement: Restatement) -> Result<()>;
+    /// The state of the last checkpoint written for a partition.
     async fn load_checkpoint(&self, partition: &TopicPartition) -> Result<Option<Bytes>>;
+    /// The progress of the last checkpoint written for a partition.
+    async fn load_progress(&self, partition: &TopicPartition) -> Result<Option<StreamProgress>>;
     /// A customer's recent windows, every utility and size, oldest first.
     async fn customer_windows(&self, customer_id: u64) -> Result<Vec<StoredWindow>>;
     /// Every region's windows of one size starting at or after `since_ms`.

@@ -5,8 +5,8 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 use auth_core::ports::{
-    Aggregate, PartitionFlush, PortError, RegionWindow, Result, ServingStore, StoredWindow, TopicPartition, WindowOwner,
-    WindowSlot, WindowUpdate,
+    Aggregate, PartitionFlush, PortError, RegionWindow, Restatement, Result, ServingStore, StoredWindow, StreamProgress, TopicPartition,
+    WindowOwner, WindowSlot, WindowUpdate,
 };
 use auth_core::{Region, Utility};
 use bytes::Bytes;
@@ -14,7 +14,8 @@ use rustc_hash::FxHashMap;
 
 /// A serving store in process memory. It keeps, per customer (and per region),
 /// utility and window size, the `recent_windows` newest windows; a region's
-/// window is kept per contributing partition and merged when read.
+/// window is kept per contributing partition and merged when read, until the
+/// batch restates it.
 pub struct MemoryStore {
     recent_windows: usize,
     state: RwLock<State>,
@@ -24,13 +25,47 @@ pub struct MemoryStore {
 struct State {
     customers: FxHashMap<u64, Series>,
     regions: HashMap<Region, BTreeMap<(Utility, WindowSlot), RegionParts>>,
-    checkpoints: HashMap<TopicPartition, Bytes>,
+    checkpoints: HashMap<TopicPartition, (Bytes, StreamProgress)>,
     /// The last epoch claimed of each partition.
     epochs: HashMap<TopicPartition, u64>,
+    /// The version of each restated window.
+    restated: HashMap<(Utility, WindowSlot), u64>,
 }
 
-/// A region window's part from each partition: aggregate and whether it closed.
-type RegionParts = BTreeMap<TopicPartition, (Aggregate, bool)>;
+/// Who wrote a part of a region's window.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Partition(TopicPartition),
+    /// The batch's restatement: the whole window.
+    Restated,
+}
+
+/// A region window's parts: aggregate and whether it closed.
+type RegionParts = BTreeMap<Part, (Aggregate, bool)>;
+
+/// Sets one part of a region's window, keeping the newest `recent_windows` windows per utility and size.
+fn set_region_part(
+    windows: &mut BTreeMap<(Utility, WindowSlot), RegionParts>,
+    utility: Utility,
+    slot: WindowSlot,
+    part: Part,
+    value: (Aggregate, bool),
+    recent_windows: usize,
+) {
+    let parts = windows.entry((utility, slot)).or_default();
+    let new_window = parts.is_empty();
+    parts.insert(part, value);
+    if new_window {
+        let width_ms = slot.width_ms;
+        let same_size =
+            (utility, WindowSlot { width_ms, start_ms: i64::MIN })..=(utility, WindowSlot { width_ms, start_ms: i64::MAX });
+        let surplus = windows.range(same_size.clone()).count().saturating_sub(recent_windows);
+        let stale: Vec<(Utility, WindowSlot)> = windows.range(same_size).take(surplus).map(|(key, _)| *key).collect();
+        for key in stale {
+            windows.remove(&key);
+        }
+    }
+}
 
 /// One customer's windows, ordered by utility, width and start.
 #[derive(Default)]
@@ -88,37 +123,56 @@ impl ServingStore for MemoryStore {
             }
         }
         for update in &flush.windows {
+            if state.restated.contains_key(&(update.utility, update.slot)) {
+                continue;
+            }
             match update.owner {
                 WindowOwner::Customer(customer_id) => {
                     state.customers.entry(customer_id).or_default().upsert(update, self.recent_windows);
                 }
                 WindowOwner::Region(region) => {
                     let windows = state.regions.entry(region).or_default();
-                    let parts = windows.entry((update.utility, update.slot)).or_default();
-                    let new_window = parts.is_empty();
-                    parts.insert(flush.partition.clone(), (update.aggregate, update.closed));
-                    if new_window {
-                        let width_ms = update.slot.width_ms;
-                        let same_size = (update.utility, WindowSlot { width_ms, start_ms: i64::MIN })
-                            ..=(update.utility, WindowSlot { width_ms, start_ms: i64::MAX });
-                        let surplus = windows.range(same_size.clone()).count().saturating_sub(self.recent_windows);
-                        let stale: Vec<(Utility, WindowSlot)> =
-                            windows.range(same_size).take(surplus).map(|(key, _)| *key).collect();
-                        for key in stale {
-                            windows.remove(&key);
-                        }
-                    }
+                    let part = Part::Partition(flush.partition.clone());
+                    set_region_part(windows, update.utility, update.slot, part, (update.aggregate, update.closed), self.recent_windows);
                 }
             }
         }
         if let Some(checkpoint) = flush.checkpoint {
-            state.checkpoints.insert(flush.partition, checkpoint);
+            state.checkpoints.insert(flush.partition, (checkpoint.state, checkpoint.progress));
+        }
+        Ok(())
+    }
+
+    async fn restate(&self, restatement: Restatement) -> Result<()> {
+        let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Restatement { utility, slot, version, customers, regions } = restatement;
+        let current = state.restated.entry((utility, slot)).or_insert(version);
+        if *current > version {
+            return Err(PortError::Superseded { utility, slot, version, current: *current });
+        }
+        *current = version;
+        for (customer_id, aggregate) in customers {
+            let update = WindowUpdate { owner: WindowOwner::Customer(customer_id), utility, slot, aggregate, closed: true };
+            state.customers.entry(customer_id).or_default().upsert(&update, self.recent_windows);
+        }
+        if !regions.is_empty() {
+            for windows in state.regions.values_mut() {
+                windows.remove(&(utility, slot));
+            }
+            for (region, aggregate) in regions {
+                let windows = state.regions.entry(region).or_default();
+                set_region_part(windows, utility, slot, Part::Restated, (aggregate, true), self.recent_windows);
+            }
         }
         Ok(())
     }
 
     async fn load_checkpoint(&self, partition: &TopicPartition) -> Result<Option<Bytes>> {
-        Ok(self.read().checkpoints.get(partition).cloned())
+        Ok(self.read().checkpoints.get(partition).map(|(state, _)| state.clone()))
+    }
+
+    async fn load_progress(&self, partition: &TopicPartition) -> Result<Option<StreamProgress>> {
+        Ok(self.read().checkpoints.get(partition).map(|(_, progress)| *progress))
     }
 
     async fn customer_windows(&self, customer_id: u64) -> Result<Vec<StoredWindow>> {

@@ -20,6 +20,14 @@
 //! segment's first offset ends it at once where the unfinished one ended.
 //! Records that are not valid readings are skipped (the stream processor
 //! sends them to the dead-letter topic).
+//!
+//! After a segment's files are written, the archiver publishes the
+//! partition's *progress* (`_archiver/<topic>/<partition>/progress.json`,
+//! [`ArchiveProgress`]): every record before its offset is in the master
+//! data. The batch restates a day only once the progress of every partition
+//! has passed the log's end as it was after the day settled. A stale archiver
+//! may write an older progress over a newer one; that only makes the batch
+//! wait for the next segment, never restate too early.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -67,6 +75,8 @@ pub enum ArchiveError {
     Master(#[from] MasterError),
     #[error("the intent of {partition} is unreadable: {source}")]
     Intent { partition: TopicPartition, source: serde_json::Error },
+    #[error("{path} is unreadable: {source}")]
+    Unreadable { path: String, source: serde_json::Error },
 }
 
 impl TaskError for ArchiveError {
@@ -81,6 +91,23 @@ impl TaskError for ArchiveError {
             ArchiveError::Master(MasterError::Store { .. } | MasterError::Parquet { .. }) => true,
             _ => false,
         }
+    }
+}
+
+/// What the archiver published of a partition: the records before
+/// `archived_before` are in the master data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveProgress {
+    pub archived_before: u64,
+}
+
+/// The progress the archiver published of `partition` (nothing archived when none).
+pub async fn archive_progress(store: &MasterStore, partition: &TopicPartition) -> Result<ArchiveProgress, ArchiveError> {
+    match store.get(&progress_path(partition)).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|source| ArchiveError::Unreadable { path: progress_path(partition).to_string(), source }),
+        None => Ok(ArchiveProgress { archived_before: 0 }),
     }
 }
 
@@ -136,6 +163,10 @@ pub struct Archiver {
 
 fn intent_path(partition: &TopicPartition) -> Path {
     Path::from(format!("_archiver/{}/{}.json", partition.topic, partition.partition))
+}
+
+fn progress_path(partition: &TopicPartition) -> Path {
+    Path::from(format!("_archiver/{}/{}/progress.json", partition.topic, partition.partition))
 }
 
 fn guard_path(partition: &TopicPartition, first_offset: u64) -> Path {
@@ -286,6 +317,10 @@ impl ArchiveTask {
         metrics::counter!(names::FILE_BYTES).increment(bytes);
         metrics::histogram!(names::SEGMENT_SECONDS).record(started.elapsed().as_secs_f64());
         self.tally.files += dates.len() as u64;
+        let progress = ArchiveProgress { archived_before: next_offset };
+        let encoded = serde_json::to_vec(&progress)
+            .map_err(|source| ArchiveError::Unreadable { path: progress_path(partition).to_string(), source })?;
+        self.store.put(&progress_path(partition), encoded.into()).await?;
         let reread = state.segment.overflowed;
         state.segment = Segment::default();
         Ok(Written::Committed { next_offset, reread })

@@ -14,7 +14,9 @@
 //! | `region:<utility>:<width ms>` | sorted set | the starts of the region windows kept, scored by start |
 //! | `region:<utility>:<width ms>:<start ms>` | hash | field `<region code>/<partition>` -> that partition's part of the window |
 //! | `checkpoint:<topic>:<partition>` | string | the partition's checkpoint (state and next offset) |
+//! | `progress:<topic>:<partition>` | string (JSON) | the checkpoint's progress: `{"nextOffset", "maxEventMs", "counts"}` |
 //! | `epoch:<topic>:<partition>` | string (integer) | the partition's last claimed epoch (`INCR` by each new owner) |
+//! | `restated:<utility>` | hash | field `<width ms>:<start ms>` -> version of the batch's last restatement of that window |
 //!
 //! A ring holds `recent_windows` slots of 41 bytes: the window's start (i64
 //! little-endian), then the window. The window starting at `s` lives in slot
@@ -33,17 +35,25 @@
 //! its ring, and one `EXPIRE` per ring and of the hash; one `ZADD` of the
 //! flush's customers; per region window start one `HSET` and `EXPIRE`; per
 //! utility and size one `ZADD` and one `ZREMRANGEBYRANK`; the checkpoint's
-//! `SET`. A customer's keys expire when none of its windows closed for
+//! and its progress's `SET`. The script also refuses a flush that writes a restated window
+//! (`HEXISTS` per window it writes): the store keeps the restated windows it
+//! knows of and leaves them out of flushes, learning them again when refused.
+//! A [`Restatement`] is one call of another script that compares its version
+//! with the window's and writes the closed windows; its region windows
+//! replace the window's hash (`DEL`, then one field `<region code>/batch`
+//! per region). The restated hashes gain a field per restated day and size.
+//! A customer's keys expire when none of its windows closed for
 //! `recent_windows` times its largest window (at least a day), so silent
 //! customers do not stay forever. Reads keep the newest `recent_windows` per
 //! utility and size, as the in-memory store does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use auth_core::ports::{
-    Aggregate, PartitionFlush, PortError, RegionWindow, Result, ServingStore, StoredWindow, TopicPartition,
+    Aggregate, PartitionFlush, PortError, RegionWindow, Restatement, Result, ServingStore, StoredWindow, StreamProgress, TopicPartition,
     WindowOwner, WindowSlot, WindowUpdate,
 };
 use auth_core::{Region, Utility};
@@ -58,10 +68,13 @@ const DAY_SECS: i64 = 86_400;
 const MEMBERS_PER_COMMAND: usize = 1_000;
 
 /// One flush, fenced: `KEYS[1]` is the partition's epoch key, `ARGV[1]` the
-/// writer's epoch (-1: a write that is no owner's, never fenced), then per
-/// command its argument count, its name and its arguments. Returns -1 once
-/// every command ran, or the partition's newer epoch, running none, when the
-/// writer's is older. A script runs atomically, as `MULTI`/`EXEC` did.
+/// writer's epoch (-1: a write that is no owner's, never fenced), `ARGV[2]`
+/// the number of windows the flush writes and then, per window, its restated
+/// hash and field; then per command its argument count, its name and its
+/// arguments. Returns -1 once every command ran; otherwise runs none and
+/// returns the partition's newer epoch when the writer's is older, or -2
+/// when one of the windows was restated (the writer's view of the restated
+/// windows is out of date). A script runs atomically, as `MULTI`/`EXEC` did.
 static FENCED_WRITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -70,7 +83,11 @@ if epoch >= 0 then
   local current = tonumber(redis.call('GET', KEYS[1]) or '0')
   if current > epoch then return current end
 end
-local at = 2
+local windows = tonumber(ARGV[2])
+for window = 1, windows do
+  if redis.call('HEXISTS', ARGV[1 + 2 * window], ARGV[2 + 2 * window]) == 1 then return -2 end
+end
+local at = 3 + 2 * windows
 local last = #ARGV
 while at <= last do
   local count = tonumber(ARGV[at])
@@ -81,6 +98,34 @@ return -1
 ",
     )
 });
+
+/// One restatement: `KEYS[1]` is the utility's restated hash, `ARGV[1]` the
+/// window's field in it, `ARGV[2]` the restatement's version; then the
+/// commands as in [`FENCED_WRITE`]. Returns -1 once every command ran, or the
+/// window's newer version, running none.
+static RESTATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local version = tonumber(ARGV[2])
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if current > version then return current end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local at = 3
+local last = #ARGV
+while at <= last do
+  local count = tonumber(ARGV[at])
+  redis.call(unpack(ARGV, at + 1, at + count))
+  at = at + count + 1
+end
+return -1
+",
+    )
+});
+
+/// What [`FENCED_WRITE`] returns when one of the flush's windows was restated.
+const RESTATED_SINCE: i64 = -2;
+/// Attempts of a flush whose windows are restated while it is written.
+const FLUSH_ATTEMPTS: usize = 4;
 
 /// The commands of one flush, as [`FENCED_WRITE`]'s arguments.
 struct Commands<'a> {
@@ -101,6 +146,15 @@ pub struct RedisStore {
     prefix: String,
     recent_windows: usize,
     widths_ms: Vec<i64>,
+    /// The restated windows this store knows of; flushes leave them out.
+    restated: Arc<RwLock<HashSet<(Utility, WindowSlot)>>>,
+}
+
+/// Who wrote a part of a region's window: a field's suffix.
+enum RegionPart {
+    Partition(u32),
+    /// The batch's restatement, which replaces every partition's part.
+    Restated,
 }
 
 impl RedisStore {
@@ -124,6 +178,7 @@ impl RedisStore {
             prefix: format!("auth:{namespace}:"),
             recent_windows: recent_windows.max(1) as usize,
             widths_ms: widths_ms.to_vec(),
+            restated: Arc::default(),
         })
     }
 
@@ -205,6 +260,14 @@ impl RedisStore {
         format!("{}epoch:{}:{}", self.prefix, partition.topic, partition.partition)
     }
 
+    fn restated_key(&self, utility: Utility) -> String {
+        format!("{}restated:{utility}", self.prefix)
+    }
+
+    fn progress_key(&self, partition: &TopicPartition) -> String {
+        format!("{}progress:{}:{}", self.prefix, partition.topic, partition.partition)
+    }
+
     fn checkpoint_key(&self, partition: &TopicPartition) -> String {
         format!("{}checkpoint:{}:{}", self.prefix, partition.topic, partition.partition)
     }
@@ -212,6 +275,109 @@ impl RedisStore {
     /// Seconds a key lives after its last write: `recent_windows` of its widest window, at least a day.
     fn ttl_secs(&self, widest_ms: i64) -> i64 {
         (widest_ms / 1_000).saturating_mul(self.recent_windows as i64).max(DAY_SECS)
+    }
+
+    fn region_key(&self, utility: Utility, slot: WindowSlot) -> String {
+        format!("{}:{}", self.region_starts_key(utility, slot.width_ms), slot.start_ms)
+    }
+
+    /// Reads the restated windows again, after a flush was refused for writing one.
+    async fn learn_restated(&self) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for utility in Utility::ALL {
+            pipe.hkeys(self.restated_key(utility));
+        }
+        let fields: Vec<Vec<String>> = self
+            .read(|mut connection| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut connection).await }
+            })
+            .await?;
+        let mut known = HashSet::new();
+        for (utility, fields) in Utility::ALL.into_iter().zip(fields) {
+            for field in fields {
+                let slot = parse_restated_field(&field).ok_or_else(|| corrupt(format!("{} {field}", self.restated_key(utility))))?;
+                known.insert((utility, slot));
+            }
+        }
+        tracing::debug!(restated = known.len(), "restated windows read");
+        *self.restated.write().unwrap_or_else(std::sync::PoisonError::into_inner) = known;
+        Ok(())
+    }
+
+    /// The commands that write `windows`: customers' open and closed windows,
+    /// the customer set, and the regions' parts as `part`.
+    fn window_commands(&self, batch: &mut Commands<'_>, windows: &[&WindowUpdate], part: &RegionPart) {
+        let mut customers: BTreeMap<u64, Vec<&WindowUpdate>> = BTreeMap::new();
+        let mut regions: BTreeMap<(Utility, WindowSlot), Vec<&WindowUpdate>> = BTreeMap::new();
+        for &update in windows {
+            match update.owner {
+                WindowOwner::Customer(id) => customers.entry(id).or_default().push(update),
+                WindowOwner::Region(_) => regions.entry((update.utility, update.slot)).or_default().push(update),
+            }
+        }
+        let recent = self.recent_windows as i64;
+        for (&customer_id, updates) in &customers {
+            let key = self.customer_key(customer_id);
+            let (closed, open): (Vec<&WindowUpdate>, Vec<&WindowUpdate>) =
+                updates.iter().copied().partition(|update| update.closed);
+            if !open.is_empty() {
+                let fields: Vec<(String, Vec<u8>)> = open
+                    .iter()
+                    .map(|update| (customer_field(update.utility, update.slot), encode_window(&update.aggregate, false)))
+                    .collect();
+                batch.command("HSET", 1 + 2 * fields.len()).arg(&key).arg(&fields);
+            }
+            // A closed window moves from the open hash to its ring and renews
+            // the keys' lifetime: once per window, not per flush.
+            if !closed.is_empty() {
+                let fields: Vec<String> = closed.iter().map(|update| customer_field(update.utility, update.slot)).collect();
+                batch.command("HDEL", 1 + fields.len()).arg(&key).arg(&fields);
+                let mut rings = BTreeMap::new();
+                for update in &closed {
+                    let ring = self.ring_key(customer_id, update.utility, update.slot.width_ms);
+                    batch.command("SETRANGE", 3).arg(&ring).arg(ring_offset(update.slot, self.recent_windows)).arg(ring_record(update));
+                    rings.insert(ring, update.slot.width_ms);
+                }
+                for (ring, width_ms) in &rings {
+                    batch.command("EXPIRE", 2).arg(ring).arg(self.ttl_secs(*width_ms));
+                }
+                let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
+                batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(widest));
+            }
+        }
+        let members: Vec<(u64, u64)> = customers.keys().map(|&id| (id, id)).collect();
+        for chunk in members.chunks(MEMBERS_PER_COMMAND) {
+            batch.command("ZADD", 1 + 2 * chunk.len()).arg(format!("{}customers", self.prefix)).arg(chunk);
+        }
+        let mut starts: BTreeMap<(Utility, i64), Vec<(i64, i64)>> = BTreeMap::new();
+        for (&(utility, slot), updates) in &regions {
+            let key = self.region_key(utility, slot);
+            let fields: Vec<(String, Vec<u8>)> = updates
+                .iter()
+                .filter_map(|update| match update.owner {
+                    WindowOwner::Region(region) => Some((
+                        match part {
+                            RegionPart::Partition(partition) => format!("{}/{partition}", region.code()),
+                            RegionPart::Restated => format!("{}/batch", region.code()),
+                        },
+                        encode_window(&update.aggregate, update.closed),
+                    )),
+                    WindowOwner::Customer(_) => None,
+                })
+                .collect();
+            batch.command("HSET", 1 + 2 * fields.len()).arg(&key).arg(&fields);
+            batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(slot.width_ms));
+            starts.entry((utility, slot.width_ms)).or_default().push((slot.start_ms, slot.start_ms));
+        }
+        for ((utility, width_ms), members) in &starts {
+            let key = self.region_starts_key(*utility, *width_ms);
+            for chunk in members.chunks(MEMBERS_PER_COMMAND) {
+                batch.command("ZADD", 1 + 2 * chunk.len()).arg(&key).arg(chunk);
+            }
+            batch.command("ZREMRANGEBYRANK", 3).arg(&key).arg(0).arg(-recent - 1);
+            batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(*width_ms));
+        }
     }
 }
 
@@ -284,6 +450,20 @@ fn customer_field(utility: Utility, slot: WindowSlot) -> String {
     format!("{utility}:{}:{}", slot.width_ms, slot.start_ms)
 }
 
+fn progress_json(progress: &StreamProgress) -> Result<String> {
+    serde_json::to_string(progress)
+        .map_err(|err| PortError::Rejected { what: "a checkpoint's progress".into(), message: err.to_string() })
+}
+
+fn restated_field(slot: WindowSlot) -> String {
+    format!("{}:{}", slot.width_ms, slot.start_ms)
+}
+
+fn parse_restated_field(field: &str) -> Option<WindowSlot> {
+    let (width_ms, start_ms) = field.split_once(':')?;
+    Some(WindowSlot { width_ms: width_ms.parse().ok()?, start_ms: start_ms.parse().ok()? })
+}
+
 fn parse_customer_field(field: &str) -> Option<(Utility, WindowSlot)> {
     let mut parts = field.split(':');
     let name = parts.next()?;
@@ -301,87 +481,67 @@ fn corrupt(what: String) -> PortError {
 impl ServingStore for RedisStore {
     #[tracing::instrument(level = "debug", skip_all, fields(partition = %flush.partition, windows = flush.windows.len()))]
     async fn apply(&self, flush: PartitionFlush) -> Result<()> {
-        let mut customers: BTreeMap<u64, Vec<&WindowUpdate>> = BTreeMap::new();
-        let mut regions: BTreeMap<(Utility, WindowSlot), Vec<&WindowUpdate>> = BTreeMap::new();
-        for update in &flush.windows {
-            match update.owner {
-                WindowOwner::Customer(id) => customers.entry(id).or_default().push(update),
-                WindowOwner::Region(_) => regions.entry((update.utility, update.slot)).or_default().push(update),
+        for _ in 0..FLUSH_ATTEMPTS {
+            let windows: Vec<&WindowUpdate> = {
+                let restated = self.restated.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                flush.windows.iter().filter(|update| !restated.contains(&(update.utility, update.slot))).collect()
+            };
+            let guarded: BTreeSet<(Utility, WindowSlot)> = windows.iter().map(|update| (update.utility, update.slot)).collect();
+            let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
+            batch.invocation.key(self.epoch_key(&flush.partition)).arg(flush.epoch.map_or(-1, |epoch| epoch as i64));
+            batch.invocation.arg(guarded.len());
+            for (utility, slot) in &guarded {
+                batch.invocation.arg(self.restated_key(*utility)).arg(restated_field(*slot));
             }
-        }
-        let recent = self.recent_windows as i64;
-        let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
-        batch.invocation.key(self.epoch_key(&flush.partition)).arg(flush.epoch.map_or(-1, |epoch| epoch as i64));
-        for (&customer_id, updates) in &customers {
-            let key = self.customer_key(customer_id);
-            let (closed, open): (Vec<&WindowUpdate>, Vec<&WindowUpdate>) =
-                updates.iter().copied().partition(|update| update.closed);
-            if !open.is_empty() {
-                let fields: Vec<(String, Vec<u8>)> = open
-                    .iter()
-                    .map(|update| (customer_field(update.utility, update.slot), encode_window(&update.aggregate, false)))
-                    .collect();
-                batch.command("HSET", 1 + 2 * fields.len()).arg(&key).arg(&fields);
+            self.window_commands(&mut batch, &windows, &RegionPart::Partition(flush.partition.partition));
+            if let Some(checkpoint) = &flush.checkpoint {
+                batch.command("SET", 2).arg(self.checkpoint_key(&flush.partition)).arg(&checkpoint.state[..]);
+                batch.command("SET", 2).arg(self.progress_key(&flush.partition)).arg(progress_json(&checkpoint.progress)?);
             }
-            // A closed window moves from the open hash to its ring and renews
-            // the keys' lifetime: once per window, not per flush.
-            if !closed.is_empty() {
-                let fields: Vec<String> = closed.iter().map(|update| customer_field(update.utility, update.slot)).collect();
-                batch.command("HDEL", 1 + fields.len()).arg(&key).arg(&fields);
-                let mut rings = BTreeMap::new();
-                for update in &closed {
-                    let ring = self.ring_key(customer_id, update.utility, update.slot.width_ms);
-                    batch.command("SETRANGE", 3).arg(&ring).arg(ring_offset(update.slot, self.recent_windows)).arg(ring_record(update));
-                    rings.insert(ring, update.slot.width_ms);
+            let current: i64 = batch
+                .invocation
+                .invoke_async(&mut self.connection.clone())
+                .await
+                .map_err(|err| port_error(&format!("Redis write of {}", flush.partition), err))?;
+            match (flush.epoch, current) {
+                (_, RESTATED_SINCE) => self.learn_restated().await?,
+                (Some(epoch), current) if current >= 0 => {
+                    return Err(PortError::Fenced { partition: flush.partition, epoch, current: current as u64 });
                 }
-                for (ring, width_ms) in &rings {
-                    batch.command("EXPIRE", 2).arg(ring).arg(self.ttl_secs(*width_ms));
-                }
-                let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
-                batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(widest));
+                _ => return Ok(()),
             }
         }
-        let members: Vec<(u64, u64)> = customers.keys().map(|&id| (id, id)).collect();
-        for chunk in members.chunks(MEMBERS_PER_COMMAND) {
-            batch.command("ZADD", 1 + 2 * chunk.len()).arg(format!("{}customers", self.prefix)).arg(chunk);
+        Err(PortError::Unavailable {
+            what: format!("Redis write of {}", flush.partition),
+            message: format!("its windows were restated during each of {FLUSH_ATTEMPTS} attempts"),
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(utility = %restatement.utility, start_ms = restatement.slot.start_ms, version = restatement.version))]
+    async fn restate(&self, restatement: Restatement) -> Result<()> {
+        let Restatement { utility, slot, version, customers, regions } = &restatement;
+        let closed = |owner, aggregate: &Aggregate| WindowUpdate { owner, utility: *utility, slot: *slot, aggregate: *aggregate, closed: true };
+        let windows: Vec<WindowUpdate> = customers
+            .iter()
+            .map(|(customer_id, aggregate)| closed(WindowOwner::Customer(*customer_id), aggregate))
+            .chain(regions.iter().map(|(region, aggregate)| closed(WindowOwner::Region(*region), aggregate)))
+            .collect();
+        let mut batch = Commands { invocation: RESTATE.prepare_invoke() };
+        batch.invocation.key(self.restated_key(*utility)).arg(restated_field(*slot)).arg(*version);
+        if !regions.is_empty() {
+            batch.command("DEL", 1).arg(self.region_key(*utility, *slot));
         }
-        let mut starts: BTreeMap<(Utility, i64), Vec<(i64, i64)>> = BTreeMap::new();
-        for (&(utility, slot), updates) in &regions {
-            let key = format!("{}:{}", self.region_starts_key(utility, slot.width_ms), slot.start_ms);
-            let fields: Vec<(String, Vec<u8>)> = updates
-                .iter()
-                .filter_map(|update| match update.owner {
-                    WindowOwner::Region(region) => Some((
-                        format!("{}/{}", region.code(), flush.partition.partition),
-                        encode_window(&update.aggregate, update.closed),
-                    )),
-                    WindowOwner::Customer(_) => None,
-                })
-                .collect();
-            batch.command("HSET", 1 + 2 * fields.len()).arg(&key).arg(&fields);
-            batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(slot.width_ms));
-            starts.entry((utility, slot.width_ms)).or_default().push((slot.start_ms, slot.start_ms));
-        }
-        for ((utility, width_ms), members) in &starts {
-            let key = self.region_starts_key(*utility, *width_ms);
-            for chunk in members.chunks(MEMBERS_PER_COMMAND) {
-                batch.command("ZADD", 1 + 2 * chunk.len()).arg(&key).arg(chunk);
-            }
-            batch.command("ZREMRANGEBYRANK", 3).arg(&key).arg(0).arg(-recent - 1);
-            batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(*width_ms));
-        }
-        if let Some(checkpoint) = &flush.checkpoint {
-            batch.command("SET", 2).arg(self.checkpoint_key(&flush.partition)).arg(&checkpoint[..]);
-        }
+        self.window_commands(&mut batch, &windows.iter().collect::<Vec<_>>(), &RegionPart::Restated);
         let current: i64 = batch
             .invocation
             .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(|err| port_error(&format!("Redis write of {}", flush.partition), err))?;
-        match flush.epoch {
-            Some(epoch) if current >= 0 => Err(PortError::Fenced { partition: flush.partition, epoch, current: current as u64 }),
-            _ => Ok(()),
+            .map_err(|err| port_error(&format!("Redis restatement of {utility} {slot:?}"), err))?;
+        if current >= 0 {
+            return Err(PortError::Superseded { utility: *utility, slot: *slot, version: *version, current: current as u64 });
         }
+        self.restated.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert((*utility, *slot));
+        Ok(())
     }
 
     async fn claim(&self, partition: &TopicPartition) -> Result<u64> {
@@ -403,6 +563,17 @@ impl ServingStore for RedisStore {
             })
             .await?;
         Ok(saved.map(Bytes::from))
+    }
+
+    async fn load_progress(&self, partition: &TopicPartition) -> Result<Option<StreamProgress>> {
+        let key = self.progress_key(partition);
+        let saved: Option<String> = self
+            .read(|mut connection| {
+                let key = key.clone();
+                async move { connection.get(key).await }
+            })
+            .await?;
+        saved.map(|json| serde_json::from_str(&json).map_err(|_| corrupt(key.clone()))).transpose()
     }
 
     async fn customer_windows(&self, customer_id: u64) -> Result<Vec<StoredWindow>> {

@@ -71,32 +71,6 @@ struct Restored {
     regions: Vec<(RegionKey, RegionBin)>,
 }
 
-#[derive(Deserialize)]
-struct Head {
-    next_offset: u64,
-    max_event_ms: Option<i64>,
-    _sizes_ms: Vec<i64>,
-    counts: PartitionCounts,
-}
-
-/// What a checkpoint says about its partition's progress, read without restoring its windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub next_offset: u64,
-    pub max_event_ms: Option<i64>,
-    pub counts: PartitionCounts,
-}
-
-/// Reads the progress of a checkpoint (offset, newest event time, counts).
-pub fn summary(bytes: &[u8]) -> Result<Summary, CheckpointError> {
-    let (&version, body) = bytes.split_first().ok_or(CheckpointError::Empty)?;
-    if version != VERSION {
-        return Err(CheckpointError::UnsupportedVersion(version));
-    }
-    let (head, _): (Head, _) = postcard::take_from_bytes(body)?;
-    Ok(Summary { next_offset: head.next_offset, max_event_ms: head.max_event_ms, counts: head.counts })
-}
-
 /// Encodes the state of a partition whose next record to read is `next_offset`.
 /// `size_hint` (e.g. the previous checkpoint's size) spares the buffer's regrowth.
 pub fn encode(windows: &PartitionWindows, next_offset: u64, size_hint: usize) -> Result<Vec<u8>, CheckpointError> {

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use auth_core::ports::{LogProducer, LogRecord, OutRecord, PartitionFlush, PortError, ReadingLog, ServingStore, TopicPartition};
+use auth_core::ports::{
+    Checkpoint, LogProducer, LogRecord, OutRecord, PartitionFlush, PortError, ReadingLog, ServingStore, StreamProgress,
+    TopicPartition,
+};
 use auth_core::spec::PipelineSpec;
 use auth_core::{DeadLetter, Utility, codec, dead_letter_topic, stream_group, utility_topic};
 use auth_runtime::partitioned::{
@@ -301,7 +304,12 @@ impl PartitionedTask for StreamTask {
                 let encoded = checkpoint::encode(&state.windows, state.next_offset, state.checkpoint_bytes)
                     .map_err(|source| StreamError::Checkpoint { partition: partition.clone(), source })?;
                 state.checkpoint_bytes = encoded.len();
-                Some(Bytes::from(encoded))
+                let progress = StreamProgress {
+                    next_offset: state.next_offset,
+                    max_event_ms: state.windows.max_event_ms,
+                    counts: state.windows.counts(),
+                };
+                Some(Checkpoint { state: Bytes::from(encoded), progress })
             } else {
                 None
             };

@@ -215,27 +215,7 @@ impl RegionBins {
     }
 }
 
-/// Counters of one partition's processing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionCounts {
-    pub counted: u64,
-    pub counted_late: u64,
-    pub duplicates: u64,
-    pub too_late: u64,
-    pub malformed: u64,
-    pub windows_emitted: u64,
-}
-
-impl std::ops::AddAssign for PartitionCounts {
-    fn add_assign(&mut self, other: Self) {
-        self.counted += other.counted;
-        self.counted_late += other.counted_late;
-        self.duplicates += other.duplicates;
-        self.too_late += other.too_late;
-        self.malformed += other.malformed;
-        self.windows_emitted += other.windows_emitted;
-    }
-}
+pub use auth_core::ports::PartitionCounts;
 
 /// The windows of one log partition.
 pub struct PartitionWindows {

@@ -299,11 +299,17 @@ impl ServingStore for FailsOneLoad {
     async fn apply(&self, flush: PartitionFlush) -> auth_core::ports::Result<()> {
         self.inner.apply(flush).await
     }
+    async fn restate(&self, restatement: auth_core::ports::Restatement) -> auth_core::ports::Result<()> {
+        self.inner.restate(restatement).await
+    }
     async fn load_checkpoint(&self, partition: &TopicPartition) -> auth_core::ports::Result<Option<Bytes>> {
         if *partition == self.failing && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(PortError::Unavailable { what: format!("checkpoint of {partition}"), message: "the test's outage".into() });
         }
         self.inner.load_checkpoint(partition).await
+    }
+    async fn load_progress(&self, partition: &TopicPartition) -> auth_core::ports::Result<Option<auth_core::ports::StreamProgress>> {
+        self.inner.load_progress(partition).await
     }
     async fn customer_windows(&self, customer_id: u64) -> auth_core::ports::Result<Vec<StoredWindow>> {
         self.inner.customer_windows(customer_id).await

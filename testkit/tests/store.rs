@@ -1,6 +1,9 @@
 //! The serving-store contract, on the in-memory store and on Redis.
 
-use auth_core::ports::{Aggregate, PartitionFlush, PortError, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::ports::{
+    Aggregate, Checkpoint, PartitionCounts, PartitionFlush, PortError, Restatement, StreamProgress, TopicPartition,
+    WindowOwner, WindowSlot, WindowUpdate,
+};
 use auth_core::{Region, Utility};
 use auth_testkit::Backend;
 use bytes::Bytes;
@@ -36,6 +39,12 @@ macro_rules! store_suite {
 
             #[tokio::test]
             $(#[$attribute])*
+            async fn a_restatement_is_final_for_the_stream_and_for_older_runs() {
+                super::a_restatement_is_final_for_the_stream_and_for_older_runs(&$backend("store")).await;
+            }
+
+            #[tokio::test]
+            $(#[$attribute])*
             async fn regions_keep_the_newest_windows_per_size() {
                 super::regions_keep_the_newest_windows_per_size(&$backend("store")).await;
             }
@@ -56,12 +65,17 @@ fn update(owner: WindowOwner, start_ms: i64, sum: f64) -> WindowUpdate {
     }
 }
 
+/// A progress that says which checkpoint it came with.
+fn progress_of(state: &[u8]) -> StreamProgress {
+    StreamProgress { next_offset: state.len() as u64, max_event_ms: Some(7), counts: PartitionCounts { counted: 3, ..Default::default() } }
+}
+
 fn flush(partition: u32, windows: Vec<WindowUpdate>, checkpoint: Option<&'static [u8]>) -> PartitionFlush {
     PartitionFlush {
         partition: TopicPartition::new("p.water", partition),
         epoch: None,
         windows,
-        checkpoint: checkpoint.map(Bytes::from_static),
+        checkpoint: checkpoint.map(|state| Checkpoint { state: Bytes::from_static(state), progress: progress_of(state) }),
     }
 }
 
@@ -78,6 +92,9 @@ async fn upserts_keep_the_newest_windows(backend: &Backend) {
     let checkpoint = store.load_checkpoint(&TopicPartition::new("p.water", 0)).await.expect("load");
     assert_eq!(checkpoint.as_deref(), Some(&b"cp"[..]));
     assert_eq!(store.load_checkpoint(&TopicPartition::new("p.water", 1)).await.expect("load"), None);
+    let progress = store.load_progress(&TopicPartition::new("p.water", 0)).await.expect("load");
+    assert_eq!(progress, Some(progress_of(b"cp")), "the progress comes with its checkpoint");
+    assert_eq!(store.load_progress(&TopicPartition::new("p.water", 1)).await.expect("load"), None);
     assert_eq!(store.known_customers(10).await.expect("ids"), vec![9]);
     assert!(store.customer_windows(10).await.expect("read").is_empty());
 }
@@ -164,8 +181,56 @@ async fn a_stale_owner_is_fenced_off_and_its_successor_is_not(backend: &Backend)
     let windows = store.customer_windows(21).await.expect("read");
     assert_eq!(windows.iter().map(|w| w.aggregate.sum).collect::<Vec<_>>(), vec![2.0], "nothing of the refused flush landed");
     assert_eq!(store.load_checkpoint(&partition).await.expect("load").as_deref(), Some(&b"successor"[..]));
+    assert_eq!(store.load_progress(&partition).await.expect("load"), Some(progress_of(b"successor")));
     // Another partition's claims are its own; writes that are no owner's (restatement) are never fenced.
     let other = TopicPartition::new("p.water", 1);
     assert_eq!(store.claim(&other).await.expect("claim"), 1);
     store.apply(flush(0, vec![update(customer, 0, 3.0)], None)).await.expect("an unfenced write");
+}
+
+/// The batch restates a window the stream wrote from two partitions (the
+/// topic grew: the customer moved from partition 1 to 3 during the window).
+/// The restated totals replace every partition's part; the stream's later
+/// writes of that window are left out (its other windows still land); an
+/// older run is refused; a newer one replaces the restatement.
+async fn a_restatement_is_final_for_the_stream_and_for_older_runs(backend: &Backend) {
+    let store = backend.new_store().await;
+    let (customer, region) = (WindowOwner::Customer(5), WindowOwner::Region(Region::from_code("US-CA").unwrap()));
+    store.apply(flush(1, vec![update(customer, 0, 2.0), update(region, 0, 2.0)], None)).await.expect("apply");
+    store.apply(flush(3, vec![update(customer, 0, 3.0), update(region, 0, 3.0)], None)).await.expect("apply");
+    let slot = WindowSlot { width_ms: 60_000, start_ms: 0 };
+    let restatement = |version, sum| Restatement {
+        utility: Utility::Water,
+        slot,
+        version,
+        customers: vec![(5, Aggregate::of(sum))],
+        regions: vec![(Region::from_code("US-CA").unwrap(), Aggregate::of(sum))],
+    };
+    store.restate(restatement(5, 9.0)).await.expect("restate");
+    let read = || async {
+        let customer = store.customer_windows(5).await.expect("read");
+        let regions = store.region_windows(60_000, 0).await.expect("read");
+        let customer: Vec<(i64, f64, bool)> = customer.iter().map(|w| (w.slot.start_ms, w.aggregate.sum, w.closed)).collect();
+        let regions: Vec<(i64, f64, bool)> =
+            regions.iter().map(|w| (w.window.slot.start_ms, w.window.aggregate.sum, w.window.closed)).collect();
+        (customer, regions)
+    };
+    assert_eq!(read().await, (vec![(0, 9.0, true)], vec![(0, 9.0, true)]), "the batch's totals, whole");
+
+    let mut closed_late = update(customer, 0, 4.0);
+    closed_late.closed = true;
+    let later = vec![closed_late, update(region, 0, 4.0), update(customer, 60_000, 1.0)];
+    store.apply(flush(3, later, Some(b"cp"))).await.expect("apply");
+    assert_eq!(read().await.0, vec![(0, 9.0, true), (60_000, 1.0, false)], "the restated window stays, the next one lands");
+    assert_eq!(read().await.1, vec![(0, 9.0, true)]);
+    let checkpoint = store.load_checkpoint(&TopicPartition::new("p.water", 3)).await.expect("load");
+    assert_eq!(checkpoint.as_deref(), Some(&b"cp"[..]), "the rest of the flush is written");
+
+    match store.restate(restatement(4, 1.0)).await {
+        Err(PortError::Superseded { version: 4, current: 5, .. }) => {}
+        other => panic!("expected the older run to be refused, got {other:?}"),
+    }
+    store.restate(restatement(5, 9.0)).await.expect("the same run again");
+    store.restate(restatement(6, 7.0)).await.expect("a newer run");
+    assert_eq!(read().await, (vec![(0, 7.0, true), (60_000, 1.0, false)], vec![(0, 7.0, true)]));
 }

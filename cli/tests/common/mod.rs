@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_core::PipelineSpec;
-use auth_core::ports::{ServingStore, TopicPartition};
+use auth_core::ports::{ServingStore, StreamProgress, TopicPartition};
 use auth_core::utility_topic;
 use auth_redis::RedisStore;
-use auth_stream::checkpoint;
 use auth_stream::{PartitionCounts, Processor, ProcessorConfig};
 use auth_testkit::{Backend, Dump, dump, kafka_url, redis_url};
 
@@ -153,15 +152,15 @@ impl TestPipeline {
         (dump(store.as_ref(), &self.widths()).await, processor.counts())
     }
 
-    /// Checkpoint summaries of every partition, `None` where there is none yet.
-    pub async fn checkpoints(&self, store: &RedisStore) -> Vec<(TopicPartition, Option<checkpoint::Summary>)> {
+    /// The progress of every partition's checkpoint, `None` where there is none yet.
+    pub async fn checkpoints(&self, store: &RedisStore) -> Vec<(TopicPartition, Option<StreamProgress>)> {
         let mut out = Vec::new();
         for &utility in &self.spec.utilities {
             let topic = utility_topic(self.name(), utility);
             for partition in 0..self.spec.log.partitions {
                 let partition = TopicPartition::new(&topic, partition);
-                let saved = store.load_checkpoint(&partition).await.unwrap();
-                out.push((partition, saved.map(|bytes| checkpoint::summary(&bytes).unwrap())));
+                let progress = store.load_progress(&partition).await.unwrap();
+                out.push((partition, progress));
             }
         }
         out
