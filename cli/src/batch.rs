@@ -109,12 +109,13 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     for date in days {
         bar.set_message(format!("{date}"));
         match run_day(&job, &results, serving.as_ref(), date, &spec.utilities, auth_core::now_ms()).await {
+            // Printed even without a terminal (a CronJob's log), where the bar draws nothing.
             Ok(summary) => {
-                bar.println(summary.line());
+                bar.suspend(|| println!("{}", summary.line()));
                 done.push(summary);
             }
             Err(err) => {
-                bar.println(format!("{date}: {err}"));
+                bar.suspend(|| println!("{date}: {err}"));
                 failures.push(format!("{date}: {err}"));
             }
         }

@@ -29,17 +29,19 @@ pub struct TestPipeline {
 impl TestPipeline {
     pub fn new(prefix: &str) -> Self {
         let backend = Backend::real(prefix);
+        let dir = tempfile::tempdir().unwrap();
         let yaml = format!(
             "log: {{url: \"{}\", partitions: 3}}\n\
+             archive: {{url: \"{}\", rollSecs: 2}}\n\
              serving: {{url: \"{}\", recentWindows: 10000}}\n\
              windows: {{sizesSecs: [60, 3600]}}\n\
              stream: {{flushIntervalMs: 200, checkpointIntervalMs: 400, maxPollRecords: 2000}}\n\
              simulator: {{customers: 3000, seed: 7, mode: asFastAsPossible, startMs: {T0}, \
              outOfOrderShare: 0.05, lateShare: 0.01, lateSecs: 200, duplicateShare: 0.02, malformedShare: 0.002}}\n",
             kafka_url(),
+            dir.path().join("master").display(),
             redis_url()
         );
-        let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("spec.yaml"), &yaml).unwrap();
         let spec = PipelineSpec::from_yaml(&yaml, "test spec").unwrap();
         Self { backend, spec, dir }
@@ -49,7 +51,15 @@ impl TestPipeline {
         &self.backend.pipeline
     }
 
+    /// `auth <subcommand>` of this pipeline, with a `/metrics` listener of its own.
     fn command(&self, subcommand: &str) -> Command {
+        let mut command = self.job_command(subcommand);
+        command.args(["--metrics-listen", "127.0.0.1:0"]);
+        command
+    }
+
+    /// `auth <subcommand>` of this pipeline, for a subcommand that serves no metrics (a job).
+    fn job_command(&self, subcommand: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_auth"));
         command
             .arg(subcommand)
@@ -57,7 +67,6 @@ impl TestPipeline {
             .arg(self.dir.path().join("spec.yaml"))
             .arg("--pipeline")
             .arg(self.name())
-            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("AUTH_LOG", "info,auth_stream=debug")
             .env("NO_COLOR", "1")
             .env_remove("AUTH_KAFKA_URL")
@@ -87,6 +96,24 @@ impl TestPipeline {
     /// Starts `auth stream`; its output goes to `<name>.log`.
     pub fn start_stream(&self, name: &str) -> Running {
         Running(Some(self.logged(self.command("stream"), name).spawn().unwrap()))
+    }
+
+    /// Starts `auth archive` (into the spec's `archive.url`); its output goes to `<name>.log`.
+    pub fn start_archive(&self, name: &str) -> Running {
+        Running(Some(self.logged(self.command("archive"), name).spawn().unwrap()))
+    }
+
+    /// `auth batch --date <date>` into a SQLite database in the test's folder; must succeed; returns its output.
+    pub fn batch(&self, date: &str) -> String {
+        let database = format!("sqlite://{}", self.dir.path().join("results.db").display());
+        let mut command = self.job_command("batch");
+        command.args(["--date", date, "--database-url", &database]);
+        command.env_remove("AUTH_DATABASE_URL").env_remove("AUTH_MASTER_URL");
+        let name = format!("batch-{date}");
+        let status = self.logged(command, &name).status().unwrap();
+        let output = self.read_log(&name);
+        assert!(status.success(), "auth batch failed: {output}");
+        output
     }
 
     /// `auth stream --exit-when-caught-up`, which must succeed.
