@@ -4,6 +4,8 @@
 //! the day's windows with the stream's (different) totals. The day in Redis
 //! must end as the batch computed it.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -195,7 +195,7 @@ async fn a_stale_owner_is_fenced_off_and_its_successor_is_not(backend: &Backend)
 /// older run is refused; a newer one replaces the restatement.
 async fn a_restatement_is_final_for_the_stream_and_for_older_runs(backend: &Backend) {
     let store = backend.new_store().await;
-    let (customer, region) = (WindowOwner::Customer(5), WindowOwner::Region(Region::from_code("US-CA").unwrap()));
+    let (customer, region) = (WindowOwner::Customer(5), WindowOwner::Region(Region::from_code("US-CA").expect("a region")));
     store.apply(flush(1, vec![update(customer, 0, 2.0), update(region, 0, 2.0)], None)).await.expect("apply");
     store.apply(flush(3, vec![update(customer, 0, 3.0), update(region, 0, 3.0)], None)).await.expect("apply");
     let slot = WindowSlot { width_ms: 60_000, start_ms: 0 };
@@ -204,7 +204,7 @@ async fn a_restatement_is_final_for_the_stream_and_for_older_runs(backend: &Back
         slot,
         version,
         customers: vec![(5, Aggregate::of(sum))],
-        regions: vec![(Region::from_code("US-CA").unwrap(), Aggregate::of(sum))],
+        regions: vec![(Region::from_code("US-CA").expect("a region"), Aggregate::of(sum))],
     };
     store.restate(restatement(5, 9.0)).await.expect("restate");
     let read = || async {
