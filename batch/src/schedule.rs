@@ -1,6 +1,7 @@
 //! The batch on a schedule (`auth up`): every `batch.scheduleSecs` the days of
 //! the last week that have master data are recomputed, reconciled with the
-//! stream and, once settled, restated in the serving store.
+//! stream and, once settled and archived ([`ArchiveWatch`], which never
+//! waits), restated in the serving store.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use auth_master::{MasterStore, date_of, dates};
 use auth_runtime::CancellationToken;
 use chrono::{Days, NaiveDate};
 
-use crate::settle::{archive_wait, archived};
+use crate::settle::ArchiveWatch;
 use crate::{BatchError, BatchJob, ResultsDb, Serving, run_day};
 
 /// How many days back the scheduled batch recomputes.
@@ -38,14 +39,14 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> Result<(), BatchError> {
     let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes);
-    let topics: Vec<String> = spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect();
+    let mut watch = ArchiveWatch::new(spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect());
     let mut every = tokio::time::interval(Duration::from_secs(u64::from(spec.batch.schedule_secs)));
     loop {
         tokio::select! {
             _ = every.tick() => {}
             () = shutdown.cancelled() => return Ok(()),
         }
-        let archived = match archived(log, &master, &topics, archive_wait(spec.archive.roll_secs)).await {
+        let archived = match watch.look(log, &master).await {
             Ok(archived) => archived,
             Err(err) => {
                 tracing::warn!(error = %err, "the archiver's progress is unknown: trying again at the next tick");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use auth_batch::settle::{Archived, archived};
+use auth_batch::settle::{ArchiveWatch, Archived, archived};
 use auth_batch::{
     BatchError, BatchJob, CustomerDay, DayError, DayOutputs, Reconciliation, RegionHour, Restatement, ResultsDb,
     Serving, TopCustomer, UtilityTotal, run_day,
@@ -363,6 +363,10 @@ async fn the_archivers_progress_covers_every_partition_of_the_log() {
     let topics = vec![topic.clone()];
     let before = archived(log, &master, &topics, Duration::ZERO).await.unwrap();
     assert!(matches!(before, Archived::Behind { archived_before: 0, .. }), "{before:?}");
+    let mut watch = ArchiveWatch::new(topics.clone());
+    let first_look_ms = auth_core::now_ms();
+    let looked = watch.look(log, &master).await.unwrap();
+    assert!(matches!(looked, Archived::Behind { archived_before: 0, .. }), "{looked:?}");
 
     let spec = ArchiveSpec { url: master.location().to_owned(), roll_bytes: 1 << 20, roll_secs: 3_600 };
     let mut archiver = Archiver::join(master.clone(), log, "settle", &[Utility::Electricity], spec).unwrap();
@@ -376,10 +380,23 @@ async fn the_archivers_progress_covers_every_partition_of_the_log() {
         Archived::Before(ms) => assert!(ms >= started_ms, "{ms} < {started_ms}"),
         other => panic!("expected the log archived, got {other:?}"),
     }
+    // The watch, which never waits: the ends it read before the archiver ran
+    // are passed now, and so are the ones it reads now.
+    let second_look_ms = auth_core::now_ms();
+    match watch.look(log, &master).await.unwrap() {
+        Archived::Before(ms) => assert!(ms >= second_look_ms, "{ms} < {second_look_ms} (first look {first_look_ms})"),
+        other => panic!("expected the log archived, got {other:?}"),
+    }
 
     log.ensure_topic(&topic, 4).await.unwrap();
     let grown = (1..=40).find(|&id| partition_for(id, 4) == 3).unwrap();
     producer.send(&topic, vec![record(grown, 4)]).await.unwrap();
     let after = archived(log, &master, &topics, Duration::ZERO).await.unwrap();
     assert_eq!(after, Archived::Behind { partition: TopicPartition::new(&topic, 3), archived_before: 0, log_end: 1 });
+    // The watch still knows how far the archiver got before the new record.
+    let third_look_ms = auth_core::now_ms();
+    match watch.look(log, &master).await.unwrap() {
+        Archived::Before(ms) => assert!((second_look_ms..=third_look_ms).contains(&ms), "{ms}"),
+        other => panic!("expected the earlier ends still passed, got {other:?}"),
+    }
 }
