@@ -19,6 +19,9 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh build-deps
 scripts/services.sh up
+# A failed test keeps its Redis keys for inspection; the next run starts from
+# an empty test server, or kept data would pile up in its AOF (it reached 20 GB).
+redis-cli -p "${AUTH_REDIS_PORT:-6379}" FLUSHALL >/dev/null
 export AUTH_IT=1
 # The S3 server of scripts/services.sh; moto takes any credentials.
 export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:${AUTH_S3_PORT:-5000}}"

@@ -249,15 +249,22 @@ async fn stream_windows(store: &dyn ServingStore) {
     }
 }
 
-#[tokio::test]
-async fn reconciliation_and_restatement() {
-    let directory = tempfile::tempdir().unwrap();
-    let master = local_master(&directory);
+/// The known readings in master data in `directory`, the stream's windows of
+/// them in a memory store, and a batch job and results database over them.
+async fn known_day_streamed(directory: &tempfile::TempDir) -> (Arc<dyn ServingStore>, BatchJob, ResultsDb) {
+    let master = local_master(directory);
     known_readings(&master).await;
     let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(60));
     stream_windows(store.as_ref()).await;
     let job = BatchJob::new(master, 256 * 1024 * 1024);
-    let results = ResultsDb::connect(&sqlite_url(&directory)).await.unwrap();
+    let results = ResultsDb::connect(&sqlite_url(directory)).await.unwrap();
+    (store, job, results)
+}
+
+#[tokio::test]
+async fn reconciliation_and_restatement() {
+    let directory = tempfile::tempdir().unwrap();
+    let (store, job, results) = known_day_streamed(&directory).await;
     let serving = Serving { store: store.as_ref(), settle_ms: 70_000, archived: Archived::Before(LATER_MS) };
 
     // Before the day has settled: reconciled, not restated.
@@ -314,12 +321,7 @@ async fn reconciliation_and_restatement() {
 #[tokio::test]
 async fn restatement_waits_for_the_archiver() {
     let directory = tempfile::tempdir().unwrap();
-    let master = local_master(&directory);
-    known_readings(&master).await;
-    let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(60));
-    stream_windows(store.as_ref()).await;
-    let job = BatchJob::new(master, 256 * 1024 * 1024);
-    let results = ResultsDb::connect(&sqlite_url(&directory)).await.unwrap();
+    let (store, job, results) = known_day_streamed(&directory).await;
     let behind = Archived::Behind { partition: TopicPartition::new("lambda.electricity", 3), archived_before: 10, log_end: 12 };
     let serving = Serving { store: store.as_ref(), settle_ms: 70_000, archived: behind };
     let summary = run_day(&job, &results, Some(&serving), date(), &UTILITIES, LATER_MS).await.unwrap();

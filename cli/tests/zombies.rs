@@ -16,10 +16,16 @@ const MINUTE: i64 = 60_000;
 async fn a_paused_processor_is_fenced_off_when_it_resumes() {
     let pipeline = TestPipeline::new("zombie");
     let store = pipeline.store().await;
-    pipeline.produce(400_000, T0);
+    pipeline.produce(1_000, T0);
+    // The zombie must hold partitions when it is paused: both processors
+    // share the group before the readings come (a processor paused before
+    // its first assignment has nothing to be fenced from).
     let zombie = pipeline.start_stream("zombie");
+    pipeline.wait_for_log("zombie", "partition restored", Duration::from_secs(60));
     let survivor = pipeline.start_stream("survivor");
-    pipeline.wait_for_progress_beyond(&store, 0, Duration::from_secs(60)).await;
+    pipeline.wait_for_log("survivor", "partition restored", Duration::from_secs(60));
+    pipeline.produce(400_000, T0 + MINUTE);
+    pipeline.wait_for_progress_beyond(&store, 1_000, Duration::from_secs(60)).await;
 
     // Paused mid-work; the group's session timeout (10 s) passes and the
     // survivor takes the zombie's partitions from their last checkpoints.

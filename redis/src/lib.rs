@@ -67,6 +67,19 @@ const DAY_SECS: i64 = 86_400;
 /// Members per `ZADD`: a script's command takes at most a few thousand arguments (Lua's stack).
 const MEMBERS_PER_COMMAND: usize = 1_000;
 
+/// The tail of [`FENCED_WRITE`] and [`RESTATE`]: runs the commands that
+/// start at `ARGV[at]` (per command its argument count, its name and its
+/// arguments) and returns -1.
+const RUN_COMMANDS_FROM_AT: &str = r"
+local last = #ARGV
+while at <= last do
+  local count = tonumber(ARGV[at])
+  redis.call(unpack(ARGV, at + 1, at + count))
+  at = at + count + 1
+end
+return -1
+";
+
 /// One flush, fenced: `KEYS[1]` is the partition's epoch key, `ARGV[1]` the
 /// writer's epoch (-1: a write that is no owner's, never fenced), `ARGV[2]`
 /// the number of windows the flush writes and then, per window, its restated
@@ -76,7 +89,7 @@ const MEMBERS_PER_COMMAND: usize = 1_000;
 /// when one of the windows was restated (the writer's view of the restated
 /// windows is out of date). A script runs atomically, as `MULTI`/`EXEC` did.
 static FENCED_WRITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(&format!(
         r"
 local epoch = tonumber(ARGV[1])
 if epoch >= 0 then
@@ -88,15 +101,8 @@ for window = 1, windows do
   if redis.call('HEXISTS', ARGV[1 + 2 * window], ARGV[2 + 2 * window]) == 1 then return -2 end
 end
 local at = 3 + 2 * windows
-local last = #ARGV
-while at <= last do
-  local count = tonumber(ARGV[at])
-  redis.call(unpack(ARGV, at + 1, at + count))
-  at = at + count + 1
-end
-return -1
-",
-    )
+{RUN_COMMANDS_FROM_AT}",
+    ))
 });
 
 /// One restatement: `KEYS[1]` is the utility's restated hash, `ARGV[1]` the
@@ -104,22 +110,15 @@ return -1
 /// commands as in [`FENCED_WRITE`]. Returns -1 once every command ran, or the
 /// window's newer version, running none.
 static RESTATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(&format!(
         r"
 local version = tonumber(ARGV[2])
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 if current > version then return current end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local at = 3
-local last = #ARGV
-while at <= last do
-  local count = tonumber(ARGV[at])
-  redis.call(unpack(ARGV, at + 1, at + count))
-  at = at + count + 1
-end
-return -1
-",
-    )
+{RUN_COMMANDS_FROM_AT}",
+    ))
 });
 
 /// What [`FENCED_WRITE`] returns when one of the flush's windows was restated.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,10 +12,16 @@ use std::time::{Duration, Instant};
 
 use auth_core::PipelineSpec;
 use auth_core::ports::{ServingStore, StreamProgress, TopicPartition};
+use arrow::array::AsArray;
+use arrow::datatypes::UInt64Type;
 use auth_core::utility_topic;
+use auth_master::FileName;
+use auth_master::MasterStore;
+use auth_master::archiver::archive_progress;
 use auth_redis::RedisStore;
 use auth_stream::{PartitionCounts, Processor, ProcessorConfig};
 use auth_testkit::{Backend, Dump, dump, kafka_url, redis_url};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// 2026-11-28T00:00:00Z.
 pub const T0: i64 = 1_795_824_000_000;
@@ -155,6 +162,15 @@ impl TestPipeline {
         kept.display().to_string()
     }
 
+    /// Waits until the log of process `name` contains `text`.
+    pub fn wait_for_log(&self, name: &str, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.read_log(name).contains(text) {
+            assert!(Instant::now() < deadline, "{name} did not log {text:?} within {within:?}\n{}", self.log_tails());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn read_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
@@ -182,13 +198,9 @@ impl TestPipeline {
     /// The progress of every partition's checkpoint, `None` where there is none yet.
     pub async fn checkpoints(&self, store: &RedisStore) -> Vec<(TopicPartition, Option<StreamProgress>)> {
         let mut out = Vec::new();
-        for &utility in &self.spec.utilities {
-            let topic = utility_topic(self.name(), utility);
-            for partition in 0..self.spec.log.partitions {
-                let partition = TopicPartition::new(&topic, partition);
-                let progress = store.load_progress(&partition).await.unwrap();
-                out.push((partition, progress));
-            }
+        for partition in self.partitions() {
+            let progress = store.load_progress(&partition).await.unwrap();
+            out.push((partition, progress));
         }
         out
     }
@@ -241,6 +253,72 @@ impl TestPipeline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    /// Waits until the archiver's published progress reached the end of the log
+    /// on every partition; returns the records in the log.
+    pub async fn wait_for_archive_at_end(&self, within: Duration) -> u64 {
+        let master = MasterStore::open(self.dir.path().join("master").to_str().unwrap()).unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            let (mut behind, mut records) = (0u64, 0u64);
+            for partition in self.partitions() {
+                let end = self.backend.log.end_offsets(&partition.topic).await.unwrap()[partition.partition as usize];
+                let archived = archive_progress(&master, &partition).await.unwrap().archived_before;
+                behind += end.saturating_sub(archived);
+                records += end;
+            }
+            if behind == 0 {
+                return records;
+            }
+            if Instant::now() >= deadline {
+                let kept = self.keep_logs();
+                panic!("the archiver is still {behind} records behind the log (logs kept in {kept})\n{}", self.log_tails());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every (utility, partition, log offset) in the master data, with how often it is there.
+    pub fn archived_offsets(&self) -> BTreeMap<(String, u32, u64), u32> {
+        let mut seen = BTreeMap::new();
+        for path in parquet_files(&self.dir.path().join("master").join("readings")) {
+            let date_folder = path.parent().unwrap();
+            let utility = date_folder.parent().unwrap().file_name().unwrap().to_str().unwrap().trim_start_matches("utility=");
+            let name = FileName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let offsets = batch.column_by_name("log_offset").unwrap().as_primitive::<UInt64Type>();
+                for offset in offsets.values() {
+                    *seen.entry((utility.to_owned(), name.partition, *offset)).or_insert(0) += 1;
+                }
+            }
+        }
+        seen
+    }
+
+    /// Every partition of the pipeline's topics.
+    fn partitions(&self) -> Vec<TopicPartition> {
+        let mut out = Vec::new();
+        for &utility in &self.spec.utilities {
+            let topic = utility_topic(self.name(), utility);
+            out.extend((0..self.spec.log.partitions).map(|partition| TopicPartition::new(&topic, partition)));
+        }
+        out
+    }
+}
+
+fn parquet_files(directory: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(directory).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|extension| extension == "parquet") {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// A child process that is killed when the test ends, even when it fails.
