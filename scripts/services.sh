@@ -9,6 +9,8 @@
 #   scripts/services.sh build-deps            Debian packages the build and the tests need (rdkafka: cmake, libcurl;
 #                                             browser tests: chromium; `auth bench api`: wrk, redis-tools;
 #                                             the monitoring test starts its own prometheus)
+#   scripts/services.sh image-deps            Debian packages scripts/image.sh needs (umoci, runc, binutils,
+#                                             and the CA certificates and time zones the image carries)
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
 # Central run with the machine's Java), Redis (Debian's redis-server, AOF on),
@@ -532,5 +534,6 @@ case "${1:-}" in
             *) fail "usage: $0 restart kafka|redis|mosquitto|postgres|mariadb|s3|kube" ;;
         esac ;;
     build-deps) apt_install cmake libcurl4-openssl-dev chromium wrk redis-tools prometheus ;;
-    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps" ;;
+    image-deps) apt_install umoci runc ca-certificates tzdata binutils ;;
+    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps|image-deps" ;;
 esac
