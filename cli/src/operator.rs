@@ -48,6 +48,7 @@ pub async fn run(args: OperatorArgs, metrics: PrometheusHandle) -> anyhow::Resul
     let metrics_server = auth_runtime::telemetry::serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let context = Arc::new(Context::new(client.clone(), &identity).watching(args.watch_namespace));
+    auth_operator::controller::require_crd(&context).await?;
     let lease = LeaderLease::new(client, &args.lease_namespace, &args.lease, &identity, Duration::from_secs(args.lease_secs));
     tracing::info!(%identity, lease = %args.lease, namespace = %args.lease_namespace, "operator starting");
     let leading = tokio::spawn(auth_operator::lead(lease, context, stop_rx));

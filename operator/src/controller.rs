@@ -60,6 +60,11 @@ pub enum Error {
     Render { pipeline: String, source: serde_saphyr::SerializeError },
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error(
+        "the UtilityPipeline custom resource definition is not installed in this cluster \
+         (kubectl apply -f crds/, or install the chart charts/auth): {0}"
+    )]
+    CrdMissing(kube::Error),
 }
 
 /// What every reconciliation shares.
@@ -70,6 +75,8 @@ pub struct Context {
     recorder: Recorder,
     kafka: Mutex<HashMap<String, Arc<KafkaLog>>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// The message of each failing pipeline's last `ReconcileFailed` event.
+    last_failure: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -82,6 +89,7 @@ impl Context {
             namespace: None,
             kafka: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            last_failure: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +142,17 @@ impl Context {
 
     fn forget_failures(&self, key: &str) {
         self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+
+    /// Whether `message` differs from the pipeline's last failure (which it then becomes).
+    fn failure_is_new(&self, key: &str, message: &str) -> bool {
+        let mut last = self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.get(key).is_some_and(|previous| previous == message) {
+            return false;
+        }
+        last.insert(key.to_owned(), message.to_owned());
+        true
     }
 }
 
@@ -144,6 +163,17 @@ fn key_of(pipeline: &UtilityPipeline) -> String {
 /// The topics of a pipeline: one per utility and the dead-letter topic.
 pub fn topic_names(pipeline: &str, spec: &PipelineSpec) -> Vec<String> {
     pipeline_topics(pipeline, spec).into_iter().map(|(topic, _)| topic).collect()
+}
+
+/// Fails with [`Error::CrdMissing`] unless the API server serves
+/// `UtilityPipeline`s (in the watched namespace), so an operator started
+/// before its CRD says so at once instead of retrying its watch forever.
+pub async fn require_crd(context: &Context) -> Result<(), Error> {
+    match context.api::<UtilityPipeline>().list_metadata(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::CrdMissing(kube::Error::Api(status))),
+        Err(err) => Err(Error::Kube(err)),
+    }
 }
 
 /// Runs the controller over the watched namespaces until `shutdown` resolves.
@@ -182,7 +212,11 @@ pub async fn reconcile(pipeline: Arc<UtilityPipeline>, context: Arc<Context>) ->
         Ok(_) => context.forget_failures(&key_of(&pipeline)),
         Err(err) => {
             tracing::warn!(error = %err, "reconciliation failed");
-            context.publish(&pipeline, EventType::Warning, "ReconcileFailed", err.to_string()).await;
+            let message = err.to_string();
+            // One event per distinct failure, not one per retry.
+            if context.failure_is_new(&key_of(&pipeline), &message) {
+                context.publish(&pipeline, EventType::Warning, "ReconcileFailed", message).await;
+            }
         }
     }
     outcome
@@ -252,9 +286,10 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
         return Ok(Action::await_change());
     }
 
-    let topics = topic_names(&name, spec);
+    let id = objects::pipeline_id(pipeline);
+    let topics = topic_names(&id, spec);
     let kafka = context.kafka(&name, spec)?;
-    let ensured = ensure_topics(kafka.as_ref(), &name, spec).await;
+    let ensured = ensure_topics(kafka.as_ref(), &id, spec).await;
     if let Err(source) = ensured {
         set_condition(&mut status, "Topics", false, "KafkaUnavailable", &source.to_string(), generation);
         set_condition(&mut status, "Ready", false, "TopicsNotReady", &source.to_string(), generation);
@@ -318,7 +353,7 @@ async fn ensure_topics(kafka: &KafkaLog, pipeline: &str, spec: &PipelineSpec) ->
 async fn cleanup(pipeline: &UtilityPipeline, context: &Context) -> Result<Action, Error> {
     let name = pipeline.name_any();
     let spec = &pipeline.spec.pipeline;
-    let topics = topic_names(&name, spec);
+    let topics = topic_names(&objects::pipeline_id(pipeline), spec);
     let (reason, note) = if spec.deletion_protection {
         ("TopicsKept", format!("deletionProtection is on: topics {} kept", topics.join(", ")))
     } else if spec.deletion_policy == DeletionPolicy::Retain || spec.log.url.is_none() {
@@ -362,6 +397,7 @@ async fn apply_objects(client: &Client, namespace: &str, desired: &Desired) -> R
         replicas.insert(component.name().to_owned(), ComponentReplicas { target, ready: available });
     }
     server_side_apply(client, namespace, &desired.api_service).await?;
+    server_side_apply(client, namespace, &desired.gateway_service).await?;
     server_side_apply(client, namespace, &desired.batch).await?;
     Ok(replicas)
 }

@@ -2,10 +2,18 @@
 //! calls), so the controller applies them and tests compare them.
 //!
 //! For a pipeline `p`: ConfigMap `p-spec` (the spec every workload reads),
-//! Deployments `p-gateway`, `p-stream`, `p-archiver` and `p-api`, Service
-//! `p-api`, CronJob `p-batch`, and unless `serving.url` names a Redis,
-//! StatefulSet and Service `p-redis` (AOF on a persistent volume). Each is
-//! owned by the pipeline, so the garbage collector removes it with it.
+//! Deployments `p-gateway`, `p-stream`, `p-archiver` and `p-api`, Services
+//! `p-gateway` and `p-api`, CronJob `p-batch`, and unless `serving.url` names
+//! a Redis, StatefulSet and Service `p-redis` (AOF on a persistent volume).
+//! Each is owned by the pipeline, so the garbage collector removes it with it.
+//!
+//! Every pod template carries the hash of the spec its workload reads
+//! (annotation `auth.dev/spec-hash`), so a spec change rolls the pods; pods
+//! run as the image's non-root user with a read-only root file system, no
+//! capabilities and the runtime's seccomp profile (`/tmp` is an `emptyDir`).
+//! Topics, consumer groups and Redis keys are named after the pipeline's
+//! namespace and name ([`pipeline_id`]), so same-named pipelines of two
+//! namespaces never share them.
 
 use std::collections::BTreeMap;
 
@@ -13,14 +21,16 @@ use auth_core::spec::PipelineSpec;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
 
 use crate::crd::UtilityPipeline;
 
@@ -31,6 +41,12 @@ const METRICS_PORT: i32 = 9464;
 const API_PORT: i32 = 8080;
 const GATEWAY_PORT: i32 = 8088;
 const REDIS_PORT: i32 = 6379;
+/// The user of the `auth` image (scripts/image.sh, Dockerfile).
+const AUTH_USER: i64 = 10001;
+/// The user of the official Redis image.
+const REDIS_USER: i64 = 999;
+/// The pod template annotation holding the hash of the workloads' spec.
+pub const SPEC_HASH_ANNOTATION: &str = "auth.dev/spec-hash";
 
 /// A workload the operator runs as a Deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,9 +98,18 @@ pub struct Desired {
     pub config_map: ConfigMap,
     pub deployments: Vec<(Component, Deployment)>,
     pub api_service: Service,
+    /// Where meters and head-end systems send readings (port 8088).
+    pub gateway_service: Service,
     pub batch: CronJob,
     /// Absent when `serving.url` names an external Redis.
     pub redis: Option<(StatefulSet, Service)>,
+}
+
+/// The name of the pipeline's topics, consumer groups and Redis keys:
+/// `<namespace>.<name>`, unique in the cluster (object names are unique only
+/// in their namespace).
+pub fn pipeline_id(pipeline: &UtilityPipeline) -> String {
+    format!("{}.{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())
 }
 
 /// `name-suffix`, the name of an object of pipeline `name`.
@@ -162,17 +187,50 @@ fn auth_container(pipeline: &UtilityPipeline, name: &str, command: &str) -> Cont
         args: Some(vec![command.to_owned()]),
         env: Some(vec![
             env("AUTH_CONFIG", format!("{SPEC_DIR}/{SPEC_KEY}")),
-            env("AUTH_PIPELINE", pipeline.name_any()),
+            env("AUTH_PIPELINE", pipeline_id(pipeline)),
             env("AUTH_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         ]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "spec".to_owned(),
-            mount_path: SPEC_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "spec".to_owned(), mount_path: SPEC_DIR.to_owned(), read_only: Some(true), ..VolumeMount::default() },
+            VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
+        ]),
+        security_context: Some(restricted_container()),
         ..Container::default()
     }
+}
+
+/// What the `restricted` Pod Security Standard asks of a container, with a read-only root file system.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
+    }
+}
+
+/// A pod running as `user`, never as root, under the runtime's seccomp profile.
+fn restricted_pod(user: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        fs_group: Some(user),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..SeccompProfile::default() }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The volumes of an `auth` pod: the spec and a scratch `/tmp`.
+fn auth_volumes(pipeline: &UtilityPipeline) -> Vec<Volume> {
+    vec![spec_volume(pipeline), Volume { name: "tmp".to_owned(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }]
+}
+
+/// The annotations of an `auth` pod template: scraping, and the hash of the spec it reads.
+fn auth_pod_annotations(spec_hash: &str) -> BTreeMap<String, String> {
+    let mut annotations = scrape_annotations();
+    annotations.insert(SPEC_HASH_ANNOTATION.to_owned(), spec_hash.to_owned());
+    annotations
 }
 
 fn spec_volume(pipeline: &UtilityPipeline) -> Volume {
@@ -186,7 +244,7 @@ fn spec_volume(pipeline: &UtilityPipeline) -> Volume {
     }
 }
 
-fn deployment(pipeline: &UtilityPipeline, component: Component) -> Deployment {
+fn deployment(pipeline: &UtilityPipeline, component: Component, spec_hash: &str) -> Deployment {
     let name = pipeline.name_any();
     let mut container = auth_container(pipeline, component.name(), component.command());
     let mut ports = vec![port("metrics", METRICS_PORT)];
@@ -218,12 +276,13 @@ fn deployment(pipeline: &UtilityPipeline, component: Component) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(scrape_annotations()),
+                    annotations: Some(auth_pod_annotations(spec_hash)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(vec![spec_volume(pipeline)]),
+                    volumes: Some(auth_volumes(pipeline)),
+                    security_context: Some(restricted_pod(AUTH_USER)),
                     ..PodSpec::default()
                 }),
             },
@@ -268,7 +327,7 @@ fn service_port(name: &str, port: i32, target: &str) -> ServicePort {
     }
 }
 
-fn batch(pipeline: &UtilityPipeline) -> CronJob {
+fn batch(pipeline: &UtilityPipeline, spec_hash: &str) -> CronJob {
     let name = pipeline.name_any();
     let spec = &pipeline.spec.pipeline;
     CronJob {
@@ -282,10 +341,15 @@ fn batch(pipeline: &UtilityPipeline) -> CronJob {
                 spec: Some(JobSpec {
                     backoff_limit: Some(3),
                     template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta { labels: Some(labels(&name, "batch")), ..ObjectMeta::default() }),
+                        metadata: Some(ObjectMeta {
+                            labels: Some(labels(&name, "batch")),
+                            annotations: Some(auth_pod_annotations(spec_hash)),
+                            ..ObjectMeta::default()
+                        }),
                         spec: Some(PodSpec {
                             containers: vec![auth_container(pipeline, "batch", "batch")],
-                            volumes: Some(vec![spec_volume(pipeline)]),
+                            volumes: Some(auth_volumes(pipeline)),
+                            security_context: Some(restricted_pod(AUTH_USER)),
                             restart_policy: Some("OnFailure".to_owned()),
                             ..PodSpec::default()
                         }),
@@ -311,6 +375,7 @@ fn redis(pipeline: &UtilityPipeline) -> (StatefulSet, Service) {
         args: Some(["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", "/data"].map(str::to_owned).to_vec()),
         ports: Some(vec![port("redis", REDIS_PORT)]),
         volume_mounts: Some(vec![VolumeMount { name: "data".to_owned(), mount_path: "/data".to_owned(), ..VolumeMount::default() }]),
+        security_context: Some(restricted_container()),
         ..Container::default()
     };
     let claim = PersistentVolumeClaim {
@@ -333,7 +398,11 @@ fn redis(pipeline: &UtilityPipeline) -> (StatefulSet, Service) {
             selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
-                spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(restricted_pod(REDIS_USER)),
+                    ..PodSpec::default()
+                }),
             },
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()
@@ -348,14 +417,19 @@ pub fn desired(pipeline: &UtilityPipeline) -> Result<Desired, serde_saphyr::Seri
     let spec_yaml = serde_saphyr::to_string(&workload_spec(pipeline))?;
     let config_map = ConfigMap {
         metadata: metadata(pipeline, "spec", "spec"),
-        data: Some(BTreeMap::from([(SPEC_KEY.to_owned(), spec_yaml)])),
+        data: Some(BTreeMap::from([(SPEC_KEY.to_owned(), spec_yaml.clone())])),
         ..ConfigMap::default()
     };
+    let spec_hash = hex::encode(Sha256::digest(spec_yaml.as_bytes()));
     Ok(Desired {
         config_map,
-        deployments: Component::ALL.into_iter().map(|component| (component, deployment(pipeline, component))).collect(),
+        deployments: Component::ALL
+            .into_iter()
+            .map(|component| (component, deployment(pipeline, component, &spec_hash)))
+            .collect(),
         api_service: service(pipeline, "api", vec![service_port("http", 80, "http")]),
-        batch: batch(pipeline),
+        gateway_service: service(pipeline, "gateway", vec![service_port("http", GATEWAY_PORT, "http")]),
+        batch: batch(pipeline, &spec_hash),
         redis: pipeline.spec.pipeline.serving.url.is_none().then(|| redis(pipeline)),
     })
 }

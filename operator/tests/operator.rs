@@ -260,6 +260,10 @@ async fn observed(cluster: &Cluster, name: &str) -> UtilityPipeline {
     .await
 }
 
+fn template_annotations(deployment: &Deployment) -> BTreeMap<String, String> {
+    deployment.spec.as_ref().and_then(|spec| spec.template.metadata.clone()).and_then(|meta| meta.annotations).unwrap_or_default()
+}
+
 fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, pipeline: &UtilityPipeline) -> bool {
     meta.owner_references.iter().flatten().any(|owner| {
         owner.uid == pipeline.uid().unwrap_or_default() && owner.kind == "UtilityPipeline" && owner.controller == Some(true)
@@ -301,10 +305,12 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     let pipeline = observed(&cluster, &name).await;
     assert_eq!(condition(&pipeline, "Topics").map(|c| c.0), Some("True".into()), "{:?}", pipeline.status);
     assert_eq!(pipeline.status.as_ref().and_then(|s| s.topics), Some(3));
-    for topic in [format!("{name}.electricity"), format!("{name}.water")] {
+    // Topics are named after the namespace too: a same-named pipeline of another namespace has its own.
+    let id = format!("{}.{name}", cluster.namespace);
+    for topic in [format!("{id}.electricity"), format!("{id}.water")] {
         assert_eq!(topic_partitions(&kafka, &topic).await, Some(2), "{topic}");
     }
-    assert_eq!(topic_partitions(&kafka, &format!("{name}.dlq")).await, Some(1));
+    assert_eq!(topic_partitions(&kafka, &format!("{id}.dlq")).await, Some(1));
 
     let config_map = cluster.api::<ConfigMap>().get(&format!("{name}-spec")).await.expect("ConfigMap");
     assert!(owned_by(&config_map.metadata, &pipeline));
@@ -312,6 +318,7 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     assert!(spec_yaml.contains(&format!("redis://{name}-redis:6379")), "{spec_yaml}");
     let deployments = cluster.api::<Deployment>();
     let mut uids = BTreeMap::new();
+    let mut spec_hashes = BTreeMap::new();
     for (component, command) in [("gateway", "ingest"), ("stream", "stream"), ("archiver", "archive"), ("api", "api")] {
         let deployment = deployments.get(&format!("{name}-{component}")).await.expect("Deployment");
         assert!(owned_by(&deployment.metadata, &pipeline), "{component}");
@@ -323,15 +330,25 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
         // Every role serves /metrics on the `metrics` port, which the pod's annotations name for Prometheus.
         let ports = pod.containers[0].ports.clone().unwrap_or_default();
         assert!(ports.iter().any(|port| port.name.as_deref() == Some("metrics") && port.container_port == 9464), "{component}");
-        let annotations = deployment.spec.as_ref().and_then(|spec| spec.template.metadata.clone()).and_then(|meta| meta.annotations);
-        assert_eq!(annotations.unwrap_or_default().get("prometheus.io/port").map(String::as_str), Some("9464"), "{component}");
+        let annotations = template_annotations(&deployment);
+        assert_eq!(annotations.get("prometheus.io/port").map(String::as_str), Some("9464"), "{component}");
+        assert!(annotations.contains_key("auth.dev/spec-hash"), "{component}: {annotations:?}");
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        assert!(env.iter().any(|var| var.name == "AUTH_PIPELINE" && var.value.as_deref() == Some(id.as_str())), "{component}: {env:?}");
+        // Never root, no privilege escalation, no capabilities, read-only root file system.
+        let pod_security = pod.security_context.clone().unwrap_or_default();
+        assert_eq!((pod_security.run_as_non_root, pod_security.run_as_user), (Some(true), Some(10001)), "{component}");
+        let container_security = pod.containers[0].security_context.clone().unwrap_or_default();
+        assert_eq!(container_security.allow_privilege_escalation, Some(false), "{component}");
+        assert_eq!(container_security.read_only_root_filesystem, Some(true), "{component}");
         uids.insert(component, deployment.uid());
+        spec_hashes.insert(component, annotations.get("auth.dev/spec-hash").cloned().unwrap_or_default());
     }
     let stateful_set = cluster.api::<StatefulSet>().get(&format!("{name}-redis")).await.expect("Redis StatefulSet");
     assert!(owned_by(&stateful_set.metadata, &pipeline));
     let redis_args = stateful_set.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.containers[0].args.clone());
     assert!(redis_args.unwrap_or_default().windows(2).any(|pair| pair == ["--appendonly", "yes"]));
-    for service in [format!("{name}-redis"), format!("{name}-api")] {
+    for service in [format!("{name}-redis"), format!("{name}-api"), format!("{name}-gateway")] {
         let service = cluster.api::<Service>().get(&service).await.expect("Service");
         assert!(owned_by(&service.metadata, &pipeline));
     }
@@ -354,11 +371,17 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     let stream = deployments.get(&format!("{name}-stream")).await.expect("Deployment");
     assert_eq!(stream.spec.as_ref().and_then(|spec| spec.replicas), Some(3));
     assert_eq!(stream.uid(), uids["stream"], "updated in place, not replaced");
+    // The pods read the spec once, at their start: a new spec rolls every workload's pods.
+    for component in ["gateway", "stream", "archiver", "api"] {
+        let deployment = deployments.get(&format!("{name}-{component}")).await.expect("Deployment");
+        let hash = template_annotations(&deployment).get("auth.dev/spec-hash").cloned();
+        assert!(hash.is_some() && hash != spec_hashes.get(component).cloned(), "{component}: the pod template changed with the spec");
+    }
     let config_map = cluster.api::<ConfigMap>().get(&format!("{name}-spec")).await.expect("ConfigMap");
     let spec_yaml = config_map.data.and_then(|data| data.get("pipeline.yaml").cloned()).unwrap_or_default();
     let spec = auth_core::spec::PipelineSpec::from_yaml(&spec_yaml, "ConfigMap").expect("the ConfigMap holds a valid spec");
     assert_eq!(spec.windows.sizes_secs, vec![60]);
-    assert_eq!(topic_partitions(&kafka, &format!("{name}.water")).await, Some(4), "topics grow");
+    assert_eq!(topic_partitions(&kafka, &format!("{id}.water")).await, Some(4), "topics grow");
     let status = changed.status.expect("status");
     assert_eq!(status.components.get("stream").map(|c| c.target), Some(3));
     assert!(status.last_reconciled_spec.is_some_and(|spec| spec.contains("\"streamReplicas\":3")));
@@ -366,9 +389,9 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     // Partitions never shrink.
     cluster.apply(&manifest(&name, json!({"log": {"partitions": 1}}))).await;
     observed(&cluster, &name).await;
-    assert_eq!(topic_partitions(&kafka, &format!("{name}.water")).await, Some(4));
+    assert_eq!(topic_partitions(&kafka, &format!("{id}.water")).await, Some(4));
     operator.stop().await;
-    let names: Vec<String> = [".electricity", ".water", ".dlq"].iter().map(|suffix| format!("{name}{suffix}")).collect();
+    let names: Vec<String> = [".electricity", ".water", ".dlq"].iter().map(|suffix| format!("{id}{suffix}")).collect();
     let _ = kafka.delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
 
@@ -464,7 +487,7 @@ async fn deletion_applies_the_policy_and_the_collector_removes_the_rest() {
         cluster.api::<UtilityPipeline>().delete(name, &DeleteParams::default()).await.expect("delete");
         eventually(&format!("{name} to be gone (finalizer run)"), || async { cluster.pipeline(name).await.is_none().then_some(()) })
             .await;
-        let topic = format!("{name}.water");
+        let topic = format!("{}.{name}.water", cluster.namespace);
         let exists = topic_partitions(&kafka, &topic).await.is_some();
         assert_eq!(exists, *topics_kept, "{topic}");
         eventually(&format!("the garbage collector to remove what {name} owned"), || async {
@@ -474,7 +497,8 @@ async fn deletion_applies_the_policy_and_the_collector_removes_the_rest() {
         })
         .await;
         if *topics_kept {
-            let names: Vec<String> = [".electricity", ".water", ".dlq"].iter().map(|s| format!("{name}{s}")).collect();
+            let names: Vec<String> =
+                [".electricity", ".water", ".dlq"].iter().map(|s| format!("{}.{name}{s}", cluster.namespace)).collect();
             let _ = kafka.delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
         }
     }
