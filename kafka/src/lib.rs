@@ -124,7 +124,17 @@ fn admin_outcome(action: &str, results: Vec<TopicResult>, done_already: RDKafkaE
 
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap).set("client.id", "auth").set("log_level", "4");
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "auth")
+        .set("log_level", "4")
+        // librdkafka refreshes its broker and leader metadata every 5 minutes by
+        // default; a producer whose cache missed a partition's new leader after
+        // a topic creation or a broker restart ("new leader-1 not found in
+        // cache", seen in CI) held its records until `message.timeout.ms`.
+        // A 10 s refresh bounds that wait; it costs one metadata request per
+        // client every 10 s.
+        .set("topic.metadata.refresh.interval.ms", "10000");
     config
 }
 

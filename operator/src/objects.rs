@@ -7,6 +7,7 @@
 //! a Redis, StatefulSet and Service `p-redis` (AOF on a persistent volume).
 //! Each is owned by the pipeline, so the garbage collector removes it with it.
 //!
+//! The gateway reads its keys from the user's Secret `p-gateway-keys`.
 //! Every pod template carries the hash of the spec its workload reads
 //! (annotation `auth.dev/spec-hash`), so a spec change rolls the pods; pods
 //! run as the image's non-root user with a read-only root file system, no
@@ -23,7 +24,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -41,6 +42,9 @@ const METRICS_PORT: i32 = 9464;
 const API_PORT: i32 = 8080;
 const GATEWAY_PORT: i32 = 8088;
 const REDIS_PORT: i32 = 6379;
+/// Where the gateway finds its keys: the Secret `<pipeline>-gateway-keys`, key `auth-keys.json`.
+const GATEWAY_KEYS_DIR: &str = "/etc/auth-keys";
+const GATEWAY_KEYS_FILE: &str = "auth-keys.json";
 /// The user of the `auth` image (scripts/image.sh, Dockerfile).
 const AUTH_USER: i64 = 10001;
 /// The user of the official Redis image.
@@ -110,6 +114,13 @@ pub struct Desired {
 /// in their namespace).
 pub fn pipeline_id(pipeline: &UtilityPipeline) -> String {
     format!("{}.{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())
+}
+
+/// The Secret the gateway's keys come from (`auth keys create --keys-file
+/// auth-keys.json`, then `kubectl create secret generic <pipeline>-gateway-keys
+/// --from-file=auth-keys.json`); the user's, never the operator's.
+pub fn gateway_keys_secret(pipeline: &str) -> String {
+    object_name(pipeline, "gateway-keys")
 }
 
 /// `name-suffix`, the name of an object of pipeline `name`.
@@ -247,18 +258,34 @@ fn spec_volume(pipeline: &UtilityPipeline) -> Volume {
 fn deployment(pipeline: &UtilityPipeline, component: Component, spec_hash: &str) -> Deployment {
     let name = pipeline.name_any();
     let mut container = auth_container(pipeline, component.name(), component.command());
+    let mut volumes = auth_volumes(pipeline);
     let mut ports = vec![port("metrics", METRICS_PORT)];
-    let env = container.env.get_or_insert_with(Vec::new);
+    let vars = container.env.get_or_insert_with(Vec::new);
     match component {
         Component::Api => {
-            env.push(env_listen("AUTH_LISTEN", API_PORT));
+            vars.push(env_listen("AUTH_LISTEN", API_PORT));
             ports.push(port("http", API_PORT));
             container.readiness_probe = Some(http_probe("/healthz", "http"));
         }
         Component::Gateway => {
-            env.push(env_listen("AUTH_INGEST_LISTEN", GATEWAY_PORT));
+            vars.push(env_listen("AUTH_INGEST_LISTEN", GATEWAY_PORT));
+            vars.push(env("AUTH_INGEST_KEYS", format!("{GATEWAY_KEYS_DIR}/{GATEWAY_KEYS_FILE}")));
             ports.push(port("http", GATEWAY_PORT));
             container.readiness_probe = Some(http_probe("/healthz", "http"));
+            container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
+                name: "gateway-keys".to_owned(),
+                mount_path: GATEWAY_KEYS_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            volumes.push(Volume {
+                name: "gateway-keys".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(gateway_keys_secret(&name)),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
         }
         Component::Stream | Component::Archiver => {
             container.readiness_probe = Some(http_probe("/healthz", "metrics"));
@@ -281,7 +308,7 @@ fn deployment(pipeline: &UtilityPipeline, component: Component, spec_hash: &str)
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(auth_volumes(pipeline)),
+                    volumes: Some(volumes),
                     security_context: Some(restricted_pod(AUTH_USER)),
                     ..PodSpec::default()
                 }),

@@ -335,6 +335,13 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
         assert!(annotations.contains_key("auth.dev/spec-hash"), "{component}: {annotations:?}");
         let env = pod.containers[0].env.clone().unwrap_or_default();
         assert!(env.iter().any(|var| var.name == "AUTH_PIPELINE" && var.value.as_deref() == Some(id.as_str())), "{component}: {env:?}");
+        if component == "gateway" {
+            // The gateway's keys come from the user's Secret.
+            let secrets: Vec<String> =
+                pod.volumes.iter().flatten().filter_map(|volume| volume.secret.as_ref()?.secret_name.clone()).collect();
+            assert_eq!(secrets, vec![format!("{name}-gateway-keys")]);
+            assert!(env.iter().any(|var| var.name == "AUTH_INGEST_KEYS"), "{env:?}");
+        }
         // Never root, no privilege escalation, no capabilities, read-only root file system.
         let pod_security = pod.security_context.clone().unwrap_or_default();
         assert_eq!((pod_security.run_as_non_root, pod_security.run_as_user), (Some(true), Some(10001)), "{component}");
