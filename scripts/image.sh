@@ -11,6 +11,7 @@
 #
 #   scripts/image.sh                 # -> <target dir>/image/auth-<appVersion>.oci.tar
 #   AUTH_IMAGE_NAME=registry.example/auth scripts/image.sh
+#   AUTH_IMAGE_BINARY=path/to/auth scripts/image.sh   # pack a binary built elsewhere
 #
 # The tag is the chart's appVersion (charts/auth/Chart.yaml). Runs as root
 # (umoci and runc keep the files' owners).
@@ -33,9 +34,14 @@ target_dir="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 
 out_dir="$target_dir/image"
 archive="$out_dir/auth-$version.oci.tar"
 mkdir -p "$out_dir"
-say "building the release binary"
-cargo build --release --locked -p auth
-binary="$target_dir/release/auth"
+if [[ -n "${AUTH_IMAGE_BINARY:-}" ]]; then
+    binary="$AUTH_IMAGE_BINARY"
+    say "packing $binary (AUTH_IMAGE_BINARY) instead of building the release binary"
+else
+    say "building the release binary"
+    cargo build --release --locked -p auth
+    binary="$target_dir/release/auth"
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -81,7 +87,7 @@ label_args=()
 for label in "${labels[@]}"; do label_args+=(--config.label "$label" --manifest.annotation "$label"); done
 umoci config --image "$layout:$version" --created "$created" --author "AUTH" \
     --config.user "$USER_ID:$USER_ID" --config.workingdir / \
-    --config.entrypoint /usr/local/bin/auth --config.cmd --help \
+    --config.entrypoint /usr/local/bin/auth --config.cmd=--help \
     --config.env PATH=/usr/local/bin:/usr/bin:/bin --config.env TZDIR=/usr/share/zoneinfo \
     --config.exposedports 8080/tcp --config.exposedports 8088/tcp --config.exposedports 9464/tcp \
     "${label_args[@]}"
