@@ -74,9 +74,14 @@ pub struct Context {
     namespace: Option<String>,
     recorder: Recorder,
     kafka: Mutex<HashMap<String, Arc<KafkaLog>>>,
-    failures: Mutex<HashMap<String, u32>>,
-    /// The message of each failing pipeline's last `ReconcileFailed` event.
-    last_failure: Mutex<HashMap<String, String>>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+/// A failing pipeline's consecutive failures and the message of its last `ReconcileFailed` event.
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    last_message: Option<String>,
 }
 
 impl Context {
@@ -89,7 +94,6 @@ impl Context {
             namespace: None,
             kafka: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
-            last_failure: Mutex::new(HashMap::new()),
         }
     }
 
@@ -135,23 +139,23 @@ impl Context {
 
     fn record_failure(&self, key: &str) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = failures.entry(key.to_owned()).or_insert(0);
-        *count += 1;
-        *count
+        let entry = failures.entry(key.to_owned()).or_default();
+        entry.count += 1;
+        entry.count
     }
 
     fn forget_failures(&self, key: &str) {
         self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
-        self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
 
     /// Whether `message` differs from the pipeline's last failure (which it then becomes).
     fn failure_is_new(&self, key: &str, message: &str) -> bool {
-        let mut last = self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.get(key).is_some_and(|previous| previous == message) {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = failures.entry(key.to_owned()).or_default();
+        if entry.last_message.as_deref() == Some(message) {
             return false;
         }
-        last.insert(key.to_owned(), message.to_owned());
+        entry.last_message = Some(message.to_owned());
         true
     }
 }
