@@ -82,10 +82,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            eprintln!("Error: {}", user_message(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by ": ". Our error types name their cause
+/// in their own message (so that a logged error is whole), so a cause that
+/// the message before it already ends with is not repeated.
+fn user_message(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|previous| previous.ends_with(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -165,5 +179,39 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_message;
+
+    /// An error whose message names its cause, as ours do.
+    #[derive(Debug)]
+    struct NamesItsCause(std::io::Error);
+
+    impl std::fmt::Display for NamesItsCause {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "reading log: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for NamesItsCause {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let cause = std::io::Error::other("broker gone");
+        let err = anyhow::Error::new(NamesItsCause(cause)).context("stream processor");
+        assert_eq!(user_message(&err), "stream processor: reading log: broker gone");
+    }
+
+    #[test]
+    fn a_cause_the_message_does_not_name_is_printed() {
+        let err = anyhow::Error::new(std::io::Error::other("no such file")).context("reading spec.yaml");
+        assert_eq!(user_message(&err), "reading spec.yaml: no such file");
     }
 }

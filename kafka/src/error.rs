@@ -5,7 +5,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// Maps a Kafka error to a port error: unavailable (retryable) when a broker
 /// could not be reached, did not answer in time or is still loading (the
-/// errors Kafka's own clients retry), refused otherwise.
+/// errors Kafka's own clients retry), refused otherwise. The local "unknown
+/// partition" and "unknown topic" come from librdkafka's metadata cache, which
+/// is briefly empty after a broker restart (a processor died of it in CI).
 pub(crate) fn port_error(what: &str, err: KafkaError) -> PortError {
     let retryable = matches!(
         err.rdkafka_error_code(),
@@ -19,6 +21,8 @@ pub(crate) fn port_error(what: &str, err: KafkaError) -> PortError {
                 | RDKafkaErrorCode::LeaderNotAvailable
                 | RDKafkaErrorCode::NotLeaderForPartition
                 | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopic
                 | RDKafkaErrorCode::ReplicaNotAvailable
                 | RDKafkaErrorCode::BrokerNotAvailable
                 | RDKafkaErrorCode::KafkaStorageError
