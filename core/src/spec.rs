@@ -5,6 +5,7 @@
 //! default, so an empty file is a valid spec. Field names are camelCase, as
 //! Kubernetes resources spell them; durations carry their unit in the name.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -73,6 +74,40 @@ pub struct KubernetesSpec {
     pub batch_schedule: String,
     /// Redis the operator runs for the pipeline when `serving.url` is absent.
     pub redis: ManagedRedisSpec,
+    /// Labels a node must carry to run the pipeline's pods.
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pipeline's pods tolerate.
+    pub tolerations: Vec<Toleration>,
+}
+
+/// A Kubernetes toleration: the pods may run on nodes with a matching taint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    /// The taint's key; absent with `operator: Exists`, every taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub operator: TolerationOperator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The taint's effect (`NoSchedule`, `PreferNoSchedule`, `NoExecute`); absent, every effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TolerationOperator {
+    #[default]
+    Equal,
+    Exists,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
 }
 
 /// The Redis the operator manages: a StatefulSet with AOF persistence.
@@ -94,6 +129,8 @@ impl Default for KubernetesSpec {
             api_replicas: 1,
             batch_schedule: "30 1 * * *".into(),
             redis: ManagedRedisSpec::default(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
         }
     }
 }

@@ -263,12 +263,37 @@ async fn reconcile_once(pipeline: Arc<UtilityPipeline>, context: &Context) -> Re
     })
 }
 
-/// The rules a spec breaks, as one message; the operator also needs Kafka.
-fn spec_problems(spec: &PipelineSpec) -> Option<String> {
+/// The rules a spec breaks, as one message; on Kubernetes the log must be
+/// Kafka and the master data and results must be shared by every pod.
+fn spec_problems(pipeline_name: &str, spec: &PipelineSpec) -> Option<String> {
     let mut problems: Vec<String> =
         spec.problems().into_iter().map(|problem| format!("{}: {}", problem.path, problem.message)).collect();
     if spec.log.url.is_none() {
         problems.push("log.url: the operator needs Kafka (kafka://host:port)".to_owned());
+    }
+    // Every pod has a file system of its own: the archiver, the batch and the
+    // API would each write and read a different one.
+    if !spec.archive.url.starts_with("s3://") {
+        problems.push(format!(
+            "archive.url: {:?} is a local directory, which each pod would have on its own; on Kubernetes the master data lives in S3 (s3://bucket/prefix)",
+            spec.archive.url
+        ));
+    }
+    // The spec lands in a ConfigMap and in the status, which are no place for a password.
+    if let Ok(mut url) = url::Url::parse(&spec.batch.database_url)
+        && url.password().is_some()
+        && url.set_password(Some("***")).is_ok()
+    {
+        problems.push(format!(
+            "batch.databaseUrl: {url} carries a password, which would be stored in the ConfigMap and the status; name only the user and put the password in the Secret {} under AUTH_DATABASE_PASSWORD",
+            objects::environment_secret(pipeline_name),
+        ));
+    }
+    if spec.batch.database_url.starts_with("sqlite:") {
+        problems.push(format!(
+            "batch.databaseUrl: {:?} is a file, which each pod would have on its own; on Kubernetes the results need a database server (postgres:// or mysql://)",
+            spec.batch.database_url
+        ));
     }
     (!problems.is_empty()).then(|| problems.join("; "))
 }
@@ -280,7 +305,7 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
     let spec = &pipeline.spec.pipeline;
     let mut status = pipeline.status.clone().unwrap_or_default();
     status.conditions.retain(|condition| condition.type_ != "Paused");
-    if let Some(message) = spec_problems(spec) {
+    if let Some(message) = spec_problems(&name, spec) {
         set_condition(&mut status, "Ready", false, "InvalidSpec", &message, generation);
         status.observed_generation = generation;
         if write_status(api, pipeline, status).await? {

@@ -7,7 +7,10 @@
 //! a Redis, StatefulSet and Service `p-redis` (AOF on a persistent volume).
 //! Each is owned by the pipeline, so the garbage collector removes it with it.
 //!
-//! The gateway reads its keys from the user's Secret `p-gateway-keys`.
+//! The gateway reads its keys from the user's Secret `p-gateway-keys`; every
+//! `auth` container takes the keys of the user's Secret `p-env`, when it
+//! exists, as environment variables (S3's `AWS_*` settings, for instance).
+//! Pods run on the nodes `kubernetes.nodeSelector` and `kubernetes.tolerations` allow.
 //! Every pod template carries the hash of the spec its workload reads
 //! (annotation `auth.dev/spec-hash`), so a spec change rolls the pods; pods
 //! run as the image's non-root user with a read-only root file system, no
@@ -18,14 +21,14 @@
 
 use std::collections::BTreeMap;
 
-use auth_core::spec::PipelineSpec;
+use auth_core::spec::{PipelineSpec, TaintEffect, Toleration, TolerationOperator};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, Toleration as PodToleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -123,6 +126,13 @@ pub fn gateway_keys_secret(pipeline: &str) -> String {
     object_name(pipeline, "gateway-keys")
 }
 
+/// The Secret whose keys every `auth` container gets as environment
+/// variables, when it exists: what stays out of the spec, such as
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_ENDPOINT_URL`. The user's.
+pub fn environment_secret(pipeline: &str) -> String {
+    object_name(pipeline, "env")
+}
+
 /// `name-suffix`, the name of an object of pipeline `name`.
 pub fn object_name(pipeline: &str, suffix: &str) -> String {
     format!("{pipeline}-{suffix}")
@@ -201,6 +211,10 @@ fn auth_container(pipeline: &UtilityPipeline, name: &str, command: &str) -> Cont
             env("AUTH_PIPELINE", pipeline_id(pipeline)),
             env("AUTH_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         ]),
+        env_from: Some(vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: environment_secret(&pipeline.name_any()), optional: Some(true) }),
+            ..EnvFromSource::default()
+        }]),
         volume_mounts: Some(vec![
             VolumeMount { name: "spec".to_owned(), mount_path: SPEC_DIR.to_owned(), read_only: Some(true), ..VolumeMount::default() },
             VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
@@ -229,6 +243,36 @@ fn restricted_pod(user: i64) -> PodSecurityContext {
         fs_group: Some(user),
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..SeccompProfile::default() }),
         ..PodSecurityContext::default()
+    }
+}
+
+/// `pod`, placed on the nodes the spec's node selector and tolerations allow.
+fn scheduled(pipeline: &UtilityPipeline, pod: PodSpec) -> PodSpec {
+    let kubernetes = &pipeline.spec.pipeline.kubernetes;
+    PodSpec {
+        node_selector: (!kubernetes.node_selector.is_empty()).then(|| kubernetes.node_selector.clone()),
+        tolerations: (!kubernetes.tolerations.is_empty())
+            .then(|| kubernetes.tolerations.iter().map(pod_toleration).collect()),
+        ..pod
+    }
+}
+
+fn pod_toleration(toleration: &Toleration) -> PodToleration {
+    let operator = match toleration.operator {
+        TolerationOperator::Equal => "Equal",
+        TolerationOperator::Exists => "Exists",
+    };
+    let effect = toleration.effect.map(|effect| match effect {
+        TaintEffect::NoSchedule => "NoSchedule",
+        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+        TaintEffect::NoExecute => "NoExecute",
+    });
+    PodToleration {
+        key: toleration.key.clone(),
+        operator: Some(operator.to_owned()),
+        value: toleration.value.clone(),
+        effect: effect.map(str::to_owned),
+        ..PodToleration::default()
     }
 }
 
@@ -306,12 +350,15 @@ fn deployment(pipeline: &UtilityPipeline, component: Component, spec_hash: &str)
                     annotations: Some(auth_pod_annotations(spec_hash)),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    security_context: Some(restricted_pod(AUTH_USER)),
-                    ..PodSpec::default()
-                }),
+                spec: Some(scheduled(
+                    pipeline,
+                    PodSpec {
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        security_context: Some(restricted_pod(AUTH_USER)),
+                        ..PodSpec::default()
+                    },
+                )),
             },
             ..DeploymentSpec::default()
         }),
@@ -373,13 +420,16 @@ fn batch(pipeline: &UtilityPipeline, spec_hash: &str) -> CronJob {
                             annotations: Some(auth_pod_annotations(spec_hash)),
                             ..ObjectMeta::default()
                         }),
-                        spec: Some(PodSpec {
-                            containers: vec![auth_container(pipeline, "batch", "batch")],
-                            volumes: Some(auth_volumes(pipeline)),
-                            security_context: Some(restricted_pod(AUTH_USER)),
-                            restart_policy: Some("OnFailure".to_owned()),
-                            ..PodSpec::default()
-                        }),
+                        spec: Some(scheduled(
+                            pipeline,
+                            PodSpec {
+                                containers: vec![auth_container(pipeline, "batch", "batch")],
+                                volumes: Some(auth_volumes(pipeline)),
+                                security_context: Some(restricted_pod(AUTH_USER)),
+                                restart_policy: Some("OnFailure".to_owned()),
+                                ..PodSpec::default()
+                            },
+                        )),
                     },
                     ..JobSpec::default()
                 }),
@@ -425,11 +475,14 @@ fn redis(pipeline: &UtilityPipeline) -> (StatefulSet, Service) {
             selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    security_context: Some(restricted_pod(REDIS_USER)),
-                    ..PodSpec::default()
-                }),
+                spec: Some(scheduled(
+                    pipeline,
+                    PodSpec {
+                        containers: vec![container],
+                        security_context: Some(restricted_pod(REDIS_USER)),
+                        ..PodSpec::default()
+                    },
+                )),
             },
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()

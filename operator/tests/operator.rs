@@ -222,6 +222,9 @@ fn kafka() -> KafkaLog {
 fn manifest(name: &str, spec: serde_json::Value) -> serde_json::Value {
     let mut full = json!({
         "log": {"url": auth_testkit::kafka_url(), "partitions": 2},
+        "archive": {"url": "s3://auth-test/operator-tests"},
+        // Kwok runs no pod, so nothing connects to it.
+        "batch": {"databaseUrl": "postgres://auth@postgres:5432/auth"},
         "utilities": ["electricity", "water"],
         "kubernetes": {"image": "auth:test", "streamReplicas": 1},
     });
@@ -555,6 +558,26 @@ async fn rules_the_schema_cannot_express_are_reported_in_the_status() {
     assert_eq!((ready.as_str(), reason.as_str()), ("False", "InvalidSpec"));
     assert!(message.contains("batch.databaseUrl"), "{message}");
     assert!(cluster.api::<Deployment>().get_opt(&format!("{name}-stream")).await.expect("read").is_none());
+
+    // What `auth up` accepts but no set of pods could share: a local archive and SQLite.
+    let local = unique("local");
+    cluster.apply(&manifest(&local, json!({"archive": {"url": "auth-data/master"}, "batch": {"databaseUrl": "sqlite://auth-data/results.db"}}))).await;
+    let pipeline = observed(&cluster, &local).await;
+    let (ready, reason, message) = condition(&pipeline, "Ready").expect("Ready condition");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(message.contains("archive.url") && message.contains("s3://"), "{message}");
+    assert!(message.contains("batch.databaseUrl") && message.contains("database server"), "{message}");
+
+    // A password would land in the ConfigMap and the status.
+    let password = unique("password");
+    cluster.apply(&manifest(&password, json!({"batch": {"databaseUrl": "postgres://auth:hunter2@db/auth"}}))).await;
+    let pipeline = observed(&cluster, &password).await;
+    let (ready, reason, message) = condition(&pipeline, "Ready").expect("Ready condition");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(message.contains("AUTH_DATABASE_PASSWORD") && message.contains(&format!("{password}-env")), "{message}");
+    assert!(!message.contains("hunter2"), "the message names no password: {message}");
+    let config_map = cluster.api::<ConfigMap>().get_opt(&format!("{password}-spec")).await.expect("read");
+    assert!(config_map.is_none(), "no ConfigMap holds the password");
     operator.stop().await;
 }
 

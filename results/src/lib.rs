@@ -51,9 +51,29 @@ pub fn query_error(what: &str) -> impl FnOnce(sqlx::Error) -> ResultsError + '_ 
     move |source| ResultsError::Query { what: what.to_owned(), source }
 }
 
+/// The password of a database URL that names a user but no password, so
+/// that the URL can sit in a spec (a ConfigMap on Kubernetes) and the
+/// password in a secret (the Secret `<pipeline>-env` there).
+pub const PASSWORD_VARIABLE: &str = "AUTH_DATABASE_PASSWORD";
+
+/// `url` with `password` when it names a user and no password of its own.
+fn with_password(url: &str, password: Option<&str>) -> String {
+    let Some(password) = password else { return url.to_owned() };
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() && parsed.password().is_none() => {
+            match parsed.set_password(Some(password)) {
+                Ok(()) => parsed.to_string(),
+                Err(()) => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl Database {
     /// Connects and brings the schema up to date. A SQLite file (and its
-    /// folder) is created when missing.
+    /// folder) is created when missing. A server's password may come from
+    /// [`PASSWORD_VARIABLE`] instead of the URL.
     pub async fn connect(url: &str) -> Result<Self, ResultsError> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") {
@@ -66,7 +86,7 @@ impl Database {
             return Err(ResultsError::Scheme(url.to_owned()));
         };
         let connect_error = |source| ResultsError::Connect { url: redact(url), source };
-        let mut target = url.to_owned();
+        let mut target = with_password(url, std::env::var(PASSWORD_VARIABLE).ok().as_deref());
         if dialect == Dialect::Sqlite {
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(connect_error)?;
             if let Some(folder) = options.get_filename().parent().filter(|folder| !folder.as_os_str().is_empty()) {
@@ -148,6 +168,15 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_from_the_environment_completes_a_url_without_one() {
+        let with = |url| with_password(url, Some("s3cr/t"));
+        assert_eq!(with("postgres://auth@db:5432/auth"), "postgres://auth:s3cr%2Ft@db:5432/auth");
+        assert_eq!(with("mysql://auth:own@db/auth"), "mysql://auth:own@db/auth", "the URL's own password wins");
+        assert_eq!(with("sqlite://auth-data/results.db"), "sqlite://auth-data/results.db");
+        assert_eq!(with_password("postgres://auth@db/auth", None), "postgres://auth@db/auth");
+    }
 
     #[test]
     fn passwords_stay_out_of_messages() {
