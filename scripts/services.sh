@@ -11,6 +11,8 @@
 #                                             the monitoring test starts its own prometheus)
 #   scripts/services.sh image-deps            Debian packages scripts/image.sh needs (umoci, runc, binutils,
 #                                             and the CA certificates and time zones the image carries)
+#   scripts/services.sh load-image ARCHIVE    imports an OCI archive into the node's containerd (namespace k8s.io),
+#                                             so pods with imagePullPolicy IfNotPresent run it without a registry
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
 # Central run with the machine's Java), Redis (Debian's redis-server, AOF on),
@@ -19,10 +21,12 @@
 # `auth`) and an S3 server (moto from PyPI in a venv; bucket `auth-test`, any
 # credentials), and `kube`: a Kubernetes control plane (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, built with Go from the Kubernetes
-# and etcd modules on first use, about 15 minutes on 2 cores; no kubelet: kwok
-# plays one node, `kwok-node-0`, so pods are scheduled and report Ready) with
-# an admin kubeconfig at $AUTH_SERVICES_DIR/kube/kubeconfig. Later issues add
-# theirs here. Settings (environment):
+# and etcd modules on first use, about 15 minutes on 2 cores) with an admin
+# kubeconfig at $AUTH_SERVICES_DIR/kube/kubeconfig and two nodes: kwok plays
+# `kwok-node-0`, where pods are scheduled and report Ready without running,
+# and `auth-node` runs containers for real (containerd, kubelet, kube-proxy,
+# CoreDNS, a CNI bridge and hostPath volumes; see scripts/kube-node.sh; root
+# only; about 10 more minutes of building on first use). Settings (environment):
 #   AUTH_SERVICES_DIR     state, data and logs      (default ~/.cache/auth/services)
 #   AUTH_KAFKA_VERSION    org.apache.kafka:kafka_2.13 version (default 4.4.0)
 #   AUTH_KAFKA_PORT       broker port               (default 9092; controller = port + 1)
@@ -65,6 +69,8 @@ KUBERNETES_VALIDATE_VERSION="1.35.0"
 KUBERNETES_VALIDATE_HOME="$HOME/.cache/auth/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
 
 say() { printf 'services: %s\n' "$*" >&2; }
+# shellcheck source=scripts/kube-node.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kube-node.sh"
 fail() { say "$*"; exit 1; }
 
 running() { # name -> true when its pid file names a live process
@@ -126,17 +132,22 @@ start_kafka() {
     if running kafka; then say "Kafka already runs on 127.0.0.1:$KAFKA_PORT"; return 0; fi
     port_open "$KAFKA_PORT" && fail "port $KAFKA_PORT is taken by another process (set AUTH_KAFKA_PORT)"
     install_kafka
-    local dir="$SERVICES_DIR/kafka"
+    local dir="$SERVICES_DIR/kafka" node_listener listeners advertised protocols
     mkdir -p "$dir/data"
+    # Pods of the test cluster's node reach Kafka on the bridge's address.
+    node_listener=$(kafka_node_listener || true)
+    listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT${node_listener:+,$node_listener}"
+    advertised="PLAINTEXT://127.0.0.1:$KAFKA_PORT${node_listener:+,$node_listener}"
+    protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${node_listener:+,NODE:PLAINTEXT}"
     cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$dir/data
 num.partitions=6
 offsets.topic.replication.factor=1
@@ -167,7 +178,7 @@ LOG
     echo $! >"$SERVICES_DIR/kafka.pid"
     wait_for 90 grep -q "Kafka Server started" "$dir/kafka.log" \
         || fail "Kafka did not start within 90 s; see $dir/kafka.log"
-    say "Kafka $KAFKA_VERSION listens on 127.0.0.1:$KAFKA_PORT (log: $dir/kafka.log)"
+    say "Kafka $KAFKA_VERSION listens on 127.0.0.1:$KAFKA_PORT${node_listener:+ and, for pods, ${node_listener#NODE://}} (log: $dir/kafka.log)"
 }
 
 start_redis() {
@@ -416,7 +427,11 @@ install_kube_clients() {
 }
 
 start_kube() {
-    if running kube-apiserver; then say "the Kubernetes API server already runs on https://127.0.0.1:$KUBE_PORT"; return 0; fi
+    if running kube-apiserver; then
+        say "the Kubernetes API server already runs on https://127.0.0.1:$KUBE_PORT"
+        start_node
+        return 0
+    fi
     port_open "$KUBE_PORT" && fail "port $KUBE_PORT is taken by another process (set AUTH_KUBE_PORT)"
     port_open "$ETCD_PORT" && fail "port $ETCD_PORT (etcd) is taken by another process"
     install_kube
@@ -434,7 +449,7 @@ start_kube() {
     nohup "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" --bind-address 127.0.0.1 \
         --advertise-address 127.0.0.1 --secure-port "$KUBE_PORT" --tls-cert-file "$dir/apiserver.crt" \
         --tls-private-key-file "$dir/apiserver.key" --client-ca-file "$dir/ca.crt" --token-auth-file "$dir/tokens.csv" \
-        --authorization-mode RBAC --service-cluster-ip-range 10.0.0.0/24 \
+        --authorization-mode RBAC --service-cluster-ip-range 10.0.0.0/24 --kubelet-preferred-address-types InternalIP \
         --service-account-issuer "https://127.0.0.1:$KUBE_PORT" --service-account-key-file "$dir/sa.pub" \
         --service-account-signing-key-file "$dir/sa.key" --cert-dir "$dir/certs" >"$dir/kube-apiserver.log" 2>&1 &
     echo $! >"$SERVICES_DIR/kube-apiserver.pid"
@@ -459,7 +474,7 @@ start_kube() {
     wait_for 60 sh -c "curl -fsS -k https://127.0.0.1:10257/healthz >/dev/null 2>&1" \
         || fail "kube-controller-manager was not healthy within 60 s; see $dir/kube-controller-manager.log"
     nohup "$bin/kwok-$KWOK_VERSION" --kubeconfig "$dir/kubeconfig" --config "$bin/kwok-$KWOK_VERSION-stages.yaml" \
-        --manage-all-nodes=true --cidr 10.1.0.0/16 \
+        --manage-nodes-with-label-selector type=kwok --cidr 10.1.0.0/16 \
         --server-address 127.0.0.1:10247 >"$dir/kwok.log" 2>&1 &
     echo $! >"$SERVICES_DIR/kwok.pid"
     local node='{"apiVersion":"v1","kind":"Node","metadata":{"name":"kwok-node-0","labels":{"type":"kwok"}},'
@@ -472,11 +487,12 @@ start_kube() {
         || fail "applying the ServiceMonitor and PodMonitor CRDs failed"
     ln -sf "$bin/helm-$HELM_VERSION" "$dir/helm"
     ln -sf "$KUBERNETES_VALIDATE_HOME/bin/kubernetes-validate" "$dir/kubernetes-validate"
+    start_node
     say "Kubernetes $KUBE_VERSION API server listens on https://127.0.0.1:$KUBE_PORT (kubeconfig: $dir/kubeconfig; helm and kubernetes-validate: $dir; logs in $dir)"
 }
 
 stop_kube() {
-    stop kwok; stop kube-scheduler; stop kube-controller-manager; stop kube-apiserver; stop etcd
+    stop_node; stop kwok; stop kube-scheduler; stop kube-controller-manager; stop kube-apiserver; stop etcd
 }
 
 stop() { # name
@@ -492,7 +508,7 @@ stop() { # name
 
 status() {
     local name
-    for name in kafka redis mosquitto postgres mariadb s3 kube-apiserver; do
+    for name in kafka redis mosquitto postgres mariadb s3 kube-apiserver kubelet; do
         if running "$name"; then say "$name runs (pid $(cat "$SERVICES_DIR/$name.pid"))"; else say "$name is not running"; fi
     done
     say "Kafka 127.0.0.1:$KAFKA_PORT  Redis 127.0.0.1:$REDIS_PORT  Mosquitto 127.0.0.1:$MQTT_PORT  state in $SERVICES_DIR"
@@ -535,5 +551,9 @@ case "${1:-}" in
         esac ;;
     build-deps) apt_install cmake libcurl4-openssl-dev chromium wrk redis-tools prometheus ;;
     image-deps) apt_install umoci runc ca-certificates tzdata binutils ;;
-    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps|image-deps" ;;
+    load-image)
+        [[ -f "${2:-}" ]] || fail "usage: $0 load-image ARCHIVE (an OCI archive, e.g. from scripts/image.sh)"
+        running containerd || fail "the node's containerd is not running (scripts/services.sh start kube)"
+        node_ctr images import "$2" || fail "importing $2 into the node's containerd failed" ;;
+    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps|image-deps|load-image" ;;
 esac

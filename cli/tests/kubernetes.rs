@@ -1,0 +1,314 @@
+//! A `UtilityPipeline` on a node whose containers really run (`auth-node` of
+//! `scripts/services.sh start kube`): the image `scripts/image.sh` builds from
+//! this build's `auth`, imported into the node's containerd; the operator
+//! reconciling the pipeline; readings posted to the gateway's Service and
+//! counted by the stream pod into Redis; the archiver pod writing them to S3;
+//! and a batch Job from the pipeline's CronJob writing the day's results to
+//! PostgreSQL. The pods reach the servers of `scripts/services.sh` through
+//! Services without selectors whose endpoints are the node's bridge address,
+//! by name (CoreDNS) and cluster address (kube-proxy), as a cluster reaches
+//! managed services outside it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use auth_core::ports::{ServingStore, TopicPartition};
+use auth_core::{Utility, utility_topic};
+use auth_master::MasterStore;
+use auth_master::archiver::archive_progress;
+use auth_redis::RedisStore;
+use serde_json::{Value, json};
+
+/// The host side of the node's pod bridge, where pods reach this machine's servers.
+const NODE_ADDRESS: &str = "10.88.0.1";
+/// Kafka's listener for pods (scripts/kube-node.sh).
+const NODE_KAFKA_PORT: u16 = 9094;
+const NAME: &str = "e2e";
+const PARTITIONS: u32 = 2;
+const READINGS: u64 = 3_000;
+/// Pods start, pull nothing, and become ready; the first start also creates topics.
+const READY: Duration = Duration::from_secs(240);
+const PROCESSED: Duration = Duration::from_secs(120);
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn kubeconfig() -> String {
+    std::env::var("AUTH_KUBECONFIG").unwrap_or_else(|_| {
+        let services = std::env::var("AUTH_SERVICES_DIR")
+            .unwrap_or_else(|_| format!("{}/.cache/auth/services", std::env::var("HOME").unwrap_or_default()));
+        format!("{services}/kube/kubeconfig")
+    })
+}
+
+/// Runs `command`; panics with its output unless it succeeds; returns its stdout.
+fn run(command: &mut Command, input: Option<&str>) -> String {
+    let described = format!("{command:?}");
+    command.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|err| panic!("{described}: {err}"));
+    if let Some(input) = input {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{described} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// The test's namespace on the test cluster, deleted at the end unless the test failed.
+struct Namespace {
+    name: String,
+    dir: tempfile::TempDir,
+    operator: Option<Child>,
+}
+
+impl Namespace {
+    fn create() -> Self {
+        let path = kubeconfig();
+        assert!(Path::new(&path).exists(), "no control plane: {path} is missing (scripts/services.sh start kube)");
+        let name = format!("e2e-{:08x}", fastrand::u32(..));
+        let namespace = Self { name, dir: tempfile::tempdir().unwrap(), operator: None };
+        namespace.kubectl(&["create", "namespace", &namespace.name], None);
+        namespace
+    }
+
+    fn kubectl(&self, args: &[&str], input: Option<&str>) -> String {
+        run(Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig()).arg("--namespace").arg(&self.name).args(args), input)
+    }
+
+    fn apply(&self, manifest: &Value) {
+        self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&manifest.to_string()));
+    }
+
+    fn get(&self, kind: &str, name: &str) -> Value {
+        serde_json::from_str(&self.kubectl(&["get", kind, name, "-o", "json"], None)).unwrap()
+    }
+
+    fn auth(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_auth"));
+        command.env("KUBECONFIG", kubeconfig()).env("RUST_LOG", "info");
+        command
+    }
+
+    /// What a failing test needs to see: pods, their logs and events, the operator's log.
+    fn explain(&self) -> String {
+        let mut out = String::new();
+        for args in [
+            vec!["get", "pods", "-o", "wide"],
+            vec!["describe", "pods"],
+            vec!["logs", "--all-containers", "--prefix", "--tail", "40", "-l", "app.kubernetes.io/instance=e2e"],
+            vec!["get", "events", "--sort-by", ".lastTimestamp"],
+        ] {
+            let output = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig()).arg("-n").arg(&self.name).args(&args).output();
+            if let Ok(output) = output {
+                out += &format!("--- kubectl {}\n{}{}\n", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        out += &format!("--- operator\n{}", std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default());
+        out
+    }
+
+    fn wait_for<T>(&self, what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(value) = probe() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{what} within {within:?}\n{}", self.explain());
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            let _ = operator.kill();
+            let _ = operator.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("namespace {} kept for inspection", self.name);
+            return;
+        }
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+/// A Service without a selector whose endpoint is `NODE_ADDRESS:port`: a server outside the cluster, by name.
+fn external_service(name: &str, port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+         "spec": {"ports": [{"name": "tcp", "port": port, "targetPort": port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": name, "labels": {"kubernetes.io/service-name": name}},
+         "addressType": "IPv4", "ports": [{"name": "tcp", "port": port, "protocol": "TCP"}],
+         "endpoints": [{"addresses": [NODE_ADDRESS], "conditions": {"ready": true}}]},
+    ]})
+}
+
+fn condition(pipeline: &Value, type_: &str) -> Option<(String, String)> {
+    pipeline["status"]["conditions"].as_array()?.iter().find(|condition| condition["type"] == type_).map(|condition| {
+        (condition["status"].as_str().unwrap_or_default().to_owned(), condition["message"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+/// 01:00 UTC yesterday: the day the batch computes by default.
+fn yesterday_ms() -> i64 {
+    const DAY: i64 = 86_400_000;
+    let now = auth_core::now_ms();
+    now - now.rem_euclid(DAY) - DAY + 3_600_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test cluster's node, Kafka, Redis, PostgreSQL and S3: scripts/test.sh runs it"]
+async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
+    // The image of this build's binary, in the node's containerd.
+    let image_name = "auth.local/auth-e2e";
+    let built = run(
+        Command::new("bash")
+            .arg(repository().join("scripts/image.sh"))
+            .env("AUTH_IMAGE_BINARY", env!("CARGO_BIN_EXE_auth"))
+            .env("AUTH_IMAGE_NAME", image_name),
+        None,
+    );
+    let built: Value = serde_json::from_str(built.lines().last().unwrap()).unwrap();
+    let image = built["image"].as_str().unwrap().to_owned();
+    run(Command::new("bash").arg(repository().join("scripts/services.sh")).arg("load-image").arg(built["archive"].as_str().unwrap()), None);
+
+    let mut namespace = Namespace::create();
+    let crd = run(namespace.auth().args(["crd", "--stdout"]), None);
+    namespace.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd));
+    for (service, port) in [("redis", 6379), ("postgres", 5432), ("s3", 5000)] {
+        namespace.apply(&external_service(service, port));
+    }
+
+    // The user's Secrets: the gateway's keys, and the S3 settings every pod gets as environment.
+    let keys_file = namespace.dir.path().join("auth-keys.json");
+    let key = run(namespace.auth().args(["keys", "--keys-file"]).arg(&keys_file).args(["create", "--name", "e2e"]), None);
+    let key = key.trim().to_owned();
+    namespace.kubectl(
+        &["create", "secret", "generic", &format!("{NAME}-gateway-keys"), &format!("--from-file=auth-keys.json={}", keys_file.display())],
+        None,
+    );
+    namespace.kubectl(
+        &["create", "secret", "generic", &format!("{NAME}-env"), "--from-literal=AWS_ENDPOINT_URL=http://s3:5000",
+          "--from-literal=AWS_ACCESS_KEY_ID=auth-test", "--from-literal=AWS_SECRET_ACCESS_KEY=auth-test",
+          "--from-literal=AUTH_DATABASE_PASSWORD=auth"],
+        None,
+    );
+
+    let database = auth_testkit::fresh_database(&auth_testkit::postgres_url(), "e2e").await;
+    // The spec names the user only; the password comes from the Secret.
+    let pod_database = database.replace("auth:auth@127.0.0.1", "auth@postgres");
+    assert!(pod_database.contains("auth@postgres"), "{database}: the test expects the user auth with password auth");
+    let archive_url = format!("s3://auth-test/{}", namespace.name);
+    let pipeline_id = format!("{}.{NAME}", namespace.name);
+    let spec = json!({
+        "log": {"url": format!("kafka://{NODE_ADDRESS}:{NODE_KAFKA_PORT}"), "partitions": PARTITIONS},
+        "serving": {"url": "redis://redis:6379"},
+        "archive": {"url": archive_url, "rollSecs": 2},
+        "batch": {"databaseUrl": pod_database},
+        "simulator": {"customers": 300, "seed": 17, "mode": "asFastAsPossible", "startMs": yesterday_ms(),
+                      "outOfOrderShare": 0.0, "lateShare": 0.0, "duplicateShare": 0.0, "malformedShare": 0.0},
+        "kubernetes": {
+            "image": image, "streamReplicas": 1,
+            "nodeSelector": {"auth.dev/node": "real"},
+            "tolerations": [{"key": "auth.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}],
+        },
+    });
+
+    let operator_log = std::fs::File::create(namespace.dir.path().join("operator.log")).unwrap();
+    namespace.operator = Some(
+        namespace
+            .auth()
+            .arg("operator")
+            .env("AUTH_OPERATOR_WATCH_NAMESPACE", &namespace.name)
+            .env("AUTH_OPERATOR_LEASE_NAMESPACE", &namespace.name)
+            .env("AUTH_METRICS_LISTEN", "127.0.0.1:0")
+            .stdout(operator_log.try_clone().unwrap())
+            .stderr(operator_log)
+            .spawn()
+            .unwrap(),
+    );
+    namespace.apply(&json!({"apiVersion": "auth.dev/v1alpha1", "kind": "UtilityPipeline", "metadata": {"name": NAME}, "spec": spec}));
+    namespace.wait_for("the pipeline to become Ready with every pod running on the node", READY, || {
+        let pipeline = namespace.get("utilitypipeline", NAME);
+        (condition(&pipeline, "Ready")?.0 == "True").then_some(())
+    });
+    let pods = namespace.kubectl(&["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"], None);
+    assert!(pods.lines().all(|node| node == "auth-node"), "every pod runs on the real node: {pods}");
+
+    // A head-end system posts readings to the gateway's Service (its cluster address, through kube-proxy).
+    let gateway = namespace.get("service", &format!("{NAME}-gateway"));
+    let gateway_address = gateway["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let spec_file = namespace.dir.path().join("spec.yaml");
+    std::fs::write(&spec_file, serde_json::to_string(&spec).unwrap()).unwrap();
+    run(
+        namespace
+            .auth()
+            .arg("simulate")
+            .arg("--config")
+            .arg(&spec_file)
+            .args(["--to", &format!("http://{gateway_address}:8088"), "--key", &key, "--count", &READINGS.to_string()]),
+        None,
+    );
+
+    // The stream pod counted every reading into Redis, once.
+    let store = RedisStore::connect(&auth_testkit::redis_url(), &pipeline_id, 10_000, &[60_000, 3_600_000]).await.unwrap();
+    let partitions: Vec<TopicPartition> = Utility::ALL
+        .into_iter()
+        .flat_map(|utility| {
+            let topic: std::sync::Arc<str> = utility_topic(&pipeline_id, utility).into();
+            (0..PARTITIONS).map(move |partition| TopicPartition { topic: std::sync::Arc::clone(&topic), partition })
+        })
+        .collect();
+    let deadline = Instant::now() + PROCESSED;
+    let counted = loop {
+        let mut counted = 0;
+        for partition in &partitions {
+            counted += store.load_progress(partition).await.unwrap().map_or(0, |progress| progress.counts.counted);
+        }
+        if counted >= READINGS || Instant::now() >= deadline {
+            break counted;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(counted, READINGS, "the stream pod's checkpoints count every posted reading\n{}", namespace.explain());
+
+    // The archiver pod wrote them to S3 (the test reads the same bucket on loopback).
+    let master = MasterStore::open(&archive_url).unwrap();
+    let deadline = Instant::now() + PROCESSED;
+    let archived = loop {
+        let mut archived = 0;
+        for partition in &partitions {
+            archived += archive_progress(&master, partition).await.unwrap().archived_before;
+        }
+        if archived >= READINGS || Instant::now() >= deadline {
+            break archived;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(archived, READINGS, "the archiver pod's progress covers every posted reading\n{}", namespace.explain());
+
+    // The batch, as its CronJob would start it, computes yesterday into PostgreSQL.
+    namespace.kubectl(&["create", "job", "batch-now", &format!("--from=cronjob/{NAME}-batch")], None);
+    namespace.wait_for("the batch Job to succeed", READY, || {
+        let job = namespace.get("job", "batch-now");
+        (job["status"]["succeeded"].as_i64() == Some(1)).then_some(())
+    });
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&database).await.unwrap();
+    let (readings,): (i64,) =
+        sqlx::query_as("SELECT CAST(COALESCE(SUM(readings), 0) AS BIGINT) FROM daily_customer_usage").fetch_one(&pool).await.unwrap();
+    assert_eq!(readings as u64, READINGS, "the day's results hold every reading\n{}", namespace.explain());
+}
