@@ -32,7 +32,10 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-auth-test}"
 # not hide another; the script fails at the end if any did.
 failed=()
 cargo clippy --workspace --all-targets --locked -- -D warnings || failed+=("clippy")
-cargo test --workspace --locked --no-fail-fast -- --include-ignored || failed+=("cargo test")
+# The test output is kept so that the end of the run can name the failures
+# (CI shows only the last lines of a run).
+test_log="$(mktemp)"
+cargo test --workspace --locked --no-fail-fast -- --include-ignored 2>&1 | tee "$test_log" || failed+=("cargo test")
 
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
@@ -44,6 +47,12 @@ echo "browser screenshots: $AUTH_ARTIFACTS"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cargo +nightly fuzz run edge_body -- -max_total_time="${AUTH_FUZZ_SECONDS:-60}" || failed+=("fuzz")
 
+if grep -qE '^test .+ \.\.\. FAILED$' "$test_log"; then
+    echo "failed tests, and where they panicked:" >&2
+    grep -E '^test .+ \.\.\. FAILED$' "$test_log" >&2
+    grep -E -A3 "^thread '.+' \([0-9]+\) panicked at" "$test_log" | cut -c1-400 | head -n 80 >&2
+fi
+rm -f "$test_log"
 if (( ${#failed[@]} )); then
     printf 'FAILED: %s\n' "${failed[@]}" >&2
     exit 1
