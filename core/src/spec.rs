@@ -74,10 +74,47 @@ pub struct KubernetesSpec {
     pub batch_schedule: String,
     /// Redis the operator runs for the pipeline when `serving.url` is absent.
     pub redis: ManagedRedisSpec,
+    /// CPU and memory of every `auth` container.
+    pub resources: ResourcesSpec,
     /// Labels a node must carry to run the pipeline's pods.
     pub node_selector: BTreeMap<String, String>,
     /// Taints the pipeline's pods tolerate.
     pub tolerations: Vec<Toleration>,
+}
+
+/// What a container is guaranteed (`requests`, what the scheduler places it
+/// by) and may not exceed (`limits`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ResourcesSpec {
+    pub requests: ResourceAmounts,
+    pub limits: ResourceAmounts,
+}
+
+/// Kubernetes quantities; an absent one is not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceAmounts {
+    /// Cores, e.g. `250m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?m?$"))]
+    pub cpu: Option<String>,
+    /// Bytes, e.g. `512Mi` or `2Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub memory: Option<String>,
+}
+
+impl Default for ResourcesSpec {
+    /// A small share of a node guaranteed, memory capped above what the batch
+    /// engine may use by default (`batch.memoryLimitBytes`, 512 MiB), no CPU
+    /// cap (a throttled processor only falls behind).
+    fn default() -> Self {
+        Self {
+            requests: ResourceAmounts { cpu: Some("250m".into()), memory: Some("256Mi".into()) },
+            limits: ResourceAmounts { cpu: None, memory: Some("2Gi".into()) },
+        }
+    }
 }
 
 /// A Kubernetes toleration: the pods may run on nodes with a matching taint.
@@ -118,6 +155,8 @@ pub struct ManagedRedisSpec {
     /// Size of its volume (a Kubernetes quantity, e.g. `1Gi`).
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
     pub storage: String,
+    /// CPU and memory of the Redis container.
+    pub resources: ResourcesSpec,
 }
 
 impl Default for KubernetesSpec {
@@ -129,6 +168,7 @@ impl Default for KubernetesSpec {
             api_replicas: 1,
             batch_schedule: "30 1 * * *".into(),
             redis: ManagedRedisSpec::default(),
+            resources: ResourcesSpec::default(),
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
         }
@@ -137,7 +177,14 @@ impl Default for KubernetesSpec {
 
 impl Default for ManagedRedisSpec {
     fn default() -> Self {
-        Self { image: "redis:7.2".into(), storage: "1Gi".into() }
+        Self {
+            image: "redis:7.2".into(),
+            storage: "1Gi".into(),
+            resources: ResourcesSpec {
+                requests: ResourceAmounts { cpu: Some("100m".into()), memory: Some("128Mi".into()) },
+                limits: ResourceAmounts { cpu: None, memory: Some("1Gi".into()) },
+            },
+        }
     }
 }
 

@@ -21,13 +21,13 @@
 
 use std::collections::BTreeMap;
 
-use auth_core::spec::{PipelineSpec, TaintEffect, Toleration, TolerationOperator};
+use auth_core::spec::{PipelineSpec, ResourceAmounts, ResourcesSpec, TaintEffect, Toleration, TolerationOperator};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
     EnvVar, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort,
     ServiceSpec, Toleration as PodToleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -220,7 +220,23 @@ fn auth_container(pipeline: &UtilityPipeline, name: &str, command: &str) -> Cont
             VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
         ]),
         security_context: Some(restricted_container()),
+        resources: Some(resource_requirements(&spec.kubernetes.resources)),
         ..Container::default()
+    }
+}
+
+fn resource_requirements(resources: &ResourcesSpec) -> ResourceRequirements {
+    let quantities = |amounts: &ResourceAmounts| {
+        let quantities: BTreeMap<String, Quantity> = [("cpu", &amounts.cpu), ("memory", &amounts.memory)]
+            .into_iter()
+            .filter_map(|(name, amount)| Some((name.to_owned(), Quantity(amount.clone()?))))
+            .collect();
+        (!quantities.is_empty()).then_some(quantities)
+    };
+    ResourceRequirements {
+        requests: quantities(&resources.requests),
+        limits: quantities(&resources.limits),
+        ..ResourceRequirements::default()
     }
 }
 
@@ -453,6 +469,7 @@ fn redis(pipeline: &UtilityPipeline) -> (StatefulSet, Service) {
         ports: Some(vec![port("redis", REDIS_PORT)]),
         volume_mounts: Some(vec![VolumeMount { name: "data".to_owned(), mount_path: "/data".to_owned(), ..VolumeMount::default() }]),
         security_context: Some(restricted_container()),
+        resources: Some(resource_requirements(&managed.resources)),
         ..Container::default()
     };
     let claim = PersistentVolumeClaim {

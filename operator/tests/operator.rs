@@ -351,6 +351,14 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
         let container_security = pod.containers[0].security_context.clone().unwrap_or_default();
         assert_eq!(container_security.allow_privilege_escalation, Some(false), "{component}");
         assert_eq!(container_security.read_only_root_filesystem, Some(true), "{component}");
+        // The defaults: requests to be placed by, a memory limit, no CPU limit.
+        let resources = pod.containers[0].resources.clone().unwrap_or_default();
+        let quantity = |amounts: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, name: &str| {
+            amounts.as_ref().and_then(|amounts| amounts.get(name)).map(|quantity| quantity.0.clone())
+        };
+        assert_eq!(quantity(&resources.requests, "cpu").as_deref(), Some("250m"), "{component}");
+        assert_eq!(quantity(&resources.limits, "memory").as_deref(), Some("2Gi"), "{component}");
+        assert_eq!(quantity(&resources.limits, "cpu"), None, "{component}");
         uids.insert(component, deployment.uid());
         spec_hashes.insert(component, annotations.get("auth.dev/spec-hash").cloned().unwrap_or_default());
     }
@@ -374,13 +382,20 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     .await;
 
     cluster
-        .apply(&manifest(&name, json!({"kubernetes": {"streamReplicas": 3}, "windows": {"sizesSecs": [60]}, "log": {"partitions": 4}})))
+        .apply(&manifest(
+            &name,
+            json!({"kubernetes": {"streamReplicas": 3, "resources": {"limits": {"memory": "1Gi"}}},
+                   "windows": {"sizesSecs": [60]}, "log": {"partitions": 4}}),
+        ))
         .await;
     let changed = observed(&cluster, &name).await;
     assert_eq!(changed.metadata.generation, Some(2));
     let stream = deployments.get(&format!("{name}-stream")).await.expect("Deployment");
     assert_eq!(stream.spec.as_ref().and_then(|spec| spec.replicas), Some(3));
     assert_eq!(stream.uid(), uids["stream"], "updated in place, not replaced");
+    let limits = stream.spec.as_ref().and_then(|spec| spec.template.spec.as_ref()).and_then(|pod| pod.containers[0].resources.clone());
+    let memory = limits.and_then(|resources| resources.limits?.get("memory").map(|quantity| quantity.0.clone()));
+    assert_eq!(memory.as_deref(), Some("1Gi"));
     // The pods read the spec once, at their start: a new spec rolls every workload's pods.
     for component in ["gateway", "stream", "archiver", "api"] {
         let deployment = deployments.get(&format!("{name}-{component}")).await.expect("Deployment");
