@@ -69,7 +69,7 @@ go_build_module() { # dir version output tags package...: builds the packages of
 
 install_node() {
     [[ -f "$KUBE_HOME/bin/.node-complete" ]] && return 0
-    apt_install containernetworking-plugins iptables conntrack socat runc umoci libc6-dev gcc
+    apt_install umoci libc6-dev gcc
     local minor
     minor=$(cut -d. -f2 <<<"$KUBE_VERSION")
     if [[ ! -x "$KUBE_HOME/bin/kubelet" || ! -x "$KUBE_HOME/bin/kube-proxy" ]]; then
@@ -182,6 +182,7 @@ node_ready() { # kubeconfig
 
 start_node() {
     if running kubelet; then say "the node $NODE_NAME already runs"; return 0; fi
+    apt_install containernetworking-plugins iptables conntrack socat runc
     node_network || fail "the node's bridge $NODE_BRIDGE needs root (ip, iptables)"
     install_node
     local dir="$SERVICES_DIR/node" kube="$SERVICES_DIR/kube" bin="$KUBE_HOME/bin"
