@@ -35,6 +35,7 @@ PAUSE_IMAGE="auth.local/pause:$KUBE_VERSION"
 # Needs root (ip, sysctl, iptables); false without it.
 node_network() {
     [[ $(id -u) == 0 ]] || return 1
+    apt_install iproute2 iptables >&2
     ip link show "$NODE_BRIDGE" >/dev/null 2>&1 || ip link add "$NODE_BRIDGE" type bridge || return 1
     ip -4 addr show dev "$NODE_BRIDGE" | grep -q "inet $NODE_ADDRESS/" \
         || ip addr add "$NODE_ADDRESS/24" dev "$NODE_BRIDGE" || return 1
