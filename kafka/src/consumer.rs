@@ -15,6 +15,15 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::error::port_error;
 
+/// How long the group membership may stay away from "up and steady" (in
+/// librdkafka's statistics) before the member is replaced by a new one. Seen
+/// in CI: after a broker restart, a session timeout revoked every partition
+/// and the member never joined again (no partitions, no error, for minutes).
+const REJOIN_AFTER: Duration = Duration::from_secs(40);
+
+/// How often librdkafka reports its statistics (the group's state among them).
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// A member of a consumer group. Assignment changes come out of
 /// [`LogConsumer::poll`] before any record of the partitions concerned.
 ///
@@ -25,6 +34,9 @@ use crate::error::port_error;
 /// positions the application saw last.
 pub struct KafkaConsumer {
     consumer: Arc<BaseConsumer<GroupContext>>,
+    /// What the consumer was made from, to replace a stuck member.
+    config: ClientConfig,
+    topics: Vec<String>,
     group: String,
     topic_names: Arc<HashMap<String, Arc<str>>>,
     prefetch: Option<tokio::task::JoinHandle<Result<Fetched>>>,
@@ -41,6 +53,28 @@ struct GroupContext {
     state: Mutex<GroupState>,
     /// `state.events` is not empty: lets the fetch loop stop without taking the lock.
     events_pending: AtomicBool,
+    membership: Mutex<Membership>,
+}
+
+/// The group membership as librdkafka's statistics last showed it.
+#[derive(Default)]
+struct Membership {
+    state: String,
+    join_state: String,
+    /// Since when it has been away from "up and steady".
+    unsettled_since: Option<Instant>,
+}
+
+/// The part of librdkafka's statistics read here.
+#[derive(serde::Deserialize)]
+struct Statistics {
+    cgrp: Option<GroupStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct GroupStatistics {
+    state: String,
+    join_state: String,
 }
 
 #[derive(Default)]
@@ -70,9 +104,25 @@ impl GroupContext {
     fn lock(&self) -> MutexGuard<'_, GroupState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn membership(&self) -> MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(Statistics { cgrp: Some(group) }) = serde_json::from_slice::<Statistics>(statistics) else { return };
+        let mut membership = self.membership();
+        if group.state == "up" && group.join_state == "steady" {
+            membership.unsettled_since = None;
+        } else if membership.unsettled_since.is_none() {
+            membership.unsettled_since = Some(Instant::now());
+        }
+        membership.state = group.state;
+        membership.join_state = group.join_state;
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
@@ -125,7 +175,7 @@ impl ConsumerContext for GroupContext {
 
 impl KafkaConsumer {
     pub(crate) fn subscribe(mut config: ClientConfig, group: &str, topics: &[String]) -> Result<Self> {
-        let consumer: BaseConsumer<GroupContext> = config
+        config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -140,17 +190,49 @@ impl KafkaConsumer {
             // fast (`auth bench kafka`, BENCHMARKS.md).
             .set("max.partition.fetch.bytes", "8388608")
             .set("queued.min.messages", "1000000")
-            .create_with_context(GroupContext::default())
-            .map_err(|err| port_error("Kafka consumer", err))?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names).map_err(|err| port_error(&format!("group {group}"), err))?;
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        let consumer = member(&config, group, topics)?;
         let topic_names = topics.iter().map(|topic| (topic.clone(), Arc::from(topic.as_str()))).collect();
         Ok(Self {
             consumer: Arc::new(consumer),
+            config,
+            topics: topics.to_vec(),
             group: group.to_owned(),
             topic_names: Arc::new(topic_names),
             prefetch: None,
         })
+    }
+
+    /// Replaces the member when its membership has been stuck away from
+    /// "up and steady" for [`REJOIN_AFTER`]: the old one leaves the group
+    /// (closing it off the async runtime, as it may wait for the group), a new
+    /// one joins. Its partitions, if it still had any, come out as lost.
+    /// Called only between fetches and once every group change was told.
+    fn replace_if_stuck(&mut self) -> Result<Option<Polled>> {
+        let (state, join_state, stuck_for) = {
+            let membership = self.consumer.context().membership();
+            match membership.unsettled_since {
+                Some(since) if since.elapsed() >= REJOIN_AFTER => {
+                    (membership.state.clone(), membership.join_state.clone(), since.elapsed())
+                }
+                _ => return Ok(None),
+            }
+        };
+        let lost: Vec<TopicPartition> = {
+            let state = self.consumer.context().lock();
+            if !state.events.is_empty() {
+                return Ok(None);
+            }
+            state.assignment.keys().cloned().collect()
+        };
+        tracing::warn!(
+            group = %self.group, %state, %join_state, ?stuck_for,
+            "the consumer group membership is stuck; leaving the group and joining it again as a new member"
+        );
+        let fresh = Arc::new(member(&self.config, &self.group, &self.topics)?);
+        let old = std::mem::replace(&mut self.consumer, fresh);
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok((!lost.is_empty()).then_some(Polled::Lost(lost)))
     }
 
     /// Hands librdkafka the assignment with the positions the application chose.
@@ -189,9 +271,23 @@ impl KafkaConsumer {
     }
 }
 
+/// A new member of `group`, subscribed to `topics`.
+fn member(config: &ClientConfig, group: &str, topics: &[String]) -> Result<BaseConsumer<GroupContext>> {
+    let consumer: BaseConsumer<GroupContext> =
+        config.create_with_context(GroupContext::default()).map_err(|err| port_error("Kafka consumer", err))?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(|err| port_error(&format!("group {group}"), err))?;
+    Ok(consumer)
+}
+
 #[async_trait]
 impl LogConsumer for KafkaConsumer {
     async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Polled> {
+        if self.prefetch.is_none()
+            && let Some(lost) = self.replace_if_stuck()?
+        {
+            return Ok(lost);
+        }
         let consumer = Arc::clone(&self.consumer);
         let context = consumer.context();
         let running = match self.prefetch.take() {
@@ -355,5 +451,37 @@ mod tests {
         let never_assigned = TopicPartition::new("readings", 1);
         let err = consumer.seek(&never_assigned, 0).unwrap_err();
         assert!(err.to_string().contains("not assigned"), "{err}");
+    }
+
+    #[test]
+    fn the_statistics_tell_when_the_membership_left_up_and_steady() {
+        let consumer = offline_member();
+        let context = consumer.consumer.context();
+        context.stats_raw(br#"{"name": "auth", "cgrp": {"state": "wait-coord", "join_state": "init", "stateage": 3}}"#);
+        let since = context.membership().unsettled_since.expect("away from up and steady");
+        context.stats_raw(br#"{"cgrp": {"state": "up", "join_state": "wait-join"}}"#);
+        assert_eq!(context.membership().unsettled_since, Some(since), "still unsettled, since the first report");
+        context.stats_raw(br#"{"cgrp": {"state": "up", "join_state": "steady"}}"#);
+        assert_eq!(context.membership().unsettled_since, None);
+        context.stats_raw(b"not json");
+        assert_eq!(context.membership().state, "up", "unreadable statistics change nothing");
+    }
+
+    #[tokio::test]
+    async fn a_member_stuck_too_long_is_replaced_and_its_partitions_are_lost() {
+        let mut consumer = offline_member();
+        let partition = TopicPartition::new("readings", 0);
+        consumer.consumer.context().lock().assignment.insert(partition.clone(), Some(5));
+        assert!(consumer.replace_if_stuck().unwrap().is_none(), "a settled member stays");
+
+        consumer.consumer.context().membership().unsettled_since = Some(Instant::now() - REJOIN_AFTER);
+        consumer.consumer.context().lock().events.push_back(Polled::Assigned(vec![partition.clone()]));
+        assert!(consumer.replace_if_stuck().unwrap().is_none(), "group changes not yet told come first");
+        consumer.consumer.context().lock().events.clear();
+
+        let Some(Polled::Lost(lost)) = consumer.replace_if_stuck().unwrap() else { panic!("the stuck member's partitions are lost") };
+        assert_eq!(lost, vec![partition]);
+        assert!(consumer.consumer.context().lock().assignment.is_empty(), "a new member, with nothing yet");
+        assert!(consumer.consumer.context().membership().unsettled_since.is_none());
     }
 }
