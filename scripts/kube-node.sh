@@ -16,6 +16,9 @@
 # - On 10.88.0.1 the servers of this script are reachable from pods: Kafka on
 #   its own listener (port AUTH_KAFKA_PORT + 2, advertised as 10.88.0.1) and
 #   the others through socat relays on their usual ports.
+# - Images without a registry: the pause image (from Kubernetes' pause.c) and
+#   auth.local/redis:7.0 (Debian's redis-server) are imported at every start;
+#   `scripts/services.sh load-image ARCHIVE` imports others (scripts/image.sh's).
 # - CoreDNS (built with Go) serves cluster.local on 10.88.0.1:53, the node's
 #   cluster DNS; it resolves nothing else (no forwarding off the machine).
 # - PersistentVolumes: the StorageClass `auth-local` (the default) with
@@ -30,6 +33,8 @@ NODE_VOLUMES=8
 CONTAINERD_VERSION="v2.4.2"
 COREDNS_VERSION="v1.14.7"
 PAUSE_IMAGE="auth.local/pause:$KUBE_VERSION"
+# The managed Redis of pipelines on this node (kubernetes.redis.image).
+REDIS_IMAGE="auth.local/redis:7.0"
 
 # The bridge the pods' network lives on; the host side carries NODE_ADDRESS.
 # Needs root (ip, sysctl, iptables); false without it.
@@ -99,23 +104,21 @@ install_node() {
     touch "$KUBE_HOME/bin/.node-complete"
 }
 
-# The sandbox image every pod starts with, from Kubernetes' own pause.c
-# (no registry to pull registry.k8s.io/pause from).
-build_pause_image() {
-    local source work
-    source="$(go env GOMODCACHE)/k8s.io/kubernetes@v$KUBE_VERSION/build/pause/linux/pause.c"
-    [[ -f "$source" ]] || fail "pause.c is not in the Kubernetes module ($source)"
+# An OCI archive of the files under rootfs, named for containerd's import.
+pack_image() { # rootfs name user archive entrypoint...
+    local rootfs=$1 name=$2 user=$3 archive=$4 work argument
+    shift 4
     work=$(mktemp -d)
-    gcc -Os -static -DVERSION="v$KUBE_VERSION" -o "$work/pause" "$source" || fail "compiling pause.c failed"
-    strip "$work/pause"
     umoci init --layout "$work/layout"
-    umoci new --image "$work/layout:pause"
-    umoci unpack --image "$work/layout:pause" "$work/bundle" >/dev/null
-    cp "$work/pause" "$work/bundle/rootfs/pause"
-    umoci repack --image "$work/layout:pause" "$work/bundle"
-    umoci config --image "$work/layout:pause" --config.entrypoint /pause --config.user 65535:65535
+    umoci new --image "$work/layout:image"
+    umoci unpack --image "$work/layout:image" "$work/bundle" >/dev/null
+    cp -a "$rootfs/." "$work/bundle/rootfs/"
+    umoci repack --image "$work/layout:image" "$work/bundle"
+    local entrypoint=()
+    for argument in "$@"; do entrypoint+=(--config.entrypoint "$argument"); done
+    umoci config --image "$work/layout:image" "${entrypoint[@]}" --config.user "$user"
     umoci gc --layout "$work/layout"
-    python3 - "$work/layout/index.json" "$PAUSE_IMAGE" <<'EOF'
+    python3 - "$work/layout/index.json" "$name" <<'EOF'
 import json, sys
 path, name = sys.argv[1], sys.argv[2]
 index = json.load(open(path))
@@ -123,8 +126,41 @@ for manifest in index["manifests"]:
     manifest.setdefault("annotations", {})["io.containerd.image.name"] = name
 json.dump(index, open(path, "w"))
 EOF
-    tar -C "$work/layout" -cf "$KUBE_HOME/bin/pause.oci.tar" .
+    tar -C "$work/layout" -cf "$archive" .
     rm -rf "$work"
+}
+
+# The sandbox image every pod starts with, from Kubernetes' own pause.c
+# (no registry to pull registry.k8s.io/pause from).
+build_pause_image() {
+    local source rootfs
+    source="$(go env GOMODCACHE)/k8s.io/kubernetes@v$KUBE_VERSION/build/pause/linux/pause.c"
+    [[ -f "$source" ]] || fail "pause.c is not in the Kubernetes module ($source)"
+    rootfs=$(mktemp -d)
+    gcc -Os -static -DVERSION="v$KUBE_VERSION" -o "$rootfs/pause" "$source" || fail "compiling pause.c failed"
+    strip "$rootfs/pause"
+    pack_image "$rootfs" "$PAUSE_IMAGE" 65535:65535 "$KUBE_HOME/bin/pause.oci.tar" /pause
+    rm -rf "$rootfs"
+}
+
+# A Redis image from Debian's redis-server and the libraries it links, for
+# the operator's managed Redis (no registry to pull redis from); user 999 as
+# in the official image.
+build_redis_image() {
+    local rootfs library
+    apt_install redis-server
+    rootfs=$(mktemp -d)
+    mkdir -p "$rootfs/usr/bin" "$rootfs/etc" "$rootfs/data" "$rootfs/tmp"
+    cp /usr/bin/redis-server "$rootfs/usr/bin/"
+    while read -r library; do
+        mkdir -p "$rootfs$(dirname "$library")"
+        cp -L "$library" "$rootfs$library"
+    done < <(ldd /usr/bin/redis-server | awk '/=> \// { print $3 } /^\s*\/.*ld-linux/ { print $1 }' | sort -u)
+    printf 'root:x:0:0:root:/:/usr/sbin/nologin\nredis:x:999:999:redis:/data:/usr/sbin/nologin\n' >"$rootfs/etc/passwd"
+    printf 'root:x:0:\nredis:x:999:\n' >"$rootfs/etc/group"
+    chown 999:999 "$rootfs/data"
+    pack_image "$rootfs" "$REDIS_IMAGE" 999:999 "$KUBE_HOME/bin/redis.oci.tar" /usr/bin/redis-server
+    rm -rf "$rootfs"
 }
 
 node_ctr() { "$KUBE_HOME/bin/ctr" --address "$SERVICES_DIR/node/containerd/containerd.sock" -n k8s.io "$@"; }
@@ -173,7 +209,11 @@ CNI
         >"$dir/containerd.log" 2>&1 &
     echo $! >"$SERVICES_DIR/containerd.pid"
     wait_for 30 node_ctr version >/dev/null 2>&1 || fail "containerd did not start within 30 s; see $dir/containerd.log"
-    node_ctr images import "$KUBE_HOME/bin/pause.oci.tar" >/dev/null || fail "importing the pause image failed"
+    [[ -f "$KUBE_HOME/bin/redis.oci.tar" ]] || build_redis_image
+    local image
+    for image in pause redis; do
+        node_ctr images import "$KUBE_HOME/bin/$image.oci.tar" >/dev/null || fail "importing the $image image failed"
+    done
 }
 
 node_ready() { # kubeconfig

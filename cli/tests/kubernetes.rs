@@ -1,17 +1,19 @@
 //! A `UtilityPipeline` on a node whose containers really run (`auth-node` of
 //! `scripts/services.sh start kube`): the image `scripts/image.sh` builds from
 //! this build's `auth`, imported into the node's containerd; the operator
-//! reconciling the pipeline; readings posted to the gateway's Service and
-//! counted by the stream pod into Redis; the archiver pod writing them to S3;
-//! and a batch Job from the pipeline's CronJob writing the day's results to
-//! PostgreSQL. The pods reach the servers of `scripts/services.sh` through
+//! reconciling the pipeline; its managed Redis as a pod on a persistent
+//! volume; readings posted to the gateway's Service (and refused without a
+//! key) and counted by the stream pod into that Redis, exactly once although
+//! the stream pod is deleted while they arrive; the archiver pod writing them
+//! to S3; a batch Job from the pipeline's CronJob writing the day's results to
+//! PostgreSQL; and `/metrics` of every pod. The pods reach the servers of `scripts/services.sh` through
 //! Services without selectors whose endpoints are the node's bridge address,
 //! by name (CoreDNS) and cluster address (kube-proxy), as a cluster reaches
 //! managed services outside it.
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +46,21 @@ fn kubeconfig() -> String {
             .unwrap_or_else(|_| format!("{}/.cache/auth/services", std::env::var("HOME").unwrap_or_default()));
         format!("{services}/kube/kubeconfig")
     })
+}
+
+/// The managed Redis' image on the test node (scripts/kube-node.sh builds it from Debian's redis-server).
+const REDIS_IMAGE: &str = "auth.local/redis:7.0";
+
+/// One HTTP/1.0 request; returns the status and the body.
+fn http(address: &str, request: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap_or_else(|err| panic!("{address}: {err}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
 /// Runs `command`; panics with its output unless it succeeds; returns its stdout.
@@ -188,7 +205,7 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     let mut namespace = Namespace::create();
     let crd = run(namespace.auth().args(["crd", "--stdout"]), None);
     namespace.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd));
-    for (service, port) in [("redis", 6379), ("postgres", 5432), ("s3", 5000)] {
+    for (service, port) in [("postgres", 5432), ("s3", 5000)] {
         namespace.apply(&external_service(service, port));
     }
 
@@ -215,13 +232,13 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     let pipeline_id = format!("{}.{NAME}", namespace.name);
     let spec = json!({
         "log": {"url": format!("kafka://{NODE_ADDRESS}:{NODE_KAFKA_PORT}"), "partitions": PARTITIONS},
-        "serving": {"url": "redis://redis:6379"},
         "archive": {"url": archive_url, "rollSecs": 2},
         "batch": {"databaseUrl": pod_database},
         "simulator": {"customers": 300, "seed": 17, "mode": "asFastAsPossible", "startMs": yesterday_ms(),
                       "outOfOrderShare": 0.0, "lateShare": 0.0, "duplicateShare": 0.0, "malformedShare": 0.0},
         "kubernetes": {
             "image": image, "streamReplicas": 1,
+            "redis": {"image": REDIS_IMAGE, "storage": "1Gi"},
             "nodeSelector": {"auth.dev/node": "real"},
             "tolerations": [{"key": "auth.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}],
         },
@@ -247,24 +264,57 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     });
     let pods = namespace.kubectl(&["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"], None);
     assert!(pods.lines().all(|node| node == "auth-node"), "every pod runs on the real node: {pods}");
+    assert_eq!(pods.lines().count(), 5, "gateway, stream, archiver, API and Redis: {pods}");
+    let claim = namespace.get("pvc", &format!("data-{NAME}-redis-0"));
+    assert_eq!(claim["status"]["phase"], "Bound", "Redis' volume is one of the node's: {claim}");
 
     // A head-end system posts readings to the gateway's Service (its cluster address, through kube-proxy).
     let gateway = namespace.get("service", &format!("{NAME}-gateway"));
     let gateway_address = gateway["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let gateway_address = format!("{gateway_address}:8088");
+    let (status, _) = http(
+        &gateway_address,
+        "POST /api/v1/readings HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]",
+    );
+    assert_eq!(status, 401, "a request without a key is refused");
     let spec_file = namespace.dir.path().join("spec.yaml");
     std::fs::write(&spec_file, serde_json::to_string(&spec).unwrap()).unwrap();
-    run(
-        namespace
-            .auth()
-            .arg("simulate")
-            .arg("--config")
-            .arg(&spec_file)
-            .args(["--to", &format!("http://{gateway_address}:8088"), "--key", &key, "--count", &READINGS.to_string()]),
-        None,
-    );
+    let simulate = |start_ms: i64| {
+        let mut command = namespace.auth();
+        command.arg("simulate").arg("--config").arg(&spec_file).args([
+            "--to",
+            &format!("http://{gateway_address}"),
+            "--key",
+            &key,
+            "--count",
+            &(READINGS / 2).to_string(),
+            "--start-ms",
+            &start_ms.to_string(),
+        ]);
+        command
+    };
+    run(&mut simulate(yesterday_ms()), None);
+    // The second half arrives while the stream pod is deleted; its
+    // replacement resumes from the last checkpoint.
+    let second_half = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| run(&mut simulate(yesterday_ms() + 2 * 3_600_000), None));
+        namespace.kubectl(&["delete", "pod", "-l", "app.kubernetes.io/component=stream", "--wait=true"], None);
+        sender.join()
+    });
+    assert!(second_half.is_ok(), "the second half was posted");
+    namespace.wait_for("a new stream pod to be ready", READY, || {
+        let ready = namespace.kubectl(
+            &["get", "pods", "-l", "app.kubernetes.io/component=stream", "-o",
+              "jsonpath={range .items[*]}{.status.containerStatuses[0].ready}{\"\\n\"}{end}"],
+            None,
+        );
+        (ready.trim() == "true").then_some(())
+    });
 
-    // The stream pod counted every reading into Redis, once.
-    let store = RedisStore::connect(&auth_testkit::redis_url(), &pipeline_id, 10_000, &[60_000, 3_600_000]).await.unwrap();
+    // The stream pods counted every reading into the managed Redis, once (read through its Service).
+    let redis = namespace.get("service", &format!("{NAME}-redis"));
+    let redis_url = format!("redis://{}:6379", redis["spec"]["clusterIP"].as_str().unwrap());
+    let store = RedisStore::connect(&redis_url, &pipeline_id, 10_000, &[60_000, 3_600_000]).await.unwrap();
     let partitions: Vec<TopicPartition> = Utility::ALL
         .into_iter()
         .flat_map(|utility| {
@@ -299,6 +349,27 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     assert_eq!(archived, READINGS, "the archiver pod's progress covers every posted reading\n{}", namespace.explain());
+
+    // Every auth pod serves /metrics on its metrics port (pod addresses are on
+    // this machine's bridge), with the counts of the work it did.
+    let pods = namespace.kubectl(
+        &["get", "pods", "-l", "app.kubernetes.io/component!=redis", "-o",
+          "jsonpath={range .items[*]}{.metadata.labels.app\\.kubernetes\\.io/component} {.status.podIP}{\"\\n\"}{end}"],
+        None,
+    );
+    for line in pods.lines() {
+        let (component, address) = line.split_once(' ').unwrap();
+        let (status, body) = http(&format!("{address}:9464"), "GET /metrics HTTP/1.0\r\n\r\n");
+        assert_eq!(status, 200, "/metrics of the {component} pod");
+        let counter = match component {
+            "gateway" => "auth_ingest_readings_total",
+            // The replacement stream pod may have had nothing left to count.
+            "stream" => "auth_stream_assigned_partitions",
+            "archiver" => "auth_archive_readings_total",
+            _ => continue,
+        };
+        assert!(body.contains(counter), "the {component} pod's /metrics has {counter}: {body}");
+    }
 
     // The batch, as its CronJob would start it, computes yesterday into PostgreSQL.
     namespace.kubectl(&["create", "job", "batch-now", &format!("--from=cronjob/{NAME}-batch")], None);

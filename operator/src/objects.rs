@@ -465,7 +465,13 @@ fn redis(pipeline: &UtilityPipeline) -> (StatefulSet, Service) {
     let container = Container {
         name: "redis".to_owned(),
         image: Some(managed.image.clone()),
-        args: Some(["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", "/data"].map(str::to_owned).to_vec()),
+        // Only the Service reaches it; Redis' protected mode would refuse
+        // every client but loopback on a build that defaults it on (Debian's).
+        args: Some(
+            ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", "/data", "--protected-mode", "no"]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
         ports: Some(vec![port("redis", REDIS_PORT)]),
         volume_mounts: Some(vec![VolumeMount { name: "data".to_owned(), mount_path: "/data".to_owned(), ..VolumeMount::default() }]),
         security_context: Some(restricted_container()),
