@@ -93,14 +93,7 @@ umoci config --image "$layout:$version" --created "$created" --author "AUTH" \
     "${label_args[@]}"
 umoci gc --layout "$layout"
 # containerd names an imported image after this annotation (no --base-name needed).
-python3 - "$layout/index.json" "$name" <<'EOF'
-import json, sys
-path, name = sys.argv[1], sys.argv[2]
-index = json.load(open(path))
-for manifest in index["manifests"]:
-    manifest.setdefault("annotations", {})["io.containerd.image.name"] = name
-json.dump(index, open(path, "w"))
-EOF
+python3 scripts/name-oci-layout.py "$layout" "$name"
 tar -C "$layout" --sort=name --owner=0 --group=0 --numeric-owner --mtime="$created" -cf "$archive" .
 
 # The image runs as built: its own filesystem, its own user, in a runc container.

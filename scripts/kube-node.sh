@@ -118,14 +118,7 @@ pack_image() { # rootfs name user archive entrypoint...
     for argument in "$@"; do entrypoint+=(--config.entrypoint "$argument"); done
     umoci config --image "$work/layout:image" "${entrypoint[@]}" --config.user "$user"
     umoci gc --layout "$work/layout"
-    python3 - "$work/layout/index.json" "$name" <<'EOF'
-import json, sys
-path, name = sys.argv[1], sys.argv[2]
-index = json.load(open(path))
-for manifest in index["manifests"]:
-    manifest.setdefault("annotations", {})["io.containerd.image.name"] = name
-json.dump(index, open(path, "w"))
-EOF
+    python3 "$(dirname "${BASH_SOURCE[0]}")/name-oci-layout.py" "$work/layout" "$name"
     tar -C "$work/layout" -cf "$archive" .
     rm -rf "$work"
 }
