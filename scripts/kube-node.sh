@@ -15,7 +15,9 @@
 #   this machine's bridge address 10.88.0.1 and the cluster's pods.
 # - On 10.88.0.1 the servers of this script are reachable from pods: Kafka on
 #   its own listener (port AUTH_KAFKA_PORT + 2, advertised as 10.88.0.1) and
-#   the others through socat relays on their usual ports.
+#   the others through socat relays on their usual ports; the API server too,
+#   which advertises 10.88.0.1, so in-cluster clients (the operator's pod)
+#   reach it as the Service `kubernetes`.
 # - Images without a registry: the pause image (from Kubernetes' pause.c) and
 #   auth.local/redis:7.0 (Debian's redis-server) are imported at every start;
 #   `scripts/services.sh load-image ARCHIVE` imports others (scripts/image.sh's).
@@ -278,7 +280,7 @@ COREFILE
 # Pods reach the servers on the bridge address; Kafka has a listener there.
 start_relays() {
     local name port
-    for name in redis:$REDIS_PORT postgres:$POSTGRES_PORT mariadb:$MARIADB_PORT s3:$S3_PORT mosquitto:$MQTT_PORT; do
+    for name in kube:$KUBE_PORT redis:$REDIS_PORT postgres:$POSTGRES_PORT mariadb:$MARIADB_PORT s3:$S3_PORT mosquitto:$MQTT_PORT; do
         port=${name#*:}
         running "relay-${name%%:*}" && continue
         nohup socat "TCP-LISTEN:$port,bind=$NODE_ADDRESS,fork,reuseaddr" "TCP:127.0.0.1:$port" \
@@ -319,7 +321,7 @@ spec:
 
 stop_node() {
     local name
-    for name in relay-redis relay-postgres relay-mariadb relay-s3 relay-mosquitto coredns kube-proxy kubelet; do
+    for name in relay-kube relay-redis relay-postgres relay-mariadb relay-s3 relay-mosquitto coredns kube-proxy kubelet; do
         stop "$name"
     done
     if running containerd; then

@@ -365,18 +365,30 @@ install_monitor_crds() {
     mv "$crds.tmp" "$crds"
 }
 
-# Keys and certificates: a CA, the API server's serving certificate for
-# 127.0.0.1, the service-account signing key and an admin bearer token.
-kube_credentials() { # dir
-    local dir=$1
-    [[ -f "$dir/kubeconfig" ]] && return 0
-    openssl genrsa -out "$dir/ca.key" 2048 2>/dev/null
-    openssl req -x509 -new -key "$dir/ca.key" -subj "/CN=auth-services-ca" -days 3650 -out "$dir/ca.crt" 2>/dev/null
-    openssl genrsa -out "$dir/apiserver.key" 2048 2>/dev/null
+# The API server's serving certificate: for 127.0.0.1, and for pods, which
+# reach it as the Service `kubernetes` (10.0.0.1, the first address of
+# --service-cluster-ip-range) or on the node's bridge address. Made again
+# when the names it must carry change.
+kube_serving_certificate() { # dir
+    local dir=$1 names
+    names="subjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:$NODE_ADDRESS,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
+    names+=",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    [[ -f "$dir/apiserver.crt" && "$(cat "$dir/apiserver.ext" 2>/dev/null)" == "$names" ]] && return 0
+    [[ -f "$dir/apiserver.key" ]] || openssl genrsa -out "$dir/apiserver.key" 2048 2>/dev/null
     openssl req -new -key "$dir/apiserver.key" -subj "/CN=kube-apiserver" -out "$dir/apiserver.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >"$dir/apiserver.ext"
+    printf '%s\n' "$names" >"$dir/apiserver.ext"
     openssl x509 -req -in "$dir/apiserver.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
         -extfile "$dir/apiserver.ext" -out "$dir/apiserver.crt" 2>/dev/null
+}
+
+# Keys and certificates: a CA, the API server's serving certificate, the
+# service-account signing key and an admin bearer token.
+kube_credentials() { # dir
+    local dir=$1
+    if [[ -f "$dir/kubeconfig" ]]; then kube_serving_certificate "$dir"; return 0; fi
+    openssl genrsa -out "$dir/ca.key" 2048 2>/dev/null
+    openssl req -x509 -new -key "$dir/ca.key" -subj "/CN=auth-services-ca" -days 3650 -out "$dir/ca.crt" 2>/dev/null
+    kube_serving_certificate "$dir"
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
     local token
@@ -446,8 +458,13 @@ start_kube() {
         --unsafe-no-fsync >"$dir/etcd.log" 2>&1 &
     echo $! >"$SERVICES_DIR/etcd.pid"
     wait_for 30 port_open "$ETCD_PORT" || fail "etcd did not start within 30 s; see $dir/etcd.log"
+    # Pods reach the API server through the Service `kubernetes`, whose
+    # endpoint is the advertised address: the node's bridge address, relayed
+    # to 127.0.0.1 (scripts/kube-node.sh), when this machine has the bridge.
+    local advertise=127.0.0.1
+    node_network 2>/dev/null && advertise=$NODE_ADDRESS
     nohup "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" --bind-address 127.0.0.1 \
-        --advertise-address 127.0.0.1 --secure-port "$KUBE_PORT" --tls-cert-file "$dir/apiserver.crt" \
+        --advertise-address "$advertise" --secure-port "$KUBE_PORT" --tls-cert-file "$dir/apiserver.crt" \
         --tls-private-key-file "$dir/apiserver.key" --client-ca-file "$dir/ca.crt" --token-auth-file "$dir/tokens.csv" \
         --authorization-mode RBAC --service-cluster-ip-range 10.0.0.0/24 --kubelet-preferred-address-types InternalIP \
         --service-account-issuer "https://127.0.0.1:$KUBE_PORT" --service-account-key-file "$dir/sa.pub" \

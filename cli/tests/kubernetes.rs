@@ -15,7 +15,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auth_core::ports::{ServingStore, TopicPartition};
@@ -40,12 +40,20 @@ fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+fn services_dir() -> String {
+    std::env::var("AUTH_SERVICES_DIR")
+        .unwrap_or_else(|_| format!("{}/.cache/auth/services", std::env::var("HOME").unwrap_or_default()))
+}
+
 fn kubeconfig() -> String {
-    std::env::var("AUTH_KUBECONFIG").unwrap_or_else(|_| {
-        let services = std::env::var("AUTH_SERVICES_DIR")
-            .unwrap_or_else(|_| format!("{}/.cache/auth/services", std::env::var("HOME").unwrap_or_default()));
-        format!("{services}/kube/kubeconfig")
-    })
+    std::env::var("AUTH_KUBECONFIG").unwrap_or_else(|_| format!("{}/kube/kubeconfig", services_dir()))
+}
+
+/// Helm as `scripts/services.sh start kube` installs it.
+fn helm() -> Command {
+    let mut command = Command::new(format!("{}/kube/helm", services_dir()));
+    command.env("KUBECONFIG", kubeconfig()).current_dir(repository());
+    command
 }
 
 /// The managed Redis' image on the test node (scripts/kube-node.sh builds it from Debian's redis-server).
@@ -78,11 +86,12 @@ fn run(command: &mut Command, input: Option<&str>) -> String {
     stdout
 }
 
-/// The test's namespace on the test cluster, deleted at the end unless the test failed.
+/// The test's namespace on the test cluster, deleted at the end unless the
+/// test failed; the operator's Helm release in it is uninstalled with it.
 struct Namespace {
     name: String,
     dir: tempfile::TempDir,
-    operator: Option<Child>,
+    release: Option<String>,
 }
 
 impl Namespace {
@@ -90,7 +99,7 @@ impl Namespace {
         let path = kubeconfig();
         assert!(Path::new(&path).exists(), "no control plane: {path} is missing (scripts/services.sh start kube)");
         let name = format!("e2e-{:08x}", fastrand::u32(..));
-        let namespace = Self { name, dir: tempfile::tempdir().unwrap(), operator: None };
+        let namespace = Self { name, dir: tempfile::tempdir().unwrap(), release: None };
         namespace.kubectl(&["create", "namespace", &namespace.name], None);
         namespace
     }
@@ -121,13 +130,13 @@ impl Namespace {
             vec!["describe", "pods"],
             vec!["logs", "--all-containers", "--prefix", "--tail", "40", "-l", "app.kubernetes.io/instance=e2e"],
             vec!["get", "events", "--sort-by", ".lastTimestamp"],
+            vec!["logs", "--prefix", "--tail", "200", "-l", "app.kubernetes.io/name=auth-operator"],
         ] {
             let output = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig()).arg("-n").arg(&self.name).args(&args).output();
             if let Ok(output) = output {
                 out += &format!("--- kubectl {}\n{}{}\n", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
             }
         }
-        out += &format!("--- operator\n{}", std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default());
         out
     }
 
@@ -145,13 +154,12 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        if let Some(mut operator) = self.operator.take() {
-            let _ = operator.kill();
-            let _ = operator.wait();
-        }
         if std::thread::panicking() {
-            eprintln!("namespace {} kept for inspection", self.name);
+            eprintln!("namespace {} kept for inspection (helm uninstall {0} --namespace {0})", self.name);
             return;
+        }
+        if let Some(release) = self.release.take() {
+            let _ = helm().args(["uninstall", &release, "--namespace", &self.name]).output();
         }
         let _ = Command::new("kubectl")
             .arg("--kubeconfig")
@@ -244,19 +252,29 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         },
     });
 
-    let operator_log = std::fs::File::create(namespace.dir.path().join("operator.log")).unwrap();
-    namespace.operator = Some(
-        namespace
-            .auth()
-            .arg("operator")
-            .env("AUTH_OPERATOR_WATCH_NAMESPACE", &namespace.name)
-            .env("AUTH_OPERATOR_LEASE_NAMESPACE", &namespace.name)
-            .env("AUTH_METRICS_LISTEN", "127.0.0.1:0")
-            .stdout(operator_log.try_clone().unwrap())
-            .stderr(operator_log)
-            .spawn()
-            .unwrap(),
+    // The operator as a user installs it: the chart, with this image, its pod on the node.
+    let (repository, tag) = image.rsplit_once(':').unwrap();
+    let release = namespace.name.clone();
+    let placement = r#"{"nodeSelector": {"auth.dev/node": "real"},
+        "tolerations": [{"key": "auth.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}]}"#;
+    let values = namespace.dir.path().join("values.json");
+    std::fs::write(&values, placement).unwrap();
+    run(
+        helm().args(["install", &release, "charts/auth", "--namespace", &namespace.name, "--wait", "--timeout", "180s"]).args([
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            &format!("image.tag={tag}"),
+            "--set",
+            &format!("watchNamespace={}", namespace.name),
+            "--values",
+            values.to_str().unwrap(),
+        ]),
+        None,
     );
+    namespace.release = Some(release.clone());
+    let operator = namespace.get("deployment", &format!("{release}-auth"));
+    assert_eq!(operator["status"]["readyReplicas"], 1, "the operator's pod is Ready: {operator}");
     namespace.apply(&json!({"apiVersion": "auth.dev/v1alpha1", "kind": "UtilityPipeline", "metadata": {"name": NAME}, "spec": spec}));
     namespace.wait_for("the pipeline to become Ready with every pod running on the node", READY, || {
         let pipeline = namespace.get("utilitypipeline", NAME);
@@ -264,7 +282,7 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     });
     let pods = namespace.kubectl(&["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"], None);
     assert!(pods.lines().all(|node| node == "auth-node"), "every pod runs on the real node: {pods}");
-    assert_eq!(pods.lines().count(), 5, "gateway, stream, archiver, API and Redis: {pods}");
+    assert_eq!(pods.lines().count(), 6, "the operator, gateway, stream, archiver, API and Redis: {pods}");
     let claim = namespace.get("pvc", &format!("data-{NAME}-redis-0"));
     assert_eq!(claim["status"]["phase"], "Bound", "Redis' volume is one of the node's: {claim}");
 
@@ -359,6 +377,7 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     );
     for line in pods.lines() {
         let (component, address) = line.split_once(' ').unwrap();
+        let component = if component.is_empty() { "operator" } else { component };
         let (status, body) = http(&format!("{address}:9464"), "GET /metrics HTTP/1.0\r\n\r\n");
         assert_eq!(status, 200, "/metrics of the {component} pod");
         let counter = match component {
