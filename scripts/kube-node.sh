@@ -24,14 +24,16 @@
 # - CoreDNS (built with Go) serves cluster.local on 10.88.0.1:53, the node's
 #   cluster DNS; it resolves nothing else (no forwarding off the machine).
 # - PersistentVolumes: the StorageClass `auth-local` (the default) with
-#   hostPath volumes under $SERVICES_DIR/node/volumes, bound on first use.
+#   hostPath volumes under $SERVICES_DIR/node/volumes, bound on first use;
+#   a volume whose claim was deleted is wiped and offered again at every
+#   start and by `scripts/services.sh recycle-volumes`.
 
 NODE_NAME="auth-node"
 NODE_BRIDGE="auth-cni0"
 NODE_ADDRESS="10.88.0.1"
 NODE_POD_CIDR="10.88.0.0/24"
 NODE_KAFKA_PORT=$((KAFKA_PORT + 2))
-NODE_VOLUMES=8
+NODE_VOLUMES=12
 CONTAINERD_VERSION="v2.4.2"
 COREDNS_VERSION="v1.14.7"
 PAUSE_IMAGE="auth.local/pause:$KUBE_VERSION"
@@ -305,7 +307,7 @@ reclaimPolicy: Retain'
 ---
 apiVersion: v1
 kind: PersistentVolume
-metadata: {name: auth-node-pv-$i}
+metadata: {name: auth-node-pv-$i, labels: {auth.dev/node-volume: 'true'}}
 spec:
   capacity: {storage: 10Gi}
   accessModes: [ReadWriteOnce]
@@ -317,6 +319,23 @@ spec:
       nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE_NAME]}]}]"
     done
     kubectl --kubeconfig "$1" apply --server-side -f - <<<"$manifest" >/dev/null || fail "creating the node's volumes failed"
+    recycle_volumes "$1"
+}
+
+# The node's volumes whose claim is gone (phase Released): their files are
+# deleted and the volume is Available again (what the deprecated Recycle
+# reclaim policy did, without its recycler pod's image).
+recycle_volumes() { # kubeconfig
+    local volume released
+    released=$(kubectl --kubeconfig "$1" get pv -l auth.dev/node-volume=true \
+        -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}') \
+        || fail "listing the node's volumes failed"
+    for volume in $released; do
+        find "$SERVICES_DIR/node/volumes/${volume#auth-node-}" -mindepth 1 -delete
+        kubectl --kubeconfig "$1" patch pv "$volume" --type json -p '[{"op": "remove", "path": "/spec/claimRef"}]' >/dev/null \
+            || fail "offering the volume $volume again failed"
+        say "volume $volume wiped and Available again"
+    done
 }
 
 stop_node() {

@@ -13,6 +13,7 @@
 #                                             and the CA certificates and time zones the image carries)
 #   scripts/services.sh load-image ARCHIVE    imports an OCI archive into the node's containerd (namespace k8s.io),
 #                                             so pods with imagePullPolicy IfNotPresent run it without a registry
+#   scripts/services.sh recycle-volumes       wipes the node's volumes whose claim was deleted and offers them again
 #
 # Servers so far: Apache Kafka (KRaft, one broker-controller, jars from Maven
 # Central run with the machine's Java), Redis (Debian's redis-server, AOF on),
@@ -572,5 +573,8 @@ case "${1:-}" in
         [[ -f "${2:-}" ]] || fail "usage: $0 load-image ARCHIVE (an OCI archive, e.g. from scripts/image.sh)"
         running containerd || fail "the node's containerd is not running (scripts/services.sh start kube)"
         node_ctr images import "$2" || fail "importing $2 into the node's containerd failed" ;;
-    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps|image-deps|load-image" ;;
+    recycle-volumes)
+        running kubelet || fail "the node is not running (scripts/services.sh start kube)"
+        node_volumes "$SERVICES_DIR/kube/kubeconfig" ;;
+    *) fail "usage: $0 up|down|status|start|stop|restart kafka|redis|mosquitto|postgres|mariadb|s3|kube|build-deps|image-deps|load-image|recycle-volumes" ;;
 esac
