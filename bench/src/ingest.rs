@@ -72,7 +72,7 @@ async fn measure(bench: &IngestBench, servers: &Servers, keep: bool) -> anyhow::
     let keys_dir = std::env::temp_dir().join(format!("auth-bench-ingest-{}", std::process::id()));
     let keys_path = keys_dir.join("keys.json");
     let (key, _) = keys::create_key(&keys_path, "bench", &[], auth_core::now_ms())?;
-    let ring = Arc::new(KeyRing::load(&keys_path)?);
+    let ring = Arc::new(KeyRing::load(std::slice::from_ref(&keys_path))?);
     let gateway = Gateway::new(log.producer()?, &pipeline, &spec, ring);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the gateway")?;
     let url = format!("http://{}/api/v1/readings", listener.local_addr()?);

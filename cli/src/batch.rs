@@ -7,6 +7,7 @@ use anyhow::Context;
 use auth_adapters::Embedded;
 use auth_batch::{BatchJob, ResultsDb, Serving, run_day, settle};
 use auth_core::PipelineSpec;
+use auth_core::batch_report::BatchReport;
 use auth_core::ports::ServingStore;
 use auth_master::{MasterStore, parse_date};
 use chrono::{Days, NaiveDate};
@@ -40,6 +41,10 @@ pub struct BatchArgs {
     /// Query engine memory instead of the spec's `batch.memoryLimitBytes`.
     #[arg(long)]
     memory_limit_bytes: Option<u64>,
+    /// Also write what the run did here, as JSON (on Kubernetes the
+    /// container's termination message, which the pipeline's status shows).
+    #[arg(long, env = "AUTH_BATCH_REPORT")]
+    report_file: Option<std::path::PathBuf>,
 }
 
 pub fn date_arg(text: &str) -> Result<NaiveDate, String> {
@@ -106,16 +111,29 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     );
     let mut failures = Vec::new();
     let mut done = Vec::new();
+    let mut report = BatchReport {
+        first_day: days.first().map(ToString::to_string).unwrap_or_default(),
+        last_day: days.last().map(ToString::to_string).unwrap_or_default(),
+        ..BatchReport::default()
+    };
     for date in days {
         bar.set_message(format!("{date}"));
         match run_day(&job, &results, serving.as_ref(), date, &spec.utilities, auth_core::now_ms()).await {
             // Printed even without a terminal (a CronJob's log), where the bar draws nothing.
             Ok(summary) => {
                 bar.suspend(|| println!("{}", summary.line()));
+                report.days_recomputed += 1;
+                report.readings += summary.outputs.totals.iter().map(|(_, total)| total.readings).sum::<u64>();
+                report.customer_days += summary.outputs.customers.len() as u64;
+                for (_, restatement) in &summary.restatements {
+                    report.customers_restated += restatement.customers_restated;
+                    report.customers_changed += restatement.customers_changed;
+                }
                 done.push(summary);
             }
             Err(err) => {
                 bar.suspend(|| println!("{date}: {err}"));
+                report.fail(date.to_string(), &err.to_string());
                 failures.push(format!("{date}: {err}"));
             }
         }
@@ -129,6 +147,12 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
         done.len() + failures.len(),
         started.elapsed().as_secs_f64()
     );
+    report.finished_ms = auth_core::now_ms();
+    if let Some(path) = &args.report_file
+        && let Err(err) = std::fs::write(path, report.to_json())
+    {
+        tracing::warn!(path = %path.display(), error = %err, "could not write the batch report (--report-file / AUTH_BATCH_REPORT)");
+    }
     anyhow::ensure!(failures.is_empty(), "batch failed for {} day(s):\n  {}", failures.len(), failures.join("\n  "));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `auth ingest`: the gateway, HTTP (and MQTT with `--mqtt`) into Kafka; and `auth keys`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -22,9 +22,10 @@ pub struct IngestArgs {
     /// Address of `POST /api/v1/readings`.
     #[arg(long, env = "AUTH_INGEST_LISTEN", default_value = "127.0.0.1:8088")]
     listen: SocketAddr,
-    /// Gateway keys (argon2 hashes), as `auth keys create` writes them.
-    #[arg(long, env = "AUTH_INGEST_KEYS", default_value = "auth-keys.json")]
-    keys_file: PathBuf,
+    /// Gateway key files (argon2 hashes), as `auth keys create` writes them;
+    /// several separated by commas, their keys together.
+    #[arg(long, env = "AUTH_INGEST_KEYS", default_value = "auth-keys.json", value_delimiter = ',')]
+    keys_file: Vec<PathBuf>,
     /// Also take readings from an MQTT broker, `mqtt://host:port` (topic `meters/+/readings`, QoS 1).
     #[arg(long, env = "AUTH_MQTT_URL")]
     mqtt: Option<String>,
@@ -89,13 +90,13 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the key file; a gateway without any key would refuse everything, so that is an error.
-pub fn key_ring(path: &Path) -> anyhow::Result<Arc<KeyRing>> {
-    let ring = KeyRing::load(path).with_context(|| "--keys-file / AUTH_INGEST_KEYS")?;
+/// Loads the key files; a gateway without any key would refuse everything, so that is an error.
+pub fn key_ring(paths: &[PathBuf]) -> anyhow::Result<Arc<KeyRing>> {
+    let ring = KeyRing::load(paths).with_context(|| "--keys-file / AUTH_INGEST_KEYS")?;
     anyhow::ensure!(
         !ring.is_empty(),
         "no gateway key in {} (--keys-file / AUTH_INGEST_KEYS): create one with `auth keys create --name <who>`",
-        path.display()
+        paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", ")
     );
     Ok(Arc::new(ring))
 }

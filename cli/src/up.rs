@@ -97,11 +97,20 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         logins.push(demo_account(&results, &format!("customer-{customer_id}"), Some(customer_id)).await?);
     }
     let simulation_stop = shutdown.clone().cancelled_owned();
+    let simulating = simulator_spec.enabled != Some(false);
     let mut simulation = tokio::spawn(async move {
+        if !simulating {
+            simulation_stop.await;
+            return Ok(0);
+        }
         run_paced(&mut simulator, &mut sink, &simulator_spec, None, simulation_stop).await
     });
 
-    println!("AUTH is up: {} simulated customers, pipeline `{pipeline}`.", spec.simulator.customers);
+    if simulating {
+        println!("AUTH is up: {} simulated customers, pipeline `{pipeline}`.", spec.simulator.customers);
+    } else {
+        println!("AUTH is up without the simulator (simulator.enabled: false), pipeline `{pipeline}`.");
+    }
     println!("  dashboard  http://{address}/");
     for (username, password, customer_id) in &logins {
         match customer_id {
@@ -163,5 +172,5 @@ fn demo_key() -> anyhow::Result<(String, Arc<auth_ingest::keys::KeyRing>)> {
     let path = std::env::temp_dir().join(format!("auth-up-{}", std::process::id())).join("keys.json");
     let _ = std::fs::remove_file(&path);
     let (key, _) = auth_ingest::keys::create_key(&path, "auth up demo", &[], now_ms())?;
-    Ok((key, crate::ingest::key_ring(&path)?))
+    Ok((key, crate::ingest::key_ring(std::slice::from_ref(&path))?))
 }

@@ -169,6 +169,33 @@ impl Drop for Namespace {
     }
 }
 
+/// The operator as a user installs it: the chart, with this build's image,
+/// watching only this namespace, its pod on the real node; waits for it to be Ready.
+fn install_operator(namespace: &mut Namespace, image: &str) {
+    let (repository, tag) = image.rsplit_once(':').unwrap();
+    let release = namespace.name.clone();
+    let placement = r#"{"nodeSelector": {"auth.dev/node": "real"},
+        "tolerations": [{"key": "auth.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}]}"#;
+    let values = namespace.dir.path().join("values.json");
+    std::fs::write(&values, placement).unwrap();
+    run(
+        helm().args(["install", &release, "charts/auth", "--namespace", &namespace.name, "--wait", "--timeout", "180s"]).args([
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            &format!("image.tag={tag}"),
+            "--set",
+            &format!("watchNamespace={}", namespace.name),
+            "--values",
+            values.to_str().unwrap(),
+        ]),
+        None,
+    );
+    namespace.release = Some(release.clone());
+    let operator = namespace.get("deployment", &format!("{release}-auth"));
+    assert_eq!(operator["status"]["readyReplicas"], 1, "the operator's pod is Ready: {operator}");
+}
+
 /// A Service without a selector whose endpoint is `NODE_ADDRESS:port`: a server outside the cluster, by name.
 fn external_service(name: &str, port: u16) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": [
@@ -209,6 +236,8 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     let built: Value = serde_json::from_str(built.lines().last().unwrap()).unwrap();
     let image = built["image"].as_str().unwrap().to_owned();
     run(Command::new("bash").arg(repository().join("scripts/services.sh")).arg("load-image").arg(built["archive"].as_str().unwrap()), None);
+    // The volumes of earlier runs' deleted namespaces are offered again (the managed Redis claims one).
+    run(Command::new("bash").arg(repository().join("scripts/services.sh")).arg("recycle-volumes"), None);
 
     let mut namespace = Namespace::create();
     let crd = run(namespace.auth().args(["crd", "--stdout"]), None);
@@ -252,29 +281,7 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         },
     });
 
-    // The operator as a user installs it: the chart, with this image, its pod on the node.
-    let (repository, tag) = image.rsplit_once(':').unwrap();
-    let release = namespace.name.clone();
-    let placement = r#"{"nodeSelector": {"auth.dev/node": "real"},
-        "tolerations": [{"key": "auth.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}]}"#;
-    let values = namespace.dir.path().join("values.json");
-    std::fs::write(&values, placement).unwrap();
-    run(
-        helm().args(["install", &release, "charts/auth", "--namespace", &namespace.name, "--wait", "--timeout", "180s"]).args([
-            "--set",
-            &format!("image.repository={repository}"),
-            "--set",
-            &format!("image.tag={tag}"),
-            "--set",
-            &format!("watchNamespace={}", namespace.name),
-            "--values",
-            values.to_str().unwrap(),
-        ]),
-        None,
-    );
-    namespace.release = Some(release.clone());
-    let operator = namespace.get("deployment", &format!("{release}-auth"));
-    assert_eq!(operator["status"]["readyReplicas"], 1, "the operator's pod is Ready: {operator}");
+    install_operator(&mut namespace, &image);
     namespace.apply(&json!({"apiVersion": "auth.dev/v1alpha1", "kind": "UtilityPipeline", "metadata": {"name": NAME}, "spec": spec}));
     namespace.wait_for("the pipeline to become Ready with every pod running on the node", READY, || {
         let pipeline = namespace.get("utilitypipeline", NAME);
@@ -401,4 +408,113 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     let (readings,): (i64,) =
         sqlx::query_as("SELECT CAST(COALESCE(SUM(readings), 0) AS BIGINT) FROM daily_customer_usage").fetch_one(&pool).await.unwrap();
     assert_eq!(readings as u64, READINGS, "the day's results hold every reading\n{}", namespace.explain());
+    // The pipeline's status reports the run, from the report its pod left.
+    let reported = namespace.wait_for("the batch run in the pipeline's status", PROCESSED, || {
+        let pipeline = namespace.get("utilitypipeline", NAME);
+        let run = pipeline["status"]["batch"].clone();
+        (run["job"] == "batch-now" && run["outcome"] == "Succeeded" && run["report"].is_object()).then_some(pipeline)
+    });
+    let report = &reported["status"]["batch"]["report"];
+    assert_eq!((report["daysRecomputed"].as_u64(), report["readings"].as_u64()), (Some(1), Some(READINGS)), "{reported}");
+    assert_eq!(report["failedDays"], 0, "{reported}");
+    let (batch, message) = condition(&reported, "Batch").unwrap();
+    assert!(batch == "True" && message.contains("1 day(s) recomputed"), "{message}");
+
+    // The spec changes: the simulator runs (through the gateway's Service,
+    // with the key the operator issued it), and five-minute windows are added.
+    let mut changed = spec.clone();
+    changed["simulator"] = json!({"enabled": true, "customers": 300, "seed": 17, "mode": "realTime", "heartbeatSecs": 5});
+    changed["windows"] = json!({"sizesSecs": [60, 300, 3600]});
+    namespace.apply(&json!({"apiVersion": "auth.dev/v1alpha1", "kind": "UtilityPipeline", "metadata": {"name": NAME}, "spec": changed}));
+    namespace.wait_for("the operator to apply the changed spec", READY, || {
+        let pipeline = namespace.get("utilitypipeline", NAME);
+        (pipeline["status"]["observedGeneration"] == pipeline["metadata"]["generation"]).then_some(())
+    });
+    for component in ["gateway", "stream", "archiver", "api", "simulator"] {
+        namespace.kubectl(&["rollout", "status", &format!("deployment/{NAME}-{component}"), "--timeout=240s"], None);
+    }
+    let hashes = namespace.kubectl(
+        &["get", "deployments", "-l", &format!("app.kubernetes.io/instance={NAME}"), "-o",
+          "jsonpath={range .items[*]}{.spec.template.metadata.annotations.auth\\.dev/spec-hash}{\"\\n\"}{end}"],
+        None,
+    );
+    let hashes: std::collections::BTreeSet<&str> = hashes.lines().collect();
+    assert_eq!(hashes.len(), 1, "every workload reads the same, changed spec: {hashes:?}");
+
+    // A customer of the simulated fleet, as the operator's dashboard sees them through the API's Service.
+    let changed_file = namespace.dir.path().join("changed.yaml");
+    std::fs::write(&changed_file, serde_json::to_string(&changed).unwrap()).unwrap();
+    let first = run(namespace.auth().args(["simulate", "--count", "1", "--config"]).arg(&changed_file), None);
+    let first: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    let customer = first["customerId"].as_u64().unwrap();
+    run(namespace.auth().args(["users", "add", "dispatcher", "--role", "operator", "--database-url", &database]), Some("e2e-password\n"));
+    let api = namespace.get("service", &format!("{NAME}-api"));
+    let api_address = format!("{}:80", api["spec"]["clusterIP"].as_str().unwrap());
+    let credentials = json!({"username": "dispatcher", "password": "e2e-password"}).to_string();
+    let (status, body) = http(
+        &api_address,
+        &format!("POST /api/v1/tokens HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{credentials}", credentials.len()),
+    );
+    assert_eq!(status, 201, "a bearer token for the operator account: {body}");
+    let token: Value = serde_json::from_str(&body).unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let usage = namespace.wait_for("the simulated customer's usage from the API's Service", PROCESSED, || {
+        let (status, body) = http(
+            &api_address,
+            &format!("GET /api/v1/customers/{customer}/usage?granularity=minute HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"),
+        );
+        let usage: Value = serde_json::from_str(&body).ok()?;
+        let points = usage["utilities"].as_array()?.iter().map(|series| series["points"].as_array().map_or(0, Vec::len)).sum::<usize>();
+        (status == 200 && points > 0).then_some(usage)
+    });
+    assert_eq!(usage["customerId"], customer, "{usage}");
+    // The new five-minute windows are served from the managed Redis.
+    let store = RedisStore::connect(&redis_url, &pipeline_id, 10_000, &[60_000, 300_000, 3_600_000]).await.unwrap();
+    let deadline = Instant::now() + PROCESSED;
+    loop {
+        let windows = store.customer_windows(customer).await.unwrap();
+        if windows.iter().any(|window| window.slot.width_ms == 300_000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "five-minute windows of customer {customer} within {PROCESSED:?}: {windows:?}\n{}", namespace.explain());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let simulator_pod = namespace.kubectl(
+        &["get", "pods", "-l", "app.kubernetes.io/component=simulator", "-o", "jsonpath={.items[0].status.podIP}"],
+        None,
+    );
+    let (status, body) = http(&format!("{simulator_pod}:9464"), "GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(status == 200 && body.contains("auth_simulator_readings_total"), "the simulator pod's /metrics: {body}");
+
+    // A pipeline of the same name in another namespace, with its own
+    // operator: topics of its own, deleted with it; this one's stay.
+    let mut other = Namespace::create();
+    install_operator(&mut other, &image);
+    let other_spec = json!({
+        "log": {"url": format!("kafka://{NODE_ADDRESS}:{NODE_KAFKA_PORT}"), "partitions": 1},
+        "archive": {"url": format!("s3://auth-test/{}", other.name)},
+        "batch": {"databaseUrl": "postgres://auth@postgres/other"},
+        "serving": {"url": format!("redis://{NODE_ADDRESS}:6379")},
+        "deletionPolicy": "Delete",
+        "kubernetes": {"image": image},
+    });
+    other.apply(&json!({"apiVersion": "auth.dev/v1alpha1", "kind": "UtilityPipeline", "metadata": {"name": NAME}, "spec": other_spec}));
+    other.wait_for("the other pipeline's topics", READY, || {
+        let pipeline = other.get("utilitypipeline", NAME);
+        (condition(&pipeline, "Topics")?.0 == "True").then_some(())
+    });
+    let host_spec: auth_core::PipelineSpec = serde_json::from_value(json!({"log": {"url": "kafka://127.0.0.1:9092"}})).unwrap();
+    let kafka = auth_adapters::log(&host_spec, "e2e", auth_adapters::Embedded::Refused).unwrap();
+    let other_id = format!("{}.{NAME}", other.name);
+    let topics = |pipeline: &str| Utility::ALL.into_iter().map(|utility| utility_topic(pipeline, utility)).collect::<Vec<_>>();
+    for topic in topics(&other_id) {
+        assert_eq!(kafka.partitions(&topic).await.unwrap(), 1, "{topic}: the other pipeline's own topic");
+    }
+    other.kubectl(&["delete", "utilitypipeline", NAME, "--timeout=120s"], None);
+    for topic in topics(&other_id) {
+        assert!(kafka.partitions(&topic).await.is_err(), "{topic} is deleted with its pipeline (deletionPolicy Delete)");
+    }
+    for topic in topics(&pipeline_id) {
+        assert_eq!(kafka.partitions(&topic).await.unwrap(), PARTITIONS, "{topic} of the same-named pipeline stays");
+    }
 }

@@ -5,10 +5,12 @@
 //! used for log values, the [`PipelineSpec`] that configures everything, and
 //! the [`ports`] that the embedded and the real adapters implement.
 
+pub mod batch_report;
 pub mod codec;
 pub mod dead_letter;
 pub mod edge;
 pub mod endpoint;
+pub mod gateway_key;
 pub mod ports;
 pub mod reading;
 pub mod region;

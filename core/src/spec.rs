@@ -314,6 +314,11 @@ pub enum SimulatorMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SimulatorSpec {
+    /// Whether the simulator runs: on Kubernetes only when true (a Deployment
+    /// sending through the gateway's Service with a key of its own); `auth up`
+    /// runs it unless this is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     #[schemars(range(min = 1))]
     pub customers: u64,
     /// The same seed gives the same fleet and the same readings.
@@ -412,6 +417,7 @@ impl Default for BatchSpec {
 impl Default for SimulatorSpec {
     fn default() -> Self {
         Self {
+            enabled: None,
             customers: 10_000,
             seed: 1,
             business_share: 0.1,

@@ -1,22 +1,25 @@
 //! Gateway keys: what a meter or concentrator presents as `Authorization: Bearer <key>`.
 //!
-//! A key reads `auth_<id>_<secret>`; the key file (JSON) keeps, per id, a
-//! name, the regions the key may send readings for (all when empty) and an
-//! argon2id hash of the whole key, never the key itself. `auth keys create`
-//! prints a new key once. A key is checked against its hash the first time
-//! it is seen; the gateway then remembers it, so argon2's deliberate cost is
-//! paid once per key, not per request. The file is read again when it
-//! changes, so keys created or revoked while the gateway runs take effect.
+//! A key reads `auth_<id>_<secret>`; the key file (JSON,
+//! [`auth_core::gateway_key::KeyFile`]) keeps, per id, a name, the regions
+//! the key may send readings for (all when empty) and an argon2id hash of the
+//! whole key, never the key itself. `auth keys create` prints a new key once.
+//! A gateway reads one or more key files (on Kubernetes, the user's and the
+//! one the operator writes for the pipeline's simulator). A key is checked
+//! against its hash the first time it is seen; the gateway then remembers
+//! it, so argon2's deliberate cost is paid once per key, not per request. The
+//! files are read again when one changes, so keys created or revoked while
+//! the gateway runs take effect.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::Argon2;
 use auth_core::Region;
-use serde::{Deserialize, Serialize};
+pub use auth_core::gateway_key::{IssueError, KeyFile, KeyRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -26,31 +29,10 @@ pub enum KeyError {
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("cannot write the key file {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("unknown region `{0}` (expected an ISO 3166-2 code of the region table, e.g. US-CA)")]
-    UnknownRegion(String),
+    #[error(transparent)]
+    Issue(#[from] IssueError),
     #[error("no key with id `{0}`")]
     UnknownId(String),
-    #[error("hashing the key failed: {0}")]
-    Hash(String),
-}
-
-/// One issued key as the file keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyRecord {
-    pub id: String,
-    pub name: String,
-    /// Region codes the key may send readings for; empty: every region.
-    #[serde(default)]
-    pub regions: Vec<String>,
-    /// argon2id PHC string of the whole key.
-    pub hash: String,
-    pub created_ms: i64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct KeyFile {
-    keys: Vec<KeyRecord>,
 }
 
 /// What a verified key allows.
@@ -88,24 +70,10 @@ fn write_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
     std::fs::rename(&partial, path).map_err(write_error)
 }
 
-/// Bytes from the operating system's secure random source.
-fn random_bytes(count: usize) -> Result<Vec<u8>, KeyError> {
-    let mut buffer = vec![0u8; count];
-    getrandom::fill(&mut buffer).map_err(|err| KeyError::Hash(err.to_string()))?;
-    Ok(buffer)
-}
-
 /// Issues a key: stores its hash in the file at `path` and returns the key, which is shown once.
 pub fn create_key(path: &Path, name: &str, regions: &[String], now_ms: i64) -> Result<(String, KeyRecord), KeyError> {
-    for code in regions {
-        Region::from_code(code).ok_or_else(|| KeyError::UnknownRegion(code.clone()))?;
-    }
+    let (key, record) = auth_core::gateway_key::issue_key(name, regions, now_ms)?;
     let mut file = read_file(path)?;
-    let id = hex::encode(random_bytes(4)?);
-    let key = format!("auth_{id}_{}", hex::encode(random_bytes(24)?));
-    let salt = SaltString::encode_b64(&random_bytes(16)?).map_err(|err| KeyError::Hash(err.to_string()))?;
-    let hash = Argon2::default().hash_password(key.as_bytes(), &salt).map_err(|err| KeyError::Hash(err.to_string()))?;
-    let record = KeyRecord { id, name: name.to_owned(), regions: regions.to_vec(), hash: hash.to_string(), created_ms: now_ms };
     file.keys.push(record.clone());
     write_file(path, &file)?;
     Ok((key, record))
@@ -134,50 +102,55 @@ pub enum Refusal {
     Invalid,
 }
 
-/// The keys a gateway accepts, from the key file.
+/// The keys a gateway accepts, from its key files.
 pub struct KeyRing {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     state: Mutex<RingState>,
 }
 
 struct RingState {
-    modified: Option<SystemTime>,
+    /// The files' modification times at the last read (`None` for a missing file); `None` before the first read.
+    modified: Option<Vec<Option<SystemTime>>>,
     records: HashMap<String, KeyRecord>,
     /// Keys verified against their hash, by the key presented.
     verified: HashMap<String, Arc<Grant>>,
 }
 
 impl KeyRing {
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
+    /// The keys of every file in `paths` (a missing file holds none).
+    pub fn load(paths: &[PathBuf]) -> Result<Self, KeyError> {
         let ring = Self {
-            path: path.to_owned(),
+            paths: paths.to_vec(),
             state: Mutex::new(RingState { modified: None, records: HashMap::new(), verified: HashMap::new() }),
         };
         ring.reload_if_changed()?;
         Ok(ring)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads the file again when its modification time changed; forgets
+    /// Reads the files again when a modification time changed; forgets
     /// verified keys then, so a revoked key stops working.
     fn reload_if_changed(&self) -> Result<(), KeyError> {
-        let modified = std::fs::metadata(&self.path).and_then(|metadata| metadata.modified()).ok();
+        let modified: Vec<Option<SystemTime>> = self
+            .paths
+            .iter()
+            .map(|path| std::fs::metadata(path).and_then(|metadata| metadata.modified()).ok())
+            .collect();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.modified == modified && (modified.is_some() || !state.records.is_empty()) {
+        if state.modified.as_ref() == Some(&modified) {
             return Ok(());
         }
-        let file = read_file(&self.path)?;
-        state.records = file.keys.into_iter().map(|record| (record.id.clone(), record)).collect();
+        let mut records = HashMap::new();
+        for path in &self.paths {
+            records.extend(read_file(path)?.keys.into_iter().map(|record| (record.id.clone(), record)));
+        }
+        state.records = records;
         state.verified.clear();
-        state.modified = modified;
-        tracing::info!(path = %self.path.display(), keys = state.records.len(), "gateway keys loaded");
+        state.modified = Some(modified);
+        tracing::info!(files = ?self.paths, keys = state.records.len(), "gateway keys loaded");
         Ok(())
     }
 
-    /// Whether the file holds no key at all.
+    /// Whether the files hold no key at all.
     pub fn is_empty(&self) -> bool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).records.is_empty()
     }
@@ -251,7 +224,7 @@ mod tests {
         assert!(!stored.contains(&open_key) && !stored.contains(&west_key), "keys are never stored");
         assert!(stored.contains("$argon2id$"));
 
-        let ring = KeyRing::load(&path).unwrap();
+        let ring = KeyRing::load(std::slice::from_ref(&path)).unwrap();
         assert!(ring.check(Some(&format!("Bearer {open_key}"))).unwrap().allows(Region::from_code("US-TX").unwrap()));
         let grant = ring.check(Some(&format!("Bearer {west_key}"))).unwrap();
         assert!(grant.allows(Region::from_code("US-OR").unwrap()));
@@ -268,6 +241,18 @@ mod tests {
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
         assert_eq!(ring.check(Some(&format!("Bearer {west_key}"))), Err(Refusal::Invalid), "revoked");
         assert!(ring.check(Some(&format!("Bearer {open_key}"))).is_ok());
-        assert!(matches!(create_key(&path, "x", &["US-XX".into()], 3), Err(KeyError::UnknownRegion(_))));
+        assert!(matches!(create_key(&path, "x", &["US-XX".into()], 3), Err(KeyError::Issue(IssueError::UnknownRegion(_)))));
+    }
+
+    #[test]
+    fn a_ring_takes_the_keys_of_every_file_and_a_missing_file_holds_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meters, simulator) = (dir.path().join("auth-keys.json"), dir.path().join("simulator-keys.json"));
+        let (meter_key, _) = create_key(&meters, "meters", &[], 1).unwrap();
+        let ring = KeyRing::load(&[meters.clone(), simulator.clone()]).unwrap();
+        assert!(ring.check(Some(&format!("Bearer {meter_key}"))).is_ok());
+        let (simulator_key, _) = create_key(&simulator, "simulator", &[], 2).unwrap();
+        assert!(ring.check(Some(&format!("Bearer {simulator_key}"))).is_ok(), "a file that appears later is read");
+        assert!(ring.check(Some(&format!("Bearer {meter_key}"))).is_ok(), "the other file's keys stay");
     }
 }

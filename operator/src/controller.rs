@@ -20,13 +20,14 @@ use auth_core::spec::{DeletionPolicy, PipelineSpec};
 use auth_core::pipeline_topics;
 use auth_kafka::{KafkaLog, TopicSettings};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -58,6 +59,8 @@ pub enum Error {
     Topics { pipeline: String, source: PortError },
     #[error("rendering the spec of pipeline {pipeline}: {source}")]
     Render { pipeline: String, source: serde_saphyr::SerializeError },
+    #[error("issuing the simulator's gateway key of pipeline {pipeline}: {source}")]
+    SimulatorKey { pipeline: String, source: auth_core::gateway_key::IssueError },
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error(
@@ -190,7 +193,12 @@ pub async fn run(context: Arc<Context>, shutdown: impl std::future::Future<Outpu
         .owns(context.api::<StatefulSet>(), owned.clone())
         .owns(context.api::<CronJob>(), owned.clone())
         .owns(context.api::<ConfigMap>(), owned.clone())
-        .owns(context.api::<Service>(), owned)
+        .owns(context.api::<Service>(), owned.clone())
+        // The batch's Jobs belong to the CronJob; their pipeline is their instance label.
+        .watches(context.api::<Job>(), owned, |job| {
+            let pipeline = job.labels().get("app.kubernetes.io/instance")?.clone();
+            Some(ObjectRef::new(&pipeline).within(&job.namespace()?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|outcome| async move {
@@ -329,6 +337,9 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
     set_condition(&mut status, "Topics", true, "Created", &format!("{} topics: {}", topics.len(), topics.join(", ")), generation);
     status.topics = Some(topics.len() as u32);
 
+    if spec.simulator.enabled == Some(true) {
+        ensure_simulator_key(&context.client, pipeline).await?;
+    }
     let desired = objects::desired(pipeline).map_err(|source| Error::Render { pipeline: name.clone(), source })?;
     let replicas = apply_objects(&context.client, &namespace, &desired).await?;
     for (component, replicas) in &replicas {
@@ -343,7 +354,26 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
     if spec.serving.url.is_some() {
         set_condition(&mut status, "Redis", true, "External", "serving.url names the Redis", generation);
     }
-    set_condition(&mut status, "Batch", true, "Scheduled", &format!("CronJob schedule {:?} (UTC)", spec.kubernetes.batch_schedule), generation);
+    let last_batch = last_batch_run(&context.client, &namespace, &name).await?;
+    match &last_batch {
+        Some(run) if run.failed() => set_condition(&mut status, "Batch", false, "LastRunFailed", &run.message(), generation),
+        Some(run) if run.outcome == "Succeeded" => {
+            set_condition(&mut status, "Batch", true, "LastRunSucceeded", &run.message(), generation);
+        }
+        Some(run) => set_condition(&mut status, "Batch", true, "Running", &run.message(), generation),
+        None => {
+            let schedule = format!("CronJob schedule {:?} (UTC); no run yet", spec.kubernetes.batch_schedule);
+            set_condition(&mut status, "Batch", true, "Scheduled", &schedule, generation);
+        }
+    }
+    let batch_finished = last_batch.as_ref().filter(|run| run.outcome != "Running" || run.failed()).filter(|run| {
+        status.batch.as_ref().is_none_or(|before| (&before.job, &before.outcome, before.failed()) != (&run.job, &run.outcome, run.failed()))
+    });
+    if let Some(run) = batch_finished {
+        let (type_, reason) = if run.failed() { (EventType::Warning, "BatchFailed") } else { (EventType::Normal, "BatchSucceeded") };
+        context.publish(pipeline, type_, reason, run.message()).await;
+    }
+    status.batch = last_batch;
     let waiting: Vec<String> = replicas
         .iter()
         .filter(|(_, replicas)| replicas.ready < replicas.target)
@@ -396,6 +426,35 @@ async fn cleanup(pipeline: &UtilityPipeline, context: &Context) -> Result<Action
     tracing::info!(pipeline = %key_of(pipeline), reason, "pipeline deleted");
     context.publish(pipeline, EventType::Normal, reason, note).await;
     Ok(Action::await_change())
+}
+
+/// Creates the simulator's key Secret once; an existing one is kept, as the
+/// running simulator and gateway use its key.
+async fn ensure_simulator_key(client: &Client, pipeline: &UtilityPipeline) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());
+    let name = objects::simulator_key_secret(&pipeline.name_any());
+    if api.get_metadata_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let secret = objects::simulator_key(pipeline, auth_core::now_ms())
+        .map_err(|source| Error::SimulatorKey { pipeline: pipeline.name_any(), source })?;
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, "simulator key issued");
+            Ok(())
+        }
+        // Another reconciliation made it first.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The pipeline's newest batch Job and the report of its pod.
+async fn last_batch_run(client: &Client, namespace: &str, pipeline: &str) -> Result<Option<crate::batch_status::BatchRun>, Error> {
+    let selector = format!("app.kubernetes.io/instance={pipeline},app.kubernetes.io/component=batch");
+    let jobs = Api::<Job>::namespaced(client.clone(), namespace).list(&ListParams::default().labels(&selector)).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace).list(&ListParams::default().labels(&selector)).await?;
+    Ok(crate::batch_status::last_run(&jobs.items, &pods.items))
 }
 
 async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>

@@ -52,6 +52,9 @@ pub struct UtilityPipelineStatus {
     /// Replicas per component, wanted and ready.
     #[serde(default)]
     pub components: BTreeMap<String, ComponentReplicas>,
+    /// The last batch run: its Job, outcome and what it recomputed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<crate::batch_status::BatchRun>,
     /// The spec of the last reconciliation that succeeded, as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reconciled_spec: Option<String>,

@@ -5,6 +5,7 @@
 //! made of; [`controller`] reconciles pipelines into Kafka topics and those
 //! objects; [`lease`] makes one of several operator replicas the leader.
 
+pub mod batch_status;
 pub mod controller;
 pub mod crd;
 pub mod lease;

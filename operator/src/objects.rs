@@ -2,12 +2,15 @@
 //! calls), so the controller applies them and tests compare them.
 //!
 //! For a pipeline `p`: ConfigMap `p-spec` (the spec every workload reads),
-//! Deployments `p-gateway`, `p-stream`, `p-archiver` and `p-api`, Services
+//! Deployments `p-gateway`, `p-stream`, `p-archiver`, `p-api` and
+//! `p-simulator` (no replicas unless `simulator.enabled`), Services
 //! `p-gateway` and `p-api`, CronJob `p-batch`, and unless `serving.url` names
 //! a Redis, StatefulSet and Service `p-redis` (AOF on a persistent volume).
 //! Each is owned by the pipeline, so the garbage collector removes it with it.
 //!
-//! The gateway reads its keys from the user's Secret `p-gateway-keys`; every
+//! The gateway reads its keys from the user's Secret `p-gateway-keys` and,
+//! when the simulator runs, from the Secret `p-simulator-key` the operator
+//! creates for it (the simulator's own key, and its hash); every
 //! `auth` container takes the keys of the user's Secret `p-env`, when it
 //! exists, as environment variables (S3's `AWS_*` settings, for instance).
 //! Pods run on the nodes `kubernetes.nodeSelector` and `kubernetes.tolerations` allow.
@@ -21,14 +24,16 @@
 
 use std::collections::BTreeMap;
 
+use auth_core::gateway_key::{IssueError, KeyFile, issue_key};
 use auth_core::spec::{PipelineSpec, ResourceAmounts, ResourcesSpec, TaintEffect, Toleration, TolerationOperator};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
-    EnvVar, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, Toleration as PodToleration, Volume, VolumeMount, VolumeResourceRequirements,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    Secret, SecretEnvSource, SecretKeySelector, SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec,
+    Toleration as PodToleration, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -45,9 +50,13 @@ const METRICS_PORT: i32 = 9464;
 const API_PORT: i32 = 8080;
 const GATEWAY_PORT: i32 = 8088;
 const REDIS_PORT: i32 = 6379;
-/// Where the gateway finds its keys: the Secret `<pipeline>-gateway-keys`, key `auth-keys.json`.
+/// Where the gateway finds its keys: the Secret `<pipeline>-gateway-keys`,
+/// key `auth-keys.json`, and the simulator's key file beside it.
 const GATEWAY_KEYS_DIR: &str = "/etc/auth-keys";
-const GATEWAY_KEYS_FILE: &str = "auth-keys.json";
+pub const GATEWAY_KEYS_FILE: &str = "auth-keys.json";
+const SIMULATOR_KEYS_FILE: &str = "simulator-keys.json";
+/// The keys of the Secret `<pipeline>-simulator-key`: the key, and a key file holding its hash.
+pub const SIMULATOR_KEY: &str = "key";
 /// The user of the `auth` image (scripts/image.sh, Dockerfile).
 const AUTH_USER: i64 = 10001;
 /// The user of the official Redis image.
@@ -62,10 +71,13 @@ pub enum Component {
     Stream,
     Archiver,
     Api,
+    /// The fleet simulator, sending through the gateway's Service (demos).
+    Simulator,
 }
 
 impl Component {
-    pub const ALL: [Component; 4] = [Component::Gateway, Component::Stream, Component::Archiver, Component::Api];
+    pub const ALL: [Component; 5] =
+        [Component::Gateway, Component::Stream, Component::Archiver, Component::Api, Component::Simulator];
 
     /// The name in object names, labels and status (`gateway`, `stream`, `archiver`, `api`).
     pub fn name(self) -> &'static str {
@@ -74,6 +86,7 @@ impl Component {
             Component::Stream => "stream",
             Component::Archiver => "archiver",
             Component::Api => "api",
+            Component::Simulator => "simulator",
         }
     }
 
@@ -84,6 +97,7 @@ impl Component {
             Component::Stream => "stream",
             Component::Archiver => "archive",
             Component::Api => "api",
+            Component::Simulator => "simulate",
         }
     }
 
@@ -94,6 +108,7 @@ impl Component {
             Component::Stream => kubernetes.stream_replicas,
             Component::Archiver => 1,
             Component::Api => kubernetes.api_replicas,
+            Component::Simulator => u32::from(spec.simulator.enabled == Some(true)),
         };
         i32::try_from(replicas).unwrap_or(i32::MAX)
     }
@@ -124,6 +139,26 @@ pub fn pipeline_id(pipeline: &UtilityPipeline) -> String {
 /// --from-file=auth-keys.json`); the user's, never the operator's.
 pub fn gateway_keys_secret(pipeline: &str) -> String {
     object_name(pipeline, "gateway-keys")
+}
+
+/// The Secret holding the simulator's gateway key ([`SIMULATOR_KEY`]) and
+/// its hash (`auth-keys.json`); the operator creates it, owned by the pipeline.
+pub fn simulator_key_secret(pipeline: &str) -> String {
+    object_name(pipeline, "simulator-key")
+}
+
+/// A new Secret [`simulator_key_secret`]: a gateway key issued for the
+/// simulator, and the key file with its hash that the gateway reads.
+pub fn simulator_key(pipeline: &UtilityPipeline, now_ms: i64) -> Result<Secret, IssueError> {
+    let name = format!("simulator of {}", pipeline_id(pipeline));
+    let (key, record) = issue_key(&name, &[], now_ms)?;
+    let key_file = serde_json::json!(KeyFile { keys: vec![record] }).to_string();
+    Ok(Secret {
+        metadata: metadata(pipeline, "simulator-key", "simulator"),
+        type_: Some("Opaque".to_owned()),
+        string_data: Some(BTreeMap::from([(SIMULATOR_KEY.to_owned(), key), (GATEWAY_KEYS_FILE.to_owned(), key_file)])),
+        ..Secret::default()
+    })
 }
 
 /// The Secret whose keys every `auth` container gets as environment
@@ -329,7 +364,10 @@ fn deployment(pipeline: &UtilityPipeline, component: Component, spec_hash: &str)
         }
         Component::Gateway => {
             vars.push(env_listen("AUTH_INGEST_LISTEN", GATEWAY_PORT));
-            vars.push(env("AUTH_INGEST_KEYS", format!("{GATEWAY_KEYS_DIR}/{GATEWAY_KEYS_FILE}")));
+            vars.push(env(
+                "AUTH_INGEST_KEYS",
+                format!("{GATEWAY_KEYS_DIR}/{GATEWAY_KEYS_FILE},{GATEWAY_KEYS_DIR}/{SIMULATOR_KEYS_FILE}"),
+            ));
             ports.push(port("http", GATEWAY_PORT));
             container.readiness_probe = Some(http_probe("/healthz", "http"));
             container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
@@ -338,14 +376,44 @@ fn deployment(pipeline: &UtilityPipeline, component: Component, spec_hash: &str)
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
+            let key_file = |secret: String, path: &str, optional: bool| VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: secret,
+                    items: Some(vec![KeyToPath { key: GATEWAY_KEYS_FILE.to_owned(), path: path.to_owned(), ..KeyToPath::default() }]),
+                    optional: Some(optional),
+                }),
+                ..VolumeProjection::default()
+            };
             volumes.push(Volume {
                 name: "gateway-keys".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(gateway_keys_secret(&name)),
-                    ..SecretVolumeSource::default()
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![
+                        key_file(gateway_keys_secret(&name), GATEWAY_KEYS_FILE, false),
+                        key_file(simulator_key_secret(&name), SIMULATOR_KEYS_FILE, true),
+                    ]),
+                    ..ProjectedVolumeSource::default()
                 }),
                 ..Volume::default()
             });
+        }
+        Component::Simulator => {
+            container.args.get_or_insert_with(Vec::new).extend([
+                "--to".to_owned(),
+                format!("http://{}:{GATEWAY_PORT}", object_name(&name, "gateway")),
+            ]);
+            vars.push(EnvVar {
+                name: "AUTH_INGEST_KEY".to_owned(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: simulator_key_secret(&name),
+                        key: SIMULATOR_KEY.to_owned(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+            container.readiness_probe = Some(http_probe("/healthz", "metrics"));
         }
         Component::Stream | Component::Archiver => {
             container.readiness_probe = Some(http_probe("/healthz", "metrics"));
@@ -417,6 +485,18 @@ fn service_port(name: &str, port: i32, target: &str) -> ServicePort {
     }
 }
 
+/// Where the batch writes its report: the container's termination message,
+/// which the kubelet keeps in the pod's status for the operator to read.
+const TERMINATION_MESSAGE: &str = "/dev/termination-log";
+
+fn batch_container(pipeline: &UtilityPipeline) -> Container {
+    let mut container = auth_container(pipeline, "batch", "batch");
+    container.env.get_or_insert_with(Vec::new).push(env("AUTH_BATCH_REPORT", TERMINATION_MESSAGE));
+    container.termination_message_path = Some(TERMINATION_MESSAGE.to_owned());
+    container.termination_message_policy = Some("FallbackToLogsOnError".to_owned());
+    container
+}
+
 fn batch(pipeline: &UtilityPipeline, spec_hash: &str) -> CronJob {
     let name = pipeline.name_any();
     let spec = &pipeline.spec.pipeline;
@@ -439,7 +519,7 @@ fn batch(pipeline: &UtilityPipeline, spec_hash: &str) -> CronJob {
                         spec: Some(scheduled(
                             pipeline,
                             PodSpec {
-                                containers: vec![auth_container(pipeline, "batch", "batch")],
+                                containers: vec![batch_container(pipeline)],
                                 volumes: Some(auth_volumes(pipeline)),
                                 security_context: Some(restricted_pod(AUTH_USER)),
                                 restart_policy: Some("OnFailure".to_owned()),

@@ -322,6 +322,8 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     let deployments = cluster.api::<Deployment>();
     let mut uids = BTreeMap::new();
     let mut spec_hashes = BTreeMap::new();
+    let simulator = deployments.get(&format!("{name}-simulator")).await.expect("Deployment");
+    assert_eq!(simulator.spec.and_then(|spec| spec.replicas), Some(0), "no simulator unless simulator.enabled");
     for (component, command) in [("gateway", "ingest"), ("stream", "stream"), ("archiver", "archive"), ("api", "api")] {
         let deployment = deployments.get(&format!("{name}-{component}")).await.expect("Deployment");
         assert!(owned_by(&deployment.metadata, &pipeline), "{component}");
@@ -339,10 +341,16 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
         let env = pod.containers[0].env.clone().unwrap_or_default();
         assert!(env.iter().any(|var| var.name == "AUTH_PIPELINE" && var.value.as_deref() == Some(id.as_str())), "{component}: {env:?}");
         if component == "gateway" {
-            // The gateway's keys come from the user's Secret.
-            let secrets: Vec<String> =
-                pod.volumes.iter().flatten().filter_map(|volume| volume.secret.as_ref()?.secret_name.clone()).collect();
-            assert_eq!(secrets, vec![format!("{name}-gateway-keys")]);
+            // The gateway's keys come from the user's Secret, and from the simulator's when it runs.
+            let secrets: Vec<(String, Option<bool>)> = pod
+                .volumes
+                .iter()
+                .flatten()
+                .filter_map(|volume| volume.projected.as_ref()?.sources.clone())
+                .flatten()
+                .filter_map(|source| source.secret.map(|secret| (secret.name, secret.optional)))
+                .collect();
+            assert_eq!(secrets, vec![(format!("{name}-gateway-keys"), Some(false)), (format!("{name}-simulator-key"), Some(true))]);
             assert!(env.iter().any(|var| var.name == "AUTH_INGEST_KEYS"), "{env:?}");
         }
         // Never root, no privilege escalation, no capabilities, read-only root file system.

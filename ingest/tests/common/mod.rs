@@ -50,7 +50,7 @@ impl Served {
         let path = dir.path().join("keys.json");
         let (key, _) = keys::create_key(&path, "all regions", &[], 0).unwrap();
         let (west_key, _) = keys::create_key(&path, "west", &["US-CA".into()], 0).unwrap();
-        let keys = Arc::new(KeyRing::load(&path).unwrap());
+        let keys = Arc::new(KeyRing::load(std::slice::from_ref(&path)).unwrap());
         let gateway = Gateway::new(producer, &backend.pipeline, spec, Arc::clone(&keys));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
