@@ -245,7 +245,10 @@ clusterDomain: cluster.local
 clusterDNS: [$NODE_ADDRESS]
 podCIDR: $NODE_POD_CIDR
 maxPods: 60
-evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+# Absolute thresholds: this machine's disk is shared with build caches, so a
+# share of it says nothing about the node (at 2% the node went into disk
+# pressure and refused every pod while 5 GB were free).
+evictionHard: {memory.available: 100Mi, nodefs.available: 512Mi, imagefs.available: 512Mi}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 registerWithTaints: [{key: auth.dev/node, value: real, effect: NoSchedule}]
