@@ -42,6 +42,14 @@ pub struct KeysArgs {
     /// The key file the gateway reads.
     #[arg(long, env = "AUTH_INGEST_KEYS", default_value = "auth-keys.json", global = true)]
     keys_file: PathBuf,
+    /// On Kubernetes: the key file in this Secret instead (key `auth-keys.json`;
+    /// the gateway's is `<pipeline>-gateway-keys`), created when missing.
+    /// Running gateways see a change once the kubelet updates their volume (about a minute).
+    #[arg(long, global = true)]
+    secret: Option<String>,
+    /// The Secret's namespace (default: the kubeconfig's).
+    #[arg(long, global = true, requires = "secret")]
+    namespace: Option<String>,
     #[command(subcommand)]
     command: KeysCommand,
 }
@@ -63,7 +71,41 @@ enum KeysCommand {
     Revoke { id: String },
 }
 
+/// `auth keys`: on the key file, or with `--secret` on the Secret's.
 pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    match args.secret.clone() {
+        Some(secret) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(keys_in_secret(args, secret))
+        }
+        None => keys_in_file(args),
+    }
+}
+
+/// `auth keys --secret`: the same edit on the Secret's key file, through a
+/// private copy, written back only when it changed.
+async fn keys_in_secret(args: KeysArgs, secret: String) -> anyhow::Result<()> {
+    let client = auth_operator::Client::try_default()
+        .await
+        .context("connecting to Kubernetes for --secret (KUBECONFIG or ~/.kube/config)")?;
+    let keys = auth_operator::key_secret::KeySecret::new(client, args.namespace.as_deref(), &secret);
+    let read = keys.read().await.with_context(|| format!("reading the Secret {secret}"))?;
+    let copy = tempfile::tempdir().context("a private directory for the key file")?;
+    let path = copy.path().join("auth-keys.json");
+    if let Some(bytes) = &read.key_file {
+        std::fs::write(&path, bytes).context("copying the Secret's key file")?;
+    }
+    let before = read.key_file.clone();
+    keys_in_file(KeysArgs { keys_file: path.clone(), ..args })?;
+    let after = std::fs::read(&path).ok();
+    if let Some(after) = after.filter(|after| Some(after) != before.as_ref()) {
+        keys.write(read, after).await.with_context(|| format!("writing the Secret {secret} (run the command again if it changed meanwhile)"))?;
+        eprintln!("Secret {} updated; running gateways load it when the kubelet refreshes their volume", keys.name());
+    }
+    Ok(())
+}
+
+fn keys_in_file(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
         KeysCommand::Create { name, regions } => {
             let (key, record) = keys::create_key(&args.keys_file, &name, &regions, auth_core::now_ms())?;
@@ -72,7 +114,7 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
                 record.id,
                 record.name,
                 if regions.is_empty() { "every region".to_owned() } else { regions.join(", ") },
-                args.keys_file.display()
+                args.secret.as_deref().map_or_else(|| args.keys_file.display().to_string(), |secret| format!("the Secret {secret}"))
             );
             println!("{key}");
         }

@@ -131,6 +131,7 @@ impl Namespace {
             vec!["logs", "--all-containers", "--prefix", "--tail", "40", "-l", "app.kubernetes.io/instance=e2e"],
             vec!["get", "events", "--sort-by", ".lastTimestamp"],
             vec!["logs", "--prefix", "--tail", "200", "-l", "app.kubernetes.io/name=auth-operator"],
+            vec!["describe", "node", "auth-node"],
         ] {
             let output = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig()).arg("-n").arg(&self.name).args(&args).output();
             if let Ok(output) = output {
@@ -158,6 +159,13 @@ impl Drop for Namespace {
             eprintln!("namespace {} kept for inspection (helm uninstall {0} --namespace {0})", self.name);
             return;
         }
+        // The pipelines go first, while their operator runs their finalizer;
+        // else the namespace would wait for it forever.
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(["delete", "utilitypipelines", "--all", "--namespace", &self.name, "--timeout=120s"])
+            .output();
         if let Some(release) = self.release.take() {
             let _ = helm().args(["uninstall", &release, "--namespace", &self.name]).output();
         }
@@ -178,22 +186,27 @@ fn install_operator(namespace: &mut Namespace, image: &str) {
         "tolerations": [{"key": "auth.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}]}"#;
     let values = namespace.dir.path().join("values.json");
     std::fs::write(&values, placement).unwrap();
-    run(
-        helm().args(["install", &release, "charts/auth", "--namespace", &namespace.name, "--wait", "--timeout", "180s"]).args([
-            "--set",
-            &format!("image.repository={repository}"),
-            "--set",
-            &format!("image.tag={tag}"),
-            "--set",
-            &format!("watchNamespace={}", namespace.name),
-            "--values",
-            values.to_str().unwrap(),
-        ]),
-        None,
-    );
+    let installed = helm()
+        .args(["install", &release, "charts/auth", "--namespace", &namespace.name, "--wait", "--timeout", "180s"])
+        .args(["--set", &format!("image.repository={repository}"), "--set", &format!("image.tag={tag}")])
+        .args(["--set", &format!("watchNamespace={}", namespace.name), "--values", values.to_str().unwrap()])
+        .output()
+        .unwrap();
     namespace.release = Some(release.clone());
+    assert!(
+        installed.status.success(),
+        "helm install: {}\n{}",
+        String::from_utf8_lossy(&installed.stderr),
+        namespace.explain()
+    );
     let operator = namespace.get("deployment", &format!("{release}-auth"));
     assert_eq!(operator["status"]["readyReplicas"], 1, "the operator's pod is Ready: {operator}");
+}
+
+/// `auth keys` on the gateway's key Secret of the pipeline, as a user manages it.
+fn gateway_keys(namespace: &Namespace, args: &[&str]) -> String {
+    let secret = format!("{NAME}-gateway-keys");
+    run(namespace.auth().args(["keys", "--secret", &secret, "--namespace", &namespace.name]).args(args), None)
 }
 
 /// A Service without a selector whose endpoint is `NODE_ADDRESS:port`: a server outside the cluster, by name.
@@ -214,11 +227,22 @@ fn condition(pipeline: &Value, type_: &str) -> Option<(String, String)> {
     })
 }
 
-/// 01:00 UTC yesterday: the day the batch computes by default.
+/// 01:00 UTC yesterday.
 fn yesterday_ms() -> i64 {
     const DAY: i64 = 86_400_000;
     let now = auth_core::now_ms();
     now - now.rem_euclid(DAY) - DAY + 3_600_000
+}
+
+/// A Job from the pipeline's CronJob, as its schedule would start it, for one
+/// date (as on-call reruns a day: the test may cross midnight, which moves
+/// the batch's default day).
+fn batch_job(namespace: &Namespace, name: &str, date: &str) -> Value {
+    let cronjob = namespace.get("cronjob", &format!("{NAME}-batch"));
+    let mut template = cronjob["spec"]["jobTemplate"].clone();
+    template["spec"]["template"]["spec"]["containers"][0]["args"] = json!(["batch", "--date", date]);
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": template["metadata"]["labels"]},
+           "spec": template["spec"]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,13 +271,7 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     }
 
     // The user's Secrets: the gateway's keys, and the S3 settings every pod gets as environment.
-    let keys_file = namespace.dir.path().join("auth-keys.json");
-    let key = run(namespace.auth().args(["keys", "--keys-file"]).arg(&keys_file).args(["create", "--name", "e2e"]), None);
-    let key = key.trim().to_owned();
-    namespace.kubectl(
-        &["create", "secret", "generic", &format!("{NAME}-gateway-keys"), &format!("--from-file=auth-keys.json={}", keys_file.display())],
-        None,
-    );
+    let key = gateway_keys(&namespace, &["create", "--name", "e2e"]).trim().to_owned();
     namespace.kubectl(
         &["create", "secret", "generic", &format!("{NAME}-env"), "--from-literal=AWS_ENDPOINT_URL=http://s3:5000",
           "--from-literal=AWS_ACCESS_KEY_ID=auth-test", "--from-literal=AWS_SECRET_ACCESS_KEY=auth-test",
@@ -261,6 +279,8 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         None,
     );
 
+    let day_ms = yesterday_ms();
+    let day = chrono::DateTime::from_timestamp_millis(day_ms).unwrap().date_naive().to_string();
     let database = auth_testkit::fresh_database(&auth_testkit::postgres_url(), "e2e").await;
     // The spec names the user only; the password comes from the Secret.
     let pod_database = database.replace("auth:auth@127.0.0.1", "auth@postgres");
@@ -271,7 +291,7 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         "log": {"url": format!("kafka://{NODE_ADDRESS}:{NODE_KAFKA_PORT}"), "partitions": PARTITIONS},
         "archive": {"url": archive_url, "rollSecs": 2},
         "batch": {"databaseUrl": pod_database},
-        "simulator": {"customers": 300, "seed": 17, "mode": "asFastAsPossible", "startMs": yesterday_ms(),
+        "simulator": {"customers": 300, "seed": 17, "mode": "asFastAsPossible", "startMs": day_ms,
                       "outOfOrderShare": 0.0, "lateShare": 0.0, "duplicateShare": 0.0, "malformedShare": 0.0},
         "kubernetes": {
             "image": image, "streamReplicas": 1,
@@ -290,6 +310,10 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     let pods = namespace.kubectl(&["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"], None);
     assert!(pods.lines().all(|node| node == "auth-node"), "every pod runs on the real node: {pods}");
     assert_eq!(pods.lines().count(), 6, "the operator, gateway, stream, archiver, API and Redis: {pods}");
+    // A key issued while the gateway runs reaches it through its volume (checked at the end).
+    let late_key = gateway_keys(&namespace, &["create", "--name", "issued later"]).trim().to_owned();
+    let listed = gateway_keys(&namespace, &["list"]);
+    assert!(listed.contains("\te2e\t") && listed.contains("\tissued later\t"), "{listed}");
     let claim = namespace.get("pvc", &format!("data-{NAME}-redis-0"));
     assert_eq!(claim["status"]["phase"], "Bound", "Redis' volume is one of the node's: {claim}");
 
@@ -318,11 +342,11 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         ]);
         command
     };
-    run(&mut simulate(yesterday_ms()), None);
+    run(&mut simulate(day_ms), None);
     // The second half arrives while the stream pod is deleted; its
     // replacement resumes from the last checkpoint.
     let second_half = std::thread::scope(|scope| {
-        let sender = scope.spawn(|| run(&mut simulate(yesterday_ms() + 2 * 3_600_000), None));
+        let sender = scope.spawn(|| run(&mut simulate(day_ms + 2 * 3_600_000), None));
         namespace.kubectl(&["delete", "pod", "-l", "app.kubernetes.io/component=stream", "--wait=true"], None);
         sender.join()
     });
@@ -397,8 +421,18 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         assert!(body.contains(counter), "the {component} pod's /metrics has {counter}: {body}");
     }
 
-    // The batch, as its CronJob would start it, computes yesterday into PostgreSQL.
-    namespace.kubectl(&["create", "job", "batch-now", &format!("--from=cronjob/{NAME}-batch")], None);
+    // A day without master data fails; the pipeline's status names it while the Job retries.
+    namespace.apply(&batch_job(&namespace, "batch-empty", "2000-01-01"));
+    namespace.wait_for("the failed day in the pipeline's status", READY, || {
+        let pipeline = namespace.get("utilitypipeline", NAME);
+        let (status, message) = condition(&pipeline, "Batch")?;
+        (pipeline["status"]["batch"]["job"] == "batch-empty" && status == "False").then_some(())?;
+        assert!(message.contains("1 day(s) failed: 2000-01-01: no master data"), "{message}");
+        Some(())
+    });
+    namespace.kubectl(&["delete", "job", "batch-empty", "--wait=true"], None);
+    // The day of the readings computes into PostgreSQL.
+    namespace.apply(&batch_job(&namespace, "batch-now", &day));
     namespace.wait_for("the batch Job to succeed", READY, || {
         let job = namespace.get("job", "batch-now");
         (job["status"]["succeeded"].as_i64() == Some(1)).then_some(())
@@ -517,4 +551,17 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     for topic in topics(&pipeline_id) {
         assert_eq!(kafka.partitions(&topic).await.unwrap(), PARTITIONS, "{topic} of the same-named pipeline stays");
     }
+
+    // The key added to the Secret while the gateway ran is accepted once the
+    // kubelet has refreshed the gateway's volume (its sync period is a minute).
+    let reading = run(namespace.auth().args(["simulate", "--count", "1", "--config"]).arg(&changed_file), None);
+    let body = format!("[{}]", reading.trim());
+    let request = format!(
+        "POST /api/v1/readings HTTP/1.0\r\nAuthorization: Bearer {late_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    namespace.wait_for("the gateway to accept the key issued later", Duration::from_secs(180), || {
+        let (status, _) = http(&gateway_address, &request);
+        (status == 202).then_some(())
+    });
 }
