@@ -96,7 +96,7 @@ async fn keys_in_secret(args: KeysArgs, secret: String) -> anyhow::Result<()> {
         std::fs::write(&path, bytes).context("copying the Secret's key file")?;
     }
     let before = read.key_file.clone();
-    keys_in_file(KeysArgs { keys_file: path.clone(), ..args })?;
+    keys_in_file(KeysArgs { keys_file: path.clone(), ..args }).with_context(|| format!("the key file in the Secret {secret}"))?;
     let after = std::fs::read(&path).ok();
     if let Some(after) = after.filter(|after| Some(after) != before.as_ref()) {
         keys.write(read, after).await.with_context(|| format!("writing the Secret {secret} (run the command again if it changed meanwhile)"))?;

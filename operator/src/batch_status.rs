@@ -28,9 +28,29 @@ pub struct BatchRun {
     pub report: Option<BatchReport>,
 }
 
+/// A batch run's known result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Succeeded,
+    Failed,
+}
+
 impl BatchRun {
     pub fn failed(&self) -> bool {
         self.outcome == "Failed" || self.report.as_ref().is_some_and(|report| report.failed_days > 0)
+    }
+
+    /// What the run came to, once it is known: failed as soon as an attempt
+    /// reports a failed day (the Job may still retry), else succeeded when the
+    /// Job completed; `None` while it runs without a failure.
+    pub fn verdict(&self) -> Option<Verdict> {
+        if self.failed() {
+            Some(Verdict::Failed)
+        } else if self.outcome == "Succeeded" {
+            Some(Verdict::Succeeded)
+        } else {
+            None
+        }
     }
 
     /// One sentence for the `Batch` condition.
@@ -129,7 +149,7 @@ mod tests {
         let run = last_run(&jobs, &pods).unwrap();
         assert_eq!((run.job.as_str(), run.outcome.as_str(), run.retries), ("new", "Succeeded", 0));
         assert_eq!(run.report, Some(report));
-        assert!(!run.failed());
+        assert_eq!(run.verdict(), Some(Verdict::Succeeded));
         assert!(run.message().contains("1 day(s) recomputed (2026-11-30 to 2026-11-30), 3000 readings"), "{}", run.message());
         assert_eq!(last_run(&[], &pods), None);
     }
@@ -140,10 +160,10 @@ mod tests {
         report.fail("2026-11-30".into(), "S3: connection refused");
         let run = last_run(&[job("batch-1", "2026-11-30T01:00:00Z", None)], &[pod("batch-1", "2026-11-30T01:00:00Z", 2, &report.to_json(), true)]).unwrap();
         assert_eq!((run.outcome.as_str(), run.retries), ("Running", 2));
-        assert!(run.failed());
+        assert_eq!(run.verdict(), Some(Verdict::Failed), "failed while the Job still retries");
         assert!(run.message().contains("1 day(s) failed: 2026-11-30: S3: connection refused"), "{}", run.message());
         let unreadable = last_run(&[job("batch-2", "2026-11-30T01:00:00Z", Some("Failed"))], &[pod("batch-2", "2026-11-30T01:00:00Z", 0, "panicked", false)]).unwrap();
         assert_eq!((unreadable.outcome.as_str(), &unreadable.report), ("Failed", &None));
-        assert!(unreadable.failed());
+        assert_eq!(unreadable.verdict(), Some(Verdict::Failed));
     }
 }

@@ -33,6 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::batch_status::Verdict;
 use crate::crd::{ComponentReplicas, Condition, UtilityPipeline, UtilityPipelineStatus};
 use crate::objects::{self, Desired};
 
@@ -355,22 +356,26 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
         set_condition(&mut status, "Redis", true, "External", "serving.url names the Redis", generation);
     }
     let last_batch = last_batch_run(&context.client, &namespace, &name).await?;
-    match &last_batch {
-        Some(run) if run.failed() => set_condition(&mut status, "Batch", false, "LastRunFailed", &run.message(), generation),
-        Some(run) if run.outcome == "Succeeded" => {
+    match last_batch.as_ref().map(|run| (run, run.verdict())) {
+        Some((run, Some(Verdict::Failed))) => set_condition(&mut status, "Batch", false, "LastRunFailed", &run.message(), generation),
+        Some((run, Some(Verdict::Succeeded))) => {
             set_condition(&mut status, "Batch", true, "LastRunSucceeded", &run.message(), generation);
         }
-        Some(run) => set_condition(&mut status, "Batch", true, "Running", &run.message(), generation),
+        Some((run, None)) => set_condition(&mut status, "Batch", true, "Running", &run.message(), generation),
         None => {
             let schedule = format!("CronJob schedule {:?} (UTC); no run yet", spec.kubernetes.batch_schedule);
             set_condition(&mut status, "Batch", true, "Scheduled", &schedule, generation);
         }
     }
-    let batch_finished = last_batch.as_ref().filter(|run| run.outcome != "Running" || run.failed()).filter(|run| {
-        status.batch.as_ref().is_none_or(|before| (&before.job, &before.outcome, before.failed()) != (&run.job, &run.outcome, run.failed()))
-    });
-    if let Some(run) = batch_finished {
-        let (type_, reason) = if run.failed() { (EventType::Warning, "BatchFailed") } else { (EventType::Normal, "BatchSucceeded") };
+    // One event per run and verdict: a failed run still retrying and then given up on is one failure.
+    if let Some(run) = &last_batch
+        && let Some(verdict) = run.verdict()
+        && status.batch.as_ref().is_none_or(|before| (&before.job, before.verdict()) != (&run.job, Some(verdict)))
+    {
+        let (type_, reason) = match verdict {
+            Verdict::Failed => (EventType::Warning, "BatchFailed"),
+            Verdict::Succeeded => (EventType::Normal, "BatchSucceeded"),
+        };
         context.publish(pipeline, type_, reason, run.message()).await;
     }
     status.batch = last_batch;
