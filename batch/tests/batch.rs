@@ -15,7 +15,7 @@ use auth_batch::{
 use auth_core::ports::{
     Aggregate, OutRecord, PartitionFlush, PortError, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate,
 };
-use auth_core::{ArchiveSpec, CustomerKind, Reading, Region, Utility, codec, partition_for, utility_topic};
+use auth_core::{ArchiveSpec, CustomerKind, PipelineSpec, Reading, Region, Utility, codec, partition_for, utility_topic};
 use auth_master::archiver::Archiver;
 use bytes::Bytes;
 use auth_embedded::MemoryStore;
@@ -370,8 +370,9 @@ async fn the_archivers_progress_covers_every_partition_of_the_log() {
     let looked = watch.look(log, &master).await.unwrap();
     assert!(matches!(looked, Archived::Behind { archived_before: 0, .. }), "{looked:?}");
 
-    let spec = ArchiveSpec { url: master.location().to_owned(), roll_bytes: 1 << 20, roll_secs: 3_600 };
-    let mut archiver = Archiver::join(master.clone(), log, "settle", &[Utility::Electricity], spec).unwrap();
+    let mut spec = PipelineSpec { utilities: vec![Utility::Electricity], ..PipelineSpec::default() };
+    spec.archive = ArchiveSpec { url: master.location().to_owned(), roll_bytes: 1 << 20, roll_secs: 3_600 };
+    let mut archiver = Archiver::join(master.clone(), log, "settle", &spec).unwrap();
     let mut quiet = 0;
     while quiet < 5 {
         if archiver.step().await.unwrap() { quiet = 0 } else { quiet += 1 }

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use auth_core::ports::{Polled, ReadingLog, ServingStore, TopicPartition};
+use auth_core::ports::{LogRecord, Polled, ReadingLog, ServingStore, TopicPartition};
 use auth_core::spec::{PipelineSpec, SimulatorMode};
-use auth_core::{Reading, Utility, codec, dead_letter_topic, utility_topic};
+use auth_core::{Reading, ReceiverClock, Utility, codec, dead_letter_topic, utility_topic};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
 use auth_ingest::{LogSink, ReadingSink, Simulated, Simulator};
 use auth_stream::{PartitionWindows, Processor, ProcessorConfig};
@@ -240,7 +240,7 @@ fn codec_bench(count: usize) -> serde_json::Value {
     let started = Instant::now();
     for text in &json {
         let value: serde_json::Value = serde_json::from_str(black_box(text)).unwrap_or_default();
-        black_box(Reading::from_json(&value, BENCH_START_MS).ok());
+        black_box(Reading::from_json(&value, ReceiverClock::new(BENCH_START_MS, 3_600_000)).ok());
     }
     let json_decode = started.elapsed();
     println!("codec: {} readings, {} bytes each", readings.len(), codec::ENCODED_LEN);
@@ -306,7 +306,7 @@ fn resident_bytes() -> anyhow::Result<u64> {
 async fn for_each_record(
     log: &dyn ReadingLog,
     group: &str,
-    mut each: impl FnMut(&TopicPartition, &[u8]),
+    mut each: impl FnMut(&TopicPartition, &LogRecord),
 ) -> anyhow::Result<()> {
     let topics: Vec<String> = Utility::ALL.iter().map(|&u| utility_topic(PIPELINE, u)).collect();
     let mut consumer = log.consumer(group, &topics)?;
@@ -315,7 +315,7 @@ async fn for_each_record(
             Polled::Records(batches) => {
                 for batch in batches {
                     for record in &batch.records {
-                        each(&batch.partition, &record.value);
+                        each(&batch.partition, record);
                     }
                 }
             }
@@ -357,12 +357,12 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
     let resident_before = resident_bytes()?;
     let mut states: HashMap<TopicPartition, PartitionWindows> = HashMap::new();
     let started = Instant::now();
-    for_each_record(log.as_ref(), "bench-state", |partition, value| {
-        if let Ok(reading) = codec::decode(value) {
+    for_each_record(log.as_ref(), "bench-state", |partition, record| {
+        if let Ok(reading) = codec::decode(&record.value) {
             let windows = states
                 .entry(partition.clone())
                 .or_insert_with(|| PartitionWindows::new(reading.utility, config.windows.clone()));
-            windows.add(&reading);
+            windows.add(&reading, record.timestamp_ms.unwrap_or(i64::MAX));
         }
     })
     .await?;
@@ -370,12 +370,13 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
     let open_windows: usize = states.values().map(PartitionWindows::open_windows).sum();
     let resident_growth = resident_bytes()?.saturating_sub(resident_before);
     let state_bytes: usize = states.values().map(PartitionWindows::heap_bytes).sum();
+    let live_meters: usize = states.values().map(PartitionWindows::customers).sum();
     drop(states);
 
     let mut minute_sums: HashMap<(u64, i64), f64, rustc_hash::FxBuildHasher> = HashMap::default();
     let started = Instant::now();
-    for_each_record(log.as_ref(), "bench-baseline", |_, value| {
-        if let Ok(reading) = codec::decode(value) {
+    for_each_record(log.as_ref(), "bench-baseline", |_, record| {
+        if let Ok(reading) = codec::decode(&record.value) {
             *minute_sums.entry((reading.customer_id, reading.ts_ms - reading.ts_ms.rem_euclid(60_000))).or_default() += reading.value;
         }
     })
@@ -408,6 +409,9 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
         "open_windows": open_windows,
         "bytes_per_window": state_bytes / open_windows.max(1),
         "rss_bytes_per_window": resident_growth / open_windows.max(1) as u64,
+        "live_meters": live_meters,
+        "bytes_per_live_meter": state_bytes / live_meters.max(1),
+        "rss_bytes_per_live_meter": resident_growth / live_meters.max(1) as u64,
     }))
 }
 

@@ -36,7 +36,7 @@ pub async fn run(args: ArchiveArgs, metrics: PrometheusHandle) -> anyhow::Result
     let shutdown = auth_runtime::shutdown::on_signals();
     let metrics_server = serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
     tracing::info!(group = %auth_core::archive_group(pipeline), master = %master.location(), "archiver starting");
-    let mut archiver = Archiver::join(master, log.as_ref(), pipeline, &spec.utilities, spec.archive.clone())?;
+    let mut archiver = Archiver::join(master, log.as_ref(), pipeline, &spec)?;
     let outcome = archiver.run(log.as_ref(), &shutdown).await.context("archiver");
     shutdown.cancel();
     metrics_server.await.context("metrics server task")??;

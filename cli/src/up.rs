@@ -66,7 +66,7 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     let mut stream = tokio::spawn(processor.run(Arc::clone(&log), shutdown.clone()));
 
     let master = auth_master::MasterStore::open(&spec.archive.url).context("archive.url")?;
-    let mut archiver = Archiver::join(master.clone(), log.as_ref(), &pipeline, &spec.utilities, spec.archive.clone())?;
+    let mut archiver = Archiver::join(master.clone(), log.as_ref(), &pipeline, &spec)?;
     let (archive_log, archive_stop) = (Arc::clone(&log), shutdown.clone());
     let mut archive = tokio::spawn(async move { archiver.run(archive_log.as_ref(), &archive_stop).await });
     let mut batch = {

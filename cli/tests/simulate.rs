@@ -22,7 +22,7 @@ fn prints_valid_readings_and_repeats_itself() {
     assert_eq!(lines.len(), 50);
     for line in &lines {
         let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
-        let reading = auth_core::Reading::from_json(&value, 1_795_824_000_000).expect("a valid reading");
+        let reading = auth_core::Reading::from_json(&value, auth_core::ReceiverClock::new(1_795_824_000_000, 3_600_000)).expect("a valid reading");
         assert!((1..=20).contains(&reading.customer_id), "{line}");
     }
     assert_eq!(simulate(config.path()), first, "same seed, same readings");

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::reading::{CustomerKind, Reading, Utility};
+use crate::reading::{CustomerKind, Reading, ReceiverClock, Utility};
 use crate::region::Region;
 
 /// An item of a body that is not a valid reading.
@@ -48,8 +48,8 @@ pub struct TooManyReadings {
 /// How much of a refused item is kept for the dead-letter topic.
 pub const MAX_RAW_BYTES: usize = 4_096;
 
-/// Reads the readings of a body, checking each against `receiver_now_ms`.
-pub fn parse_body(body: &[u8], receiver_now_ms: i64, max_readings: usize) -> Result<ParsedBody, TooManyReadings> {
+/// Reads the readings of a body, checking each against the receiver's clock.
+pub fn parse_body(body: &[u8], receiver: ReceiverClock, max_readings: usize) -> Result<ParsedBody, TooManyReadings> {
     let trimmed = body.trim_ascii();
     let mut parsed = ParsedBody::default();
     if trimmed.is_empty() {
@@ -57,7 +57,7 @@ pub fn parse_body(body: &[u8], receiver_now_ms: i64, max_readings: usize) -> Res
     }
     if trimmed[0] == b'[' {
         if let Ok(items) = serde_json::from_slice::<Vec<Typed<'_>>>(trimmed)
-            && let Some(readings) = all_valid(&items, receiver_now_ms)
+            && let Some(readings) = all_valid(&items, receiver)
         {
             if readings.len() > max_readings {
                 return Err(TooManyReadings { count: readings.len(), max: max_readings });
@@ -71,7 +71,7 @@ pub fn parse_body(body: &[u8], receiver_now_ms: i64, max_readings: usize) -> Res
                     return Err(TooManyReadings { count: items.len(), max: max_readings });
                 }
                 for (index, item) in items.iter().enumerate() {
-                    check(&mut parsed, index, item, receiver_now_ms);
+                    check(&mut parsed, index, item, receiver);
                 }
             }
             Err(err) => refuse_unreadable(&mut parsed, 0, trimmed, &err),
@@ -83,7 +83,7 @@ pub fn parse_body(body: &[u8], receiver_now_ms: i64, max_readings: usize) -> Res
         if max_readings == 0 {
             return Err(TooManyReadings { count: 1, max: max_readings });
         }
-        check(&mut parsed, 0, &item, receiver_now_ms);
+        check(&mut parsed, 0, &item, receiver);
         return Ok(parsed);
     }
     let lines: Vec<&[u8]> = trimmed.split(|&byte| byte == b'\n').map(<[u8]>::trim_ascii).filter(|line| !line.is_empty()).collect();
@@ -92,7 +92,7 @@ pub fn parse_body(body: &[u8], receiver_now_ms: i64, max_readings: usize) -> Res
     }
     for (index, line) in lines.into_iter().enumerate() {
         match serde_json::from_slice::<Value>(line) {
-            Ok(item) => check(&mut parsed, index, &item, receiver_now_ms),
+            Ok(item) => check(&mut parsed, index, &item, receiver),
             Err(err) => refuse_unreadable(&mut parsed, index, line, &err),
         }
     }
@@ -118,7 +118,7 @@ struct Typed<'a> {
 
 /// The readings of `items` when every one is valid; `None` sends the body
 /// through the item-by-item path, which names every reason.
-fn all_valid(items: &[Typed<'_>], receiver_now_ms: i64) -> Option<Vec<Reading>> {
+fn all_valid(items: &[Typed<'_>], receiver: ReceiverClock) -> Option<Vec<Reading>> {
     items
         .iter()
         .map(|item| {
@@ -136,13 +136,13 @@ fn all_valid(items: &[Typed<'_>], receiver_now_ms: i64) -> Option<Vec<Reading>> 
                 ts_ms: item.ts_ms,
                 value: item.value,
             };
-            reading.problems(Some(receiver_now_ms)).is_empty().then_some(reading)
+            reading.problems(Some(receiver)).is_empty().then_some(reading)
         })
         .collect()
 }
 
-fn check(parsed: &mut ParsedBody, index: usize, item: &Value, receiver_now_ms: i64) {
-    match Reading::from_json(item, receiver_now_ms) {
+fn check(parsed: &mut ParsedBody, index: usize, item: &Value, receiver: ReceiverClock) {
+    match Reading::from_json(item, receiver) {
         Ok(reading) => parsed.readings.push((index, reading)),
         Err(reasons) => parsed.refused.push(RefusedItem {
             index,
@@ -181,6 +181,7 @@ mod tests {
     use crate::codec::tests::any_reading;
 
     const NOW: i64 = 1_795_824_000_000;
+    const CLOCK: ReceiverClock = ReceiverClock { now_ms: NOW, max_ahead_ms: 3_600_000 };
 
     fn json_of(reading: &Reading) -> String {
         reading.to_json().to_string()
@@ -193,13 +194,13 @@ mod tests {
             index + 100,
             NOW - 1_000
         );
-        Reading::from_json(&serde_json::from_str(&text).unwrap(), NOW).unwrap()
+        Reading::from_json(&serde_json::from_str(&text).unwrap(), CLOCK).unwrap()
     }
 
     #[test]
     fn one_object_spread_over_lines() {
         let body = serde_json::to_string_pretty(&sample(1).to_json()).unwrap();
-        let parsed = parse_body(body.as_bytes(), NOW, 10).unwrap();
+        let parsed = parse_body(body.as_bytes(), CLOCK, 10).unwrap();
         assert_eq!(parsed.readings, vec![(0, sample(1))]);
         assert!(parsed.refused.is_empty());
     }
@@ -207,7 +208,7 @@ mod tests {
     #[test]
     fn ndjson_keeps_good_lines_and_names_bad_ones() {
         let body = format!("{}\n\n{{\"meterId\": \n{}\n[1]\n", json_of(&sample(1)), json_of(&sample(2)));
-        let parsed = parse_body(body.as_bytes(), NOW, 10).unwrap();
+        let parsed = parse_body(body.as_bytes(), CLOCK, 10).unwrap();
         assert_eq!(parsed.readings, vec![(0, sample(1)), (2, sample(2))]);
         let indexes: Vec<usize> = parsed.refused.iter().map(|refused| refused.index).collect();
         assert_eq!(indexes, vec![1, 3]);
@@ -219,7 +220,7 @@ mod tests {
     #[test]
     fn array_items_are_checked_one_by_one_with_every_reason() {
         let body = format!(r#"[{}, {{"meterId": 1, "value": -2}}, 7]"#, json_of(&sample(3)));
-        let parsed = parse_body(body.as_bytes(), NOW, 10).unwrap();
+        let parsed = parse_body(body.as_bytes(), CLOCK, 10).unwrap();
         assert_eq!(parsed.readings, vec![(0, sample(3))]);
         assert_eq!(parsed.refused.len(), 2);
         assert_eq!(parsed.refused[0].index, 1);
@@ -231,15 +232,15 @@ mod tests {
     #[test]
     fn limits_and_unreadable_bodies() {
         let body = format!("[{0}, {0}, {0}]", json_of(&sample(4)));
-        assert_eq!(parse_body(body.as_bytes(), NOW, 2), Err(TooManyReadings { count: 3, max: 2 }));
+        assert_eq!(parse_body(body.as_bytes(), CLOCK, 2), Err(TooManyReadings { count: 3, max: 2 }));
         let ndjson = format!("{0}\n{0}\n{0}\n", json_of(&sample(4)));
-        assert_eq!(parse_body(ndjson.as_bytes(), NOW, 2), Err(TooManyReadings { count: 3, max: 2 }));
-        let parsed = parse_body(b"[{\"meterId\": 1,", NOW, 2).unwrap();
+        assert_eq!(parse_body(ndjson.as_bytes(), CLOCK, 2), Err(TooManyReadings { count: 3, max: 2 }));
+        let parsed = parse_body(b"[{\"meterId\": 1,", CLOCK, 2).unwrap();
         assert_eq!(parsed.refused.len(), 1);
         assert!(parsed.refused[0].reasons[0].contains("EOF"), "{:?}", parsed.refused[0]);
-        assert_eq!(parse_body(b"  \n ", NOW, 2).unwrap(), ParsedBody::default());
+        assert_eq!(parse_body(b"  \n ", CLOCK, 2).unwrap(), ParsedBody::default());
         let huge = format!("\"{}\"", "é".repeat(MAX_RAW_BYTES));
-        let parsed = parse_body(huge.as_bytes(), NOW, 2).unwrap();
+        let parsed = parse_body(huge.as_bytes(), CLOCK, 2).unwrap();
         assert!(parsed.refused[0].raw.len() <= MAX_RAW_BYTES);
     }
 
@@ -248,7 +249,7 @@ mod tests {
         let items: Vec<Value> = serde_json::from_slice(body).unwrap();
         let mut parsed = ParsedBody::default();
         for (index, item) in items.iter().enumerate() {
-            check(&mut parsed, index, item, NOW);
+            check(&mut parsed, index, item, CLOCK);
         }
         parsed
     }
@@ -270,18 +271,18 @@ mod tests {
                 _ => first["customerKind"] = serde_json::json!("alien"),
             }
             let body = serde_json::to_vec(&items).unwrap();
-            prop_assert_eq!(parse_body(&body, NOW, 100).unwrap(), checked_one_by_one(&body));
+            prop_assert_eq!(parse_body(&body, CLOCK, 100).unwrap(), checked_one_by_one(&body));
         }
 
         #[test]
         fn every_valid_reading_comes_back_in_every_form(readings in proptest::collection::vec(any_reading(), 1..20)) {
-            let valid: Vec<Reading> = readings.into_iter().filter(|reading| reading.problems(Some(NOW)).is_empty()).collect();
+            let valid: Vec<Reading> = readings.into_iter().filter(|reading| reading.problems(Some(CLOCK)).is_empty()).collect();
             let expected: Vec<(usize, Reading)> = valid.iter().copied().enumerate().collect();
             let lines: Vec<String> = valid.iter().map(json_of).collect();
             let array = format!("[{}]", lines.join(","));
             let ndjson = lines.join("\n");
             for body in [array, ndjson] {
-                let parsed = parse_body(body.as_bytes(), NOW, 100).unwrap();
+                let parsed = parse_body(body.as_bytes(), CLOCK, 100).unwrap();
                 prop_assert!(parsed.refused.is_empty(), "{:?}", parsed.refused);
                 prop_assert_eq!(&parsed.readings, &expected);
             }
@@ -289,7 +290,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic_and_every_item_is_accounted(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(parsed) = parse_body(&bytes, NOW, 1_000) {
+            if let Ok(parsed) = parse_body(&bytes, CLOCK, 1_000) {
                 let mut indexes: Vec<usize> = parsed.readings.iter().map(|(index, _)| *index)
                     .chain(parsed.refused.iter().map(|refused| refused.index)).collect();
                 indexes.sort_unstable();

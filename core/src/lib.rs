@@ -17,7 +17,7 @@ pub mod region;
 pub mod spec;
 
 pub use dead_letter::{DeadLetter, DeadLetterSource};
-pub use reading::{CustomerKind, InvalidReason, Reading, Utility};
+pub use reading::{CustomerKind, InvalidReason, Reading, ReceiverClock, Utility};
 pub use region::Region;
 pub use spec::{ArchiveSpec, BatchSpec, IngestSpec, PipelineSpec};
 

@@ -89,6 +89,10 @@ pub struct OutRecord {
 #[derive(Debug, Clone)]
 pub struct LogRecord {
     pub offset: u64,
+    /// When the log took the record (Kafka's record timestamp, which the
+    /// broker sets on topics with `message.timestamp.type=LogAppendTime`), in
+    /// UTC ms; `None` when the log does not say.
+    pub timestamp_ms: Option<i64>,
     pub key: Bytes,
     pub value: Bytes,
 }
@@ -214,6 +218,12 @@ pub struct PartitionCounts {
     pub duplicates: u64,
     pub too_late: u64,
     pub malformed: u64,
+    /// Dated further ahead of the log's clock than `windows.maxClockAheadSecs`.
+    #[serde(default)]
+    pub quarantined: u64,
+    /// Counted for their customer, but past the region lateness of a region window.
+    #[serde(default)]
+    pub region_too_late: u64,
     pub windows_emitted: u64,
 }
 
@@ -224,6 +234,8 @@ impl std::ops::AddAssign for PartitionCounts {
         self.duplicates += other.duplicates;
         self.too_late += other.too_late;
         self.malformed += other.malformed;
+        self.quarantined += other.quarantined;
+        self.region_too_late += other.region_too_late;
         self.windows_emitted += other.windows_emitted;
     }
 }

@@ -9,8 +9,35 @@ use serde_json::{Map, Value};
 
 use crate::region::Region;
 
-/// How far ahead of the receiver's clock an event time may be.
-pub const MAX_FUTURE_MS: i64 = 3_600_000;
+/// The earliest event time a reading may have: 2000-01-01T00:00:00Z.
+pub const EARLIEST_EVENT_MS: i64 = 946_684_800_000;
+/// The latest event time a reading may have: 2200-01-01T00:00:00Z. Together
+/// with [`EARLIEST_EVENT_MS`] it keeps window arithmetic far from `i64`'s limits.
+pub const LATEST_EVENT_MS: i64 = 7_258_118_400_000;
+
+/// The clock a receiver (gateway or stream processor) checks event times
+/// against, and how far ahead of it a meter's clock may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverClock {
+    pub now_ms: i64,
+    pub max_ahead_ms: i64,
+}
+
+impl ReceiverClock {
+    pub fn new(now_ms: i64, max_ahead_ms: i64) -> Self {
+        Self { now_ms, max_ahead_ms }
+    }
+
+    /// Why `ts_ms` is too far ahead of this clock, if it is.
+    pub fn ahead_problem(self, ts_ms: i64) -> Option<InvalidReason> {
+        let ahead_ms = ts_ms.saturating_sub(self.now_ms);
+        (ahead_ms > self.max_ahead_ms).then_some(InvalidReason::FutureTimestamp {
+            ts_ms,
+            ahead_ms,
+            max_ahead_ms: self.max_ahead_ms,
+        })
+    }
+}
 
 /// What a meter measures. Electricity values are Wh; gas and water are litres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
@@ -29,6 +56,16 @@ impl Utility {
             Utility::Electricity => "electricity",
             Utility::Gas => "gas",
             Utility::Water => "water",
+        }
+    }
+
+    /// The largest value one reading may hold: far above any real interval's
+    /// consumption (a gigawatt-hour, a hundred thousand cubic metres), so that
+    /// sums of billions of readings stay exact enough and finite.
+    pub fn max_reading_value(self) -> f64 {
+        match self {
+            Utility::Electricity => 1e9,
+            Utility::Gas | Utility::Water => 1e8,
         }
     }
 
@@ -114,8 +151,14 @@ pub enum InvalidReason {
     NegativeValue { value: f64 },
     #[error("value is not a finite number")]
     NonFiniteValue,
-    #[error("event time {ts_ms} is {ahead_ms} ms ahead of the receiver's clock (at most {MAX_FUTURE_MS} ms allowed)")]
-    FutureTimestamp { ts_ms: i64, ahead_ms: i64 },
+    #[error("value {value} is above the most a {utility} reading may hold ({max} {unit})", unit = utility.unit())]
+    ImplausibleValue { value: f64, utility: Utility, max: f64 },
+    #[error(
+        "event time {ts_ms} is {ahead_ms} ms ahead of the receiver's clock (at most {max_ahead_ms} ms allowed, windows.maxClockAheadSecs)"
+    )]
+    FutureTimestamp { ts_ms: i64, ahead_ms: i64, max_ahead_ms: i64 },
+    #[error("event time {ts_ms} is outside the years 2000 to 2199 ({EARLIEST_EVENT_MS} to {LATEST_EVENT_MS} ms)")]
+    TimestampOutOfRange { ts_ms: i64 },
     #[error("unknown region `{code}` (expected an ISO 3166-2 code of the region table, e.g. US-CA)")]
     UnknownRegion { code: String },
     #[error("unknown utility `{name}` (expected electricity, gas or water)")]
@@ -125,23 +168,24 @@ pub enum InvalidReason {
 }
 
 impl Reading {
-    /// Every rule a typed reading can break: the value must be finite and not
-    /// negative; with a receiver clock, the event time may be at most
-    /// [`MAX_FUTURE_MS`] ahead of it.
-    pub fn problems(&self, receiver_now_ms: Option<i64>) -> Vec<InvalidReason> {
-        let value_problem = value_problem(self.value);
-        let time_problem = receiver_now_ms.and_then(|now_ms| time_problem(self.ts_ms, now_ms));
+    /// Every rule a typed reading can break: the value must be finite, not
+    /// negative and at most [`Utility::max_reading_value`]; the event time must
+    /// lie between [`EARLIEST_EVENT_MS`] and [`LATEST_EVENT_MS`] and, with a
+    /// receiver clock, not further ahead of it than the clock allows.
+    pub fn problems(&self, receiver: Option<ReceiverClock>) -> Vec<InvalidReason> {
+        let value_problem = value_problem(self.value, Some(self.utility));
+        let time_problem = time_problem(self.ts_ms, receiver);
         value_problem.into_iter().chain(time_problem).collect()
     }
 
     /// Reads one reading from its JSON form (the edge format), checking every
-    /// field and the rules of [`Reading::problems`] against `receiver_now_ms`.
+    /// field and the rules of [`Reading::problems`] against the receiver's clock.
     ///
     /// ```json
     /// {"meterId": 7, "customerId": 3, "utility": "gas", "region": "US-CA",
     ///  "customerKind": "residential", "tsMs": 1764288000000, "value": 12.5}
     /// ```
-    pub fn from_json(value: &Value, receiver_now_ms: i64) -> Result<Reading, Vec<InvalidReason>> {
+    pub fn from_json(value: &Value, receiver: ReceiverClock) -> Result<Reading, Vec<InvalidReason>> {
         let Some(object) = value.as_object() else {
             return Err(vec![InvalidReason::NotAnObject]);
         };
@@ -169,8 +213,8 @@ impl Reading {
         let ts_ms = fields.integer("tsMs");
         let reading_value = fields.number("value");
         let mut problems = fields.problems;
-        problems.extend(reading_value.and_then(value_problem));
-        problems.extend(ts_ms.and_then(|ts_ms| time_problem(ts_ms, receiver_now_ms)));
+        problems.extend(reading_value.and_then(|value| value_problem(value, utility)));
+        problems.extend(ts_ms.and_then(|ts_ms| time_problem(ts_ms, Some(receiver))));
         match (meter_id, customer_id, utility, region, customer_kind, ts_ms, reading_value) {
             (Some(meter_id), Some(customer_id), Some(utility), Some(region), Some(customer_kind), Some(ts_ms), Some(value))
                 if problems.is_empty() =>
@@ -187,19 +231,25 @@ impl Reading {
     }
 }
 
-fn value_problem(value: f64) -> Option<InvalidReason> {
+fn value_problem(value: f64, utility: Option<Utility>) -> Option<InvalidReason> {
     if !value.is_finite() {
         Some(InvalidReason::NonFiniteValue)
     } else if value < 0.0 {
         Some(InvalidReason::NegativeValue { value })
+    } else if let Some(utility) = utility
+        && value > utility.max_reading_value()
+    {
+        Some(InvalidReason::ImplausibleValue { value, utility, max: utility.max_reading_value() })
     } else {
         None
     }
 }
 
-fn time_problem(ts_ms: i64, receiver_now_ms: i64) -> Option<InvalidReason> {
-    let ahead_ms = ts_ms.saturating_sub(receiver_now_ms);
-    (ahead_ms > MAX_FUTURE_MS).then_some(InvalidReason::FutureTimestamp { ts_ms, ahead_ms })
+fn time_problem(ts_ms: i64, receiver: Option<ReceiverClock>) -> Option<InvalidReason> {
+    if !(EARLIEST_EVENT_MS..LATEST_EVENT_MS).contains(&ts_ms) {
+        return Some(InvalidReason::TimestampOutOfRange { ts_ms });
+    }
+    receiver.and_then(|clock| clock.ahead_problem(ts_ms))
 }
 
 const JSON_FIELDS: [&str; 7] = ["meterId", "customerId", "utility", "region", "customerKind", "tsMs", "value"];
@@ -269,6 +319,8 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_764_288_000_000;
+    const HOUR: i64 = 3_600_000;
+    const CLOCK: ReceiverClock = ReceiverClock { now_ms: NOW, max_ahead_ms: HOUR };
 
     fn valid() -> Value {
         json!({"meterId": 7, "customerId": 3, "utility": "gas", "region": "US-CA",
@@ -277,7 +329,7 @@ mod tests {
 
     #[test]
     fn valid_json_round_trips() {
-        let reading = Reading::from_json(&valid(), NOW).expect("valid reading");
+        let reading = Reading::from_json(&valid(), CLOCK).expect("valid reading");
         assert_eq!(reading.utility, Utility::Gas);
         assert_eq!(reading.region.code(), "US-CA");
         assert_eq!(reading.to_json(), valid());
@@ -286,8 +338,8 @@ mod tests {
     #[test]
     fn every_reason_is_reported() {
         let bad = json!({"meterId": -1, "utility": "steam", "region": "US-XX", "customerKind": "alien",
-                         "tsMs": NOW + 2 * MAX_FUTURE_MS, "value": -3.0, "colour": "red"});
-        let reasons = Reading::from_json(&bad, NOW).expect_err("invalid reading");
+                         "tsMs": NOW + 2 * HOUR, "value": -3.0, "colour": "red"});
+        let reasons = Reading::from_json(&bad, CLOCK).expect_err("invalid reading");
         let texts: Vec<String> = reasons.iter().map(ToString::to_string).collect();
         assert_eq!(
             reasons,
@@ -299,7 +351,7 @@ mod tests {
                 InvalidReason::UnknownRegion { code: "US-XX".into() },
                 InvalidReason::UnknownCustomerKind { name: "alien".into() },
                 InvalidReason::NegativeValue { value: -3.0 },
-                InvalidReason::FutureTimestamp { ts_ms: NOW + 2 * MAX_FUTURE_MS, ahead_ms: 2 * MAX_FUTURE_MS },
+                InvalidReason::FutureTimestamp { ts_ms: NOW + 2 * HOUR, ahead_ms: 2 * HOUR, max_ahead_ms: HOUR },
             ],
             "{texts:#?}"
         );
@@ -307,21 +359,40 @@ mod tests {
 
     #[test]
     fn not_an_object_and_wrong_types() {
-        assert_eq!(Reading::from_json(&json!([1, 2]), NOW), Err(vec![InvalidReason::NotAnObject]));
+        assert_eq!(Reading::from_json(&json!([1, 2]), CLOCK), Err(vec![InvalidReason::NotAnObject]));
         let mut wrong = valid();
         wrong["value"] = json!("12");
         wrong["tsMs"] = json!(1.5);
-        let reasons = Reading::from_json(&wrong, NOW).expect_err("wrong types");
+        let reasons = Reading::from_json(&wrong, CLOCK).expect_err("wrong types");
         assert_eq!(reasons.len(), 2, "{reasons:?}");
     }
 
     #[test]
     fn typed_rules() {
-        let reading = Reading::from_json(&valid(), NOW).expect("valid reading");
-        assert!(reading.problems(Some(NOW)).is_empty());
+        let reading = Reading::from_json(&valid(), CLOCK).expect("valid reading");
+        assert!(reading.problems(Some(CLOCK)).is_empty());
         let nan = Reading { value: f64::NAN, ..reading };
         assert_eq!(nan.problems(None), vec![InvalidReason::NonFiniteValue]);
-        let early = Reading { ts_ms: NOW + MAX_FUTURE_MS, ..reading };
-        assert!(early.problems(Some(NOW)).is_empty(), "exactly one hour ahead is allowed");
+        let early = Reading { ts_ms: NOW + HOUR, ..reading };
+        assert!(early.problems(Some(CLOCK)).is_empty(), "exactly the allowed hour ahead is allowed");
+    }
+
+    #[test]
+    fn implausible_values_and_times_near_the_limits_are_refused() {
+        let reading = Reading::from_json(&valid(), CLOCK).expect("valid reading");
+        let huge = Reading { value: 1e308, ..reading };
+        assert_eq!(
+            huge.problems(None),
+            vec![InvalidReason::ImplausibleValue { value: 1e308, utility: Utility::Gas, max: 1e8 }]
+        );
+        for ts_ms in [i64::MIN, -1, 0, i64::MAX, LATEST_EVENT_MS] {
+            let odd = Reading { ts_ms, ..reading };
+            assert_eq!(odd.problems(Some(CLOCK)), vec![InvalidReason::TimestampOutOfRange { ts_ms }], "{ts_ms}");
+        }
+        let mut json = valid();
+        json["value"] = json!(1e308);
+        json["tsMs"] = json!(i64::MAX);
+        let reasons = Reading::from_json(&json, CLOCK).expect_err("refused");
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
     }
 }

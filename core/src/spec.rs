@@ -196,13 +196,24 @@ pub struct WindowSpec {
     /// A one-day window is always kept too: it holds today's totals.
     #[schemars(length(min = 1), inner(range(min = 1, max = 86_400)), extend("x-kubernetes-list-type" = "set"))]
     pub sizes_secs: Vec<u32>,
-    /// Bounded out-of-orderness: a partition's watermark trails its newest event time by this much.
+    /// Bounded out-of-orderness: a meter's watermark trails its newest event time by this much.
     #[schemars(range(max = 3_600))]
     pub out_of_orderness_secs: u32,
-    /// How long after its end a window still accepts readings (and is emitted again).
+    /// How long after its end (on the meter's own watermark) a customer window
+    /// still accepts readings, and is emitted again.
     #[schemars(range(max = 86_400))]
     pub allowed_lateness_secs: u32,
-    /// A partition without records for this long no longer holds back the operator watermark.
+    /// How long after its end (on the partition's watermark) a region window
+    /// still takes in late customer readings; later ones are left to the batch.
+    #[schemars(range(max = 86_400))]
+    pub region_lateness_secs: u32,
+    /// A reading dated further ahead of the log's clock than this is
+    /// quarantined to the dead-letter topic, at the gateway and in the stream.
+    #[schemars(range(min = 1, max = 86_400))]
+    pub max_clock_ahead_secs: u32,
+    /// A meter without readings for this long (processing time) has its
+    /// windows closed once the clock passes their end; a partition without
+    /// records for this long no longer holds back the pipeline's watermark.
     #[schemars(range(min = 1))]
     pub idle_timeout_secs: u32,
 }
@@ -374,7 +385,14 @@ impl Default for PipelineSpec {
 
 impl Default for WindowSpec {
     fn default() -> Self {
-        Self { sizes_secs: vec![60, 3_600, DAY_SECS], out_of_orderness_secs: 10, allowed_lateness_secs: 60, idle_timeout_secs: 30 }
+        Self {
+            sizes_secs: vec![60, 3_600, DAY_SECS],
+            out_of_orderness_secs: 10,
+            allowed_lateness_secs: 60,
+            region_lateness_secs: 3_600,
+            max_clock_ahead_secs: 300,
+            idle_timeout_secs: 30,
+        }
     }
 }
 
@@ -444,6 +462,11 @@ impl WindowSpec {
         sizes.sort_unstable();
         sizes.dedup();
         sizes
+    }
+
+    /// How far ahead of the log's clock an event time may be, in ms.
+    pub fn max_clock_ahead_ms(&self) -> i64 {
+        i64::from(self.max_clock_ahead_secs) * 1_000
     }
 }
 
@@ -544,6 +567,12 @@ impl PipelineSpec {
         }
         if windows.allowed_lateness_secs > DAY_SECS {
             problems.add("windows.allowedLatenessSecs", "must be at most 86400 s");
+        }
+        if windows.region_lateness_secs > DAY_SECS {
+            problems.add("windows.regionLatenessSecs", "must be at most 86400 s");
+        }
+        if !(1..=DAY_SECS).contains(&windows.max_clock_ahead_secs) {
+            problems.add("windows.maxClockAheadSecs", "must be between 1 and 86400 s");
         }
         if windows.idle_timeout_secs == 0 {
             problems.add("windows.idleTimeoutSecs", "must be at least 1 s");

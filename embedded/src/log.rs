@@ -243,7 +243,7 @@ impl LogProducer for EmbeddedLog {
             let mut partition = lock(partition);
             for OutRecord { key, value, .. } in batch {
                 let offset = partition.end_offset();
-                let record = LogRecord { offset, key, value };
+                let record = LogRecord { offset, timestamp_ms: i64::try_from(appended_ms).ok(), key, value };
                 partition.bytes += record_bytes(&record);
                 partition.records.push_back(Stored { appended_ms, record });
             }

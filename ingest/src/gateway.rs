@@ -13,6 +13,7 @@
 //! - 400: some readings refused (the valid ones of the same body are stored);
 //! - 403: some readings are of regions the key may not send for;
 //! - 401: no key or an invalid one; 413: body or batch too large;
+//! - 429 with `Retry-After` and no reading read: too many wrong keys of this key id were tried;
 //! - 429 with `Retry-After`: too many readings wait for the log already;
 //! - 503 with `Retry-After`: the log did not acknowledge; nothing is promised.
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use auth_core::edge::{ParsedBody, RefusedItem, TooManyReadings, parse_body};
 use auth_core::ports::{LogProducer, OutRecord, PortError};
-use auth_core::{DeadLetter, DeadLetterSource, IngestSpec, Utility, codec, dead_letter_topic, utility_topic};
+use auth_core::{DeadLetter, DeadLetterSource, IngestSpec, ReceiverClock, Utility, codec, dead_letter_topic, utility_topic};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -33,7 +34,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::keys::{Grant, KeyRing, Presented};
+use crate::keys::{Grant, KeyRing, Presented, Refusal};
 use crate::log_sink::LogRecords;
 
 /// Readings the gateway handled, by `source` (http, mqtt) and `outcome` (accepted, refused).
@@ -124,6 +125,8 @@ struct Inner {
     dead_letters: String,
     partitions: u32,
     limits: IngestSpec,
+    /// How far ahead of this gateway's clock a reading's event time may be (`windows.maxClockAheadSecs`).
+    max_clock_ahead_ms: i64,
     keys: Arc<KeyRing>,
     in_flight: Arc<Semaphore>,
 }
@@ -142,6 +145,7 @@ impl Gateway {
             dead_letters: dead_letter_topic(pipeline),
             partitions: spec.log.partitions,
             limits: spec.ingest.clone(),
+            max_clock_ahead_ms: spec.windows.max_clock_ahead_ms(),
             keys,
             in_flight: Arc::new(Semaphore::new(spec.ingest.max_in_flight_readings as usize)),
         };
@@ -172,7 +176,8 @@ impl Gateway {
         if body.len() as u64 > inner.limits.max_body_bytes {
             return Err(IngestError::TooLarge { max: inner.limits.max_body_bytes });
         }
-        let ParsedBody { readings, mut refused } = parse_body(body, now_ms, inner.limits.max_readings_per_request as usize)?;
+        let receiver = ReceiverClock::new(now_ms, inner.max_clock_ahead_ms);
+        let ParsedBody { readings, mut refused } = parse_body(body, receiver, inner.limits.max_readings_per_request as usize)?;
         if readings.is_empty() && refused.is_empty() {
             return Err(IngestError::Empty);
         }
@@ -275,6 +280,19 @@ fn dead_letters(source: Source, grant: &Grant, refused: &[RefusedItem], now_ms: 
         .collect()
 }
 
+/// 401 for a missing or wrong key; 429 with the wait for a key id whose
+/// verification budget is spent.
+fn refused(refusal: &Refusal) -> Response {
+    match refusal {
+        Refusal::Missing | Refusal::Invalid => json_error(StatusCode::UNAUTHORIZED, refusal.to_string()),
+        Refusal::Throttled { retry_after_secs, .. } => {
+            let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, refusal.to_string());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            response
+        }
+    }
+}
+
 fn json_error(status: StatusCode, message: String) -> Response {
     let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
     match status {
@@ -308,11 +326,11 @@ async fn handle(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Response 
             let keys = Arc::clone(keys);
             match tokio::task::spawn_blocking(move || keys.verify(unverified)).await {
                 Ok(Ok(grant)) => grant,
-                Ok(Err(refusal)) => return json_error(StatusCode::UNAUTHORIZED, refusal.to_string()),
+                Ok(Err(refusal)) => return refused(&refusal),
                 Err(err) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("key check failed: {err}")),
             }
         }
-        Err(refusal) => return json_error(StatusCode::UNAUTHORIZED, refusal.to_string()),
+        Err(refusal) => return refused(&refusal),
     };
     let max = gateway.inner.limits.max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());

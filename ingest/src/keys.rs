@@ -10,15 +10,23 @@
 //! it, so argon2's deliberate cost is paid once per key, not per request. The
 //! files are read again when one changes, so keys created or revoked while
 //! the gateway runs take effect.
+//!
+//! A hostile client cannot make the gateway pay argon2 per request: a wrong
+//! key is remembered as wrong (a bounded set), and each key id gets a small
+//! budget of verifications ([`VERIFICATIONS_PER_MINUTE`]); beyond it a key of
+//! that id is refused as throttled (429) until the budget refills.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::Argon2;
 use auth_core::Region;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub use auth_core::gateway_key::{IssueError, KeyFile, KeyRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,19 +101,30 @@ pub fn revoke_key(path: &Path, id: &str) -> Result<KeyRecord, KeyError> {
     Ok(record)
 }
 
-/// Why a presented key is refused (HTTP 401).
+/// Argon2 verifications allowed per key id and minute (a burst of as many).
+pub const VERIFICATIONS_PER_MINUTE: u32 = 5;
+/// Wrong keys remembered as wrong; the set starts over when full.
+const REMEMBERED_WRONG_KEYS: usize = 10_000;
+/// Argon2 verifications run, by `outcome` (verified, wrong).
+pub const METRIC_KEY_VERIFICATIONS: &str = "auth_ingest_key_verifications_total";
+
+/// Why a presented key is refused: HTTP 401, or 429 when throttled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
     #[error("no key: send `Authorization: Bearer <key>` with a key from `auth keys create`")]
     Missing,
     #[error("the key is not valid")]
     Invalid,
+    #[error("too many keys of id `{id}` were tried; try again in {retry_after_secs} s")]
+    Throttled { id: String, retry_after_secs: u64 },
 }
 
 /// The keys a gateway accepts, from its key files.
 pub struct KeyRing {
     paths: Vec<PathBuf>,
     state: Mutex<RingState>,
+    /// Argon2 runs per key id (only ids of the files get here, so it is bounded).
+    verifications: DefaultKeyedRateLimiter<String>,
 }
 
 struct RingState {
@@ -114,14 +133,26 @@ struct RingState {
     records: HashMap<String, KeyRecord>,
     /// Keys verified against their hash, by the key presented.
     verified: HashMap<String, Arc<Grant>>,
+    /// Keys of known ids that failed verification.
+    wrong: HashSet<String>,
+    /// Argon2 runs so far, for tests and `/metrics`.
+    verifications: u64,
 }
 
 impl KeyRing {
     /// The keys of every file in `paths` (a missing file holds none).
     pub fn load(paths: &[PathBuf]) -> Result<Self, KeyError> {
+        let per_minute = NonZeroU32::new(VERIFICATIONS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
         let ring = Self {
             paths: paths.to_vec(),
-            state: Mutex::new(RingState { modified: None, records: HashMap::new(), verified: HashMap::new() }),
+            state: Mutex::new(RingState {
+                modified: None,
+                records: HashMap::new(),
+                verified: HashMap::new(),
+                wrong: HashSet::new(),
+                verifications: 0,
+            }),
+            verifications: RateLimiter::keyed(Quota::per_minute(per_minute)),
         };
         ring.reload_if_changed()?;
         Ok(ring)
@@ -145,6 +176,7 @@ impl KeyRing {
         }
         state.records = records;
         state.verified.clear();
+        state.wrong.clear();
         state.modified = Some(modified);
         tracing::info!(files = ?self.paths, keys = state.records.len(), "gateway keys loaded");
         Ok(())
@@ -179,7 +211,20 @@ impl KeyRing {
         }
         let id = key.strip_prefix("auth_").and_then(|rest| rest.split_once('_')).map(|(id, _)| id).ok_or(Refusal::Invalid)?;
         let record = state.records.get(id).cloned().ok_or(Refusal::Invalid)?;
+        if state.wrong.contains(key) {
+            return Err(Refusal::Invalid);
+        }
+        drop(state);
+        if let Err(not_until) = self.verifications.check_key(&record.id) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(Refusal::Throttled { id: record.id, retry_after_secs: wait.max(Duration::from_secs(1)).as_secs() });
+        }
         Ok(Presented::Unverified(Unverified { key: key.to_owned(), record }))
+    }
+
+    /// Argon2 verifications run since the ring was loaded.
+    pub fn verifications(&self) -> u64 {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).verifications
     }
 
     /// The costly step: argon2 against the stored hash (tens of milliseconds);
@@ -187,7 +232,18 @@ impl KeyRing {
     pub fn verify(&self, unverified: Unverified) -> Result<Arc<Grant>, Refusal> {
         let Unverified { key, record } = unverified;
         let hash = PasswordHash::new(&record.hash).map_err(|_| Refusal::Invalid)?;
-        Argon2::default().verify_password(key.as_bytes(), &hash).map_err(|_| Refusal::Invalid)?;
+        let verified = Argon2::default().verify_password(key.as_bytes(), &hash).is_ok();
+        metrics::counter!(METRIC_KEY_VERIFICATIONS, "outcome" => if verified { "verified" } else { "wrong" }).increment(1);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.verifications += 1;
+        if !verified {
+            if state.wrong.len() >= REMEMBERED_WRONG_KEYS {
+                state.wrong.clear();
+            }
+            state.wrong.insert(key);
+            return Err(Refusal::Invalid);
+        }
+        drop(state);
         let regions = (!record.regions.is_empty()).then(|| record.regions.iter().filter_map(|code| Region::from_code(code)).collect());
         let grant = Arc::new(Grant { id: record.id, name: record.name, regions });
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -242,6 +298,36 @@ mod tests {
         assert_eq!(ring.check(Some(&format!("Bearer {west_key}"))), Err(Refusal::Invalid), "revoked");
         assert!(ring.check(Some(&format!("Bearer {open_key}"))).is_ok());
         assert!(matches!(create_key(&path, "x", &["US-XX".into()], 3), Err(KeyError::Issue(IssueError::UnknownRegion(_)))));
+    }
+
+    #[test]
+    fn wrong_secrets_for_a_real_key_id_cost_a_few_argon2_runs_in_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (key, record) = create_key(&path, "concentrator", &[], 1).unwrap();
+        let ring = KeyRing::load(std::slice::from_ref(&path)).unwrap();
+        let mut throttled = 0;
+        for attempt in 0..1_000 {
+            let wrong = format!("Bearer auth_{}_{attempt:048}", record.id);
+            match ring.check(Some(&wrong)) {
+                Err(Refusal::Invalid) => {}
+                Err(Refusal::Throttled { id, retry_after_secs }) => {
+                    assert_eq!(id, record.id);
+                    assert!(retry_after_secs >= 1);
+                    throttled += 1;
+                }
+                other => panic!("attempt {attempt}: {other:?}"),
+            }
+        }
+        assert_eq!(ring.verifications(), u64::from(VERIFICATIONS_PER_MINUTE), "argon2 ran only within the budget");
+        assert_eq!(throttled, 1_000 - VERIFICATIONS_PER_MINUTE);
+        let repeated = format!("Bearer auth_{}_{:048}", record.id, 0);
+        assert_eq!(ring.check(Some(&repeated)), Err(Refusal::Invalid), "a wrong key is remembered as wrong");
+        assert_eq!(ring.verifications(), u64::from(VERIFICATIONS_PER_MINUTE));
+        assert!(
+            matches!(ring.check(Some(&format!("Bearer {key}"))), Err(Refusal::Throttled { .. })),
+            "the real key waits for the budget too; a remembered key would not"
+        );
     }
 
     #[test]

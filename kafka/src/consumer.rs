@@ -387,7 +387,12 @@ fn fetch(
                 let key = buffer.split().freeze();
                 buffer.extend_from_slice(value);
                 let value = buffer.split().freeze();
-                let record = LogRecord { offset: message.offset().max(0) as u64, key, value };
+                let record = LogRecord {
+                    offset: message.offset().max(0) as u64,
+                    timestamp_ms: message.timestamp().to_millis(),
+                    key,
+                    value,
+                };
                 match batches.last_mut() {
                     Some(batch) if batch.partition.partition == partition && batch.partition.topic == topic => {
                         batch.records.push(record);

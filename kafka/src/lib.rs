@@ -161,7 +161,11 @@ impl ReadingLog for KafkaLog {
                     TopicReplication::Fixed(i32::from(self.topics.replication_factor)),
                 )
                 .set("retention.ms", &retention_ms)
-                .set("retention.bytes", &retention_bytes);
+                .set("retention.bytes", &retention_bytes)
+                // The broker's clock, not the producer's, dates each record:
+                // the stream measures how far ahead a reading is against it,
+                // the same way on every replay.
+                .set("message.timestamp.type", "LogAppendTime");
                 tracing::info!(topic, partitions, "creating topic");
                 let results = self.admin.create_topics([&new], &options).await.map_err(|e| port_error(&what, e))?;
                 admin_outcome("creating topic", results, RDKafkaErrorCode::TopicAlreadyExists)

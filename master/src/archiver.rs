@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use auth_core::ports::{LogConsumer, LogRecord, PortError, ReadingLog, TopicPartition};
-use auth_core::{ArchiveSpec, Utility, archive_group, codec, utility_topic};
+use auth_core::{ArchiveSpec, PipelineSpec, ReceiverClock, Utility, archive_group, codec, utility_topic};
 use auth_runtime::CancellationToken;
 use auth_runtime::partitioned::{
     Commits, FlushKind, FlushOutcome, MetricNames, PartitionedConsumer, PartitionedTask, Release, Restored, RuntimeConfig,
@@ -153,7 +153,18 @@ pub struct ArchiveTask {
     store: MasterStore,
     topics: HashMap<Arc<str>, Utility>,
     spec: ArchiveSpec,
+    /// Readings dated further ahead of their record's log time are left out,
+    /// as the stream quarantines them (`windows.maxClockAheadSecs`).
+    max_clock_ahead_ms: i64,
     tally: ArchiveTally,
+}
+
+/// What an archiver takes from the pipeline spec.
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    pub archive: ArchiveSpec,
+    /// `windows.maxClockAheadSecs`, in ms.
+    pub max_clock_ahead_ms: i64,
 }
 
 /// One archiver of a pipeline's group.
@@ -207,17 +218,13 @@ fn runtime_config(group: String, topics: Vec<String>) -> RuntimeConfig {
 
 impl Archiver {
     /// An archiver of a pipeline's utility topics in the group `<pipeline>.archive`.
-    pub fn join(
-        store: MasterStore,
-        log: &dyn ReadingLog,
-        pipeline: &str,
-        utilities: &[Utility],
-        spec: ArchiveSpec,
-    ) -> Result<Self, ArchiveError> {
-        let topics: Vec<(String, Utility)> = utilities.iter().map(|&utility| (utility_topic(pipeline, utility), utility)).collect();
+    pub fn join(store: MasterStore, log: &dyn ReadingLog, pipeline: &str, spec: &PipelineSpec) -> Result<Self, ArchiveError> {
+        let topics: Vec<(String, Utility)> =
+            spec.utilities.iter().map(|&utility| (utility_topic(pipeline, utility), utility)).collect();
         let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
         let consumer = log.consumer(&archive_group(pipeline), &names).map_err(ArchiveError::Log)?;
-        Ok(Self::new(store, consumer, topics, spec, archive_group(pipeline)))
+        let settings = ArchiveSettings { archive: spec.archive.clone(), max_clock_ahead_ms: spec.windows.max_clock_ahead_ms() };
+        Ok(Self::new(store, consumer, topics, settings, archive_group(pipeline)))
     }
 
     /// An archiver of the `topics` (one per utility) that `consumer` of `group` reads.
@@ -225,13 +232,14 @@ impl Archiver {
         store: MasterStore,
         consumer: Box<dyn LogConsumer>,
         topics: impl IntoIterator<Item = (String, Utility)>,
-        spec: ArchiveSpec,
+        settings: ArchiveSettings,
         group: String,
     ) -> Self {
         let topics: HashMap<Arc<str>, Utility> =
             topics.into_iter().map(|(topic, utility)| (Arc::from(topic.as_str()), utility)).collect();
         let names = topics.keys().map(|topic| topic.to_string()).collect();
-        let task = ArchiveTask { store, topics, spec, tally: ArchiveTally::default() };
+        let ArchiveSettings { archive: spec, max_clock_ahead_ms } = settings;
+        let task = ArchiveTask { store, topics, spec, max_clock_ahead_ms, tally: ArchiveTally::default() };
         Self { runtime: PartitionedConsumer::with_consumer(runtime_config(group, names), consumer, task) }
     }
 
@@ -347,8 +355,12 @@ impl PartitionedTask for ArchiveTask {
     }
 
     fn process(&mut self, partition: &TopicPartition, state: &mut PartitionState, records: Vec<LogRecord>, _now: Instant) {
+        let received_ms = auth_core::now_ms();
         for record in records {
-            add_record(state, partition, record.offset, &record.value, &mut self.tally);
+            // The same clock as the stream's, so that both leave out the same readings.
+            let log_ms = record.timestamp_ms.map_or(received_ms, |appended| appended.min(received_ms));
+            let receiver = ReceiverClock::new(log_ms, self.max_clock_ahead_ms);
+            add_record(state, partition, record.offset, &record.value, receiver, &mut self.tally);
         }
     }
 
@@ -392,7 +404,14 @@ impl PartitionedTask for ArchiveTask {
     }
 }
 
-fn add_record(state: &mut PartitionState, partition: &TopicPartition, offset: u64, value: &[u8], tally: &mut ArchiveTally) {
+fn add_record(
+    state: &mut PartitionState,
+    partition: &TopicPartition,
+    offset: u64,
+    value: &[u8],
+    receiver: ReceiverClock,
+    tally: &mut ArchiveTally,
+) {
     let segment = &mut state.segment;
     if segment.first_offset.is_none() {
         segment.opened = Some(Instant::now());
@@ -413,7 +432,7 @@ fn add_record(state: &mut PartitionState, partition: &TopicPartition, offset: u6
     }
     segment.next_offset = offset + 1;
     match codec::decode(value) {
-        Ok(reading) if reading.utility == state.utility && reading.problems(None).is_empty() => {
+        Ok(reading) if reading.utility == state.utility && reading.problems(Some(receiver)).is_empty() => {
             segment.dates.entry(date_of(reading.ts_ms)).or_default().push(&reading, offset);
             segment.readings += 1;
             tally.readings += 1;

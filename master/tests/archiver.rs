@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use auth_core::ports::{LogConsumer, OutRecord, Polled, PortError, ReadingLog, TopicPartition};
-use auth_core::{ArchiveSpec, CustomerKind, Reading, Region, Utility, codec, partition_for, utility_topic};
-use auth_master::archiver::Archiver;
+use auth_core::{ArchiveSpec, CustomerKind, PipelineSpec, Reading, Region, Utility, codec, partition_for, utility_topic};
+use auth_master::archiver::{ArchiveSettings, Archiver};
 use auth_master::{FileName, MasterStore};
 use auth_testkit::{Backend, unique_name};
 use bytes::Bytes;
@@ -59,6 +59,10 @@ async fn produce(log: &dyn ReadingLog, pipeline: &str, count: u64) -> u64 {
     valid
 }
 
+fn settings(archive: ArchiveSpec) -> ArchiveSettings {
+    ArchiveSettings { archive, max_clock_ahead_ms: PipelineSpec::default().windows.max_clock_ahead_ms() }
+}
+
 fn archiver(log: &dyn ReadingLog, pipeline: &str, master: &MasterStore, roll_readings: u64) -> Archiver {
     archiver_in(log, pipeline, &format!("{pipeline}.archive"), master, roll_readings)
 }
@@ -68,7 +72,7 @@ fn archiver_in(log: &dyn ReadingLog, pipeline: &str, group: &str, master: &Maste
     let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
     let consumer = log.consumer(group, &names).unwrap();
     let spec = ArchiveSpec { url: master.location().to_owned(), roll_bytes: roll_readings * 41, roll_secs: 3_600 };
-    Archiver::new(master.clone(), consumer, topics, spec, group.to_owned())
+    Archiver::new(master.clone(), consumer, topics, settings(spec), group.to_owned())
 }
 
 /// Every (utility, partition, offset) in the master data with how often it is there, and the rows;
@@ -232,7 +236,8 @@ async fn a_segment_uploaded_but_not_committed_is_replaced() {
     let names: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
     let consumer = backend.log.consumer("uncommitted.archive", &names).unwrap();
     let spec = ArchiveSpec { url: master.location().to_owned(), roll_bytes: 41 * 1_000_000, roll_secs: 3_600 };
-    let mut dying = Archiver::new(master.clone(), Box::new(CommitsFail(consumer)), topics, spec, "uncommitted.archive".into());
+    let mut dying =
+        Archiver::new(master.clone(), Box::new(CommitsFail(consumer)), topics, settings(spec), "uncommitted.archive".into());
     while !dying.step().await.unwrap() {}
     assert!(dying.finish().await.is_err(), "the commit fails after the upload");
     drop(dying);

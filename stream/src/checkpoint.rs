@@ -1,21 +1,24 @@
 //! Checkpoints: a partition's open-window state and its next offset in one blob.
 //!
-//! Layout: one version byte (`1`), then the state in `postcard` encoding. The
+//! Layout: one version byte (`2`), then the state in `postcard` encoding. The
 //! blob is written by the serving store in the same atomic step as the window
-//! updates it follows, so state and offset always belong together.
+//! updates it follows, so state and offset always belong together. Version 1
+//! (one watermark per partition) still decodes: each customer starts from
+//! its partition's newest event time.
 
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::window::{CustomerState, PartitionCounts, PartitionWindows, RegionBin, RegionKey, WindowConfig};
+use crate::window::{Bin, CustomerState, MeterSeen, PartitionCounts, PartitionWindows, RegionBin, RegionKey, WindowConfig};
+use smallvec::SmallVec;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint is empty")]
     Empty,
-    #[error("checkpoint has version {0}, this build reads version {VERSION}")]
+    #[error("checkpoint has version {0}, this build reads versions 1 and {VERSION}")]
     UnsupportedVersion(u8),
     #[error("checkpoint does not decode: {0}")]
     Corrupt(#[from] postcard::Error),
@@ -50,9 +53,10 @@ struct Snapshot<'a> {
 
 impl Serialize for Snapshot<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut state = serializer.serialize_struct("Checkpoint", 6)?;
+        let mut state = serializer.serialize_struct("Checkpoint", 7)?;
         state.serialize_field("next_offset", &self.next_offset)?;
-        state.serialize_field("max_event_ms", &self.windows.max_event_ms)?;
+        state.serialize_field("clock_ms", &self.windows.clock_ms)?;
+        state.serialize_field("last_log_ms", &self.windows.last_log_ms)?;
         state.serialize_field("sizes_ms", &self.windows.config.sizes_ms)?;
         state.serialize_field("counts", &self.windows.counts)?;
         state.serialize_field("customers", &Slots(&self.windows.slots))?;
@@ -64,11 +68,64 @@ impl Serialize for Snapshot<'_> {
 #[derive(Deserialize)]
 struct Restored {
     next_offset: u64,
-    max_event_ms: Option<i64>,
+    clock_ms: Option<i64>,
+    last_log_ms: i64,
     sizes_ms: Vec<i64>,
     counts: PartitionCounts,
     customers: Vec<CustomerState>,
     regions: Vec<(RegionKey, RegionBin)>,
+}
+
+/// Version 1: one watermark per partition, fewer counters.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RestoredV1 {
+    next_offset: u64,
+    max_event_ms: Option<i64>,
+    sizes_ms: Vec<i64>,
+    counts: CountsV1,
+    customers: Vec<CustomerV1>,
+    regions: Vec<(RegionKey, RegionBin)>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CountsV1 {
+    counted: u64,
+    counted_late: u64,
+    duplicates: u64,
+    too_late: u64,
+    malformed: u64,
+    windows_emitted: u64,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CustomerV1 {
+    customer_id: u64,
+    region_index: u8,
+    bins: SmallVec<[Bin; 4]>,
+    meters: SmallVec<[MeterSeen; 1]>,
+}
+
+impl RestoredV1 {
+    fn upgrade(self) -> Restored {
+        let clock_ms = self.max_event_ms.unwrap_or(i64::MIN);
+        let CountsV1 { counted, counted_late, duplicates, too_late, malformed, windows_emitted } = self.counts;
+        Restored {
+            next_offset: self.next_offset,
+            clock_ms: self.max_event_ms,
+            last_log_ms: clock_ms,
+            sizes_ms: self.sizes_ms,
+            counts: PartitionCounts { counted, counted_late, duplicates, too_late, malformed, windows_emitted, ..Default::default() },
+            customers: self
+                .customers
+                .into_iter()
+                .map(|old| CustomerState::new(old.customer_id, old.region_index, clock_ms, clock_ms).with_bins(old.bins, old.meters))
+                .collect(),
+            regions: self.regions,
+        }
+    }
 }
 
 /// Encodes the state of a partition whose next record to read is `next_offset`.
@@ -88,10 +145,11 @@ pub fn decode(
     config: WindowConfig,
 ) -> Result<(PartitionWindows, u64), CheckpointError> {
     let (&version, body) = bytes.split_first().ok_or(CheckpointError::Empty)?;
-    if version != VERSION {
-        return Err(CheckpointError::UnsupportedVersion(version));
-    }
-    let restored: Restored = postcard::from_bytes(body)?;
+    let restored: Restored = match version {
+        VERSION => postcard::from_bytes(body)?,
+        1 => postcard::from_bytes::<RestoredV1>(body)?.upgrade(),
+        _ => return Err(CheckpointError::UnsupportedVersion(version)),
+    };
     let remap: Vec<Option<u8>> = restored
         .sizes_ms
         .iter()
@@ -112,8 +170,85 @@ pub fn decode(
         .filter_map(|((region, size_index, start), bin)| mapped(size_index).map(|index| ((region, index, start), bin)))
         .collect();
     let mut windows = PartitionWindows::new(utility, config);
-    windows.max_event_ms = restored.max_event_ms;
+    windows.clock_ms = restored.clock_ms;
+    windows.last_log_ms = restored.last_log_ms;
     windows.counts = restored.counts;
     windows.restore(customers, regions);
     Ok((windows, restored.next_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_core::ports::WindowOwner;
+    use auth_core::{CustomerKind, Reading, Region, Utility};
+
+    use super::*;
+    use crate::window::Outcome;
+
+    const T0: i64 = 1_795_824_000_000;
+
+    fn config() -> WindowConfig {
+        WindowConfig {
+            sizes_ms: vec![60_000, 86_400_000],
+            out_of_orderness_ms: 10_000,
+            allowed_lateness_ms: 60_000,
+            region_lateness_ms: 3_600_000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+
+    fn reading(customer_id: u64, ts_ms: i64) -> Reading {
+        Reading {
+            meter_id: customer_id,
+            customer_id,
+            utility: Utility::Gas,
+            region: Region::from_code("US-CA").expect("California"),
+            customer_kind: CustomerKind::Business,
+            ts_ms,
+            value: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_continues_with_its_partition_watermark_for_every_customer() {
+        let mut windows = PartitionWindows::new(Utility::Gas, config());
+        windows.add(&reading(1, T0 + 5_000), T0 + 6_000);
+        windows.add(&reading(2, T0 + 200_000), T0 + 201_000);
+        let v2 = encode(&windows, 2, 0).expect("encode");
+        let (current, _) = decode(&v2, Utility::Gas, config()).expect("decode");
+        let customers: Vec<CustomerV1> = current
+            .slots
+            .iter()
+            .flatten()
+            .map(|state| CustomerV1 {
+                customer_id: state.customer_id,
+                region_index: state.region_index,
+                bins: state.bins.clone(),
+                meters: state.meters.clone(),
+            })
+            .collect();
+        let v1 = RestoredV1 {
+            next_offset: 2,
+            max_event_ms: Some(T0 + 200_000),
+            sizes_ms: vec![60_000, 86_400_000],
+            counts: CountsV1 { counted: 2, counted_late: 0, duplicates: 0, too_late: 0, malformed: 0, windows_emitted: 0 },
+            customers,
+            regions: current.regions.iter().map(|(key, bin)| (key, *bin)).collect(),
+        };
+        let mut blob = vec![1];
+        blob.extend(postcard::to_allocvec(&v1).expect("v1 encodes"));
+        let (mut upgraded, next_offset) = decode(&blob, Utility::Gas, config()).expect("a version 1 checkpoint decodes");
+        assert_eq!(next_offset, 2);
+        assert_eq!(upgraded.counts().counted, 2);
+        assert_eq!(upgraded.add(&reading(1, T0 + 1_000), T0 + 202_000), Outcome::TooLate, "as under version 1");
+        assert_eq!(upgraded.add(&reading(1, T0 + 200_500), T0 + 202_000), Outcome::Counted);
+        let minute_1 = upgraded.take_updates().into_iter().filter(|u| u.owner == WindowOwner::Customer(1)).count();
+        assert!(minute_1 > 0);
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused_by_name() {
+        let err = decode(&[9, 0], Utility::Gas, config()).err().expect("refused");
+        assert_eq!(err.to_string(), "checkpoint has version 9, this build reads versions 1 and 2");
+    }
 }

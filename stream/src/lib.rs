@@ -20,10 +20,15 @@
 //!
 //! # Watermarks
 //!
-//! Windows close on their partition's watermark (newest event time minus the
-//! out-of-orderness bound), so a replay from a checkpoint gives exactly the
-//! same windows. The operator watermark, the minimum over the partitions that
-//! are not idle, is published as `auth_stream_watermark_ms`.
+//! Event time is tracked per customer: a customer's windows close on its own
+//! watermark (its newest event time, capped at the log's append time, minus
+//! the out-of-orderness bound), region windows and the settling of a day on
+//! the partition's. Readings dated too far ahead of the log's clock are
+//! quarantined to the dead-letter topic. Every rule depends only on the
+//! partition's records, so a replay from a checkpoint gives exactly the same
+//! windows; `stream/README.md` states the rules with a worked example. The
+//! operator watermark, the minimum over the partitions that are not idle, is
+//! published as `auth_stream_watermark_ms`.
 
 pub mod checkpoint;
 pub mod metrics;

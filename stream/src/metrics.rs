@@ -1,12 +1,15 @@
 //! Metric names of the stream processor, in one place.
 
 /// Readings taken from the log, by `utility` and `outcome`
-/// (`counted`, `counted_late`, `duplicate`, `too_late`, `malformed`).
+/// (`counted`, `counted_late`, `duplicate`, `too_late`, `malformed`, and
+/// `quarantined`: dated too far ahead of the log's clock).
 pub const READINGS: &str = "auth_stream_readings_total";
 /// Windows closed by the watermark and emitted, by `utility`.
 pub const WINDOWS_EMITTED: &str = "auth_stream_windows_emitted_total";
 /// Readings past the allowed lateness, left to the daily batch, by `utility`.
 pub const LATE_READINGS: &str = "auth_stream_late_readings_total";
+/// Readings counted for their customer but past their region window's lateness, by `utility`.
+pub const REGION_LATE_READINGS: &str = "auth_stream_region_late_readings_total";
 /// Records sent to the dead-letter topic.
 pub const DEAD_LETTERS: &str = "auth_stream_dead_letters_total";
 /// The operator watermark (minimum over active partitions), UTC ms.

@@ -14,7 +14,7 @@ use auth_core::ports::{
     TopicPartition,
 };
 use auth_core::spec::PipelineSpec;
-use auth_core::{DeadLetter, Utility, codec, dead_letter_topic, stream_group, utility_topic};
+use auth_core::{DeadLetter, InvalidReason, ReceiverClock, Utility, codec, dead_letter_topic, stream_group, utility_topic};
 use auth_runtime::partitioned::{
     Commits, FlushKind, FlushOutcome, MetricNames, PartitionedConsumer, PartitionedTask, Release, Restored, RuntimeConfig,
     TaskError,
@@ -66,7 +66,8 @@ pub struct ProcessorConfig {
     pub group: String,
     pub utilities: Vec<Utility>,
     pub windows: WindowConfig,
-    pub idle_timeout: Duration,
+    /// A reading dated further ahead of its record's log time is quarantined.
+    pub max_clock_ahead_ms: i64,
     pub flush_interval: Duration,
     pub checkpoint_interval: Duration,
     pub max_poll_records: usize,
@@ -78,12 +79,8 @@ impl ProcessorConfig {
             pipeline: pipeline.to_owned(),
             group: stream_group(pipeline),
             utilities: spec.utilities.clone(),
-            windows: WindowConfig {
-                sizes_ms: spec.windows.effective_sizes_ms(),
-                out_of_orderness_ms: i64::from(spec.windows.out_of_orderness_secs) * 1_000,
-                allowed_lateness_ms: i64::from(spec.windows.allowed_lateness_secs) * 1_000,
-            },
-            idle_timeout: Duration::from_secs(u64::from(spec.windows.idle_timeout_secs)),
+            windows: WindowConfig::from_spec(&spec.windows),
+            max_clock_ahead_ms: spec.windows.max_clock_ahead_ms(),
             flush_interval: Duration::from_millis(spec.stream.flush_interval_ms),
             checkpoint_interval: Duration::from_millis(spec.stream.checkpoint_interval_ms),
             max_poll_records: spec.stream.max_poll_records as usize,
@@ -92,6 +89,10 @@ impl ProcessorConfig {
 
     pub fn topics(&self) -> Vec<String> {
         self.utilities.iter().map(|&utility| utility_topic(&self.pipeline, utility)).collect()
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.windows.idle_timeout_ms.unsigned_abs())
     }
 
     fn runtime(&self) -> RuntimeConfig {
@@ -136,6 +137,8 @@ pub struct StreamTask {
     topic_utility: HashMap<Arc<str>, Utility>,
     watermarks: WatermarkTracker,
     last_checkpoint: Instant,
+    /// When the quiet partitions' windows were last closed on the wall clock.
+    last_quiet_check: Instant,
 }
 
 /// One stream processor: the window engine on the partitioned-consumer runtime.
@@ -157,12 +160,13 @@ impl Processor {
         let runtime_config = config.runtime();
         let task = StreamTask {
             dead_letter_topic: dead_letter_topic(&config.pipeline),
-            watermarks: WatermarkTracker::new(config.idle_timeout),
+            watermarks: WatermarkTracker::new(config.idle_timeout()),
             config,
             store,
             dead_letters,
             topic_utility,
             last_checkpoint: Instant::now(),
+            last_quiet_check: Instant::now(),
         };
         Ok(Self { runtime: PartitionedConsumer::new(runtime_config, log, task)? })
     }
@@ -260,21 +264,33 @@ impl PartitionedTask for StreamTask {
             }
             state.next_offset = record.offset + 1;
             state.changed_since_checkpoint = true;
+            // The log's clock as of this record: the broker's append time,
+            // the same on every replay, and never later than this clock.
+            let log_ms = record.timestamp_ms.map_or(received_ms, |appended| appended.min(received_ms));
+            let receiver = ReceiverClock::new(log_ms, self.config.max_clock_ahead_ms);
             let reasons = match codec::decode(&record.value) {
                 Ok(reading) if reading.utility != utility => {
+                    state.windows.count_malformed();
                     vec![format!("a {} reading on the {} topic", reading.utility, utility)]
                 }
                 Ok(reading) => {
-                    let problems = reading.problems(None);
+                    let problems = reading.problems(Some(receiver));
                     if problems.is_empty() {
-                        state.windows.add(&reading);
+                        state.windows.add(&reading, log_ms);
                         continue;
+                    }
+                    if problems.iter().all(|problem| matches!(problem, InvalidReason::FutureTimestamp { .. })) {
+                        state.windows.count_quarantined();
+                    } else {
+                        state.windows.count_malformed();
                     }
                     problems.iter().map(ToString::to_string).collect()
                 }
-                Err(err) => vec![err.to_string()],
+                Err(err) => {
+                    state.windows.count_malformed();
+                    vec![err.to_string()]
+                }
             };
-            state.windows.count_malformed();
             let letter = DeadLetter::of_record(&partition.topic, partition.partition, record.offset, reasons, &record.value, received_ms);
             state.dead_letters.push(OutRecord { partition: 0, key: record.key, value: Bytes::from(letter.to_json()) });
         }
@@ -288,6 +304,13 @@ impl PartitionedTask for StreamTask {
     async fn flush(&mut self, states: &mut BTreeMap<TopicPartition, Assigned>, kind: FlushKind) -> Result<FlushOutcome> {
         let started = Instant::now();
         let pipeline_watermark = self.watermarks.operator_watermark(started);
+        if started.duration_since(self.last_quiet_check) >= self.config.idle_timeout() / 2 {
+            self.last_quiet_check = started;
+            let now_ms = auth_core::now_ms();
+            for state in states.values_mut() {
+                state.windows.close_quiet(now_ms);
+            }
+        }
         let mut writes = tokio::task::JoinSet::new();
         for (partition, state) in states.iter_mut() {
             let windows = state.windows.take_updates();
@@ -306,7 +329,7 @@ impl PartitionedTask for StreamTask {
                 state.checkpoint_bytes = encoded.len();
                 let progress = StreamProgress {
                     next_offset: state.next_offset,
-                    max_event_ms: state.windows.max_event_ms,
+                    max_event_ms: state.windows.clock_ms,
                     counts: state.windows.counts(),
                 };
                 Some(Checkpoint { state: Bytes::from(encoded), progress })
@@ -397,6 +420,7 @@ fn report(state: &mut Assigned) {
         ("duplicate", counts.duplicates, before.duplicates),
         ("too_late", counts.too_late, before.too_late),
         ("malformed", counts.malformed, before.malformed),
+        ("quarantined", counts.quarantined, before.quarantined),
     ] {
         if now > then {
             metrics::counter!(names::READINGS, "utility" => utility, "outcome" => outcome).increment(now - then);
@@ -404,6 +428,10 @@ fn report(state: &mut Assigned) {
     }
     if counts.too_late > before.too_late {
         metrics::counter!(names::LATE_READINGS, "utility" => utility).increment(counts.too_late - before.too_late);
+    }
+    if counts.region_too_late > before.region_too_late {
+        metrics::counter!(names::REGION_LATE_READINGS, "utility" => utility)
+            .increment(counts.region_too_late - before.region_too_late);
     }
     if counts.windows_emitted > before.windows_emitted {
         metrics::counter!(names::WINDOWS_EMITTED, "utility" => utility)

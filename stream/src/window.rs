@@ -1,20 +1,28 @@
 //! Per-partition window state: tumbling bins per customer and per region,
-//! duplicate detection, lateness, and the timers that close and purge bins.
+//! duplicate detection, lateness, and when bins close and are purged.
 //!
-//! Everything here is driven by the partition's own watermark (its newest
-//! event time minus the out-of-orderness bound). A customer's readings all
-//! live in one partition, so every decision (duplicate, too late, which bin)
-//! depends only on that partition's record order, and replaying a partition
-//! from a checkpoint reproduces exactly the same windows.
-
-use std::collections::BTreeMap;
+//! Event time is kept per customer (the partition key, so a customer's
+//! readings are in log order in one partition), each reading's event time
+//! capped at the log time it arrived at. A customer's windows close and are
+//! purged on its own watermark, so a meter's wrong clock or a concentrator's
+//! late upload moves no other customer's windows; region windows and the
+//! end of a day follow the partition's watermark, the newest capped event
+//! time of any customer. Every decision depends only on the partition's
+//! records (their order and log times), so replaying a partition from a
+//! checkpoint reproduces exactly the same windows. The one exception is a
+//! partition that receives nothing at all: [`PartitionWindows::close_quiet`]
+//! closes its windows on the wall clock. `stream/README.md` states the rules
+//! with a worked example.
 
 use auth_core::ports::{Aggregate, WindowOwner, WindowSlot, WindowUpdate};
 use auth_core::region::REGIONS;
+use auth_core::spec::WindowSpec;
 use auth_core::{Reading, Region, Utility};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+
+const DAY_MS: i64 = 86_400_000;
 
 /// Window sizes and time bounds of one engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +30,30 @@ pub struct WindowConfig {
     /// Ascending; the smallest decides lateness for all sizes.
     pub sizes_ms: Vec<i64>,
     pub out_of_orderness_ms: i64,
+    /// How long after its end, on its customer's watermark, a customer bin takes readings.
     pub allowed_lateness_ms: i64,
+    /// How long after its end, on the partition's watermark, a region bin takes readings.
+    pub region_lateness_ms: i64,
+    /// A customer without readings for this long (log time) has its bins closed.
+    pub idle_timeout_ms: i64,
+}
+
+impl WindowConfig {
+    pub fn from_spec(spec: &WindowSpec) -> Self {
+        Self {
+            sizes_ms: spec.effective_sizes_ms(),
+            out_of_orderness_ms: i64::from(spec.out_of_orderness_secs) * 1_000,
+            allowed_lateness_ms: i64::from(spec.allowed_lateness_secs) * 1_000,
+            region_lateness_ms: i64::from(spec.region_lateness_secs) * 1_000,
+            idle_timeout_ms: i64::from(spec.idle_timeout_secs) * 1_000,
+        }
+    }
+
+    /// How often, in log time, the partition looks for idle customers and
+    /// settled days: half the idle timeout, at least a second.
+    fn scan_period_ms(&self) -> i64 {
+        (self.idle_timeout_ms / 2).max(1_000)
+    }
 }
 
 /// What happened to one reading.
@@ -33,11 +64,11 @@ pub enum Outcome {
     CountedLate,
     /// Same meter and event time as a reading already counted.
     Duplicate,
-    /// Its smallest window was purged: past the allowed lateness. It stays in
-    /// the log for the daily batch.
+    /// Past the allowed lateness of its smallest window on its customer's
+    /// watermark, or of its day on the partition's. It stays in the log for
+    /// the daily batch.
     TooLate,
 }
-
 /// A compact aggregate (count in 32 bits) for state.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Agg {
@@ -138,12 +169,42 @@ impl MeterSeen {
 pub(crate) struct CustomerState {
     pub(crate) customer_id: u64,
     pub(crate) region_index: u8,
+    /// Newest event time of the customer's readings, each capped at the log
+    /// time it arrived at; the customer's watermark trails it by the
+    /// out-of-orderness bound.
+    pub(crate) clock_ms: i64,
+    /// Log time of the customer's newest reading.
+    pub(crate) last_log_ms: i64,
     pub(crate) bins: SmallVec<[Bin; 4]>,
     pub(crate) meters: SmallVec<[MeterSeen; 1]>,
+    /// The watermark at which a bin closes or is purged next; 0 after a
+    /// restore, so that the first reading recomputes it.
+    #[serde(skip)]
+    next_due_ms: i64,
     #[serde(skip)]
     pub(crate) dirty: bool,
 }
 
+impl CustomerState {
+    pub(crate) fn new(customer_id: u64, region_index: u8, clock_ms: i64, last_log_ms: i64) -> Self {
+        Self {
+            customer_id,
+            region_index,
+            clock_ms,
+            last_log_ms,
+            bins: SmallVec::new(),
+            meters: SmallVec::new(),
+            next_due_ms: 0,
+            dirty: false,
+        }
+    }
+
+    pub(crate) fn with_bins(mut self, bins: SmallVec<[Bin; 4]>, meters: SmallVec<[MeterSeen; 1]>) -> Self {
+        self.bins = bins;
+        self.meters = meters;
+        self
+    }
+}
 /// A region's bin as this partition sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RegionBin {
@@ -157,7 +218,7 @@ pub(crate) struct RegionBin {
 pub(crate) type RegionKey = (u8, u8, i64);
 
 /// A partition's region bins, addressed by (size, region) without hashing:
-/// each cell holds the few starts open for that size and region.
+/// each cell holds the starts kept for that size and region, newest last.
 pub(crate) struct RegionBins {
     cells: Vec<SmallVec<[(i64, RegionBin); 2]>>,
 }
@@ -173,7 +234,7 @@ impl RegionBins {
 
     fn get_or_insert(&mut self, (region_index, size_index, start_ms): RegionKey, closed: bool) -> &mut RegionBin {
         let cell = &mut self.cells[Self::cell(size_index, region_index)];
-        let at = match cell.iter().position(|(start, _)| *start == start_ms) {
+        let at = match cell.iter().rposition(|(start, _)| *start == start_ms) {
             Some(at) => at,
             None => {
                 let empty = Agg { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, count: 0 };
@@ -208,7 +269,7 @@ impl RegionBins {
             .flat_map(|(cell, bins)| bins.iter_mut().map(move |(start, bin)| (Self::key(cell, *start), bin)))
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(RegionKey, &RegionBin) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(RegionKey, &mut RegionBin) -> bool) {
         for (cell, bins) in self.cells.iter_mut().enumerate() {
             bins.retain(|(start, bin)| keep(Self::key(cell, *start), bin));
         }
@@ -217,22 +278,38 @@ impl RegionBins {
 
 pub use auth_core::ports::PartitionCounts;
 
+/// What closes and purges a customer's bins in one pass over them.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    /// The customer's watermark: bins ending at or before it close, and are
+    /// purged past the allowed lateness.
+    customer_watermark: i64,
+    /// Bins ending at or before it close as well (an idle customer's log clock).
+    close_before: i64,
+    /// The partition's watermark: bins of a day that ended more than the
+    /// allowed lateness before it are purged.
+    partition_watermark: i64,
+}
+
 /// The windows of one log partition.
 pub struct PartitionWindows {
     pub(crate) utility: Utility,
     pub(crate) config: WindowConfig,
-    pub(crate) max_event_ms: Option<i64>,
+    /// Newest event time of the partition's readings, each capped at its log
+    /// time: the partition's watermark trails it by the out-of-orderness bound.
+    pub(crate) clock_ms: Option<i64>,
+    /// Newest log time of the partition's readings.
+    pub(crate) last_log_ms: i64,
     pub(crate) slots: Vec<Option<CustomerState>>,
     free_slots: Vec<u32>,
     index: FxHashMap<u64, u32>,
     /// Slot of the previous reading.
     last_slot: u32,
     pub(crate) regions: RegionBins,
-    /// Bin end -> slots with a bin ending there.
-    close_at: BTreeMap<i64, Vec<u32>>,
-    /// Bin end + allowed lateness -> slots with a bin to purge then.
-    purge_at: BTreeMap<i64, Vec<u32>>,
-    next_due_ms: i64,
+    /// Partition watermark at which a region bin closes or is purged next.
+    region_due_ms: i64,
+    /// Log time at which the next scan for idle customers and settled days runs.
+    next_scan_ms: i64,
     dirty_slots: Vec<u32>,
     /// Updates of bins purged before the next flush took them.
     pending: Vec<WindowUpdate>,
@@ -245,24 +322,25 @@ impl PartitionWindows {
         Self {
             utility,
             config,
-            max_event_ms: None,
+            clock_ms: None,
+            last_log_ms: i64::MIN,
             slots: Vec::new(),
             free_slots: Vec::new(),
             index: FxHashMap::default(),
             last_slot: u32::MAX,
             regions,
-            close_at: BTreeMap::new(),
-            purge_at: BTreeMap::new(),
-            next_due_ms: i64::MAX,
+            region_due_ms: i64::MAX,
+            next_scan_ms: i64::MIN,
             dirty_slots: Vec::new(),
             pending: Vec::new(),
             counts: PartitionCounts::default(),
         }
     }
 
-    /// Newest event time minus the out-of-orderness bound; `None` before the first reading.
+    /// The partition's watermark: its newest (log-capped) event time minus the
+    /// out-of-orderness bound; `None` before the first reading.
     pub fn watermark_ms(&self) -> Option<i64> {
-        self.max_event_ms.map(|max| max - self.config.out_of_orderness_ms)
+        self.clock_ms.map(|clock| clock - self.config.out_of_orderness_ms)
     }
 
     pub fn counts(&self) -> PartitionCounts {
@@ -272,6 +350,11 @@ impl PartitionWindows {
     /// Open (customer, window) pairs held, closed-but-within-lateness ones included.
     pub fn open_windows(&self) -> usize {
         self.slots.iter().flatten().map(|state| state.bins.len()).sum()
+    }
+
+    /// Customers whose state this partition holds.
+    pub fn customers(&self) -> usize {
+        self.index.len()
     }
 
     /// Bytes this state holds on the heap, by its own accounting (without
@@ -287,14 +370,16 @@ impl PartitionWindows {
                 bins + meters + state.meters.iter().map(MeterSeen::heap_bytes).sum::<usize>()
             })
             .sum();
-        let timers: usize =
-            self.close_at.values().chain(self.purge_at.values()).map(|slots| slots.capacity() * size_of::<u32>()).sum();
-        let regions: usize = self.regions.cells.iter().map(|cell| size_of_val(cell) + if cell.spilled() { cell.capacity() * size_of::<(i64, RegionBin)>() } else { 0 }).sum();
+        let regions: usize = self
+            .regions
+            .cells
+            .iter()
+            .map(|cell| size_of_val(cell) + if cell.spilled() { cell.capacity() * size_of::<(i64, RegionBin)>() } else { 0 })
+            .sum();
         self.slots.capacity() * size_of::<Option<CustomerState>>()
             + self.index.capacity() * (size_of::<(u64, u32)>() + 1)
             + (self.free_slots.capacity() + self.dirty_slots.capacity()) * size_of::<u32>()
             + customers
-            + timers
             + regions
     }
 
@@ -302,20 +387,34 @@ impl PartitionWindows {
         self.counts.malformed += 1;
     }
 
-    /// Counts one reading of this partition's utility.
-    pub fn add(&mut self, reading: &Reading) -> Outcome {
+    pub(crate) fn count_quarantined(&mut self) {
+        self.counts.quarantined += 1;
+    }
+
+    /// Counts one reading of this partition's utility that the log took at
+    /// `log_ms`. Its event time counts for the watermarks only up to `log_ms`,
+    /// so a meter whose clock runs ahead cannot close windows early; the
+    /// caller quarantines readings dated too far ahead before they get here.
+    pub fn add(&mut self, reading: &Reading, log_ms: i64) -> Outcome {
         let ts_ms = reading.ts_ms;
-        let watermark = self.watermark_ms().unwrap_or(i64::MIN);
-        let smallest = self.config.sizes_ms[0];
-        let lateness = self.config.allowed_lateness_ms;
-        let smallest_end = ts_ms - ts_ms.rem_euclid(smallest) + smallest;
-        if smallest_end.saturating_add(lateness) <= watermark {
+        let capped_ms = ts_ms.min(log_ms);
+        let config = &self.config;
+        let (smallest, lateness) = (config.sizes_ms[0], config.allowed_lateness_ms);
+        let partition_watermark = self.watermark_ms().unwrap_or(i64::MIN);
+        if day_settled(ts_ms - ts_ms.rem_euclid(DAY_MS), lateness, partition_watermark) {
             self.counts.too_late += 1;
             return Outcome::TooLate;
         }
-        let slot = self.slot_of(reading);
+        let slot = self.slot_of(reading, log_ms);
+        let ooo = self.config.out_of_orderness_ms;
         let state = self.slots[slot as usize].as_mut().unwrap_or_else(|| unreachable!("slot_of returns a live slot"));
-        let forget_before = watermark.saturating_sub(lateness + smallest);
+        let customer_watermark = state.clock_ms.saturating_sub(ooo);
+        let smallest_end = ts_ms - ts_ms.rem_euclid(smallest) + smallest;
+        if smallest_end.saturating_add(lateness) <= customer_watermark {
+            self.counts.too_late += 1;
+            return Outcome::TooLate;
+        }
+        let forget_before = customer_watermark.saturating_sub(lateness + smallest);
         let fresh = match state.meters.iter_mut().find(|meter| meter.meter_id == reading.meter_id) {
             Some(meter) => meter.insert(ts_ms, forget_before),
             None => {
@@ -328,8 +427,10 @@ impl PartitionWindows {
             return Outcome::Duplicate;
         }
         let mut late = false;
+        let mut region_too_late = false;
         for (size_index, &size) in self.config.sizes_ms.iter().enumerate() {
             let start_ms = ts_ms - ts_ms.rem_euclid(size);
+            let end_ms = start_ms + size;
             let size_index = size_index as u8;
             match state.bins.iter_mut().find(|bin| bin.size_index == size_index && bin.start_ms == start_ms) {
                 Some(bin) => {
@@ -338,28 +439,56 @@ impl PartitionWindows {
                     late |= bin.closed;
                 }
                 None => {
-                    state.bins.push(Bin { start_ms, agg: Agg::of(reading.value), size_index, closed: false, dirty: true });
-                    let end = start_ms + size;
-                    self.close_at.entry(end).or_default().push(slot);
-                    self.purge_at.entry(end + lateness).or_default().push(slot);
-                    self.next_due_ms = self.next_due_ms.min(end);
+                    let closed = end_ms <= customer_watermark;
+                    if closed {
+                        self.counts.windows_emitted += 1;
+                    }
+                    late |= closed;
+                    state.bins.push(Bin { start_ms, agg: Agg::of(reading.value), size_index, closed, dirty: true });
+                    state.next_due_ms = state.next_due_ms.min(if closed { end_ms + lateness } else { end_ms });
                 }
             }
-            let key = (reading.region.index() as u8, size_index, start_ms);
-            let region_closed = end_passed(start_ms + size, watermark);
-            let region = self.regions.get_or_insert(key, region_closed);
+            if end_ms.saturating_add(self.config.region_lateness_ms) <= partition_watermark {
+                region_too_late = true;
+                continue;
+            }
+            let region_closed = end_ms <= partition_watermark;
+            let region = self.regions.get_or_insert((state.region_index, size_index, start_ms), region_closed);
             region.agg.add(reading.value);
             region.dirty = true;
+            self.region_due_ms = self.region_due_ms.min(if region.closed {
+                end_ms + self.config.region_lateness_ms
+            } else {
+                end_ms
+            });
+        }
+        if region_too_late {
+            self.counts.region_too_late += 1;
+        }
+        state.last_log_ms = state.last_log_ms.max(log_ms);
+        if capped_ms > state.clock_ms {
+            state.clock_ms = capped_ms;
+            let customer_watermark = capped_ms - ooo;
+            if customer_watermark >= state.next_due_ms {
+                let deadlines = Deadlines { customer_watermark, close_before: i64::MIN, partition_watermark };
+                settle_bins(state, &self.config, self.utility, deadlines, &mut self.counts, &mut self.pending);
+            }
         }
         if !state.dirty {
             state.dirty = true;
             self.dirty_slots.push(slot);
         }
-        if self.max_event_ms.is_none_or(|max| ts_ms > max) {
-            self.max_event_ms = Some(ts_ms);
-            if ts_ms - self.config.out_of_orderness_ms >= self.next_due_ms {
-                self.fire_timers();
+        self.last_log_ms = self.last_log_ms.max(log_ms);
+        if self.clock_ms.is_none_or(|clock| capped_ms > clock) {
+            self.clock_ms = Some(capped_ms);
+            if capped_ms - ooo >= self.region_due_ms {
+                self.settle_regions(capped_ms - ooo);
             }
+        }
+        if self.last_log_ms >= self.next_scan_ms {
+            let period = self.config.scan_period_ms();
+            self.next_scan_ms = (self.last_log_ms - self.last_log_ms.rem_euclid(period)).saturating_add(period);
+            self.scan(self.last_log_ms);
         }
         if late {
             self.counts.counted_late += 1;
@@ -370,7 +499,7 @@ impl PartitionWindows {
         }
     }
 
-    fn slot_of(&mut self, reading: &Reading) -> u32 {
+    fn slot_of(&mut self, reading: &Reading, log_ms: i64) -> u32 {
         // Meters report at a fixed phase of their heartbeat, so a partition's
         // customers come in the same order heartbeat after heartbeat, the order
         // their slots were made in: the slot after the last one is a cheap,
@@ -386,13 +515,7 @@ impl PartitionWindows {
             self.last_slot = slot;
             return slot;
         }
-        let state = CustomerState {
-            customer_id: reading.customer_id,
-            region_index: reading.region.index() as u8,
-            bins: SmallVec::new(),
-            meters: SmallVec::new(),
-            dirty: false,
-        };
+        let state = CustomerState::new(reading.customer_id, reading.region.index() as u8, i64::MIN, log_ms);
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Some(state);
@@ -408,82 +531,77 @@ impl PartitionWindows {
         slot
     }
 
-    /// Closes every bin whose end the watermark passed and purges every bin
-    /// past its allowed lateness.
-    fn fire_timers(&mut self) {
-        let Some(watermark) = self.watermark_ms() else { return };
-        let lateness = self.config.allowed_lateness_ms;
-        while let Some(entry) = self.close_at.first_entry() {
-            if !end_passed(*entry.key(), watermark) {
-                break;
-            }
-            let (end, slots) = entry.remove_entry();
-            for slot in slots {
-                let Some(state) = self.slots[slot as usize].as_mut() else { continue };
-                for bin in state.bins.iter_mut() {
-                    if !bin.closed && bin.start_ms + self.config.sizes_ms[usize::from(bin.size_index)] == end {
-                        bin.closed = true;
-                        bin.dirty = true;
-                        self.counts.windows_emitted += 1;
-                        if !state.dirty {
-                            state.dirty = true;
-                            self.dirty_slots.push(slot);
-                        }
-                    }
-                }
-            }
-        }
-        while let Some(entry) = self.purge_at.first_entry() {
-            if !end_passed(*entry.key(), watermark) {
-                break;
-            }
-            let slots = entry.remove();
-            for slot in slots {
-                self.purge_slot(slot, watermark);
-            }
-        }
-        for ((_, size_index, start_ms), bin) in self.regions.iter_mut() {
-            if !bin.closed && end_passed(start_ms + self.config.sizes_ms[usize::from(size_index)], watermark) {
+    /// Closes the region bins whose end the partition's watermark passed and
+    /// purges those past the region lateness.
+    fn settle_regions(&mut self, partition_watermark: i64) {
+        let (sizes, region_lateness) = (&self.config.sizes_ms, self.config.region_lateness_ms);
+        let mut due = i64::MAX;
+        let mut purged = Vec::new();
+        self.regions.retain(|key @ (_, size_index, start_ms), bin| {
+            let end_ms = start_ms + sizes[usize::from(size_index)];
+            if !bin.closed && end_ms <= partition_watermark {
                 bin.closed = true;
                 bin.dirty = true;
             }
-        }
-        let sizes = &self.config.sizes_ms;
-        let mut purged_regions = Vec::new();
-        self.regions.retain(|(region_index, size_index, start_ms), bin| {
-            let keep = !end_passed(start_ms + sizes[usize::from(size_index)] + lateness, watermark);
-            if !keep && bin.dirty {
-                purged_regions.push(((region_index, size_index, start_ms), *bin));
+            let keep = end_ms + region_lateness > partition_watermark;
+            if keep {
+                due = due.min(if bin.closed { end_ms + region_lateness } else { end_ms });
+            } else if bin.dirty {
+                purged.push((key, *bin));
             }
             keep
         });
-        for (key, bin) in purged_regions {
+        for (key, bin) in purged {
             self.pending.push(region_update(self.utility, &self.config, key, &bin));
         }
-        self.next_due_ms = self.close_at.keys().next().copied().unwrap_or(i64::MAX);
+        self.region_due_ms = due;
     }
 
-    fn purge_slot(&mut self, slot: u32, watermark: i64) {
-        let Some(state) = self.slots[slot as usize].as_mut() else { return };
-        let sizes = &self.config.sizes_ms;
-        let lateness = self.config.allowed_lateness_ms;
-        let (utility, customer_id) = (self.utility, state.customer_id);
-        let pending = &mut self.pending;
-        state.bins.retain(|bin| {
-            let keep = !end_passed(bin.start_ms + sizes[usize::from(bin.size_index)] + lateness, watermark);
-            if !keep && bin.dirty {
-                pending.push(customer_update(utility, sizes, customer_id, bin));
+    /// One pass over every customer at log time `at_ms`: closes the bins of
+    /// customers idle since `at_ms - idleTimeout` once `at_ms` passed their
+    /// end, purges the bins of days the partition's watermark settled, and
+    /// drops customers left without bins.
+    fn scan(&mut self, at_ms: i64) {
+        let Some(partition_watermark) = self.watermark_ms() else { return };
+        let (ooo, idle) = (self.config.out_of_orderness_ms, self.config.idle_timeout_ms);
+        for slot in 0..self.slots.len() {
+            let Some(state) = self.slots[slot].as_mut() else { continue };
+            let idle_customer = state.last_log_ms.saturating_add(idle) <= at_ms;
+            let deadlines = Deadlines {
+                customer_watermark: state.clock_ms.saturating_sub(ooo),
+                close_before: if idle_customer { at_ms - ooo } else { i64::MIN },
+                partition_watermark,
+            };
+            let emitted = settle_bins(state, &self.config, self.utility, deadlines, &mut self.counts, &mut self.pending);
+            if emitted && !state.dirty {
+                state.dirty = true;
+                self.dirty_slots.push(slot as u32);
             }
-            keep
-        });
-        if state.bins.spilled() && state.bins.len() <= state.bins.inline_size() {
-            // Bins spill to the heap briefly around window boundaries; back inline, they cost nothing extra.
-            state.bins.shrink_to_fit();
+            if state.bins.is_empty() {
+                self.index.remove(&state.customer_id);
+                self.slots[slot] = None;
+                self.free_slots.push(slot as u32);
+            }
         }
-        if state.bins.is_empty() {
-            self.index.remove(&state.customer_id);
-            self.slots[slot as usize] = None;
-            self.free_slots.push(slot);
+    }
+
+    /// Closes, on the wall clock `now_ms`, the windows of a partition that has
+    /// taken no reading for the idle timeout: its customers' and its
+    /// regions' bins whose end `now_ms` passed. (A partition that takes
+    /// readings closes idle customers' bins on its log clock instead.) Only
+    /// the `closed` flags depend on when this runs.
+    pub fn close_quiet(&mut self, now_ms: i64) {
+        if self.clock_ms.is_none() || self.last_log_ms.saturating_add(self.config.idle_timeout_ms) > now_ms {
+            return;
+        }
+        self.scan(now_ms);
+        let close_before = now_ms - self.config.out_of_orderness_ms;
+        let sizes = &self.config.sizes_ms;
+        for ((_, size_index, start_ms), bin) in self.regions.iter_mut() {
+            if !bin.closed && start_ms + sizes[usize::from(size_index)] <= close_before {
+                bin.closed = true;
+                bin.dirty = true;
+            }
         }
     }
 
@@ -506,30 +624,67 @@ impl PartitionWindows {
         updates
     }
 
-    /// Rebuilds indexes and timers after state was restored from a checkpoint.
+    /// Rebuilds indexes and due times after state was restored from a checkpoint.
     pub(crate) fn restore(&mut self, customers: Vec<CustomerState>, regions: Vec<(RegionKey, RegionBin)>) {
-        let lateness = self.config.allowed_lateness_ms;
         for state in customers {
             let slot = self.slots.len() as u32;
-            for bin in &state.bins {
-                let end = bin.start_ms + self.config.sizes_ms[usize::from(bin.size_index)];
-                if !bin.closed {
-                    self.close_at.entry(end).or_default().push(slot);
-                }
-                self.purge_at.entry(end + lateness).or_default().push(slot);
-            }
             self.index.insert(state.customer_id, slot);
             self.slots.push(Some(state));
         }
         for (key, bin) in regions {
             self.regions.insert(key, bin);
         }
-        self.next_due_ms = self.close_at.keys().next().copied().unwrap_or(i64::MAX);
+        self.region_due_ms = i64::MIN;
+        self.next_scan_ms = i64::MIN;
     }
 }
 
-fn end_passed(end_ms: i64, watermark: i64) -> bool {
-    end_ms <= watermark
+/// Whether the day starting at `day_start_ms` ended more than the allowed
+/// lateness before the partition's watermark: the stream takes no more of it.
+fn day_settled(day_start_ms: i64, lateness: i64, partition_watermark: i64) -> bool {
+    (day_start_ms + DAY_MS).saturating_add(lateness) <= partition_watermark
+}
+
+/// Closes and purges one customer's bins by `deadlines`, queueing the
+/// updates of purged bins; true when a bin closed (the customer has updates).
+fn settle_bins(
+    state: &mut CustomerState,
+    config: &WindowConfig,
+    utility: Utility,
+    deadlines: Deadlines,
+    counts: &mut PartitionCounts,
+    pending: &mut Vec<WindowUpdate>,
+) -> bool {
+    let (sizes, lateness) = (&config.sizes_ms, config.allowed_lateness_ms);
+    let close_before = deadlines.customer_watermark.max(deadlines.close_before);
+    let mut closed_any = false;
+    let mut due = i64::MAX;
+    let customer_id = state.customer_id;
+    state.bins.retain(|bin| {
+        let end_ms = bin.start_ms + sizes[usize::from(bin.size_index)];
+        let purge = end_ms + lateness <= deadlines.customer_watermark
+            || day_settled(bin.start_ms - bin.start_ms.rem_euclid(DAY_MS), lateness, deadlines.partition_watermark);
+        if !bin.closed && (purge || end_ms <= close_before) {
+            bin.closed = true;
+            bin.dirty = true;
+            counts.windows_emitted += 1;
+            closed_any = true;
+        }
+        if purge {
+            if bin.dirty {
+                pending.push(customer_update(utility, sizes, customer_id, bin));
+            }
+            return false;
+        }
+        due = due.min(if bin.closed { end_ms + lateness } else { end_ms });
+        true
+    });
+    state.next_due_ms = due;
+    if state.bins.spilled() && state.bins.len() <= state.bins.inline_size() {
+        // Bins spill to the heap briefly around window boundaries; back inline, they cost nothing extra.
+        state.bins.shrink_to_fit();
+    }
+    closed_any
 }
 
 fn customer_update(utility: Utility, sizes: &[i64], customer_id: u64, bin: &Bin) -> WindowUpdate {
@@ -556,16 +711,27 @@ fn region_update(utility: Utility, config: &WindowConfig, key: RegionKey, bin: &
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use auth_core::CustomerKind;
 
     use super::*;
 
     const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 3_600_000;
     /// 2026-11-28T00:00:00Z.
     const T0: i64 = 1_795_824_000_000;
+    /// A log time after every event time of these tests (so no reading is capped), unless one says otherwise.
+    const LOG: i64 = T0 + 2 * DAY_MS;
 
     fn config() -> WindowConfig {
-        WindowConfig { sizes_ms: vec![MINUTE, 3_600_000, 86_400_000], out_of_orderness_ms: 10_000, allowed_lateness_ms: MINUTE }
+        WindowConfig {
+            sizes_ms: vec![MINUTE, HOUR, DAY_MS],
+            out_of_orderness_ms: 10_000,
+            allowed_lateness_ms: MINUTE,
+            region_lateness_ms: HOUR,
+            idle_timeout_ms: 30_000,
+        }
     }
 
     fn reading(customer_id: u64, ts_ms: i64, value: f64) -> Reading {
@@ -581,13 +747,18 @@ mod tests {
     }
 
     fn minute_windows(updates: &[WindowUpdate], owner: WindowOwner) -> Vec<(i64, f64, u64, bool)> {
-        let mut found: Vec<(i64, f64, u64, bool)> = updates
-            .iter()
-            .filter(|update| update.owner == owner && update.slot.width_ms == MINUTE)
-            .map(|update| ((update.slot.start_ms - T0) / MINUTE, update.aggregate.sum, update.aggregate.count, update.closed))
+        let mut found: Vec<(i64, f64, u64, bool)> = latest(updates)
+            .into_iter()
+            .filter(|((window_owner, slot), _)| *window_owner == owner && slot.width_ms == MINUTE)
+            .map(|((_, slot), update)| ((slot.start_ms - T0) / MINUTE, update.aggregate.sum, update.aggregate.count, update.closed))
             .collect();
         found.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         found
+    }
+
+    /// The last update of every window, as a serving store would hold it.
+    fn latest(updates: &[WindowUpdate]) -> BTreeMap<(WindowOwner, WindowSlot), WindowUpdate> {
+        updates.iter().map(|update| ((update.owner, update.slot), *update)).collect()
     }
 
     #[test]
@@ -604,7 +775,7 @@ mod tests {
             reading(1, T0 + 59_000, 64.0),         // too late
         ]
         .iter()
-        .map(|r| windows.add(r))
+        .map(|r| windows.add(r, LOG))
         .collect();
         use Outcome::*;
         assert_eq!(outcomes, vec![Counted, Counted, Counted, Duplicate, Counted, CountedLate, Counted, TooLate]);
@@ -618,7 +789,7 @@ mod tests {
         assert_eq!(minute_windows(&updates, region), minute_windows(&updates, customer));
         let day = updates
             .iter()
-            .find(|u| u.owner == customer && u.slot.width_ms == 86_400_000)
+            .find(|u| u.owner == customer && u.slot.width_ms == DAY_MS)
             .expect("day window");
         assert_eq!(day.aggregate, Aggregate { sum: 63.0, count: 6, min: 1.0, max: 32.0 });
         let counts = windows.counts();
@@ -643,25 +814,119 @@ mod tests {
     }
 
     #[test]
-    fn purged_customers_free_their_state_and_updates_are_not_lost() {
-        let mut windows = PartitionWindows::new(Utility::Electricity, WindowConfig { sizes_ms: vec![MINUTE], ..config() });
-        windows.add(&reading(1, T0, 1.0));
-        windows.add(&reading(2, T0 + 10 * MINUTE, 1.0));
+    fn one_meter_dated_ahead_makes_no_other_meter_late() {
+        let mut windows = PartitionWindows::new(Utility::Electricity, config());
+        let now = T0 + 12 * HOUR;
+        assert_eq!(windows.add(&reading(1, now + 55 * MINUTE, 5.0), now), Outcome::Counted, "within what the caller lets through");
+        assert_eq!(windows.watermark_ms(), Some(now - 10_000), "capped at the log's clock");
+        for customer in 2..=20 {
+            assert_eq!(windows.add(&reading(customer, now - 20_000, 1.0), now + 1_000), Outcome::Counted, "{customer}");
+        }
+        let updates = windows.take_updates();
+        assert_eq!(minute_windows(&updates, WindowOwner::Customer(2)), vec![(12 * 60 - 1, 1.0, 1, false)]);
+        assert_eq!(minute_windows(&updates, WindowOwner::Customer(1)), vec![(12 * 60 + 55, 5.0, 1, false)], "its own window stays open");
+        assert_eq!(windows.counts().too_late, 0);
+    }
+
+    #[test]
+    fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other() {
+        let live = |windows: &mut PartitionWindows, updates: &mut Vec<WindowUpdate>, minute: i64, with_upload: bool| {
+            let now = T0 + 6 * HOUR + minute * MINUTE;
+            for customer in 1..=3 {
+                windows.add(&reading(customer, now, 1.0), now + 500);
+            }
+            if with_upload && minute == 30 {
+                // The concentrator's daily batch: six hours of meter 9, every 15 minutes, oldest first.
+                for quarter in 0..24 {
+                    assert_eq!(windows.add(&reading(9, T0 + quarter * 15 * MINUTE, 2.0), now + 600), Outcome::Counted, "{quarter}");
+                }
+            }
+            updates.extend(windows.take_updates());
+        };
+        let (mut plain, mut with_upload) = (PartitionWindows::new(Utility::Electricity, config()), PartitionWindows::new(Utility::Electricity, config()));
+        let (mut plain_updates, mut upload_updates) = (Vec::new(), Vec::new());
+        for minute in 0..60 {
+            live(&mut plain, &mut plain_updates, minute, false);
+            live(&mut with_upload, &mut upload_updates, minute, true);
+        }
+        assert_eq!(with_upload.counts().too_late, 0, "nothing of the upload is too late");
+        let nine = minute_windows(&upload_updates, WindowOwner::Customer(9));
+        assert_eq!(nine.len(), 24);
+        assert!(nine.iter().all(|&(_, sum, count, closed)| (sum, count, closed) == (2.0, 1, true)), "{nine:?}");
+        let (plain_latest, upload_latest) = (latest(&plain_updates), latest(&upload_updates));
+        for customer in 1..=3 {
+            let of = |all: &BTreeMap<(WindowOwner, WindowSlot), WindowUpdate>| {
+                all.iter().filter(|((owner, _), _)| *owner == WindowOwner::Customer(customer)).map(|(_, u)| *u).collect::<Vec<_>>()
+            };
+            assert_eq!(of(&upload_latest), of(&plain_latest), "customer {customer}'s windows are unchanged");
+        }
+        let region_hours = |all: &BTreeMap<(WindowOwner, WindowSlot), WindowUpdate>| {
+            all.iter()
+                .filter(|((owner, slot), _)| matches!(owner, WindowOwner::Region(_)) && slot.width_ms == HOUR)
+                .map(|((_, slot), u)| ((slot.start_ms - T0) / HOUR, u.aggregate.sum))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(region_hours(&plain_latest), vec![(6, 180.0)]);
+        assert_eq!(
+            region_hours(&upload_latest),
+            vec![(5, 8.0), (6, 180.0)],
+            "the hour within the region lateness takes the upload; older hours are left to the batch"
+        );
+        assert_eq!(
+            with_upload.counts().region_too_late,
+            22,
+            "the readings before 05:00, and those of 05:00 and 05:15 for their minute windows"
+        );
+    }
+
+    #[test]
+    fn windows_of_quiet_meters_close_on_the_log_clock_and_of_a_quiet_partition_on_the_wall_clock() {
+        let mut windows = PartitionWindows::new(Utility::Electricity, config());
+        let start = T0 + 12 * HOUR;
+        windows.add(&reading(1, start, 1.0), start);
+        for second in (0..=75).step_by(5) {
+            windows.add(&reading(2, start + second * 1_000, 1.0), start + second * 1_000);
+        }
+        let updates = windows.take_updates();
+        assert_eq!(
+            minute_windows(&updates, WindowOwner::Customer(1)),
+            vec![(12 * 60, 1.0, 1, true)],
+            "quiet for the idle timeout of log time, and the log's clock passed the window's end"
+        );
+        assert_eq!(minute_windows(&updates, WindowOwner::Customer(2)), vec![(12 * 60, 12.0, 12, true), (12 * 60 + 1, 4.0, 4, false)]);
+        windows.close_quiet(start + 90_000);
+        assert!(windows.take_updates().is_empty(), "the partition is not quiet yet");
+        windows.close_quiet(start + 140_000);
+        let updates = windows.take_updates();
+        assert_eq!(minute_windows(&updates, WindowOwner::Customer(2)), vec![(12 * 60 + 1, 4.0, 4, true)]);
+        let region = WindowOwner::Region(Region::from_code("US-NY").expect("New York"));
+        assert_eq!(minute_windows(&updates, region), vec![(12 * 60 + 1, 4.0, 4, true)]);
+        let hours: Vec<bool> = updates.iter().filter(|u| u.slot.width_ms == HOUR).map(|u| u.closed).collect();
+        assert!(hours.is_empty(), "the hour has not ended: {hours:?}");
+        assert_eq!(windows.add(&reading(2, start + 110_000, 1.0), start + 141_000), Outcome::CountedLate, "closed, still within lateness");
+    }
+
+    #[test]
+    fn settled_days_free_quiet_customers_and_updates_are_not_lost() {
+        let mut windows = PartitionWindows::new(Utility::Electricity, WindowConfig { sizes_ms: vec![MINUTE, DAY_MS], ..config() });
+        windows.add(&reading(1, T0, 1.0), LOG);
+        windows.add(&reading(2, T0 + DAY_MS + 10 * MINUTE, 1.0), LOG + HOUR);
+        assert_eq!(windows.add(&reading(1, T0 + 5_000, 1.0), LOG + HOUR), Outcome::TooLate, "its day has settled");
         let updates = windows.take_updates();
         assert_eq!(minute_windows(&updates, WindowOwner::Customer(1)), vec![(0, 1.0, 1, true)], "emitted when purged");
-        assert_eq!(windows.open_windows(), 1, "customer 1's state is gone");
-        windows.add(&reading(3, T0 + 10 * MINUTE, 1.0));
+        assert_eq!(windows.customers(), 1, "customer 1's state is gone");
+        windows.add(&reading(3, T0 + DAY_MS + 10 * MINUTE, 1.0), LOG + HOUR);
         assert_eq!(windows.slots.len(), 2, "the freed slot is reused");
     }
 
     #[test]
     fn a_checkpoint_survives_a_change_of_window_sizes() {
         let mut windows = PartitionWindows::new(Utility::Electricity, config());
-        windows.add(&reading(1, T0 + 5_000, 1.0));
+        windows.add(&reading(1, T0 + 5_000, 1.0), LOG);
         let blob = crate::checkpoint::encode(&windows, 1, 0).expect("encode");
-        let five_minutes = WindowConfig { sizes_ms: vec![300_000, 86_400_000], ..config() };
+        let five_minutes = WindowConfig { sizes_ms: vec![300_000, DAY_MS], ..config() };
         let (mut resumed, _) = crate::checkpoint::decode(&blob, Utility::Electricity, five_minutes).expect("decode");
-        resumed.add(&reading(1, T0 + 10_000, 2.0));
+        resumed.add(&reading(1, T0 + 10_000, 2.0), LOG);
         let updates = resumed.take_updates();
         let sums = |width: i64| {
             updates
@@ -670,42 +935,41 @@ mod tests {
                 .map(|u| u.aggregate.sum)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(sums(86_400_000), vec![3.0], "the kept size continues");
+        assert_eq!(sums(DAY_MS), vec![3.0], "the kept size continues");
         assert_eq!(sums(300_000), vec![2.0], "the new size starts empty");
         assert!(sums(MINUTE).is_empty(), "the dropped size is gone");
     }
 
     #[test]
     fn checkpoint_round_trip_continues_identically() {
-        let input: Vec<Reading> = (0..400)
-            .map(|i| reading(1 + i % 7, T0 + (i as i64) * 2_000 - (i as i64 % 5) * 3_000, f64::from(i as u32 % 11)))
+        let input: Vec<(Reading, i64)> = (0..4_000)
+            .map(|i| {
+                let late = if i % 13 == 0 { 90_000 } else { 0 };
+                let ts = T0 + (i as i64) * 2_000 - (i as i64 % 5) * 3_000 - late + if i % 97 == 0 { 2 * HOUR } else { 0 };
+                (reading(1 + i % 7, ts, f64::from(i as u32 % 11)), T0 + (i as i64) * 2_000 + 1_000)
+            })
             .collect();
         let mut straight = PartitionWindows::new(Utility::Electricity, config());
         let mut straight_updates = Vec::new();
-        for r in &input {
-            straight.add(r);
+        for (r, log_ms) in &input {
+            straight.add(r, *log_ms);
         }
         straight_updates.extend(straight.take_updates());
         let mut first = PartitionWindows::new(Utility::Electricity, config());
-        for r in &input[..150] {
-            first.add(r);
+        for (r, log_ms) in &input[..1_500] {
+            first.add(r, *log_ms);
         }
         let mut resumed_updates = first.take_updates();
-        let blob = crate::checkpoint::encode(&first, 150, 0).expect("encode");
+        let blob = crate::checkpoint::encode(&first, 1_500, 0).expect("encode");
         let (mut resumed, offset) = crate::checkpoint::decode(&blob, Utility::Electricity, config()).expect("decode");
-        assert_eq!(offset, 150);
-        for r in &input[150..] {
-            resumed.add(r);
+        assert_eq!(offset, 1_500);
+        for (r, log_ms) in &input[1_500..] {
+            resumed.add(r, *log_ms);
         }
         resumed_updates.extend(resumed.take_updates());
-        let latest = |updates: &[WindowUpdate]| {
-            let mut last: BTreeMap<(WindowOwner, WindowSlot), (u64, u64, bool)> = BTreeMap::new();
-            for u in updates {
-                last.insert((u.owner, u.slot), (u.aggregate.sum.to_bits(), u.aggregate.count, u.closed));
-            }
-            last
-        };
         assert_eq!(latest(&resumed_updates), latest(&straight_updates));
         assert_eq!(resumed.counts(), straight.counts());
+        let counts = straight.counts();
+        assert!(counts.windows_emitted > 100 && counts.counted_late > 0 && counts.too_late > 0, "{counts:?}");
     }
 }

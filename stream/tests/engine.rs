@@ -44,6 +44,24 @@ macro_rules! engine_suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             $(#[$attribute])*
+            async fn a_reading_dated_ahead_is_quarantined_and_makes_no_honest_reading_late() {
+                super::a_reading_dated_ahead_is_quarantined_and_makes_no_honest_reading_late(&$backend("ahead")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
+            async fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other() {
+                super::a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other(&$backend("upload")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
+            async fn a_quiet_partition_closes_its_windows_after_the_idle_timeout() {
+                super::a_quiet_partition_closes_its_windows_after_the_idle_timeout(&$backend("quiet")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
             async fn two_processors_in_one_group_equal_one() {
                 super::two_processors_in_one_group_equal_one(&$backend("pair")).await;
             }
@@ -58,6 +76,9 @@ fn spec(partitions: u32) -> PipelineSpec {
     let mut spec = PipelineSpec::default();
     spec.log.partitions = partitions;
     spec.windows.sizes_secs = vec![60, 3_600];
+    // A partition that receives nothing closes its windows on the wall clock;
+    // these tests compare runs made minutes apart, so none may go quiet.
+    spec.windows.idle_timeout_secs = 3_600;
     spec
 }
 
@@ -195,6 +216,154 @@ async fn scripted_fleet_gives_exactly_the_expected_windows(backend: &Backend) {
     let before_garbage = script.iter().filter(|(r, _)| partition_for(r.customer_id, 2) == 0).count();
     assert_eq!((letter["partition"].as_u64(), letter["offset"].as_u64()), (Some(0), Some(before_garbage as u64)));
     assert!(letter["reason"].as_str().is_some_and(|reason| reason.contains("41")), "{letter}");
+}
+
+/// Sends `readings` to their partitions of the electricity topic, in order.
+async fn send(backend: &Backend, partitions: u32, readings: &[Reading]) {
+    let records = readings
+        .iter()
+        .map(|r| auth_core::ports::OutRecord {
+            partition: partition_for(r.customer_id, partitions),
+            key: Bytes::from(r.customer_id.to_string()),
+            value: Bytes::copy_from_slice(&codec::encode(r)),
+        })
+        .collect();
+    let topic = utility_topic(&backend.pipeline, Utility::Electricity);
+    backend.log.producer().expect("producer").send(&topic, records).await.expect("send");
+}
+
+/// Customers whose readings go to partition 0 of `partitions`.
+fn customers_of_partition_0(partitions: u32, count: usize) -> Vec<u64> {
+    (1..).filter(|&customer| partition_for(customer, partitions) == 0).take(count).collect()
+}
+
+async fn minute_windows(store: &Arc<dyn ServingStore>, customer: u64) -> Vec<(i64, f64, u64, bool)> {
+    store
+        .customer_windows(customer)
+        .await
+        .expect("windows")
+        .into_iter()
+        .filter(|w| w.slot.width_ms == MINUTE)
+        .map(|w| (w.slot.start_ms, w.aggregate.sum, w.aggregate.count, w.closed))
+        .collect()
+}
+
+/// Written straight to the log (so past the gateway's check): one reading an
+/// hour ahead of the clock, then honest readings of other meters of its partition.
+async fn a_reading_dated_ahead_is_quarantined_and_makes_no_honest_reading_late(backend: &Backend) {
+    let store = backend.new_store().await;
+    let spec = spec(2);
+    create_topics(backend, &spec).await;
+    let customers = customers_of_partition_0(2, 11);
+    let now = auth_core::now_ms();
+    let mut readings = vec![reading(customers[0], "US-NY", now + 3_600_000, 7.0)];
+    readings.extend(customers[1..].iter().map(|&customer| reading(customer, "US-NY", now - 5_000, 1.0)));
+    send(backend, 2, &readings).await;
+    let mut processor = Processor::new(manual_config(backend, &spec, 100), backend.log.as_ref(), Arc::clone(&store)).expect("processor");
+    drain_group(backend, &spec, &mut [&mut processor]).await;
+
+    let counts = processor.counts();
+    assert_eq!((counts.counted, counts.too_late, counts.quarantined), (10, 0, 1), "{counts:?}");
+    for &customer in &customers[1..] {
+        let windows = minute_windows(&store, customer).await;
+        assert_eq!(windows.len(), 1, "customer {customer}: {windows:?}");
+        assert_eq!((windows[0].1, windows[0].2), (1.0, 1));
+    }
+    assert!(store.customer_windows(customers[0]).await.expect("windows").is_empty(), "the reading ahead counts nowhere");
+    let letters = read_all(backend.log.as_ref(), &dead_letter_topic(&backend.pipeline), "audit").await;
+    assert_eq!(letters.len(), 1);
+    let letter: serde_json::Value = serde_json::from_slice(&letters[0]).expect("dead letter is JSON");
+    let reason = letter["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("ahead of the receiver's clock") && reason.contains("windows.maxClockAheadSecs"), "{letter}");
+}
+
+/// Meter 9's concentrator uploads six hours of its readings while the other
+/// meters of its partition are live.
+async fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other(backend: &Backend) {
+    let spec = spec(2);
+    create_topics(backend, &spec).await;
+    let live: Vec<u64> = customers_of_partition_0(2, 4);
+    let uploader = live[3];
+    let live = &live[..3];
+    let live_start = T0 + 6 * 60 * MINUTE;
+    let live_minute = |minute: i64| live.iter().map(move |&c| reading(c, "US-NY", live_start + minute * MINUTE, 1.0));
+    let first_half: Vec<Reading> = (0..30).flat_map(live_minute).collect();
+    let upload: Vec<Reading> = (0..24).map(|quarter| reading(uploader, "US-NY", T0 + quarter * 15 * MINUTE, 2.0)).collect();
+    let second_half: Vec<Reading> = (30..60).flat_map(live_minute).collect();
+    send(backend, 2, &first_half).await;
+    send(backend, 2, &upload).await;
+    send(backend, 2, &second_half).await;
+
+    let store = backend.new_store().await;
+    let mut processor = Processor::new(manual_config(backend, &spec, 50), backend.log.as_ref(), Arc::clone(&store)).expect("processor");
+    drain_group(backend, &spec, &mut [&mut processor]).await;
+    assert_eq!(processor.counts().too_late, 0, "nothing of the upload is too late: {:?}", processor.counts());
+    let uploaded = minute_windows(&store, uploader).await;
+    assert_eq!(uploaded.len(), 24, "{uploaded:?}");
+    let expected_upload: Vec<(i64, f64, u64, bool)> =
+        (0..24).map(|quarter| (T0 + quarter * 15 * MINUTE, 2.0, 1, quarter < 23)).collect();
+    assert_eq!(uploaded, expected_upload, "its own watermark closed all but the newest");
+    let hours: Vec<f64> = store
+        .customer_windows(uploader)
+        .await
+        .expect("windows")
+        .into_iter()
+        .filter(|w| w.slot.width_ms == 3_600_000)
+        .map(|w| w.aggregate.sum)
+        .collect();
+    assert_eq!(hours, vec![8.0; 6], "six hours of four readings each");
+
+    // The live meters' windows are what their own readings make, as without the upload.
+    let expected: Vec<(i64, f64, u64, bool)> =
+        (0..60).map(|minute| (live_start + minute * MINUTE, 1.0, 1, minute < 58)).collect();
+    for &customer in live {
+        assert_eq!(minute_windows(&store, customer).await, expected, "customer {customer}");
+    }
+    let new_york = Region::from_code("US-NY").expect("New York");
+    let region_hours: Vec<(i64, f64)> = store
+        .region_windows(3_600_000, 0)
+        .await
+        .expect("regions")
+        .into_iter()
+        .filter(|w| w.region == new_york)
+        .map(|w| ((w.window.slot.start_ms - T0) / 3_600_000, w.window.aggregate.sum))
+        .collect();
+    assert_eq!(
+        region_hours,
+        vec![(5, 8.0), (6, 180.0)],
+        "the hour within the region lateness takes the upload; older hours are left to the batch"
+    );
+}
+
+async fn a_quiet_partition_closes_its_windows_after_the_idle_timeout(backend: &Backend) {
+    let store = backend.new_store().await;
+    let mut spec = spec(2);
+    spec.windows.idle_timeout_secs = 1;
+    create_topics(backend, &spec).await;
+    let customers = customers_of_partition_0(2, 5);
+    let readings: Vec<Reading> = customers.iter().map(|&customer| reading(customer, "US-NY", T0 + 5_000, 1.0)).collect();
+    send(backend, 2, &readings).await;
+    let mut processor = Processor::new(manual_config(backend, &spec, 100), backend.log.as_ref(), Arc::clone(&store)).expect("processor");
+    drain_group(backend, &spec, &mut [&mut processor]).await;
+    for &customer in &customers {
+        assert_eq!(minute_windows(&store, customer).await, vec![(T0, 1.0, 1, false)], "open while the partition is live");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        processor.step().await.expect("step");
+        processor.flush(false).await.expect("flush");
+        let closed = minute_windows(&store, customers[0]).await.iter().all(|window| window.3);
+        if closed {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the quiet partition's windows did not close");
+    }
+    for &customer in &customers {
+        assert_eq!(minute_windows(&store, customer).await, vec![(T0, 1.0, 1, true)], "closed after the idle timeout");
+    }
+    let regions = store.region_windows(MINUTE, 0).await.expect("regions");
+    let new_york = regions.iter().find(|w| w.window.slot.start_ms == T0).expect("New York's minute");
+    assert!(new_york.window.closed && new_york.window.aggregate.count == 5, "{new_york:?}");
 }
 
 async fn load_simulated(backend: &Backend, spec: &PipelineSpec, minutes: i64) -> u64 {
