@@ -9,7 +9,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
@@ -39,6 +39,11 @@ impl ApiError {
 
     pub fn too_many_requests(message: impl Into<String>, retry_after: Duration) -> Self {
         Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
+    }
+
+    /// 503 with a `Retry-After` of a second: a bounded resource is full.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { retry_after: Some(Duration::from_secs(1)), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
     }
 
     /// A failure of ours: logged with its cause, answered without it.

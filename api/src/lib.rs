@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 
 pub use error::ApiError;
+pub use live::{DEFAULT_MAX_LIVE_STREAMS, LiveStreams};
 pub use overview::PipelineProbe;
 pub use session::{LoginLimits, Sessions};
 
@@ -64,7 +65,18 @@ pub struct AppState {
     pub batch_settle_ms: i64,
     /// Turns true when the server stops, which ends the live streams.
     live_stop: Arc<watch::Sender<bool>>,
+    /// The cap on open live streams and their shared snapshots.
+    pub(crate) live: Arc<LiveStreams>,
+    /// `/api/v1/pipeline`'s body, computed at most once per [`PROBE_REFRESH`].
+    pub(crate) overview: moka::future::Cache<(), Arc<str>>,
+    /// The batch's last run as `/metrics` shows it, read at most once per [`PROBE_REFRESH`].
+    pub(crate) batch_gauges: moka::future::Cache<(), ()>,
 }
+
+/// How long `/api/v1/pipeline` and the batch's gauges of `/metrics` are
+/// served from what was read before: a scraper or a hostile client polling
+/// them costs the log, the serving store and the database one read per this.
+pub const PROBE_REFRESH: Duration = Duration::from_secs(2);
 
 impl AppState {
     /// The state of a server; live streams look for changes every second, and
@@ -89,12 +101,33 @@ impl AppState {
 
     pub fn new(store: Arc<dyn ServingStore>, sessions: Arc<Sessions>, probe: Arc<PipelineProbe>, metrics: PrometheusHandle) -> Self {
         let (live_stop, _) = watch::channel(false);
-        Self { store, sessions, probe, metrics, live_interval: Duration::from_secs(1), batch_settle_ms: 0, live_stop: Arc::new(live_stop) }
+        Self {
+            store,
+            sessions,
+            probe,
+            metrics,
+            live_interval: Duration::from_secs(1),
+            batch_settle_ms: 0,
+            live_stop: Arc::new(live_stop),
+            live: Arc::new(LiveStreams::new(DEFAULT_MAX_LIVE_STREAMS)),
+            overview: refreshed_every(PROBE_REFRESH),
+            batch_gauges: refreshed_every(PROBE_REFRESH),
+        }
+    }
+
+    /// At most `max` live streams at once; the next one gets 503.
+    pub fn limit_live_streams(&mut self, max: usize) {
+        self.live = Arc::new(LiveStreams::new(max));
     }
 
     pub(crate) fn live_stopped(&self) -> watch::Receiver<bool> {
         self.live_stop.subscribe()
     }
+}
+
+/// A one-value cache that computes its value again once it is `refresh` old.
+fn refreshed_every<V: Clone + Send + Sync + 'static>(refresh: Duration) -> moka::future::Cache<(), V> {
+    moka::future::Cache::builder().max_capacity(1).time_to_live(refresh).build()
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -8,8 +8,9 @@ use std::time::Instant;
 use auth_core::ports::{PartitionCounts, ReadingLog, ServingStore, TopicPartition};
 use auth_results::Database;
 use auth_results::history::ReconciliationRow;
-use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -141,7 +142,15 @@ pub(crate) async fn overview(probe: &PipelineProbe, store: &dyn ServingStore, db
 #[utoipa::path(get, path = "/api/v1/pipeline", tag = "pipeline",
     responses((status = 200, body = PipelineOverview), (status = 401, description = "not logged in"),
               (status = 403, description = "not an operator")))]
-pub(crate) async fn pipeline(State(state): State<AppState>, caller: Caller) -> Result<Json<PipelineOverview>, ApiError> {
+pub(crate) async fn pipeline(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.must_be_operator()?;
-    Ok(Json(overview(&state.probe, state.store.as_ref(), state.sessions.database()).await?))
+    let body = state
+        .overview
+        .try_get_with((), async {
+            let overview = overview(&state.probe, state.store.as_ref(), state.sessions.database()).await?;
+            serde_json::to_string(&overview).map(Arc::from).map_err(|err| ApiError::internal("the pipeline overview", &err))
+        })
+        .await
+        .map_err(|err: Arc<ApiError>| Arc::unwrap_or_clone(err))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
 }

@@ -28,13 +28,19 @@ pub(crate) async fn healthz() -> &'static str {
 /// The process's metrics, and the batch's last run from the results database:
 /// the batch itself is a short-lived job that nothing scrapes.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    match state.sessions.database().last_batch_run().await {
-        Ok(Some(run)) => {
-            metrics::gauge!(crate::METRIC_BATCH_LAST_SUCCESS).set(run.finished_at_ms as f64 / 1_000.0);
-            metrics::gauge!(crate::METRIC_BATCH_DURATION).set(run.duration_ms as f64 / 1_000.0);
-        }
-        Ok(None) => {}
-        Err(err) => tracing::warn!(error = %err, "reading the batch's last run for /metrics"),
+    let refreshed = state
+        .batch_gauges
+        .try_get_with((), async {
+            let run = state.sessions.database().last_batch_run().await?;
+            if let Some(run) = run {
+                metrics::gauge!(crate::METRIC_BATCH_LAST_SUCCESS).set(run.finished_at_ms as f64 / 1_000.0);
+                metrics::gauge!(crate::METRIC_BATCH_DURATION).set(run.duration_ms as f64 / 1_000.0);
+            }
+            Ok::<(), auth_results::ResultsError>(())
+        })
+        .await;
+    if let Err(err) = refreshed {
+        tracing::warn!(error = %err, "reading the batch's last run for /metrics");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

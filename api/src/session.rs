@@ -6,7 +6,9 @@
 //! database holds the tokens' hashes. Each API process remembers a valid
 //! token for at most [`REMEMBER_FOR`], so a request costs no database
 //! round trip; a logout is seen at once by the process that served it and
-//! within that time by the others.
+//! within that time by the others. A token the database does not know is
+//! remembered as unknown for as long, so a client repeating a made-up token
+//! costs no query per request either.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,9 +45,9 @@ const REMEMBERED_LOGIN_KEYS: usize = 10_000;
 /// The longest username an account can have.
 const MAX_USERNAME_BYTES: usize = 64;
 
-/// The logged-in caller of a request.
+/// The logged-in caller of a request, and the token it presented.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Account);
+pub struct Caller(pub Account, String);
 
 impl Caller {
     /// 403 unless the caller may see `customer_id`.
@@ -70,6 +72,8 @@ impl Caller {
 pub struct Sessions {
     db: Database,
     remembered: RwLock<HashMap<String, (Account, Instant)>>,
+    /// Tokens the database did not know, until when that is trusted.
+    unknown: RwLock<HashMap<String, Instant>>,
     by_ip: DefaultKeyedRateLimiter<IpAddr>,
     by_username: DefaultKeyedRateLimiter<String>,
 }
@@ -96,6 +100,7 @@ impl Sessions {
         Self {
             db,
             remembered: RwLock::new(HashMap::new()),
+            unknown: RwLock::new(HashMap::new()),
             by_ip: RateLimiter::keyed(per_minute(limits.per_ip_per_minute)),
             by_username: RateLimiter::keyed(per_minute(limits.per_username_per_minute)),
         }
@@ -114,8 +119,19 @@ impl Sessions {
         {
             return Ok(Some(account.clone()));
         }
+        if let Ok(unknown) = self.unknown.read()
+            && unknown.get(token).is_some_and(|until| *until > now)
+        {
+            return Ok(None);
+        }
         let Some((account, expires_at_ms)) = self.db.token_account(token, now_ms()).await.map_err(ApiError::results)? else {
             self.forget(token);
+            if let Ok(mut unknown) = self.unknown.write() {
+                if unknown.len() >= REMEMBERED_TOKENS {
+                    unknown.clear();
+                }
+                unknown.insert(token.to_owned(), now + REMEMBER_FOR);
+            }
             return Ok(None);
         };
         let left = Duration::from_millis(u64::try_from(expires_at_ms - now_ms()).unwrap_or(0));
@@ -126,6 +142,11 @@ impl Sessions {
             remembered.insert(token.to_owned(), (account.clone(), now + left.min(REMEMBER_FOR)));
         }
         Ok(Some(account))
+    }
+
+    /// Whether the session of `caller` still holds (it was not logged out and did not expire).
+    pub async fn still_valid(&self, caller: &Caller) -> Result<bool, ApiError> {
+        Ok(self.account(&caller.1).await?.is_some_and(|account| account.username == caller.0.username))
     }
 
     fn forget(&self, token: &str) {
@@ -182,7 +203,9 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = presented_token(&parts.headers).ok_or_else(|| ApiError::unauthorized("log in first"))?;
         let account = state.sessions.account(&token).await?;
-        account.map(Caller).ok_or_else(|| ApiError::unauthorized("the session or token is not valid (expired or logged out)"))
+        account
+            .map(|account| Caller(account, token))
+            .ok_or_else(|| ApiError::unauthorized("the session or token is not valid (expired or logged out)"))
     }
 }
 

@@ -77,6 +77,9 @@ async fn api(servers: Servers) -> Api {
     api_with(servers, LoginLimits::default()).await
 }
 
+/// At most this many live streams at once in the suite's servers.
+const MAX_LIVE_STREAMS: usize = 500;
+
 async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     let directory = tempfile::tempdir().expect("temporary directory");
     let (backend, database_url) = match servers {
@@ -140,6 +143,7 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
         metrics_handle(),
     );
     state.live_interval = Duration::from_millis(50);
+    state.limit_live_streams(MAX_LIVE_STREAMS);
     Api { app: router(state), _backend: backend, db, today, cookies: Default::default(), _directory: directory }
 }
 
@@ -433,6 +437,40 @@ async fn live_updates_by_server_sent_events(api: &Api) {
     assert!(event.contains("\"US-TX\""));
 }
 
+/// Opens a live stream as the holder of `cookie`; the response holds it open.
+async fn open_live(api: &Api, cookie: &str, uri: &str) -> Response<Body> {
+    api.send(Request::get(uri).header(header::COOKIE, cookie).body(Body::empty()).expect("request")).await
+}
+
+async fn live_streams_are_capped_and_end_with_their_session(api: &Api) {
+    let (alice, ops) = (api.login("alice").await, api.login("ops").await);
+    let mut open = Vec::new();
+    for stream in 0..MAX_LIVE_STREAMS {
+        let (cookie, uri) = if stream % 2 == 0 { (&alice, "/api/v1/customers/7/live") } else { (&ops, "/api/v1/live/regions") };
+        let response = open_live(api, cookie, uri).await;
+        assert_eq!(response.status(), StatusCode::OK, "stream {stream}");
+        open.push(response);
+    }
+    let refused = open_live(api, &ops, "/api/v1/live/regions").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE, "beyond the cap");
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    open.truncate(MAX_LIVE_STREAMS - 1);
+    let mut alice_stream = open_live(api, &alice, "/api/v1/customers/7/live").await.into_body().into_data_stream();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), alice_stream.next()).await.expect("an event").is_some(),
+        "a closed stream frees its slot"
+    );
+    let logout = Request::post("/api/v1/logout").header(header::COOKIE, &alice).body(Body::empty()).expect("request");
+    assert_eq!(api.send(logout).await.status(), StatusCode::NO_CONTENT);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = alice_stream.next().await {
+            chunk.expect("data");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a logged-out session's stream ends");
+}
+
 async fn the_openapi_document_describes_every_route(api: &Api) {
     let (status, document) = api.json(Request::get("/api/v1/openapi.json").body(Body::empty()).expect("request")).await;
     assert_eq!(status, StatusCode::OK);
@@ -513,6 +551,7 @@ suite!(
     regions_their_usage_and_top_consumers,
     pipeline_overview_for_operators,
     live_updates_by_server_sent_events,
+    live_streams_are_capped_and_end_with_their_session,
     the_openapi_document_describes_every_route,
     dashboard_files_health_and_metrics,
 );
