@@ -21,11 +21,11 @@ pub mod session;
 pub mod usage;
 mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use auth_core::ports::ServingStore;
+use auth_runtime::http::HttpLimits;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
@@ -203,7 +203,8 @@ pub async fn serve_metrics(
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the
-/// requests in flight. Live streams end with the shutdown.
+/// requests in flight; with the header-read and request timeouts of
+/// [`HttpLimits::default`]. Live streams end with the shutdown.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -214,7 +215,5 @@ pub async fn serve(
         shutdown.await;
         live_stop.send_replace(true);
     };
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    auth_runtime::http::serve(listener, router(state), HttpLimits::default(), shutdown).await
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use auth_ingest::gateway::Gateway;
 use auth_ingest::keys::{self, KeyRing};
+use auth_runtime::http::HttpLimits;
 use clap::{Args, Subcommand};
 use auth_adapters::Embedded;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -161,9 +162,12 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_INGEST_LISTEN)", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%address, %pipeline, "ingest gateway serving POST /api/v1/readings");
-    let mut http = tokio::spawn(
-        axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
-    );
+    let mut http = tokio::spawn(auth_runtime::http::serve(
+        listener,
+        gateway.router(),
+        HttpLimits::default(),
+        shutdown.clone().cancelled_owned(),
+    ));
     let mqtt = args.mqtt.clone().map(|url| {
         let (gateway, stop) = (gateway.clone(), shutdown.clone().cancelled_owned());
         tokio::spawn(auth_ingest::mqtt::run(gateway, url, mqtt_client_id.clone(), stop))

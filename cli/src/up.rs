@@ -14,6 +14,7 @@ use auth_core::{CustomerKind, Utility, now_ms};
 use auth_ingest::gateway::Gateway;
 use auth_ingest::{LogSink, Simulator, run_paced};
 use auth_master::archiver::Archiver;
+use auth_runtime::http::HttpLimits;
 use auth_stream::{Processor, ProcessorConfig};
 use clap::Args;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -58,9 +59,12 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     let gateway_address = gateway_listener.local_addr().context("reading the bound address")?;
     let (demo_key, keys) = demo_key()?;
     let gateway = Gateway::new(log.producer()?, &pipeline, &spec, keys);
-    let mut ingest = tokio::spawn(
-        axum::serve(gateway_listener, gateway.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
-    );
+    let mut ingest = tokio::spawn(auth_runtime::http::serve(
+        gateway_listener,
+        gateway.router(),
+        HttpLimits::default(),
+        shutdown.clone().cancelled_owned(),
+    ));
 
     let processor = Processor::new(ProcessorConfig::from_spec(&pipeline, &spec), log.as_ref(), Arc::clone(&store))?;
     let mut stream = tokio::spawn(processor.run(Arc::clone(&log), shutdown.clone()));

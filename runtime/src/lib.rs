@@ -9,7 +9,9 @@
 //!   jittered backoff.
 //! - [`shutdown`]: one cancellation type for every role, cancelled on Ctrl-C or SIGTERM.
 //! - [`telemetry`]: logs (`tracing`) and the Prometheus `/metrics` endpoint.
+//! - [`http`]: serving a public router with header-read and request timeouts.
 
+pub mod http;
 pub mod partitioned;
 pub mod shutdown;
 pub mod telemetry;
