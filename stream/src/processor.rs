@@ -414,6 +414,8 @@ fn report(state: &mut Assigned) {
     let counts = state.windows.counts();
     let before = std::mem::replace(&mut state.reported, counts);
     let utility = state.windows.utility.as_str();
+    // Every series is written, zero or not, so that each exists (at 0) from
+    // the first flush on and rate() over it answers.
     for (outcome, now, then) in [
         ("counted", counts.counted, before.counted),
         ("counted_late", counts.counted_late, before.counted_late),
@@ -422,19 +424,10 @@ fn report(state: &mut Assigned) {
         ("malformed", counts.malformed, before.malformed),
         ("quarantined", counts.quarantined, before.quarantined),
     ] {
-        if now > then {
-            metrics::counter!(names::READINGS, "utility" => utility, "outcome" => outcome).increment(now - then);
-        }
+        metrics::counter!(names::READINGS, "utility" => utility, "outcome" => outcome).increment(now - then);
     }
-    if counts.too_late > before.too_late {
-        metrics::counter!(names::LATE_READINGS, "utility" => utility).increment(counts.too_late - before.too_late);
-    }
-    if counts.region_too_late > before.region_too_late {
-        metrics::counter!(names::REGION_LATE_READINGS, "utility" => utility)
-            .increment(counts.region_too_late - before.region_too_late);
-    }
-    if counts.windows_emitted > before.windows_emitted {
-        metrics::counter!(names::WINDOWS_EMITTED, "utility" => utility)
-            .increment(counts.windows_emitted - before.windows_emitted);
-    }
+    metrics::counter!(names::LATE_READINGS, "utility" => utility).increment(counts.too_late - before.too_late);
+    metrics::counter!(names::REGION_LATE_READINGS, "utility" => utility)
+        .increment(counts.region_too_late - before.region_too_late);
+    metrics::counter!(names::WINDOWS_EMITTED, "utility" => utility).increment(counts.windows_emitted - before.windows_emitted);
 }

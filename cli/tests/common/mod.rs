@@ -37,11 +37,14 @@ impl TestPipeline {
     pub fn new(prefix: &str) -> Self {
         let backend = Backend::real(prefix);
         let dir = tempfile::tempdir().unwrap();
+        // The runs of a test are compared with a reference run made minutes
+        // apart; a partition quiet for the idle timeout closes its windows on
+        // the wall clock, so none may go quiet for that long here.
         let yaml = format!(
             "log: {{url: \"{}\", partitions: 3}}\n\
              archive: {{url: \"{}\", rollSecs: 2}}\n\
              serving: {{url: \"{}\", recentWindows: 10000}}\n\
-             windows: {{sizesSecs: [60, 3600]}}\n\
+             windows: {{sizesSecs: [60, 3600], idleTimeoutSecs: 3600}}\n\
              stream: {{flushIntervalMs: 200, checkpointIntervalMs: 400, maxPollRecords: 2000}}\n\
              simulator: {{customers: 3000, seed: 7, mode: asFastAsPossible, startMs: {T0}, \
              outOfOrderShare: 0.05, lateShare: 0.01, lateSecs: 200, duplicateShare: 0.02, malformedShare: 0.002}}\n",
