@@ -82,11 +82,38 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
         }
         _ => vec![yesterday()],
     };
+    let mut report = BatchReport {
+        first_day: days.first().map(ToString::to_string).unwrap_or_default(),
+        last_day: days.last().map(ToString::to_string).unwrap_or_default(),
+        ..BatchReport::default()
+    };
+    let outcome = run_days(&args, &spec, &days, &mut report).await;
+    if let Err(err) = &outcome
+        && report.days_recomputed == 0
+        && report.failed_days == 0
+    {
+        // The run stopped before any day (a server it needs, the archiver's
+        // progress): each day fails for that reason, so the report says why.
+        for date in &days {
+            report.fail(date.to_string(), &format!("{err:#}"));
+        }
+    }
+    report.finished_ms = auth_core::now_ms();
+    if let Some(path) = &args.report_file
+        && let Err(err) = std::fs::write(path, report.to_json())
+    {
+        tracing::warn!(path = %path.display(), error = %err, "could not write the batch report (--report-file / AUTH_BATCH_REPORT)");
+    }
+    outcome
+}
+
+/// Recomputes `days`, counting into `report`; fails when a day failed.
+async fn run_days(args: &BatchArgs, spec: &PipelineSpec, days: &[NaiveDate], report: &mut BatchReport) -> anyhow::Result<()> {
     let master = MasterStore::open(&spec.archive.url).context("archive.url / --master-url")?;
     let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes);
     let results = ResultsDb::connect(&spec.batch.database_url).await.context("batch.databaseUrl / --database-url")?;
     let store: Option<std::sync::Arc<dyn ServingStore>> = match spec.serving.url {
-        Some(_) => Some(auth_adapters::store(&spec, &args.common.pipeline, "batch", Embedded::Refused).await?),
+        Some(_) => Some(auth_adapters::store(spec, &args.common.pipeline, "batch", Embedded::Refused).await?),
         None => {
             tracing::info!("no serving store named (serving.url / --redis-url): no reconciliation with the stream, no restatement");
             None
@@ -94,7 +121,7 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     };
     let serving = match store.as_deref() {
         Some(store) => {
-            let log = auth_adapters::log(&spec, "batch", Embedded::Refused)?;
+            let log = auth_adapters::log(spec, "batch", Embedded::Refused)?;
             let topics: Vec<String> =
                 spec.utilities.iter().map(|&utility| auth_core::utility_topic(&args.common.pipeline, utility)).collect();
             let archived = settle::archived(log.as_ref(), &master, &topics, settle::archive_wait(spec.archive.roll_secs))
@@ -111,12 +138,7 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     );
     let mut failures = Vec::new();
     let mut done = Vec::new();
-    let mut report = BatchReport {
-        first_day: days.first().map(ToString::to_string).unwrap_or_default(),
-        last_day: days.last().map(ToString::to_string).unwrap_or_default(),
-        ..BatchReport::default()
-    };
-    for date in days {
+    for &date in days {
         bar.set_message(format!("{date}"));
         match run_day(&job, &results, serving.as_ref(), date, &spec.utilities, auth_core::now_ms()).await {
             // Printed even without a terminal (a CronJob's log), where the bar draws nothing.
@@ -147,12 +169,6 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
         done.len() + failures.len(),
         started.elapsed().as_secs_f64()
     );
-    report.finished_ms = auth_core::now_ms();
-    if let Some(path) = &args.report_file
-        && let Err(err) = std::fs::write(path, report.to_json())
-    {
-        tracing::warn!(path = %path.display(), error = %err, "could not write the batch report (--report-file / AUTH_BATCH_REPORT)");
-    }
     anyhow::ensure!(failures.is_empty(), "batch failed for {} day(s):\n  {}", failures.len(), failures.join("\n  "));
     Ok(())
 }

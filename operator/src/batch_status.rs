@@ -53,6 +53,19 @@ impl BatchRun {
         }
     }
 
+    /// This run, keeping what `before` (the status's earlier view of the same
+    /// Job) knew: when a Job gives up, its controller deletes the pod whose
+    /// termination message held the report, and the report would be lost.
+    pub fn remembering(mut self, before: Option<&BatchRun>) -> Self {
+        if let Some(before) = before.filter(|before| before.job == self.job) {
+            if self.report.is_none() {
+                self.report.clone_from(&before.report);
+            }
+            self.retries = self.retries.max(before.retries);
+        }
+        self
+    }
+
     /// One sentence for the `Batch` condition.
     pub fn message(&self) -> String {
         let mut message = format!("job {} {}", self.job, self.outcome.to_lowercase());
@@ -152,6 +165,20 @@ mod tests {
         assert_eq!(run.verdict(), Some(Verdict::Succeeded));
         assert!(run.message().contains("1 day(s) recomputed (2026-11-30 to 2026-11-30), 3000 readings"), "{}", run.message());
         assert_eq!(last_run(&[], &pods), None);
+    }
+
+    #[test]
+    fn a_given_up_job_whose_pod_was_deleted_keeps_the_report_seen_before() {
+        let mut report = BatchReport { first_day: "2000-01-01".into(), last_day: "2000-01-01".into(), ..BatchReport::default() };
+        report.fail("2000-01-01".into(), "no master data");
+        let running = last_run(&[job("batch-empty", "2026-11-30T01:00:00Z", None)], &[pod("batch-empty", "2026-11-30T01:00:00Z", 3, &report.to_json(), true)]).unwrap();
+        let given_up = last_run(&[job("batch-empty", "2026-11-30T01:00:00Z", Some("Failed"))], &[]).unwrap();
+        assert_eq!(given_up.report, None, "the Job controller deleted the pod");
+        let kept = given_up.remembering(Some(&running));
+        assert_eq!((kept.outcome.as_str(), kept.retries), ("Failed", 3));
+        assert!(kept.message().contains("1 day(s) failed: 2000-01-01: no master data"), "{}", kept.message());
+        let other = last_run(&[job("batch-next", "2026-12-01T01:00:00Z", None)], &[]).unwrap();
+        assert_eq!(other.remembering(Some(&running)).report, None, "another Job's report is not this one's");
     }
 
     #[test]

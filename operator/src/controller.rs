@@ -355,7 +355,7 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
     if spec.serving.url.is_some() {
         set_condition(&mut status, "Redis", true, "External", "serving.url names the Redis", generation);
     }
-    let last_batch = last_batch_run(&context.client, &namespace, &name).await?;
+    let last_batch = last_batch_run(&context.client, &namespace, &name).await?.map(|run| run.remembering(status.batch.as_ref()));
     match last_batch.as_ref().map(|run| (run, run.verdict())) {
         Some((run, Some(Verdict::Failed))) => set_condition(&mut status, "Batch", false, "LastRunFailed", &run.message(), generation),
         Some((run, Some(Verdict::Succeeded))) => {
