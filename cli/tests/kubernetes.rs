@@ -61,14 +61,18 @@ const REDIS_IMAGE: &str = "auth.local/redis:7.0";
 
 /// One HTTP/1.0 request; returns the status and the body.
 fn http(address: &str, request: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).unwrap_or_else(|err| panic!("{address}: {err}"));
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
+    try_http(address, request).unwrap_or_else(|err| panic!("{address}: {err}"))
+}
+
+fn try_http(address: &str, request: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream.read_to_string(&mut response)?;
     let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// Runs `command`; panics with its output unless it succeeds; returns its stdout.
@@ -490,6 +494,10 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
     run(namespace.auth().args(["users", "add", "dispatcher", "--role", "operator", "--database-url", &database]), Some("e2e-password\n"));
     let api = namespace.get("service", &format!("{NAME}-api"));
     let api_address = format!("{}:80", api["spec"]["clusterIP"].as_str().unwrap());
+    // After the roll, kube-proxy may still be moving the Service from the old pod to the new.
+    namespace.wait_for("the API's Service to answer after the roll", READY, || {
+        try_http(&api_address, "GET /healthz HTTP/1.0\r\n\r\n").ok().filter(|(status, _)| *status == 200)
+    });
     let credentials = json!({"username": "dispatcher", "password": "e2e-password"}).to_string();
     let (status, body) = http(
         &api_address,
