@@ -362,7 +362,7 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
             let windows = states
                 .entry(partition.clone())
                 .or_insert_with(|| PartitionWindows::new(reading.utility, config.windows.clone()));
-            windows.add(&reading, record.timestamp_ms.unwrap_or(i64::MAX));
+            windows.add(&reading, record.timestamp_ms.unwrap_or_else(auth_core::now_ms));
         }
     })
     .await?;
