@@ -151,7 +151,7 @@ pub enum InvalidReason {
     NegativeValue { value: f64 },
     #[error("value is not a finite number")]
     NonFiniteValue,
-    #[error("value {value} is above the most a {utility} reading may hold ({max} {unit})", unit = utility.unit())]
+    #[error("value {value:e} is above the {max:e} {unit} one {utility} reading may hold", unit = utility.unit())]
     ImplausibleValue { value: f64, utility: Utility, max: f64 },
     #[error(
         "event time {ts_ms} is {ahead_ms} ms ahead of the receiver's clock (at most {max_ahead_ms} ms allowed, windows.maxClockAheadSecs)"
