@@ -68,7 +68,7 @@ impl ResultsDb {
         computed_at_ms: i64,
     ) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
-        let mut transaction = self.db.pool().begin().await.map_err(query_error("starting a transaction"))?;
+        let mut transaction = self.db.begin_write().await.map_err(query_error("starting a transaction"))?;
         for table in ["daily_customer_usage", "hourly_region_usage", "top_customers", "reconciliation"] {
             let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.db.placeholder(1));
             sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error(table))?;
@@ -261,7 +261,7 @@ impl ResultsDb {
         restated_at_ms: i64,
     ) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
-        let mut transaction = self.db.pool().begin().await.map_err(query_error("starting a transaction"))?;
+        let mut transaction = self.db.begin_write().await.map_err(query_error("starting a transaction"))?;
         let sql = format!(
             "DELETE FROM restatements WHERE usage_date = {} AND utility = {}",
             self.db.placeholder(1),
@@ -288,7 +288,7 @@ impl ResultsDb {
     /// `finished_at_ms` after `duration_ms` (replacing its previous run).
     pub async fn record_run(&self, date: NaiveDate, finished_at_ms: i64, duration_ms: i64) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
-        let mut transaction = self.db.pool().begin().await.map_err(query_error("starting a transaction"))?;
+        let mut transaction = self.db.begin_write().await.map_err(query_error("starting a transaction"))?;
         let sql = format!("DELETE FROM batch_runs WHERE usage_date = {}", self.db.placeholder(1));
         sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error("batch_runs"))?;
         let mut arguments = AnyArguments::default();

@@ -131,7 +131,7 @@ impl Database {
         let hash = tokio::task::spawn_blocking(move || hash_password(&owned))
             .await
             .map_err(|err| AccountError::Hash(err.to_string()))??;
-        let mut transaction = self.pool().begin().await.map_err(query_error("starting a transaction"))?;
+        let mut transaction = self.begin_write().await.map_err(query_error("starting a transaction"))?;
         let existing = format!("SELECT COUNT(*) FROM accounts WHERE username = {}", self.placeholder(1));
         let (count,): (i64,) =
             sqlx::query_as(&existing).bind(username).fetch_one(&mut *transaction).await.map_err(query_error("accounts"))?;
@@ -273,6 +273,23 @@ mod tests {
 
         let stored: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM access_tokens").fetch_all(db.pool()).await.expect("rows");
         assert!(stored.iter().all(|(hash,)| !hash.contains(&token)));
+    }
+
+    /// An account added while another connection writes (as `auth up` adds
+    /// its demo accounts while its batch writes results) waits for its turn
+    /// instead of failing with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_account_added_during_another_write_waits_for_its_turn() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let db = database(&directory).await;
+        let other = database(&directory).await;
+        let mut writing = other.begin_write().await.expect("the other writer starts");
+        sqlx::query("DELETE FROM access_tokens").execute(&mut *writing).await.expect("the other writer writes");
+        let adding = tokio::spawn(async move { db.add_account("alice", "long enough", Role::Operator, None, true, 0).await });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        writing.commit().await.expect("the other writer commits");
+        adding.await.expect("task").expect("the account is added after the other write");
+        assert_eq!(other.accounts().await.expect("accounts").len(), 1);
     }
 
     #[tokio::test]

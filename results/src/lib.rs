@@ -105,6 +105,18 @@ impl Database {
         &self.pool
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`): a deferred transaction that reads
+    /// first and then writes fails at once with "database is locked" when
+    /// another connection is writing, where this one waits (up to the busy
+    /// timeout) for its turn.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres | Dialect::MySql => self.pool.begin().await,
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
