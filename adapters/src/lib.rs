@@ -137,10 +137,13 @@ pub async fn store(spec: &PipelineSpec, pipeline: &str, role: &str, embedded: Em
 
 /// Creates the pipeline's utility topics and its dead-letter topic, or grows them.
 pub async fn ensure_topics(log: &dyn ReadingLog, spec: &PipelineSpec, pipeline: &str) -> Result<()> {
-    for (topic, partitions) in auth_core::pipeline_topics(pipeline, spec) {
-        log.ensure_topic(&topic, partitions)
-            .await
-            .map_err(|source| AdapterError::Port { field: format!("creating topic {topic}"), source })?;
+    for topic in auth_core::pipeline_topics(pipeline, spec) {
+        let created = if topic.compacted {
+            log.ensure_compacted_topic(&topic.name).await
+        } else {
+            log.ensure_topic(&topic.name, topic.partitions).await
+        };
+        created.map_err(|source| AdapterError::Port { field: format!("creating topic {}", topic.name), source })?;
     }
     Ok(())
 }

@@ -71,9 +71,10 @@ async fn measure(bench: &IngestBench, servers: &Servers, keep: bool) -> anyhow::
         .collect::<Result<_, _>>()?;
     let keys_dir = std::env::temp_dir().join(format!("auth-bench-ingest-{}", std::process::id()));
     let keys_path = keys_dir.join("keys.json");
-    let (key, _) = keys::create_key(&keys_path, "bench", &[], auth_core::now_ms())?;
+    let (key, _) = keys::create_key(&keys_path, "bench", &auth_core::gateway_key::KeyScope::default(), auth_core::now_ms())?;
     let ring = Arc::new(KeyRing::load(std::slice::from_ref(&keys_path))?);
-    let gateway = Gateway::new(log.producer()?, &pipeline, &spec, ring);
+    let registry = auth_ingest::registry_feed::LiveRegistry::fixed(simulator.fleet().registry(spec.simulator.heartbeat_secs));
+    let gateway = Gateway::new(log.producer()?, &pipeline, &spec, ring, registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the gateway")?;
     let url = format!("http://{}/api/v1/readings", listener.local_addr()?);
     let server = tokio::spawn(axum::serve(listener, gateway.router()).into_future());

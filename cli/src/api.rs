@@ -37,6 +37,9 @@ pub async fn run(args: ApiArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
     }
     let log = auth_adapters::log(&spec, "api", Embedded::Refused)?;
     let store = auth_adapters::store(&spec, pipeline, "api", Embedded::Refused).await?;
+    let producer = log.producer()?;
+    let registry_topic = auth_core::registry_topic(pipeline);
+    log.ensure_compacted_topic(&registry_topic).await.with_context(|| format!("creating topic {registry_topic}"))?;
     let state = AppState::for_pipeline(&spec, pipeline, store, log, metrics)
         .await
         .context("batch.databaseUrl (the results database, which holds the accounts)")?;
@@ -45,6 +48,14 @@ pub async fn run(args: ApiArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
         .with_context(|| format!("cannot listen on {} (--listen / AUTH_LISTEN)", args.listen))?;
     tracing::info!(address = %args.listen, "API serving");
     let shutdown = auth_runtime::shutdown::on_signals();
+    // The API's pods publish the meter registry of the results database to the registry topic.
+    let registry_publisher = tokio::spawn(crate::registry::publish(
+        state.sessions.database().clone(),
+        producer,
+        registry_topic,
+        0,
+        shutdown.clone().cancelled_owned(),
+    ));
     let metrics_server = match args.metrics_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -57,6 +68,8 @@ pub async fn run(args: ApiArgs, metrics: PrometheusHandle) -> anyhow::Result<()>
     };
     let server = tokio::spawn(auth_api::serve(listener, state, shutdown.clone().cancelled_owned()));
     server.await.context("API task")?.context("API server")?;
+    shutdown.cancel();
+    registry_publisher.await.context("registry publisher task")?.context("registry publisher")?;
     if let Some(metrics_server) = metrics_server {
         metrics_server.await.context("metrics task")?.context("metrics server")?;
     }

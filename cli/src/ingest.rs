@@ -65,8 +65,11 @@ enum KeysCommand {
         /// Regions the key may send readings for (ISO 3166-2, e.g. US-CA); every region when absent.
         #[arg(long = "region")]
         regions: Vec<String>,
+        /// Meters the key may send readings for: an id or a range, e.g. `--meter 7 --meter 100-199`; every meter when absent.
+        #[arg(long = "meter")]
+        meters: Vec<String>,
     },
-    /// Lists the keys (ids, names, regions; never the keys).
+    /// Lists the keys (ids, names, meters and regions; never the keys).
     List,
     /// Revokes a key by id; a running gateway refuses it from then on.
     Revoke { id: String },
@@ -108,21 +111,21 @@ async fn keys_in_secret(args: KeysArgs, secret: String) -> anyhow::Result<()> {
 
 fn keys_in_file(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
-        KeysCommand::Create { name, regions } => {
-            let (key, record) = keys::create_key(&args.keys_file, &name, &regions, auth_core::now_ms())?;
+        KeysCommand::Create { name, regions, meters } => {
+            let scope = keys::KeyScope { regions, meters };
+            let (key, record) = keys::create_key(&args.keys_file, &name, &scope, auth_core::now_ms())?;
             eprintln!(
                 "key {} for `{}` ({}) stored hashed in {}; it is shown only now:",
                 record.id,
                 record.name,
-                if regions.is_empty() { "every region".to_owned() } else { regions.join(", ") },
+                scope_text(&record),
                 args.secret.as_deref().map_or_else(|| args.keys_file.display().to_string(), |secret| format!("the Secret {secret}"))
             );
             println!("{key}");
         }
         KeysCommand::List => {
             for record in keys::list_keys(&args.keys_file)? {
-                let regions = if record.regions.is_empty() { "every region".to_owned() } else { record.regions.join(",") };
-                println!("{}\t{}\t{regions}", record.id, record.name);
+                println!("{}\t{}\t{}", record.id, record.name, scope_text(&record));
             }
         }
         KeysCommand::Revoke { id } => {
@@ -131,6 +134,13 @@ fn keys_in_file(args: KeysArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A key's meters and regions in words.
+fn scope_text(record: &auth_core::gateway_key::KeyRecord) -> String {
+    let meters = if record.meters.is_empty() { "every meter".to_owned() } else { format!("meters {}", record.meters.join(",")) };
+    let regions = if record.regions.is_empty() { "every region".to_owned() } else { format!("regions {}", record.regions.join(",")) };
+    format!("{meters} of {regions}")
 }
 
 /// Loads the key files; a gateway without any key would refuse everything, so that is an error.
@@ -154,8 +164,9 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
     if let Some(url) = &args.mqtt {
         auth_ingest::mqtt::broker_address(url).context("--mqtt / AUTH_MQTT_URL")?;
     }
-    let gateway = Gateway::new(log.producer()?, pipeline, &spec, keys);
     let shutdown = auth_runtime::shutdown::on_signals();
+    let (registry, mut follower) = crate::registry::follow(&log, &spec, pipeline, "ingest", shutdown.clone().cancelled_owned());
+    let gateway = Gateway::new(log.producer()?, pipeline, &spec, keys, registry);
     let metrics_server = auth_runtime::telemetry::serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -172,10 +183,21 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
         let (gateway, stop) = (gateway.clone(), shutdown.clone().cancelled_owned());
         tokio::spawn(auth_ingest::mqtt::run(gateway, url, mqtt_client_id.clone(), stop))
     });
+    let registry_ended = async {
+        match follower.as_mut() {
+            Some(follower) => follower.await,
+            None => std::future::pending().await,
+        }
+    };
     let http_ended = tokio::select! {
         biased;
         () = shutdown.cancelled() => None,
         ended = &mut http => Some(ended),
+        ended = registry_ended => {
+            shutdown.cancel();
+            ended.context("registry task")?.context("following the meter registry topic")?;
+            anyhow::bail!("the meter registry reader stopped on its own");
+        }
     };
     shutdown.cancel();
     match http_ended {
@@ -184,6 +206,9 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
     }
     if let Some(mqtt) = mqtt {
         mqtt.await.context("MQTT task")?.context("MQTT ingest")?;
+    }
+    if let Some(follower) = follower {
+        follower.await.context("registry task")?.context("following the meter registry topic")?;
     }
     metrics_server.await.context("metrics server task")??;
     tracing::info!("ingest gateway stopped cleanly");

@@ -9,6 +9,7 @@ mod batch;
 mod common;
 mod ingest;
 mod operator;
+mod registry;
 mod simulate;
 mod stream;
 mod up;
@@ -53,6 +54,8 @@ enum Command {
     Api(api::ApiArgs),
     /// Adds and lists the accounts of the API and dashboard (in the results database).
     Users(api::UsersArgs),
+    /// Imports and exports the meter registry (CSV or Parquet; in the results database).
+    Registry(registry::RegistryArgs),
     /// Recomputes days from the master data into the results database; reconciles and restates the stream's totals.
     Batch(batch::BatchArgs),
     /// Checks a pipeline spec file, or prints the default spec.
@@ -144,6 +147,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Users(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(api::users(args))
+        }
+        Command::Registry(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(registry::run(args))
         }
         Command::Batch(args) => {
             telemetry::init(&cli.log)?;

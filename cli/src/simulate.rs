@@ -32,6 +32,11 @@ pub struct SimulateArgs {
     /// Gateway key for `--to http://...` (from `auth keys create`).
     #[arg(long, env = "AUTH_INGEST_KEY")]
     key: Option<String>,
+    /// Registers the fleet's meters in the meter registry first (the results
+    /// database, `batch.databaseUrl`, and the registry topic when the spec
+    /// names Kafka), so that a gateway takes their readings.
+    #[arg(long, env = "AUTH_SIMULATOR_REGISTER")]
+    pub register: bool,
     /// Readings per HTTP request.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -129,6 +134,12 @@ pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus
     let spec = crate::common::load_spec(args.config.as_deref())?;
     let shutdown = auth_runtime::shutdown::on_signals();
     let metrics_server = auth_runtime::telemetry::serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
+    if args.register {
+        let db = auth_results::Database::connect(&spec.batch.database_url).await.context("batch.databaseUrl (for --register)")?;
+        let fleet = simulator(&args, &spec).fleet().registry(crate::registry::SIMULATED_INTERVAL_SECS);
+        let imported = crate::registry::import(&db, &spec, &args.pipeline, &fleet, false).await.context("registering the fleet")?;
+        tracing::info!(meters = imported.meters, revision = imported.revision, "fleet registered");
+    }
     let started = Instant::now();
     let written = match target {
         Target::Kafka => {

@@ -58,7 +58,44 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         .with_context(|| format!("cannot listen on {} (--ingest-listen / AUTH_INGEST_LISTEN)", args.ingest_listen))?;
     let gateway_address = gateway_listener.local_addr().context("reading the bound address")?;
     let (demo_key, keys) = demo_key()?;
-    let gateway = Gateway::new(log.producer()?, &pipeline, &spec, keys);
+    let simulating = spec.simulator.enabled != Some(false);
+    // The simulator's meters are registered as a utility registers its own
+    // (`auth registry import`), and the registry reaches the gateway over its topic.
+    let mut simulator = Simulator::new(&spec.simulator, spec.simulator.start_ms.unwrap_or_else(now_ms));
+    if simulating && !spec.ingest.trust_readings {
+        let fleet = simulator.fleet().registry(crate::registry::SIMULATED_INTERVAL_SECS);
+        crate::registry::import(&results, &spec, &pipeline, &fleet, false).await.context("registering the simulated fleet")?;
+    }
+    let registry_topic = auth_core::registry_topic(&pipeline);
+    let published = crate::registry::publish_changes(&results, log.producer()?.as_ref(), &registry_topic, 0).await?;
+    let mut publisher = tokio::spawn(crate::registry::publish(
+        results.clone(),
+        log.producer()?,
+        registry_topic,
+        published,
+        shutdown.clone().cancelled_owned(),
+    ));
+    let (registry, follower) = crate::registry::follow(&log, &spec, &pipeline, "up", shutdown.clone().cancelled_owned());
+    let follower_stop = shutdown.clone().cancelled_owned();
+    let mut follower = tokio::spawn(async move {
+        match follower {
+            Some(follower) => follower.await.context("registry task")?.context("following the meter registry topic"),
+            None => {
+                follower_stop.await;
+                Ok(())
+            }
+        }
+    });
+    if !spec.ingest.trust_readings {
+        tokio::select! {
+            () = registry.ready() => {}
+            ended = &mut follower => {
+                ended.context("registry task")??;
+                anyhow::bail!("the meter registry reader stopped before it read the registry");
+            }
+        }
+    }
+    let gateway = Gateway::new(log.producer()?, &pipeline, &spec, keys, registry);
     let mut ingest = tokio::spawn(auth_runtime::http::serve(
         gateway_listener,
         gateway.router(),
@@ -83,7 +120,6 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         })
     };
 
-    let mut simulator = Simulator::new(&spec.simulator, spec.simulator.start_ms.unwrap_or_else(now_ms));
     let first_residential = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Residential);
     let first_business = simulator.fleet().meters().iter().find(|m| m.customer_kind == CustomerKind::Business);
     let with_gas = simulator.fleet().meters().iter().find(|m| m.utility == Utility::Gas);
@@ -101,7 +137,6 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         logins.push(demo_account(&results, &format!("customer-{customer_id}"), Some(customer_id)).await?);
     }
     let simulation_stop = shutdown.clone().cancelled_owned();
-    let simulating = simulator_spec.enabled != Some(false);
     let mut simulation = tokio::spawn(async move {
         if !simulating {
             simulation_stop.await;
@@ -141,6 +176,8 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
         result = &mut ingest => Some(("ingest gateway", result.map(|r| r.map_err(anyhow::Error::from)))),
         result = &mut archive => Some(("archiver", result.map(|r| r.map(drop).map_err(anyhow::Error::from)))),
         result = &mut batch => Some(("batch", result)),
+        result = &mut publisher => Some(("registry publisher", result)),
+        result = &mut follower => Some(("registry reader", result)),
     };
     shutdown.cancel();
     if let Some((role, result)) = early_exit {
@@ -153,6 +190,8 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     ingest.await.context("ingest task")?.context("ingest gateway")?;
     archive.await.context("archiver task")?.context("archiver")?;
     batch.await.context("batch task")?.context("batch")?;
+    publisher.await.context("registry publisher task")?.context("registry publisher")?;
+    follower.await.context("registry task")?.context("registry reader")?;
     println!("AUTH stopped cleanly.");
     Ok(())
 }
@@ -175,6 +214,6 @@ async fn demo_account(
 fn demo_key() -> anyhow::Result<(String, Arc<auth_ingest::keys::KeyRing>)> {
     let path = std::env::temp_dir().join(format!("auth-up-{}", std::process::id())).join("keys.json");
     let _ = std::fs::remove_file(&path);
-    let (key, _) = auth_ingest::keys::create_key(&path, "auth up demo", &[], now_ms())?;
+    let (key, _) = auth_ingest::keys::create_key(&path, "auth up demo", &auth_core::gateway_key::KeyScope::default(), now_ms())?;
     Ok((key, crate::ingest::key_ring(std::slice::from_ref(&path))?))
 }

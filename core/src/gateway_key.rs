@@ -1,6 +1,7 @@
 //! Gateway keys as they are issued: a key reads `auth_<id>_<secret>`; its
-//! [`KeyRecord`] keeps a name, the regions the key may send readings for (all
-//! when empty) and an argon2id hash of the whole key, never the key itself.
+//! [`KeyRecord`] keeps a name, the meters and regions the key may send
+//! readings for (its [`KeyScope`]; all when empty) and an argon2id hash of the
+//! whole key, never the key itself.
 //! A [`KeyFile`] is the JSON the gateway reads (`auth keys` writes it, and the
 //! operator writes one for a pipeline's simulator).
 
@@ -15,8 +16,42 @@ use crate::Region;
 pub enum IssueError {
     #[error("unknown region `{0}` (expected an ISO 3166-2 code of the region table, e.g. US-CA)")]
     UnknownRegion(String),
+    #[error("meters `{0}`: expected a meter id or a range of them, e.g. 7 or 1-100")]
+    BadMeters(String),
     #[error("hashing the key failed: {0}")]
     Hash(String),
+}
+
+/// What a key may send readings for. Empty lists allow everything; a
+/// reading must be of an allowed meter and of an allowed region (the
+/// region its meter is installed in, per the registry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyScope {
+    /// Region codes, e.g. `US-CA`.
+    pub regions: Vec<String>,
+    /// Meter ids and inclusive ranges of them, e.g. `7` or `1-100`.
+    pub meters: Vec<String>,
+}
+
+impl KeyScope {
+    pub fn regions(regions: &[&str]) -> Self {
+        Self { regions: regions.iter().map(|&code| code.to_owned()).collect(), meters: Vec::new() }
+    }
+
+    pub fn meters(meters: &[&str]) -> Self {
+        Self { regions: Vec::new(), meters: meters.iter().map(|&range| range.to_owned()).collect() }
+    }
+}
+
+/// Reads a meter scope entry: a meter id, or `first-last` (inclusive).
+pub fn parse_meter_range(text: &str) -> Result<std::ops::RangeInclusive<u64>, IssueError> {
+    let bad = || IssueError::BadMeters(text.to_owned());
+    let (first, last) = text.trim().split_once('-').unwrap_or((text.trim(), text.trim()));
+    let (first, last): (u64, u64) = (first.trim().parse().map_err(|_| bad())?, last.trim().parse().map_err(|_| bad())?);
+    if first > last {
+        return Err(bad());
+    }
+    Ok(first..=last)
 }
 
 /// One issued key as the key file keeps it.
@@ -28,6 +63,9 @@ pub struct KeyRecord {
     /// Region codes the key may send readings for; empty: every region.
     #[serde(default)]
     pub regions: Vec<String>,
+    /// Meter ids and ranges (`1-100`) the key may send readings for; empty: every meter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meters: Vec<String>,
     /// argon2id PHC string of the whole key.
     pub hash: String,
     pub created_ms: i64,
@@ -47,14 +85,24 @@ fn random_bytes(count: usize) -> Result<Vec<u8>, IssueError> {
 }
 
 /// A new key and its record; the key is shown once and never stored.
-pub fn issue_key(name: &str, regions: &[String], now_ms: i64) -> Result<(String, KeyRecord), IssueError> {
-    for code in regions {
+pub fn issue_key(name: &str, scope: &KeyScope, now_ms: i64) -> Result<(String, KeyRecord), IssueError> {
+    for code in &scope.regions {
         Region::from_code(code).ok_or_else(|| IssueError::UnknownRegion(code.clone()))?;
+    }
+    for range in &scope.meters {
+        parse_meter_range(range)?;
     }
     let id = hex::encode(random_bytes(4)?);
     let key = format!("auth_{id}_{}", hex::encode(random_bytes(24)?));
     let salt = SaltString::encode_b64(&random_bytes(16)?).map_err(|err| IssueError::Hash(err.to_string()))?;
     let hash = Argon2::default().hash_password(key.as_bytes(), &salt).map_err(|err| IssueError::Hash(err.to_string()))?;
-    let record = KeyRecord { id, name: name.to_owned(), regions: regions.to_vec(), hash: hash.to_string(), created_ms: now_ms };
+    let record = KeyRecord {
+        id,
+        name: name.to_owned(),
+        regions: scope.regions.clone(),
+        meters: scope.meters.clone(),
+        hash: hash.to_string(),
+        created_ms: now_ms,
+    };
     Ok((key, record))
 }

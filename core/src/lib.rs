@@ -14,6 +14,7 @@ pub mod gateway_key;
 pub mod ports;
 pub mod reading;
 pub mod region;
+pub mod registry;
 pub mod spec;
 
 pub use dead_letter::{DeadLetter, DeadLetterSource};
@@ -63,12 +64,31 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
-/// Every topic of a pipeline with its partitions: one per utility
-/// (`log.partitions` each) and the dead-letter topic (one partition).
-pub fn pipeline_topics(pipeline: &str, spec: &spec::PipelineSpec) -> Vec<(String, u32)> {
-    let mut topics: Vec<(String, u32)> =
-        spec.utilities.iter().map(|&utility| (utility_topic(pipeline, utility), spec.log.partitions)).collect();
-    topics.push((dead_letter_topic(pipeline), 1));
+/// Name of a pipeline's meter registry topic: `<pipeline>.registry`
+/// (compacted, one partition; see [`registry`]).
+pub fn registry_topic(pipeline: &str) -> String {
+    format!("{pipeline}.registry")
+}
+
+/// A topic of a pipeline and how it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineTopic {
+    pub name: String,
+    pub partitions: u32,
+    /// Keeps the newest record of each key (Kafka's `cleanup.policy=compact`) instead of a retention window.
+    pub compacted: bool,
+}
+
+/// Every topic of a pipeline: one per utility (`log.partitions` each), the
+/// dead-letter topic (one partition) and the registry topic (one, compacted).
+pub fn pipeline_topics(pipeline: &str, spec: &spec::PipelineSpec) -> Vec<PipelineTopic> {
+    let mut topics: Vec<PipelineTopic> = spec
+        .utilities
+        .iter()
+        .map(|&utility| PipelineTopic { name: utility_topic(pipeline, utility), partitions: spec.log.partitions, compacted: false })
+        .collect();
+    topics.push(PipelineTopic { name: dead_letter_topic(pipeline), partitions: 1, compacted: false });
+    topics.push(PipelineTopic { name: registry_topic(pipeline), partitions: 1, compacted: true });
     topics
 }
 

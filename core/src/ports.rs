@@ -126,6 +126,13 @@ pub enum Polled {
 pub trait ReadingLog: Send + Sync {
     /// Creates the topic, or grows it to `partitions`; never shrinks it.
     async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<()>;
+    /// Creates a one-partition topic that keeps the newest record of each key
+    /// (reference data such as the meter registry). A log that never deletes
+    /// records keeps them all, which readers that apply records in order
+    /// cannot tell apart.
+    async fn ensure_compacted_topic(&self, topic: &str) -> Result<()> {
+        self.ensure_topic(topic, 1).await
+    }
     /// Number of partitions of an existing topic.
     async fn partitions(&self, topic: &str) -> Result<u32>;
     /// The next offset to be written in every partition of a topic.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::region::Region;
+use crate::registry::{Installation, RegisterKind, Registry};
 
 /// The earliest event time a reading may have: 2000-01-01T00:00:00Z.
 pub const EARLIEST_EVENT_MS: i64 = 946_684_800_000;
@@ -165,6 +166,16 @@ pub enum InvalidReason {
     UnknownUtility { name: String },
     #[error("unknown customer kind `{name}` (expected residential or business)")]
     UnknownCustomerKind { name: String },
+    #[error("meter {meter_id} is not in the registry (auth registry import adds it)")]
+    UnknownMeter { meter_id: u64 },
+    #[error("meter {meter_id} is not installed at event time {ts_ms} (its registered periods, UTC ms: {periods})")]
+    NotInstalled { meter_id: u64, ts_ms: i64, periods: String },
+    #[error("field `{field}`: the reading says {claimed}, the registry has {registered} for meter {meter_id}")]
+    DisagreesWithRegistry { field: &'static str, claimed: String, registered: String, meter_id: u64 },
+    #[error(
+        "meter {meter_id} is registered with a cumulative register, which AUTH does not turn into interval consumption; register it as interval"
+    )]
+    CumulativeRegister { meter_id: u64 },
 }
 
 impl Reading {
@@ -179,49 +190,100 @@ impl Reading {
     }
 
     /// Reads one reading from its JSON form (the edge format), checking every
-    /// field and the rules of [`Reading::problems`] against the receiver's clock.
+    /// field and the rules of [`Reading::problems`] against the receiver's
+    /// clock. The reading says itself whose it is: every field is required.
     ///
     /// ```json
     /// {"meterId": 7, "customerId": 3, "utility": "gas", "region": "US-CA",
     ///  "customerKind": "residential", "tsMs": 1764288000000, "value": 12.5}
     /// ```
     pub fn from_json(value: &Value, receiver: ReceiverClock) -> Result<Reading, Vec<InvalidReason>> {
+        Self::from_edge_json(value, receiver, None)
+    }
+
+    /// Reads one reading in the edge format. With a registry the reading need
+    /// only name its meter, `{"meterId": 7, "tsMs": 1764288000000, "value":
+    /// 0.5}`: the installation valid at its event time gives the customer,
+    /// region, utility and kind, and its unit and multiplier scale the value
+    /// to the utility's unit. A field the reading does give must agree with
+    /// the registry. Without a registry every field is required, as in
+    /// [`Reading::from_json`].
+    pub fn from_edge_json(value: &Value, receiver: ReceiverClock, registry: Option<&Registry>) -> Result<Reading, Vec<InvalidReason>> {
         let Some(object) = value.as_object() else {
             return Err(vec![InvalidReason::NotAnObject]);
         };
-        let mut fields = JsonFields { object, problems: Vec::new() };
+        let mut fields = JsonFields { object, problems: Vec::new(), optional: registry.is_some() };
         for name in object.keys() {
             if !JSON_FIELDS.contains(&name.as_str()) {
                 fields.problems.push(InvalidReason::UnknownField { field: name.clone() });
             }
         }
-        let meter_id = fields.unsigned("meterId");
-        let customer_id = fields.unsigned("customerId");
-        let utility = fields.parsed("utility", |name| name.parse::<Utility>().ok(), |name| {
-            InvalidReason::UnknownUtility { name }
-        });
-        let region = fields.parsed("region", Region::from_code, |code| InvalidReason::UnknownRegion { code });
-        let customer_kind = fields.parsed(
-            "customerKind",
-            |name| match name {
-                "residential" => Some(CustomerKind::Residential),
-                "business" => Some(CustomerKind::Business),
-                _ => None,
-            },
-            |name| InvalidReason::UnknownCustomerKind { name },
-        );
+        let meter_id = fields.unsigned("meterId", true);
+        let claims = Claims {
+            customer_id: fields.unsigned("customerId", false),
+            utility: fields.parsed("utility", |name| name.parse::<Utility>().ok(), |name| InvalidReason::UnknownUtility { name }),
+            region: fields.parsed("region", Region::from_code, |code| InvalidReason::UnknownRegion { code }),
+            customer_kind: fields.parsed(
+                "customerKind",
+                |name| match name {
+                    "residential" => Some(CustomerKind::Residential),
+                    "business" => Some(CustomerKind::Business),
+                    _ => None,
+                },
+                |name| InvalidReason::UnknownCustomerKind { name },
+            ),
+        };
         let ts_ms = fields.integer("tsMs");
         let reading_value = fields.number("value");
         let mut problems = fields.problems;
-        problems.extend(reading_value.and_then(|value| value_problem(value, utility)));
-        problems.extend(ts_ms.and_then(|ts_ms| time_problem(ts_ms, Some(receiver))));
-        match (meter_id, customer_id, utility, region, customer_kind, ts_ms, reading_value) {
-            (Some(meter_id), Some(customer_id), Some(utility), Some(region), Some(customer_kind), Some(ts_ms), Some(value))
-                if problems.is_empty() =>
-            {
-                Ok(Reading { meter_id, customer_id, utility, region, customer_kind, ts_ms, value })
+        let time = ts_ms.and_then(|ts_ms| time_problem(ts_ms, Some(receiver)));
+        let (Some(meter_id), Some(ts_ms), Some(raw_value)) = (meter_id, ts_ms, reading_value) else {
+            problems.extend(reading_value.and_then(|value| value_problem(value, claims.utility)));
+            problems.extend(time);
+            return Err(problems);
+        };
+        match registry {
+            None => {
+                problems.extend(value_problem(raw_value, claims.utility));
+                problems.extend(time);
+                match claims {
+                    Claims { customer_id: Some(customer_id), utility: Some(utility), region: Some(region), customer_kind: Some(customer_kind) }
+                        if problems.is_empty() =>
+                    {
+                        Ok(Reading { meter_id, customer_id, utility, region, customer_kind, ts_ms, value: raw_value })
+                    }
+                    _ => Err(problems),
+                }
             }
-            _ => Err(problems),
+            Some(registry) => match registry.find(meter_id, ts_ms) {
+                Err(unattributed) => {
+                    problems.push(unattributed);
+                    problems.extend(value_problem(raw_value, claims.utility));
+                    problems.extend(time);
+                    Err(problems)
+                }
+                Ok(installation) => {
+                    problems.extend(claims.disagreements(installation));
+                    if installation.register == RegisterKind::Cumulative {
+                        problems.push(InvalidReason::CumulativeRegister { meter_id });
+                    }
+                    let value = raw_value * installation.scale();
+                    problems.extend(value_problem(value, Some(installation.utility)));
+                    problems.extend(time);
+                    if !problems.is_empty() {
+                        return Err(problems);
+                    }
+                    Ok(Reading {
+                        meter_id,
+                        customer_id: installation.customer_id,
+                        utility: installation.utility,
+                        region: installation.region,
+                        customer_kind: installation.customer_kind,
+                        ts_ms,
+                        value,
+                    })
+                }
+            },
         }
     }
 
@@ -254,24 +316,63 @@ fn time_problem(ts_ms: i64, receiver: Option<ReceiverClock>) -> Option<InvalidRe
 
 const JSON_FIELDS: [&str; 7] = ["meterId", "customerId", "utility", "region", "customerKind", "tsMs", "value"];
 
+/// What a reading says of whose it is.
+struct Claims {
+    customer_id: Option<u64>,
+    utility: Option<Utility>,
+    region: Option<Region>,
+    customer_kind: Option<CustomerKind>,
+}
+
+impl Claims {
+    /// Every field that disagrees with the meter's installation.
+    fn disagreements(&self, installation: &Installation) -> Vec<InvalidReason> {
+        let disagreement = |field: &'static str, claimed: String, registered: String| InvalidReason::DisagreesWithRegistry {
+            field,
+            claimed,
+            registered,
+            meter_id: installation.meter_id,
+        };
+        let mut problems = Vec::new();
+        if let Some(customer_id) = self.customer_id.filter(|&id| id != installation.customer_id) {
+            problems.push(disagreement("customerId", customer_id.to_string(), installation.customer_id.to_string()));
+        }
+        if let Some(utility) = self.utility.filter(|&utility| utility != installation.utility) {
+            problems.push(disagreement("utility", utility.to_string(), installation.utility.to_string()));
+        }
+        if let Some(region) = self.region.filter(|&region| region != installation.region) {
+            problems.push(disagreement("region", region.code().to_owned(), installation.region.code().to_owned()));
+        }
+        if let Some(kind) = self.customer_kind.filter(|&kind| kind != installation.customer_kind) {
+            problems.push(disagreement("customerKind", kind.as_str().to_owned(), installation.customer_kind.as_str().to_owned()));
+        }
+        problems
+    }
+}
+
 struct JsonFields<'a> {
     object: &'a Map<String, Value>,
     problems: Vec<InvalidReason>,
+    /// Whether the fields a registry knows (customer, utility, region, kind) may be absent.
+    optional: bool,
 }
 
 impl<'a> JsonFields<'a> {
-    fn present(&mut self, field: &'static str) -> Option<&'a Value> {
+    fn present(&mut self, field: &'static str, required: bool) -> Option<&'a Value> {
         match self.object.get(field) {
             None | Some(Value::Null) => {
-                self.problems.push(InvalidReason::Missing { field });
+                if required {
+                    self.problems.push(InvalidReason::Missing { field });
+                }
                 None
             }
             Some(value) => Some(value),
         }
     }
 
-    fn unsigned(&mut self, field: &'static str) -> Option<u64> {
-        let value = self.present(field)?.as_u64();
+    fn unsigned(&mut self, field: &'static str, required: bool) -> Option<u64> {
+        let required = required || !self.optional;
+        let value = self.present(field, required)?.as_u64();
         if value.is_none() {
             self.problems.push(InvalidReason::WrongType { field, expected: "a non-negative integer" });
         }
@@ -279,7 +380,7 @@ impl<'a> JsonFields<'a> {
     }
 
     fn integer(&mut self, field: &'static str) -> Option<i64> {
-        let value = self.present(field)?.as_i64();
+        let value = self.present(field, true)?.as_i64();
         if value.is_none() {
             self.problems.push(InvalidReason::WrongType { field, expected: "an integer (UTC milliseconds)" });
         }
@@ -287,7 +388,7 @@ impl<'a> JsonFields<'a> {
     }
 
     fn number(&mut self, field: &'static str) -> Option<f64> {
-        let value = self.present(field)?.as_f64();
+        let value = self.present(field, true)?.as_f64();
         if value.is_none() {
             self.problems.push(InvalidReason::WrongType { field, expected: "a number" });
         }
@@ -300,7 +401,8 @@ impl<'a> JsonFields<'a> {
         parse: impl FnOnce(&str) -> Option<T>,
         unknown: impl FnOnce(String) -> InvalidReason,
     ) -> Option<T> {
-        let Some(text) = self.present(field)?.as_str() else {
+        let required = !self.optional;
+        let Some(text) = self.present(field, required)?.as_str() else {
             self.problems.push(InvalidReason::WrongType { field, expected: "a string" });
             return None;
         };

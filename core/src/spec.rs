@@ -281,6 +281,12 @@ pub struct IngestSpec {
     /// How long a request waits for the log to acknowledge its readings
     /// before it answers 503 (the client retries; duplicates count once).
     pub ack_timeout_ms: u64,
+    /// Believe what each reading says of its customer, region, utility and
+    /// kind, instead of taking them from the meter registry. Every reading
+    /// then needs every field, and any key may write for any customer: for
+    /// trying AUTH on readings whose meters are not registered, never for a
+    /// utility's meters.
+    pub trust_readings: bool,
 }
 
 /// The archiver, which keeps every valid reading as Parquet master data.
@@ -416,7 +422,13 @@ impl Default for StreamSpec {
 
 impl Default for IngestSpec {
     fn default() -> Self {
-        Self { max_body_bytes: 8 * 1024 * 1024, max_readings_per_request: 10_000, max_in_flight_readings: 500_000, ack_timeout_ms: 10_000 }
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_readings_per_request: 10_000,
+            max_in_flight_readings: 500_000,
+            ack_timeout_ms: 10_000,
+            trust_readings: false,
+        }
     }
 }
 

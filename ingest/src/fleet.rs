@@ -2,6 +2,7 @@
 
 use auth_core::region::REGIONS;
 use auth_core::spec::SimulatorSpec;
+use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry};
 use auth_core::{CustomerKind, Region, Utility};
 
 /// One meter of the fleet, with what the simulator needs to produce its readings.
@@ -68,6 +69,38 @@ impl Fleet {
 
     pub fn meters(&self) -> &[Meter] {
         &self.meters
+    }
+
+    /// The fleet as a utility registers it: every meter installed since 2000
+    /// at its customer's premise, counting in the utility's unit every
+    /// `interval_secs`.
+    pub fn installations(&self, interval_secs: u32) -> Vec<Installation> {
+        self.meters
+            .iter()
+            .map(|meter| Installation {
+                meter_id: meter.meter_id,
+                customer_id: meter.customer_id,
+                premise_id: format!("SIM-{}", meter.customer_id),
+                region: meter.region,
+                utility: meter.utility,
+                customer_kind: meter.customer_kind,
+                unit: MeterUnit::of(meter.utility),
+                multiplier: 1.0,
+                register: RegisterKind::Interval,
+                interval_secs,
+                valid_from_ms: auth_core::reading::EARLIEST_EVENT_MS,
+                valid_to_ms: None,
+            })
+            .collect()
+    }
+
+    /// The registry of [`Fleet::installations`].
+    pub fn registry(&self, interval_secs: u32) -> Registry {
+        let mut registry = Registry::default();
+        for installation in self.installations(interval_secs) {
+            registry.set_meter(installation.meter_id, vec![installation]);
+        }
+        registry
     }
 
     /// Keeps only the meters for which `keep` holds.

@@ -11,11 +11,17 @@
 //! [{"index": i, "reasons": [...]}]}` with
 //! - 202: every reading accepted;
 //! - 400: some readings refused (the valid ones of the same body are stored);
-//! - 403: some readings are of regions the key may not send for;
+//! - 403: some readings are of meters or regions the key may not send for;
 //! - 401: no key or an invalid one; 413: body or batch too large;
 //! - 429 with `Retry-After` and no reading read: too many wrong keys of this key id were tried;
 //! - 429 with `Retry-After`: too many readings wait for the log already;
-//! - 503 with `Retry-After`: the log did not acknowledge; nothing is promised.
+//! - 503 with `Retry-After`: the log did not acknowledge, or the meter
+//!   registry is still loading; nothing is promised.
+//!
+//! Whose a reading is comes from the meter registry ([`LiveRegistry`]): the
+//! installation of its meter at its event time names the customer, region,
+//! utility and kind, and a reading of an unknown meter is refused. Only with
+//! `ingest.trustReadings` does the gateway believe what a reading says.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +42,7 @@ use tokio::task::JoinSet;
 
 use crate::keys::{Grant, KeyRing, Presented, Refusal};
 use crate::log_sink::LogRecords;
+use crate::registry_feed::LiveRegistry;
 
 /// Readings the gateway handled, by `source` (http, mqtt) and `outcome` (accepted, refused).
 pub const METRIC_READINGS: &str = "auth_ingest_readings_total";
@@ -43,6 +50,10 @@ pub const METRIC_READINGS: &str = "auth_ingest_readings_total";
 pub const METRIC_REQUESTS: &str = "auth_ingest_requests_total";
 /// Time from a request's arrival to its answer, by `source`.
 pub const METRIC_REQUEST_SECONDS: &str = "auth_ingest_request_duration_seconds";
+/// How long a body with a meter the registry does not know waits for the
+/// registry to catch up with its topic before the meter is refused.
+const REGISTRY_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Readings sent to the log and not acknowledged yet.
 pub const METRIC_IN_FLIGHT: &str = "auth_ingest_in_flight_readings";
 
@@ -67,7 +78,7 @@ impl Source {
 pub struct Outcome {
     pub accepted: usize,
     pub refused: Vec<Refused>,
-    /// Some readings were refused because of the key's regions.
+    /// Some readings were refused because of the key's meters or regions.
     #[serde(skip)]
     pub forbidden: bool,
 }
@@ -92,6 +103,8 @@ pub enum IngestError {
     AckTimeout { ms: u64 },
     #[error("the readings were not stored, send them again: {0}")]
     Log(PortError),
+    #[error("the meter registry is still loading; send again shortly")]
+    RegistryLoading,
 }
 
 impl IngestError {
@@ -100,7 +113,7 @@ impl IngestError {
             IngestError::TooMany(_) | IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Empty => StatusCode::BAD_REQUEST,
             IngestError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::AckTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::AckTimeout { .. } | IngestError::RegistryLoading => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Log(err) if err.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -128,6 +141,8 @@ struct Inner {
     /// How far ahead of this gateway's clock a reading's event time may be (`windows.maxClockAheadSecs`).
     max_clock_ahead_ms: i64,
     keys: Arc<KeyRing>,
+    /// `None`: `ingest.trustReadings`, readings say whose they are.
+    registry: Option<Arc<LiveRegistry>>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -137,6 +152,7 @@ impl Gateway {
         pipeline: &str,
         spec: &auth_core::PipelineSpec,
         keys: Arc<KeyRing>,
+        registry: Arc<LiveRegistry>,
     ) -> Self {
         let inner = Inner {
             producer,
@@ -147,6 +163,7 @@ impl Gateway {
             limits: spec.ingest.clone(),
             max_clock_ahead_ms: spec.windows.max_clock_ahead_ms(),
             keys,
+            registry: (!spec.ingest.trust_readings).then_some(registry),
             in_flight: Arc::new(Semaphore::new(spec.ingest.max_in_flight_readings as usize)),
         };
         Self { inner: Arc::new(inner) }
@@ -177,7 +194,20 @@ impl Gateway {
             return Err(IngestError::TooLarge { max: inner.limits.max_body_bytes });
         }
         let receiver = ReceiverClock::new(now_ms, inner.max_clock_ahead_ms);
-        let ParsedBody { readings, mut refused } = parse_body(body, receiver, inner.limits.max_readings_per_request as usize)?;
+        let registry = match &inner.registry {
+            Some(live) if !live.is_ready() => return Err(IngestError::RegistryLoading),
+            Some(live) => Some(live.snapshot()),
+            None => None,
+        };
+        let max_readings = inner.limits.max_readings_per_request as usize;
+        let mut parsed = parse_body(body, receiver, max_readings, registry.as_deref())?;
+        if let Some(live) = inner.registry.as_ref().filter(|_| parsed.unattributed) {
+            // A meter registered just now may not have reached this gateway yet.
+            if live.sync(REGISTRY_SYNC_TIMEOUT).await {
+                parsed = parse_body(body, receiver, max_readings, Some(&live.snapshot()))?;
+            }
+        }
+        let ParsedBody { readings, mut refused, .. } = parsed;
         if readings.is_empty() && refused.is_empty() {
             return Err(IngestError::Empty);
         }
@@ -187,6 +217,10 @@ impl Gateway {
             let mut reasons = Vec::new();
             if !inner.utilities.contains(&reading.utility) {
                 reasons.push(format!("this pipeline does not carry {} readings", reading.utility));
+            }
+            if !grant.allows_meter(reading.meter_id) {
+                forbidden = true;
+                reasons.push(format!("the key `{}` may not send readings for meter {}", grant.name, reading.meter_id));
             }
             if !grant.allows(reading.region) {
                 forbidden = true;

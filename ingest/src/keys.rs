@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -25,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::Argon2;
 use auth_core::Region;
+pub use auth_core::gateway_key::KeyScope;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub use auth_core::gateway_key::{IssueError, KeyFile, KeyRecord};
@@ -50,9 +52,15 @@ pub struct Grant {
     pub name: String,
     /// `None`: every region.
     pub regions: Option<Vec<Region>>,
+    /// `None`: every meter.
+    pub meters: Option<Vec<RangeInclusive<u64>>>,
 }
 
 impl Grant {
+    pub fn allows_meter(&self, meter_id: u64) -> bool {
+        self.meters.as_ref().is_none_or(|meters| meters.iter().any(|range| range.contains(&meter_id)))
+    }
+
     pub fn allows(&self, region: Region) -> bool {
         self.regions.as_ref().is_none_or(|regions| regions.contains(&region))
     }
@@ -79,8 +87,8 @@ fn write_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
 }
 
 /// Issues a key: stores its hash in the file at `path` and returns the key, which is shown once.
-pub fn create_key(path: &Path, name: &str, regions: &[String], now_ms: i64) -> Result<(String, KeyRecord), KeyError> {
-    let (key, record) = auth_core::gateway_key::issue_key(name, regions, now_ms)?;
+pub fn create_key(path: &Path, name: &str, scope: &KeyScope, now_ms: i64) -> Result<(String, KeyRecord), KeyError> {
+    let (key, record) = auth_core::gateway_key::issue_key(name, scope, now_ms)?;
     let mut file = read_file(path)?;
     file.keys.push(record.clone());
     write_file(path, &file)?;
@@ -245,7 +253,9 @@ impl KeyRing {
         }
         drop(state);
         let regions = (!record.regions.is_empty()).then(|| record.regions.iter().filter_map(|code| Region::from_code(code)).collect());
-        let grant = Arc::new(Grant { id: record.id, name: record.name, regions });
+        let meters = (!record.meters.is_empty())
+            .then(|| record.meters.iter().filter_map(|range| auth_core::gateway_key::parse_meter_range(range).ok()).collect());
+        let grant = Arc::new(Grant { id: record.id, name: record.name, regions, meters });
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.verified.insert(key, Arc::clone(&grant));
         Ok(grant)
@@ -274,8 +284,8 @@ mod tests {
     fn issued_keys_are_stored_hashed_checked_limited_and_revocable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
-        let (open_key, _) = create_key(&path, "concentrator 1", &[], 1).unwrap();
-        let (west_key, west) = create_key(&path, "west", &["US-CA".into(), "US-OR".into()], 2).unwrap();
+        let (open_key, _) = create_key(&path, "concentrator 1", &KeyScope::default(), 1).unwrap();
+        let (west_key, west) = create_key(&path, "west", &KeyScope::regions(&["US-CA", "US-OR"]), 2).unwrap();
         let stored = std::fs::read_to_string(&path).unwrap();
         assert!(!stored.contains(&open_key) && !stored.contains(&west_key), "keys are never stored");
         assert!(stored.contains("$argon2id$"));
@@ -297,14 +307,14 @@ mod tests {
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
         assert_eq!(ring.check(Some(&format!("Bearer {west_key}"))), Err(Refusal::Invalid), "revoked");
         assert!(ring.check(Some(&format!("Bearer {open_key}"))).is_ok());
-        assert!(matches!(create_key(&path, "x", &["US-XX".into()], 3), Err(KeyError::Issue(IssueError::UnknownRegion(_)))));
+        assert!(matches!(create_key(&path, "x", &KeyScope::regions(&["US-XX"]), 3), Err(KeyError::Issue(IssueError::UnknownRegion(_)))));
     }
 
     #[test]
     fn wrong_secrets_for_a_real_key_id_cost_a_few_argon2_runs_in_all() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
-        let (key, record) = create_key(&path, "concentrator", &[], 1).unwrap();
+        let (key, record) = create_key(&path, "concentrator", &KeyScope::default(), 1).unwrap();
         let ring = KeyRing::load(std::slice::from_ref(&path)).unwrap();
         let mut throttled = 0;
         for attempt in 0..1_000 {
@@ -334,10 +344,10 @@ mod tests {
     fn a_ring_takes_the_keys_of_every_file_and_a_missing_file_holds_none() {
         let dir = tempfile::tempdir().unwrap();
         let (meters, simulator) = (dir.path().join("auth-keys.json"), dir.path().join("simulator-keys.json"));
-        let (meter_key, _) = create_key(&meters, "meters", &[], 1).unwrap();
+        let (meter_key, _) = create_key(&meters, "meters", &KeyScope::default(), 1).unwrap();
         let ring = KeyRing::load(&[meters.clone(), simulator.clone()]).unwrap();
         assert!(ring.check(Some(&format!("Bearer {meter_key}"))).is_ok());
-        let (simulator_key, _) = create_key(&simulator, "simulator", &[], 2).unwrap();
+        let (simulator_key, _) = create_key(&simulator, "simulator", &KeyScope::default(), 2).unwrap();
         assert!(ring.check(Some(&format!("Bearer {simulator_key}"))).is_ok(), "a file that appears later is read");
         assert!(ring.check(Some(&format!("Bearer {meter_key}"))).is_ok(), "the other file's keys stay");
     }

@@ -11,6 +11,7 @@ pub mod keys;
 mod log_sink;
 pub mod mqtt;
 pub mod profile;
+pub mod registry_feed;
 mod simulator;
 
 pub use edge_sink::{EdgeSinkError, GatewayTally, HttpSink, MqttSink, edge_json};

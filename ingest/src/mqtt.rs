@@ -142,7 +142,7 @@ async fn acknowledge_in_order(client: AsyncClient, mut handled: mpsc::Receiver<(
 /// Stores a message's readings (retrying while the log is unavailable);
 /// true once they, or their dead letters, are durable.
 async fn handle(gateway: Gateway, publish: Publish, mut stop: watch::Receiver<bool>) -> bool {
-    let grant = Grant { id: "mqtt".into(), name: "MQTT broker".into(), regions: None };
+    let grant = Grant { id: "mqtt".into(), name: "MQTT broker".into(), regions: None, meters: None };
     let started = std::time::Instant::now();
     let mut failures = 0u32;
     'store: loop {

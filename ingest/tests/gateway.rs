@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use auth_core::ports::{LogProducer, OutRecord};
 use auth_ingest::{HttpSink, ReadingSink, Simulated, Simulator};
 use auth_testkit::Backend;
-use common::{Served, T0, dead_letters, expected_place, spec, stored_readings};
+use common::{Served, T0, TEST_METERS, dead_letters, expected_place, reading_json, spec, stored_readings};
 use serde_json::json;
 
 macro_rules! gateway_suite {
@@ -34,6 +34,12 @@ macro_rules! gateway_suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             $(#[$attribute])*
+            async fn the_registry_says_whose_readings_are_and_keys_are_scoped_to_meters() {
+                super::the_registry_says_whose_readings_are_and_keys_are_scoped_to_meters(&$backend("registry")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attribute])*
             async fn keys_and_limits_are_enforced() {
                 super::keys_and_limits_are_enforced(&$backend("keys")).await;
             }
@@ -43,11 +49,6 @@ macro_rules! gateway_suite {
 
 gateway_suite!(embedded, Backend::embedded);
 gateway_suite!(kafka, Backend::real, #[ignore = "needs Kafka: scripts/test.sh runs it"]);
-
-fn reading_json(meter: u64, region: &str, value: f64) -> serde_json::Value {
-    json!({"meterId": meter, "customerId": meter + 1_000, "utility": "electricity", "region": region,
-           "customerKind": "residential", "tsMs": T0 + meter as i64, "value": value})
-}
 
 async fn posted_readings_are_exactly_the_readings_on_the_topics(backend: &Backend) {
     let spec = spec();
@@ -93,7 +94,7 @@ async fn refused_readings_get_400_with_every_reason_and_a_dead_letter(backend: &
 
     let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
     assert_eq!(stored.len(), 1, "the valid reading of the body is stored");
-    assert_eq!(stored[0].3.meter_id, 1);
+    assert_eq!(stored[0].3.meter_id, TEST_METERS + 1);
     let letters = dead_letters(backend.log.as_ref(), &backend.pipeline).await;
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert_eq!(letters[0]["source"], "http");
@@ -101,6 +102,61 @@ async fn refused_readings_get_400_with_every_reason_and_a_dead_letter(backend: &
     assert!(letters[0]["reason"].as_str().unwrap().contains("negative"), "{}", letters[0]);
     assert!(letters[0]["item"].as_str().unwrap().contains("US-XX"), "the item as sent: {}", letters[0]);
     assert!(letters[1]["reason"].as_str().unwrap().contains("not valid JSON"), "{}", letters[1]);
+}
+
+async fn the_registry_says_whose_readings_are_and_keys_are_scoped_to_meters(backend: &Backend) {
+    let spec = spec();
+    let served = Served::start(backend, &spec).await;
+    let slim = |n: u64, value: f64| json!({"meterId": TEST_METERS + n, "tsMs": T0 + n as i64, "value": value});
+
+    // What a meter knows is enough: the registry says whose it is.
+    let (status, _, answer) = served.post(Some(&served.key), json!([slim(10, 2.5), slim(3, 1.0)]).to_string()).await;
+    assert_eq!(status, 202, "{answer}");
+    let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
+    let attributed: Vec<(u64, u64, &str, f64)> =
+        stored.iter().map(|(_, _, _, reading)| (reading.meter_id, reading.customer_id, reading.region.code(), reading.value)).collect();
+    assert_eq!(attributed, [(TEST_METERS + 3, 1_003, "US-TX", 1.0), (TEST_METERS + 10, 1_010, "US-CA", 2.5)]);
+
+    // A reading cannot say it is someone else's, nor be of a meter the registry does not know.
+    let mut forged = reading_json(11, "US-CA", 1.0);
+    forged["customerId"] = json!(42);
+    let unknown = json!({"meterId": 777, "tsMs": T0, "value": 1.0});
+    let (status, _, answer) = served.post(Some(&served.key), json!([forged, unknown]).to_string()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["refused"][0]["reasons"][0],
+        format!("field `customerId`: the reading says 42, the registry has 1011 for meter {}", TEST_METERS + 11)
+    );
+    assert_eq!(answer["refused"][1]["reasons"][0], "meter 777 is not in the registry (auth registry import adds it)");
+    let letters = dead_letters(backend.log.as_ref(), &backend.pipeline).await;
+    assert!(letters.iter().any(|letter| letter["reason"].as_str().unwrap().contains("meter 777 is not in the registry")), "{letters:?}");
+
+    // A key of meters 1-100 of the test range may not send for meter 101.
+    let path = tempfile::tempdir().unwrap();
+    let key_file = path.path().join("concentrator.json");
+    let scope = auth_ingest::keys::KeyScope::meters(&[&format!("{}-{}", TEST_METERS + 1, TEST_METERS + 100)]);
+    let (concentrator, _) = auth_ingest::keys::create_key(&key_file, "concentrator 7", &scope, 0).unwrap();
+    let ring = auth_ingest::keys::KeyRing::load(&[key_file]).unwrap();
+    let scoped = Served::start_keyed(backend, &spec, ring).await;
+    let (status, _, answer) = scoped.post(Some(&concentrator), json!([slim(100, 1.0), slim(101, 1.0)]).to_string()).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert_eq!(answer["refused"][0]["reasons"][0], format!("the key `concentrator 7` may not send readings for meter {}", TEST_METERS + 101));
+
+    // A meter registered while the gateway runs is taken by the next request:
+    // a body with an unknown meter waits for the registry to catch up with its topic.
+    let later = json!({"meterId": 5_000_000, "tsMs": T0, "value": 1.0}).to_string();
+    let (status, _, answer) = served.post(Some(&served.key), later.clone()).await;
+    assert_eq!(status, 400, "{answer}");
+    let mut installation = common::registry(&spec).pop().unwrap().installations.remove(0);
+    installation.meter_id = 5_000_000;
+    installation.customer_id = 77;
+    let record = auth_core::registry::RegistryRecord { meter_id: 5_000_000, installations: vec![installation] };
+    let writer = backend.log.producer().unwrap();
+    let topic = auth_core::registry_topic(&backend.pipeline);
+    auth_ingest::registry_feed::publish(writer.as_ref(), &topic, &[record]).await.unwrap();
+    let (status, _, answer) = served.post(Some(&served.key), later).await;
+    assert_eq!(status, 202, "{answer}");
 }
 
 async fn keys_and_limits_are_enforced(backend: &Backend) {
@@ -137,7 +193,7 @@ async fn keys_and_limits_are_enforced(backend: &Backend) {
 
     let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
     let meters: Vec<u64> = stored.iter().map(|stored| stored.3.meter_id).collect();
-    assert_eq!(meters, vec![2], "only the reading of the allowed region was stored");
+    assert_eq!(meters, vec![TEST_METERS + 2], "only the reading of the allowed region was stored");
 }
 
 /// A log that takes records and never acknowledges them.
@@ -157,7 +213,7 @@ async fn a_log_that_does_not_acknowledge_gets_503_and_a_full_queue_429() {
     spec.ingest.ack_timeout_ms = 1_500;
     spec.ingest.max_in_flight_readings = 1_000;
     let served = Arc::new(Served::start_with(&backend, &spec, Arc::new(Stalled)).await);
-    let batch: Vec<serde_json::Value> = (0..1_000).map(|meter| reading_json(meter, "US-CA", 1.0)).collect();
+    let batch: Vec<serde_json::Value> = (10..1_010).map(|meter| reading_json(meter, "US-CA", 1.0)).collect();
     let batch = serde_json::to_string(&batch).unwrap();
 
     let first = tokio::spawn({

@@ -173,6 +173,21 @@ impl ReadingLog for KafkaLog {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn ensure_compacted_topic(&self, topic: &str) -> Result<()> {
+        if self.topic_partitions(topic).await?.is_some() {
+            return Ok(());
+        }
+        let what = format!("topic {topic}");
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(i32::from(self.topics.replication_factor)))
+            .set("cleanup.policy", "compact")
+            .set("message.timestamp.type", "LogAppendTime");
+        tracing::info!(topic, "creating compacted topic");
+        let results = self.admin.create_topics([&new], &options).await.map_err(|e| port_error(&what, e))?;
+        admin_outcome("creating topic", results, RDKafkaErrorCode::TopicAlreadyExists)
+    }
+
     async fn partitions(&self, topic: &str) -> Result<u32> {
         self.topic_partitions(topic)
             .await?

@@ -168,9 +168,9 @@ fn key_of(pipeline: &UtilityPipeline) -> String {
     format!("{}/{}", pipeline.namespace().unwrap_or_default(), pipeline.name_any())
 }
 
-/// The topics of a pipeline: one per utility and the dead-letter topic.
+/// The topics of a pipeline: one per utility, the dead-letter topic and the registry topic.
 pub fn topic_names(pipeline: &str, spec: &PipelineSpec) -> Vec<String> {
-    pipeline_topics(pipeline, spec).into_iter().map(|(topic, _)| topic).collect()
+    pipeline_topics(pipeline, spec).into_iter().map(|topic| topic.name).collect()
 }
 
 /// Fails with [`Error::CrdMissing`] unless the API server serves
@@ -408,8 +408,12 @@ async fn apply(api: &Api<UtilityPipeline>, pipeline: &UtilityPipeline, context: 
 }
 
 async fn ensure_topics(kafka: &KafkaLog, pipeline: &str, spec: &PipelineSpec) -> Result<(), PortError> {
-    for (topic, partitions) in pipeline_topics(pipeline, spec) {
-        kafka.ensure_topic(&topic, partitions).await?;
+    for topic in pipeline_topics(pipeline, spec) {
+        if topic.compacted {
+            kafka.ensure_compacted_topic(&topic.name).await?;
+        } else {
+            kafka.ensure_topic(&topic.name, topic.partitions).await?;
+        }
     }
     Ok(())
 }

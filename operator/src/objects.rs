@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use auth_core::gateway_key::{IssueError, KeyFile, issue_key};
+use auth_core::gateway_key::{IssueError, KeyFile, KeyScope, issue_key};
 use auth_core::spec::{PipelineSpec, ResourceAmounts, ResourcesSpec, TaintEffect, Toleration, TolerationOperator};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
@@ -151,7 +151,7 @@ pub fn simulator_key_secret(pipeline: &str) -> String {
 /// simulator, and the key file with its hash that the gateway reads.
 pub fn simulator_key(pipeline: &UtilityPipeline, now_ms: i64) -> Result<Secret, IssueError> {
     let name = format!("simulator of {}", pipeline_id(pipeline));
-    let (key, record) = issue_key(&name, &[], now_ms)?;
+    let (key, record) = issue_key(&name, &KeyScope::default(), now_ms)?;
     let key_file = serde_json::json!(KeyFile { keys: vec![record] }).to_string();
     Ok(Secret {
         metadata: metadata(pipeline, "simulator-key", "simulator"),
@@ -400,6 +400,7 @@ fn deployment(pipeline: &UtilityPipeline, component: Component, spec_hash: &str)
             container.args.get_or_insert_with(Vec::new).extend([
                 "--to".to_owned(),
                 format!("http://{}:{GATEWAY_PORT}", object_name(&name, "gateway")),
+                "--register".to_owned(),
             ]);
             vars.push(EnvVar {
                 name: "AUTH_INGEST_KEY".to_owned(),

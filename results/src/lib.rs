@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod history;
+pub mod registry;
 
 use std::str::FromStr;
 
@@ -14,6 +15,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{AnyPool, Arguments};
 
 pub use accounts::{Account, AccountError, Role};
+pub use registry::Imported;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -5,8 +5,12 @@
 use std::sync::Arc;
 
 use auth_core::ports::{LogProducer, ReadingLog};
+use auth_core::gateway_key::KeyScope;
 use auth_core::spec::PipelineSpec;
-use auth_core::{Reading, Utility, codec, dead_letter_topic, utility_topic};
+use auth_core::registry::RegistryRecord;
+use auth_core::{Reading, Region, Utility, codec, dead_letter_topic, registry_topic, utility_topic};
+use auth_ingest::Fleet;
+use auth_ingest::registry_feed::{self, LiveRegistry};
 use auth_ingest::gateway::Gateway;
 use auth_ingest::keys::{self, KeyRing};
 use auth_testkit::{Backend, read_topic};
@@ -25,6 +29,33 @@ pub fn spec() -> PipelineSpec {
     spec
 }
 
+/// The test's own meters: `TEST_METERS + n` of customer `n + 1000`, in US-CA
+/// but for `TEST_METERS + 3`, in US-TX (see [`reading_json`]).
+pub const TEST_METERS: u64 = 1_000_000;
+
+/// A reading of test meter `TEST_METERS + n` in the full form, claiming `region`.
+pub fn reading_json(n: u64, region: &str, value: f64) -> serde_json::Value {
+    serde_json::json!({"meterId": TEST_METERS + n, "customerId": n + 1_000, "utility": "electricity", "region": region,
+           "customerKind": "residential", "tsMs": T0 + n as i64, "value": value})
+}
+
+/// The registry of the tests: the simulator's fleet and 1,100 test meters.
+pub fn registry(spec: &PipelineSpec) -> Vec<RegistryRecord> {
+    let mut installations = Fleet::generate(&spec.simulator).installations(60);
+    for n in 0..1_100 {
+        let mut meter = installations[0].clone();
+        meter.meter_id = TEST_METERS + n;
+        meter.customer_id = n + 1_000;
+        meter.premise_id = format!("TEST-{n}");
+        meter.region = Region::from_code(if n == 3 { "US-TX" } else { "US-CA" }).unwrap();
+        meter.utility = Utility::Electricity;
+        meter.unit = auth_core::registry::MeterUnit::Wh;
+        meter.customer_kind = auth_core::CustomerKind::Residential;
+        installations.push(meter);
+    }
+    installations.into_iter().map(|installation| RegistryRecord { meter_id: installation.meter_id, installations: vec![installation] }).collect()
+}
+
 /// A gateway serving on loopback, with a key for every region and one for US-CA only.
 pub struct Served {
     pub base: String,
@@ -40,18 +71,37 @@ impl Served {
         Self::start_with(backend, spec, backend.log.producer().unwrap()).await
     }
 
+    /// With the keys of the test's choosing (`key` and `west_key` are then not in the ring).
+    pub async fn start_keyed(backend: &Backend, spec: &PipelineSpec, ring: KeyRing) -> Self {
+        Self::start_full(backend, spec, backend.log.producer().unwrap(), Some(ring)).await
+    }
+
     /// With a producer of the test's choosing (e.g. one that never acknowledges).
     pub async fn start_with(backend: &Backend, spec: &PipelineSpec, producer: Arc<dyn LogProducer>) -> Self {
+        Self::start_full(backend, spec, producer, None).await
+    }
+
+    async fn start_full(backend: &Backend, spec: &PipelineSpec, producer: Arc<dyn LogProducer>, ring: Option<KeyRing>) -> Self {
         for utility in Utility::ALL {
             backend.log.ensure_topic(&utility_topic(&backend.pipeline, utility), spec.log.partitions).await.unwrap();
         }
         backend.log.ensure_topic(&dead_letter_topic(&backend.pipeline), 1).await.unwrap();
+        // The registry travels as it does in production: over the registry topic.
+        let registry_topic = registry_topic(&backend.pipeline);
+        backend.log.ensure_compacted_topic(&registry_topic).await.unwrap();
+        let writer = backend.log.producer().unwrap();
+        registry_feed::publish(writer.as_ref(), &registry_topic, &registry(spec)).await.unwrap();
+        let live = LiveRegistry::loading();
+        let group = registry_feed::reader_group(&backend.pipeline, "test");
+        let follower = registry_feed::follow(Arc::clone(&backend.log), registry_topic, group, Arc::clone(&live), std::future::pending());
+        tokio::spawn(follower);
+        tokio::time::timeout(std::time::Duration::from_secs(60), live.ready()).await.expect("the registry loads within 60 s");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
-        let (key, _) = keys::create_key(&path, "all regions", &[], 0).unwrap();
-        let (west_key, _) = keys::create_key(&path, "west", &["US-CA".into()], 0).unwrap();
-        let keys = Arc::new(KeyRing::load(std::slice::from_ref(&path)).unwrap());
-        let gateway = Gateway::new(producer, &backend.pipeline, spec, Arc::clone(&keys));
+        let (key, _) = keys::create_key(&path, "all regions", &KeyScope::default(), 0).unwrap();
+        let (west_key, _) = keys::create_key(&path, "west", &KeyScope::regions(&["US-CA"]), 0).unwrap();
+        let keys = Arc::new(ring.unwrap_or_else(|| KeyRing::load(std::slice::from_ref(&path)).unwrap()));
+        let gateway = Gateway::new(producer, &backend.pipeline, spec, Arc::clone(&keys), live);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = gateway.router();

@@ -1,0 +1,234 @@
+//! The meter registry in the results database: imported whole or by meter,
+//! exported, and read by revision for the registry topic's publisher.
+
+use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry, RegistryRecord};
+use auth_core::CustomerKind;
+use sqlx::any::AnyArguments;
+
+use crate::{Database, ResultsError, add, parse_region, parse_utility, query_error};
+
+/// Meters per statement of an import.
+const METERS_PER_STATEMENT: usize = 500;
+
+const COLUMNS: [&str; 12] = [
+    "meter_id", "valid_from_ms", "valid_to_ms", "customer_id", "premise_id", "region", "utility", "customer_kind", "unit",
+    "multiplier", "register_kind", "interval_secs",
+];
+
+/// What an import changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    pub revision: i64,
+    /// Meters whose installations the file replaced.
+    pub meters: usize,
+    pub installations: usize,
+    /// Meters removed because the file did not hold them (`replace_all`).
+    pub removed: usize,
+}
+
+type InstallationRow = (i64, i64, Option<i64>, i64, String, String, String, String, String, f64, String, i64);
+
+impl Database {
+    /// Stores `registry` in one transaction: every meter it holds gets exactly
+    /// its installations; with `replace_all` every other meter is removed.
+    #[tracing::instrument(level = "info", skip_all, fields(meters = registry.meter_count(), replace_all))]
+    pub async fn import_registry(&self, registry: &Registry, replace_all: bool, now_ms: i64) -> Result<Imported, ResultsError> {
+        let mut transaction = self.begin_write().await.map_err(query_error("starting a transaction"))?;
+        let (newest,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(revision), 0) FROM registry_meters")
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(query_error("registry_meters"))?;
+        let revision = newest + 1;
+        let mut meters: Vec<u64> = registry.meters().collect();
+        meters.sort_unstable();
+        let mut removed = 0;
+        if replace_all {
+            let stored: Vec<(i64,)> = sqlx::query_as("SELECT DISTINCT meter_id FROM meter_installations")
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(query_error("meter_installations"))?;
+            let gone: Vec<u64> = stored.into_iter().map(|(id,)| id as u64).filter(|id| registry.meter(*id).is_empty()).collect();
+            removed = gone.len();
+            meters.extend(gone);
+        }
+        let mut installations = 0;
+        for chunk in meters.chunks(METERS_PER_STATEMENT) {
+            let list = (1..=chunk.len()).map(|number| self.placeholder(number)).collect::<Vec<_>>().join(", ");
+            for table in ["meter_installations", "registry_meters"] {
+                let mut arguments = AnyArguments::default();
+                for &meter_id in chunk {
+                    add(&mut arguments, meter_id as i64)?;
+                }
+                let sql = format!("DELETE FROM {table} WHERE meter_id IN ({list})");
+                sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error(table))?;
+            }
+            let mut arguments = AnyArguments::default();
+            for &meter_id in chunk {
+                add(&mut arguments, meter_id as i64)?;
+                add(&mut arguments, revision)?;
+                add(&mut arguments, now_ms)?;
+            }
+            let sql = self.insert_sql("registry_meters", &["meter_id", "revision", "changed_at_ms"], chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("registry_meters"))?;
+            let rows: Vec<&Installation> = chunk.iter().flat_map(|&meter_id| registry.meter(meter_id)).collect();
+            installations += rows.len();
+            for rows in rows.chunks(METERS_PER_STATEMENT) {
+                let mut arguments = AnyArguments::default();
+                for installation in rows {
+                    add(&mut arguments, installation.meter_id as i64)?;
+                    add(&mut arguments, installation.valid_from_ms)?;
+                    add(&mut arguments, installation.valid_to_ms)?;
+                    add(&mut arguments, installation.customer_id as i64)?;
+                    add(&mut arguments, installation.premise_id.clone())?;
+                    add(&mut arguments, installation.region.code().to_owned())?;
+                    add(&mut arguments, installation.utility.as_str().to_owned())?;
+                    add(&mut arguments, installation.customer_kind.as_str().to_owned())?;
+                    add(&mut arguments, installation.unit.as_str().to_owned())?;
+                    add(&mut arguments, installation.multiplier)?;
+                    add(&mut arguments, installation.register.as_str().to_owned())?;
+                    add(&mut arguments, i64::from(installation.interval_secs))?;
+                }
+                let sql = self.insert_sql("meter_installations", &COLUMNS, rows.len());
+                sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("meter_installations"))?;
+            }
+        }
+        transaction.commit().await.map_err(query_error("committing"))?;
+        Ok(Imported { revision, meters: meters.len() - removed, installations, removed })
+    }
+
+    /// The whole registry.
+    pub async fn registry(&self) -> Result<Registry, ResultsError> {
+        let sql = format!("SELECT {} FROM meter_installations ORDER BY meter_id, valid_from_ms", COLUMNS.join(", "));
+        let rows: Vec<InstallationRow> = sqlx::query_as(&sql).fetch_all(self.pool()).await.map_err(query_error("meter_installations"))?;
+        let mut registry = Registry::default();
+        for (meter_id, installations) in group_by_meter(rows)? {
+            registry.set_meter(meter_id, installations);
+        }
+        Ok(registry)
+    }
+
+    /// The newest revision of the registry (0: never imported).
+    pub async fn registry_revision(&self) -> Result<i64, ResultsError> {
+        let (newest,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(revision), 0) FROM registry_meters")
+            .fetch_one(self.pool())
+            .await
+            .map_err(query_error("registry_meters"))?;
+        Ok(newest)
+    }
+
+    /// Every meter changed after `revision`, with all its installations (none: removed).
+    pub async fn registry_changes(&self, revision: i64) -> Result<Vec<RegistryRecord>, ResultsError> {
+        let changed = format!("SELECT meter_id FROM registry_meters WHERE revision > {} ORDER BY meter_id", self.placeholder(1));
+        let meters: Vec<(i64,)> =
+            sqlx::query_as(&changed).bind(revision).fetch_all(self.pool()).await.map_err(query_error("registry_meters"))?;
+        let columns = COLUMNS.map(|column| format!("i.{column}")).join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM meter_installations i JOIN registry_meters m ON m.meter_id = i.meter_id \
+             WHERE m.revision > {} ORDER BY i.meter_id, i.valid_from_ms",
+            self.placeholder(1)
+        );
+        let rows: Vec<InstallationRow> =
+            sqlx::query_as(&sql).bind(revision).fetch_all(self.pool()).await.map_err(query_error("meter_installations"))?;
+        let mut installed = group_by_meter(rows)?.into_iter().peekable();
+        let mut records = Vec::with_capacity(meters.len());
+        for (meter_id,) in meters {
+            let meter_id = meter_id as u64;
+            let installations = match installed.peek() {
+                Some((id, _)) if *id == meter_id => installed.next().map(|(_, installations)| installations).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            records.push(RegistryRecord { meter_id, installations });
+        }
+        Ok(records)
+    }
+}
+
+/// Rows sorted by meter, grouped.
+fn group_by_meter(rows: Vec<InstallationRow>) -> Result<Vec<(u64, Vec<Installation>)>, ResultsError> {
+    let mut grouped: Vec<(u64, Vec<Installation>)> = Vec::new();
+    for row in rows {
+        let installation = installation_of(row)?;
+        match grouped.last_mut() {
+            Some((meter_id, installations)) if *meter_id == installation.meter_id => installations.push(installation),
+            _ => grouped.push((installation.meter_id, vec![installation])),
+        }
+    }
+    Ok(grouped)
+}
+
+fn installation_of(row: InstallationRow) -> Result<Installation, ResultsError> {
+    let (meter_id, valid_from_ms, valid_to_ms, customer_id, premise_id, region, utility, kind, unit, multiplier, register, interval) = row;
+    let stored = |what: String| ResultsError::Stored(format!("meter {meter_id}: {what}"));
+    Ok(Installation {
+        meter_id: meter_id as u64,
+        customer_id: customer_id as u64,
+        premise_id,
+        region: parse_region(&region)?,
+        utility: parse_utility(&utility)?,
+        customer_kind: match kind.as_str() {
+            "residential" => CustomerKind::Residential,
+            "business" => CustomerKind::Business,
+            other => return Err(stored(format!("unknown customer kind {other:?}"))),
+        },
+        unit: unit.parse::<MeterUnit>().map_err(stored)?,
+        multiplier,
+        register: register.parse::<RegisterKind>().map_err(stored)?,
+        interval_secs: u32::try_from(interval).map_err(|_| stored(format!("interval {interval} s")))?,
+        valid_from_ms,
+        valid_to_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_core::Region;
+
+    use super::*;
+
+    fn installation(meter_id: u64, customer_id: u64, from: i64, to: Option<i64>) -> Installation {
+        Installation {
+            meter_id,
+            customer_id,
+            premise_id: format!("P-{customer_id}"),
+            region: Region::from_code("US-NV").expect("region"),
+            utility: auth_core::Utility::Water,
+            customer_kind: CustomerKind::Business,
+            unit: MeterUnit::CubicMetre,
+            multiplier: 0.5,
+            register: RegisterKind::Interval,
+            interval_secs: 3_600,
+            valid_from_ms: from,
+            valid_to_ms: to,
+        }
+    }
+
+    fn registry(rows: Vec<Installation>) -> Registry {
+        Registry::from_rows(rows.into_iter().enumerate().map(|(line, row)| (line, Ok(row))).collect()).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn imports_replace_meters_and_every_change_is_published_once() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let db = Database::connect(&format!("sqlite://{}", directory.path().join("results.db").display())).await.expect("database");
+        let first = registry(vec![installation(7, 1, 0, Some(100)), installation(7, 2, 100, None), installation(8, 3, 0, None)]);
+        let imported = db.import_registry(&first, false, 1).await.expect("import");
+        assert_eq!(imported, Imported { revision: 1, meters: 2, installations: 3, removed: 0 });
+        assert_eq!(db.registry().await.expect("export"), first, "the registry round-trips");
+        assert_eq!(db.registry_changes(0).await.expect("changes").len(), 2);
+
+        // A second file of meter 8 only leaves meter 7 as it was.
+        let second = registry(vec![installation(8, 4, 0, None)]);
+        assert_eq!(db.import_registry(&second, false, 2).await.expect("import").revision, 2);
+        let changes = db.registry_changes(1).await.expect("changes");
+        assert_eq!(changes, [RegistryRecord { meter_id: 8, installations: vec![installation(8, 4, 0, None)] }]);
+        assert_eq!(db.registry().await.expect("export").meter(7).len(), 2);
+
+        // Replacing the whole registry removes meter 7, published as a meter with no installations.
+        let imported = db.import_registry(&second, true, 3).await.expect("import");
+        assert_eq!(imported.removed, 1);
+        let changes = db.registry_changes(2).await.expect("changes");
+        assert_eq!(changes[0], RegistryRecord { meter_id: 7, installations: vec![] });
+        assert_eq!(db.registry().await.expect("export").meter_count(), 1);
+        assert_eq!(db.registry_revision().await.expect("revision"), 3);
+    }
+}
