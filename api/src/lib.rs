@@ -5,7 +5,8 @@
 //! customer's usage by utility, range and granularity, today against
 //! yesterday and live updates (Server-Sent Events); regions, their usage over
 //! time, their top consumers (operators only) and a live country view; the
-//! pipeline's health (operators only). `/` serves the dashboard, `/healthz`
+//! pipeline's health (operators only); the meter registry (operators manage
+//! it, a customer sees their own meters). `/` serves the dashboard, `/healthz`
 //! and `/metrics` the probes. Build the [`router`] over an [`AppState`];
 //! tests drive it with `oneshot`.
 //!
@@ -16,6 +17,7 @@
 mod error;
 mod live;
 mod overview;
+mod registry;
 mod routes;
 pub mod session;
 pub mod usage;
@@ -142,8 +144,9 @@ pub(crate) fn now_ms() -> i64 {
         routes::customer_usage, routes::customer_today, live::customer_live,
         routes::regions, routes::region_usage, routes::region_top, live::regions_live,
         overview::pipeline,
+        registry::summary, registry::meter, registry::put_meter, registry::delete_meter, registry::customer_meters,
     ),
-    tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"))
+    tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"), (name = "registry"))
 )]
 struct ApiDoc;
 
@@ -174,6 +177,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/regions/{code}/top", get(routes::region_top))
         .route("/api/v1/live/regions", get(live::regions_live))
         .route("/api/v1/pipeline", get(overview::pipeline))
+        .route("/api/v1/registry", get(registry::summary))
+        .route("/api/v1/registry/meters/{id}", get(registry::meter).put(registry::put_meter).delete(registry::delete_meter))
+        .route("/api/v1/customers/{id}/meters", get(registry::customer_meters))
         .fallback(routes::not_found)
         .layer(middleware::from_fn(record_request))
         .with_state(state)

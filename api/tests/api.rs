@@ -256,6 +256,9 @@ async fn without_a_session_every_endpoint_answers_401(api: &Api) {
         "/api/v1/regions/US-TX/top",
         "/api/v1/live/regions",
         "/api/v1/pipeline",
+        "/api/v1/registry",
+        "/api/v1/registry/meters/70",
+        "/api/v1/customers/7/meters",
     ] {
         let response = api.send(Request::get(uri).body(Body::empty()).expect("request")).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri}");
@@ -478,7 +481,8 @@ async fn the_openapi_document_describes_every_route(api: &Api) {
     for path in [
         "/api/v1/login", "/api/v1/logout", "/api/v1/tokens", "/api/v1/me", "/api/v1/customers/{id}/usage",
         "/api/v1/customers/{id}/today", "/api/v1/customers/{id}/live", "/api/v1/regions", "/api/v1/regions/{code}/usage",
-        "/api/v1/regions/{code}/top", "/api/v1/live/regions", "/api/v1/pipeline",
+        "/api/v1/regions/{code}/top", "/api/v1/live/regions", "/api/v1/pipeline", "/api/v1/registry",
+        "/api/v1/registry/meters/{id}", "/api/v1/customers/{id}/meters",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
@@ -510,6 +514,56 @@ async fn dashboard_files_health_and_metrics(api: &Api) {
     };
     assert_eq!(value("auth_batch_duration_seconds"), 1.5);
     assert_eq!(value("auth_batch_last_success_timestamp_seconds"), (api.today + HOUR) as f64 / 1_000.0);
+}
+
+/// A request as `username` with a JSON body (none when `Value::Null`).
+async fn send_as(api: &Api, username: &str, method: &str, uri: &str, body: &Value) -> (StatusCode, Value) {
+    let cookie = api.login(username).await;
+    let body = if body.is_null() { Body::empty() } else { Body::from(body.to_string()) };
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("request");
+    api.json(request).await
+}
+
+async fn operators_manage_the_registry_and_customers_see_their_meters(api: &Api) {
+    let installation = |customer: u64, from: i64, to: Option<i64>| {
+        json!({"meterId": 70, "customerId": customer, "premiseId": "TX-70", "region": "US-TX", "utility": "electricity",
+               "customerKind": "residential", "unit": "kWh", "multiplier": 1.0, "register": "interval", "intervalSecs": 900,
+               "validFromMs": from, "validToMs": to})
+    };
+    // Alice (customer 7) moves out; Bob (customer 8) moves in.
+    let meter = json!([installation(7, 0, Some(1_000)), installation(8, 1_000, None)]);
+    let (status, answer) = send_as(api, "alice", "PUT", "/api/v1/registry/meters/70", &meter).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (status, answer) = send_as(api, "ops", "PUT", "/api/v1/registry/meters/70", &meter).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["installations"].as_array().map(Vec::len), Some(2), "{answer}");
+
+    let overlapping = json!([installation(7, 0, None), installation(8, 500, None)]);
+    let (status, answer) = send_as(api, "ops", "PUT", "/api/v1/registry/meters/70", &overlapping).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"].as_str().expect("a reason").contains("installation 2: meter 70 is already installed"), "{answer}");
+
+    let (status, meters) = api.get_as("bob", "/api/v1/customers/8/meters").await;
+    assert_eq!(status, StatusCode::OK, "{meters}");
+    assert_eq!(meters["installations"][0]["premiseId"], "TX-70");
+    assert_eq!(api.get_as("bob", "/api/v1/customers/7/meters").await.0, StatusCode::FORBIDDEN);
+    let (status, summary) = api.get_as("ops", "/api/v1/registry").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((summary["meters"].as_u64(), summary["installations"].as_u64()), (Some(1), Some(2)), "{summary}");
+    assert_eq!(api.get_as("alice", "/api/v1/registry").await.0, StatusCode::FORBIDDEN);
+
+    let (status, _) = send_as(api, "ops", "DELETE", "/api/v1/registry/meters/70", &Value::Null).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get_as("ops", "/api/v1/registry/meters/70").await.0, StatusCode::NOT_FOUND);
+    let changes = api.db.registry_changes(0).await.expect("changes");
+    assert_eq!(changes.len(), 1, "the removal is a change the publisher sends: {changes:?}");
+    assert!(changes[0].installations.is_empty());
 }
 
 /// Each check as a test on every backend: a fresh API (and rate limiter) per test.
@@ -554,4 +608,5 @@ suite!(
     live_streams_are_capped_and_end_with_their_session,
     the_openapi_document_describes_every_route,
     dashboard_files_health_and_metrics,
+    operators_manage_the_registry_and_customers_see_their_meters,
 );

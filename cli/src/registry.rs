@@ -201,35 +201,52 @@ fn installation_of(field: impl Fn(&str) -> Option<String>) -> Result<Installatio
         parse(&value).map_err(|problem| problems.push(problem)).ok()
     }
     let number = |column: &'static str| move |text: &str| text.parse::<u64>().map_err(|_| format!("{column} `{text}` is not a whole number"));
-    let installation = (|| {
-        Some(Installation {
-            meter_id: parsed(&mut problems, meter_id, number("meter_id"))?,
-            customer_id: parsed(&mut problems, customer_id, number("customer_id"))?,
-            premise_id: premise_id?,
-            region: parsed(&mut problems, region, |code| {
-                Region::from_code(code).ok_or_else(|| format!("unknown region `{code}` (expected an ISO 3166-2 code, e.g. US-CA)"))
-            })?,
-            utility: parsed(&mut problems, utility, |name| name.parse::<Utility>().map_err(|err| err.to_string()))?,
-            customer_kind: parsed(&mut problems, kind, |name| match name {
-                "residential" => Ok(CustomerKind::Residential),
-                "business" => Ok(CustomerKind::Business),
-                other => Err(format!("unknown customer kind `{other}` (expected residential or business)")),
-            })?,
-            unit: parsed(&mut problems, unit, str::parse::<MeterUnit>)?,
-            multiplier: parsed(&mut problems, multiplier, |text| text.parse::<f64>().map_err(|_| format!("multiplier `{text}` is not a number")))?,
-            register: parsed(&mut problems, register, str::parse::<RegisterKind>)?,
-            interval_secs: parsed(&mut problems, interval, |text| {
-                text.parse::<u32>().map_err(|_| format!("interval_secs `{text}` is not a whole number of seconds"))
-            })?,
-            valid_from_ms: parsed(&mut problems, from, |text| instant_ms("valid_from", text))?,
-            valid_to_ms: match to {
-                Some(text) => Some(parsed(&mut problems, Some(text), |text| instant_ms("valid_to", text))?),
-                None => None,
-            },
-        })
-    })();
-    match installation {
-        Some(installation) if problems.is_empty() => Ok(installation),
+    let meter_id = parsed(&mut problems, meter_id, number("meter_id"));
+    let customer_id = parsed(&mut problems, customer_id, number("customer_id"));
+    let region = parsed(&mut problems, region, |code| {
+        Region::from_code(code).ok_or_else(|| format!("unknown region `{code}` (expected an ISO 3166-2 code, e.g. US-CA)"))
+    });
+    let utility = parsed(&mut problems, utility, |name| name.parse::<Utility>().map_err(|err| err.to_string()));
+    let customer_kind = parsed(&mut problems, kind, |name| match name {
+        "residential" => Ok(CustomerKind::Residential),
+        "business" => Ok(CustomerKind::Business),
+        other => Err(format!("unknown customer kind `{other}` (expected residential or business)")),
+    });
+    let unit = parsed(&mut problems, unit, str::parse::<MeterUnit>);
+    let multiplier = parsed(&mut problems, multiplier, |text| text.parse::<f64>().map_err(|_| format!("multiplier `{text}` is not a number")));
+    let register = parsed(&mut problems, register, str::parse::<RegisterKind>);
+    let interval_secs = parsed(&mut problems, interval, |text| {
+        text.parse::<u32>().map_err(|_| format!("interval_secs `{text}` is not a whole number of seconds"))
+    });
+    let valid_from_ms = parsed(&mut problems, from, |text| instant_ms("valid_from", text));
+    let valid_to_ms = parsed(&mut problems, to, |text| instant_ms("valid_to", text));
+    match (meter_id, customer_id, premise_id, region, utility, customer_kind, unit, multiplier, register, interval_secs, valid_from_ms) {
+        (
+            Some(meter_id),
+            Some(customer_id),
+            Some(premise_id),
+            Some(region),
+            Some(utility),
+            Some(customer_kind),
+            Some(unit),
+            Some(multiplier),
+            Some(register),
+            Some(interval_secs),
+            Some(valid_from_ms),
+        ) if problems.is_empty() => Ok(Installation {
+            meter_id,
+            customer_id,
+            premise_id,
+            region,
+            utility,
+            customer_kind,
+            unit,
+            multiplier,
+            register,
+            interval_secs,
+            valid_from_ms,
+            valid_to_ms,
+        }),
         _ => Err(problems.join("; ")),
     }
 }

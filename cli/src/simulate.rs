@@ -37,6 +37,9 @@ pub struct SimulateArgs {
     /// names Kafka), so that a gateway takes their readings.
     #[arg(long, env = "AUTH_SIMULATOR_REGISTER")]
     pub register: bool,
+    /// The results database for `--register` instead of the spec's `batch.databaseUrl`.
+    #[arg(long, env = "AUTH_DATABASE_URL", requires = "register")]
+    pub database_url: Option<String>,
     /// Readings per HTTP request.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -135,7 +138,8 @@ pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus
     let shutdown = auth_runtime::shutdown::on_signals();
     let metrics_server = auth_runtime::telemetry::serve_metrics(args.metrics_listen, metrics, shutdown.clone()).await?;
     if args.register {
-        let db = auth_results::Database::connect(&spec.batch.database_url).await.context("batch.databaseUrl (for --register)")?;
+        let url = args.database_url.as_deref().unwrap_or(&spec.batch.database_url);
+        let db = auth_results::Database::connect(url).await.context("batch.databaseUrl / --database-url (for --register)")?;
         let fleet = simulator(&args, &spec).fleet().registry(crate::registry::SIMULATED_INTERVAL_SECS);
         let imported = crate::registry::import(&db, &spec, &args.pipeline, &fleet, false).await.context("registering the fleet")?;
         tracing::info!(meters = imported.meters, revision = imported.revision, "fleet registered");

@@ -1,6 +1,7 @@
 //! The gateway as users run it: `auth keys create`, `auth ingest` on Kafka and
 //! Mosquitto, and the fleet sent through it by `auth simulate --to http://`
-//! and `--to mqtt://`; the topics hold every reading sent.
+//! and `--to mqtt://` after registering its meters (`--register`); the
+//! topics hold every reading sent.
 
 #![allow(clippy::unwrap_used)]
 
@@ -56,7 +57,11 @@ async fn readings_sent_through_the_gateway_binaries_reach_the_topics() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("spec.yaml"),
-        "log: {partitions: 3}\nsimulator: {customers: 500, seed: 5, mode: asFastAsPossible, startMs: 1795824000000}\n",
+        format!(
+            "log: {{partitions: 3, url: '{}'}}\nbatch: {{databaseUrl: 'sqlite://results.db'}}\n\
+             simulator: {{customers: 500, seed: 5, mode: asFastAsPossible, startMs: 1795824000000}}\n",
+            kafka_url()
+        ),
     )
     .unwrap();
 
@@ -85,6 +90,8 @@ async fn readings_sent_through_the_gateway_binaries_reach_the_topics() {
     let sent = |to: String, key: Option<&str>, count: &str, start_ms: &str| {
         let mut command = auth(dir.path());
         command.args(["simulate", "--config", "spec.yaml", "--to", &to, "--count", count, "--start-ms", start_ms]);
+        // The fleet registers its meters (results database and registry topic) before it sends.
+        command.args(["--register", "--pipeline", &backend.pipeline]);
         command.args(["--metrics-listen", "127.0.0.1:0"]);
         if let Some(key) = key {
             command.args(["--key", key]);

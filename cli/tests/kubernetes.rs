@@ -346,7 +346,10 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         ]);
         command
     };
-    run(&mut simulate(day_ms), None);
+    // The head-end's meters are registered first (results database and registry topic).
+    let mut first_half = simulate(day_ms);
+    first_half.args(["--register", "--database-url", &database, "--pipeline", &pipeline_id]);
+    run(&mut first_half, None);
     // The second half arrives while the stream pod is deleted; its
     // replacement resumes from the last checkpoint.
     let second_half = std::thread::scope(|scope| {

@@ -140,6 +140,38 @@ fn dashboard_queries() -> Vec<String> {
         .collect()
 }
 
+/// Registers water meter 77 of customer 987654321 (US-NV) with `auth registry
+/// import`, as a utility registers its meters, in the results database of the
+/// running `auth up`.
+fn register_meter_77(config: &Path, dir: &Path) {
+    let file = dir.join("meters.csv");
+    std::fs::write(
+        &file,
+        "meter_id,customer_id,premise_id,region,utility,customer_kind,unit,multiplier,register,interval_secs,valid_from,valid_to\n\
+         77,987654321,NV-0077,US-NV,water,residential,L,1,interval,900,2020-01-01,\n",
+    )
+    .expect("write the registry file");
+    let output = auth().args(["registry", "import"]).arg(&file).arg("--config").arg(config).output().expect("auth runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(printed.contains("imported 1 installations of 1 meters"), "{printed}");
+}
+
+/// Posts `reading` until the gateway takes it: `auth up` publishes registry
+/// changes every 2 s, and until then the meter is unknown (400).
+fn post_until_accepted(gateway: &str, key: &str, reading: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = http_post(gateway, "/api/v1/readings", key, reading).expect("gateway");
+        if status == 202 {
+            return answer;
+        }
+        assert!(status == 400 && answer.contains("not in the registry"), "{status}: {answer}");
+        assert!(Instant::now() < deadline, "the registered meter was not taken within 30 s: {answer}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// How many series a PromQL query returns now; a query Prometheus refuses fails the test.
 fn series(prometheus: &str, query: &str) -> usize {
     let url = url::Url::parse_with_params(&format!("http://{prometheus}/api/v1/query"), [("query", query)]).expect("query URL");
@@ -221,8 +253,14 @@ fn up_serves_live_usage_and_stops_cleanly() {
     );
     let (status, answer) = http_post(gateway, "/api/v1/readings", "wrong", &reading).expect("gateway");
     assert_eq!(status, 401, "{answer}");
+    // Nobody is believed on their word: the meter must be in the registry first.
     let (status, answer) = http_post(gateway, "/api/v1/readings", key, &reading).expect("gateway");
-    assert_eq!(status, 202, "{answer}");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("meter 77 is not in the registry"), "{answer}");
+    register_meter_77(config.path(), data.path());
+    // What a meter knows is enough now: the registry says whose it is.
+    let slim = format!(r#"{{"meterId": 77, "tsMs": {now_ms}, "value": 42.5}}"#);
+    let answer = post_until_accepted(gateway, key, &slim);
     assert!(answer.contains(r#""accepted":1"#), "{answer}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -302,7 +340,8 @@ fn prometheus_scrapes_up_and_every_dashboard_query_returns_a_series() {
         r#"{{"meterId": 77, "customerId": 987654321, "utility": "water", "region": "US-NV",
             "customerKind": "residential", "tsMs": {now_ms}, "value": 42.5}}"#
     );
-    assert_eq!(http_post(&gateway, "/api/v1/readings", &key, &reading).expect("gateway").0, 202);
+    register_meter_77(config.path(), data.path());
+    post_until_accepted(&gateway, &key, &reading);
 
     let prometheus_dir = tempfile::tempdir().expect("temp dir");
     let prometheus_address = free_address();

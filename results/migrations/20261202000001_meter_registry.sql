@@ -18,6 +18,8 @@ CREATE TABLE meter_installations (
     PRIMARY KEY (meter_id, valid_from_ms)
 );
 
+CREATE INDEX meter_installations_by_customer ON meter_installations (customer_id);
+
 -- Every meter the registry ever held, with the revision (import) that last
 -- changed it: the registry's publisher sends the meters of newer revisions
 -- to the `<pipeline>.registry` topic. A removed meter keeps its row and has

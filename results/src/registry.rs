@@ -33,22 +33,32 @@ impl Database {
     /// its installations; with `replace_all` every other meter is removed.
     #[tracing::instrument(level = "info", skip_all, fields(meters = registry.meter_count(), replace_all))]
     pub async fn import_registry(&self, registry: &Registry, replace_all: bool, now_ms: i64) -> Result<Imported, ResultsError> {
+        let mut meters: Vec<u64> = registry.meters().collect();
+        meters.sort_unstable();
+        self.store_meters(meters, registry, replace_all, now_ms).await
+    }
+
+    /// Removes meters from the registry (their history of changes stays).
+    pub async fn remove_meters(&self, meters: &[u64], now_ms: i64) -> Result<Imported, ResultsError> {
+        self.store_meters(meters.to_vec(), &Registry::default(), false, now_ms).await
+    }
+
+    /// Gives each of `meters` exactly its installations in `registry` (none: removed).
+    async fn store_meters(&self, mut meters: Vec<u64>, registry: &Registry, replace_all: bool, now_ms: i64) -> Result<Imported, ResultsError> {
         let mut transaction = self.begin_write().await.map_err(query_error("starting a transaction"))?;
         let (newest,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(revision), 0) FROM registry_meters")
             .fetch_one(&mut *transaction)
             .await
             .map_err(query_error("registry_meters"))?;
         let revision = newest + 1;
-        let mut meters: Vec<u64> = registry.meters().collect();
-        meters.sort_unstable();
-        let mut removed = 0;
+        let mut removed = meters.iter().filter(|&&meter_id| registry.meter(meter_id).is_empty()).count();
         if replace_all {
             let stored: Vec<(i64,)> = sqlx::query_as("SELECT DISTINCT meter_id FROM meter_installations")
                 .fetch_all(&mut *transaction)
                 .await
                 .map_err(query_error("meter_installations"))?;
             let gone: Vec<u64> = stored.into_iter().map(|(id,)| id as u64).filter(|id| registry.meter(*id).is_empty()).collect();
-            removed = gone.len();
+            removed += gone.len();
             meters.extend(gone);
         }
         let mut installations = 0;
@@ -105,6 +115,37 @@ impl Database {
             registry.set_meter(meter_id, installations);
         }
         Ok(registry)
+    }
+
+    /// The installations of one meter, oldest first.
+    pub async fn meter_installations(&self, meter_id: u64) -> Result<Vec<Installation>, ResultsError> {
+        self.installations_where("meter_id", meter_id).await
+    }
+
+    /// The installations of one customer's meters, by meter and period.
+    pub async fn customer_installations(&self, customer_id: u64) -> Result<Vec<Installation>, ResultsError> {
+        self.installations_where("customer_id", customer_id).await
+    }
+
+    async fn installations_where(&self, column: &str, id: u64) -> Result<Vec<Installation>, ResultsError> {
+        let sql = format!(
+            "SELECT {} FROM meter_installations WHERE {column} = {} ORDER BY meter_id, valid_from_ms",
+            COLUMNS.join(", "),
+            self.placeholder(1)
+        );
+        let rows: Vec<InstallationRow> =
+            sqlx::query_as(&sql).bind(id as i64).fetch_all(self.pool()).await.map_err(query_error("meter_installations"))?;
+        rows.into_iter().map(installation_of).collect()
+    }
+
+    /// Meters with an installation, installations, and the newest revision.
+    pub async fn registry_summary(&self) -> Result<(u64, u64, i64), ResultsError> {
+        let (meters, installations): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(DISTINCT meter_id), COUNT(*) FROM meter_installations")
+                .fetch_one(self.pool())
+                .await
+                .map_err(query_error("meter_installations"))?;
+        Ok((meters as u64, installations as u64, self.registry_revision().await?))
     }
 
     /// The newest revision of the registry (0: never imported).
@@ -224,11 +265,16 @@ mod tests {
         assert_eq!(db.registry().await.expect("export").meter(7).len(), 2);
 
         // Replacing the whole registry removes meter 7, published as a meter with no installations.
+        assert_eq!(db.customer_installations(2).await.expect("customer's meters"), [installation(7, 2, 100, None)]);
+        assert_eq!(db.registry_summary().await.expect("summary"), (2, 3, 2));
         let imported = db.import_registry(&second, true, 3).await.expect("import");
         assert_eq!(imported.removed, 1);
         let changes = db.registry_changes(2).await.expect("changes");
         assert_eq!(changes[0], RegistryRecord { meter_id: 7, installations: vec![] });
         assert_eq!(db.registry().await.expect("export").meter_count(), 1);
         assert_eq!(db.registry_revision().await.expect("revision"), 3);
+        db.remove_meters(&[8], 4).await.expect("removed");
+        assert!(db.meter_installations(8).await.expect("meter").is_empty());
+        assert_eq!(db.registry_changes(3).await.expect("changes"), [RegistryRecord { meter_id: 8, installations: vec![] }]);
     }
 }
