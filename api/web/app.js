@@ -149,6 +149,7 @@ async function showCustomer(customerId, picked) {
     view.daysChart = chart(view.card.querySelector('[data-role=days]'), 'Last 30 days (UTC)', utility, true, lastMonth);
     setToday(view, view.comparison.today);
   }
+  showMeters(customerId);
   const past = await api('/customers/' + customerId + '/usage?granularity=day');
   for (const series of past.utilities) {
     if (views[series.utility]) views[series.utility].daysChart.setData(points(series.points));
@@ -165,6 +166,35 @@ async function showCustomer(customerId, picked) {
       if (usage.today) setToday(view, usage.today.sum);
     }
   });
+}
+
+/// An installation's period as dates (UTC), open-ended when still installed.
+function period(installation) {
+  const day = (ms) => new Date(ms).toISOString().slice(0, 10);
+  return day(installation.validFromMs) + ' – ' + (installation.validToMs == null ? 'now' : day(installation.validToMs));
+}
+
+function countsIn(installation) {
+  return (installation.multiplier === 1 ? '' : installation.multiplier + ' × ') + installation.unit + ' every ' + installation.intervalSecs / 60 + ' min';
+}
+
+/// The meters the registry has for a customer, each installation a row.
+async function showMeters(customerId) {
+  const body = $('customer-meters').tBodies[0];
+  body.textContent = '';
+  try {
+    const meters = await api('/customers/' + customerId + '/meters');
+    body.innerHTML = meters.installations.map((i) => `<tr><td>${i.meterId}</td><td>${i.utility}</td><td>${escape(i.premiseId)}</td><td>${i.region}</td><td>${countsIn(i)}</td><td>${period(i)}</td></tr>`).join('');
+    $('customer-meters-note').textContent = meters.installations.length ? '' : 'The registry has no meter of this customer.';
+  } catch (error) {
+    $('customer-meters-note').textContent = error.message;
+  }
+}
+
+function escape(text) {
+  const span = document.createElement('span');
+  span.textContent = text;
+  return span.innerHTML;
 }
 
 function setToday(view, todaySum) {
@@ -243,7 +273,38 @@ async function showOperator() {
   });
   refreshPipeline();
   live.push(setInterval(refreshPipeline, 2000));
+  refreshRegistry();
 }
+
+async function refreshRegistry() {
+  try {
+    const summary = await api('/registry');
+    $('registry-summary').textContent = `${summary.meters.toLocaleString()} meters, ${summary.installations.toLocaleString()} installations (revision ${summary.revision}). Import with auth registry import FILE.`;
+  } catch (error) {
+    $('registry-summary').textContent = error.message;
+  }
+}
+
+$('meter-lookup').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const table = $('meter-installations');
+  $('meter-error').textContent = '';
+  try {
+    const meter = await api('/registry/meters/' + encodeURIComponent($('meter-input').value));
+    table.tBodies[0].innerHTML = meter.installations.map((i) => `<tr class="clickable" data-customer="${i.customerId}"><td>${i.customerId}</td><td>${i.utility}</td><td>${escape(i.premiseId)}</td><td>${i.region}</td><td>${countsIn(i)}</td><td>${period(i)}</td></tr>`).join('');
+    table.hidden = false;
+  } catch (error) {
+    table.hidden = true;
+    $('meter-error').textContent = error.message;
+  }
+});
+
+$('meter-installations').addEventListener('click', (event) => {
+  const row = event.target.closest('tr[data-customer]');
+  if (!row) return;
+  history.replaceState(null, '', '?customer=' + row.dataset.customer);
+  showCustomer(Number(row.dataset.customer), true);
+});
 
 $('map-utility').addEventListener('change', () => { drawMap(); if (selected) openRegion(selected); });
 

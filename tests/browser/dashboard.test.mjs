@@ -90,6 +90,10 @@ test('a customer logs in and sees numbers and a chart that updates live', async 
   await page.waitForFunction((u) => Number(document.querySelector(`.card[data-utility="${u}"]`).dataset.updates || 0) >= 2,
     utility, { timeout: 30_000 });
   await page.getByTestId(`days-chart-${utility}`).locator('canvas').waitFor();
+  // The customer's meters, as the registry has them (the simulator registered its fleet).
+  const meters = page.getByTestId('customer-meters').locator('tbody tr');
+  await meters.first().waitFor();
+  assert.match(await meters.first().textContent(), /SIM-\d+.*US-[A-Z]{2}.*every 1 min.*2000-01-01 – now/);
   // The cookie is HttpOnly: the page's script cannot read it.
   assert.equal(await page.evaluate(() => document.cookie), '');
   await page.screenshot({ path: join(artifacts, 'customer.png'), fullPage: true });
@@ -132,6 +136,13 @@ test('an operator sees every state coloured, hovers one and clicks it for its ch
   await page.locator('#region-title').getByText('California').waitFor();
   // Pipeline health is shown.
   await page.getByTestId('pipeline').getByText('Ingest').waitFor();
+  // The meter registry: how many meters, and one looked up with the customer it belongs to.
+  await page.waitForFunction(() => /^[\d,]+ meters, [\d,]+ installations/.test(document.querySelector('[data-testid=registry-summary]').textContent));
+  await page.getByLabel('Meter id').fill('4');
+  await page.getByRole('button', { name: 'Look up' }).click();
+  const installation = page.getByTestId('meter-installations').locator('tbody tr').first();
+  await installation.waitFor();
+  assert.match(await installation.textContent(), /^1electricitySIM-1/);
   await page.screenshot({ path: join(artifacts, 'operator-region.png'), fullPage: true });
   await page.close();
 });
