@@ -30,7 +30,12 @@ pub struct IngestArgs {
     /// Also take readings from an MQTT broker, `mqtt://host:port` (topic `meters/+/readings`, QoS 1).
     #[arg(long, env = "AUTH_MQTT_URL")]
     mqtt: Option<String>,
-    /// MQTT client id: names the broker session that keeps messages while the gateway is away.
+    /// The gateway's MQTT login: a subscriber key (`auth keys create --mqtt-subscriber`);
+    /// without it the gateway connects anonymously (a development broker only).
+    #[arg(long, env = "AUTH_MQTT_KEY", hide_env_values = true)]
+    mqtt_key: Option<String>,
+    /// MQTT client id: names the broker session that keeps messages while the gateway is away
+    /// (default: derived from --mqtt-key, unguessable without it; else `auth-ingest-<pipeline>`).
     #[arg(long, env = "AUTH_MQTT_CLIENT_ID")]
     mqtt_client_id: Option<String>,
     /// Address of `/metrics` and `/healthz`.
@@ -68,6 +73,25 @@ enum KeysCommand {
         /// Meters the key may send readings for: an id or a range, e.g. `--meter 7 --meter 100-199`; every meter when absent.
         #[arg(long = "meter")]
         meters: Vec<String>,
+        /// A key for the gateway's own MQTT session (`auth ingest --mqtt-key`): it reads every
+        /// meter's topic and sends no readings.
+        #[arg(long, conflicts_with_all = ["regions", "meters"])]
+        mqtt_subscriber: bool,
+    },
+    /// Writes Mosquitto's password file and ACL file for the keys: each key logs
+    /// in as its id with the key as password and may publish only to its meters'
+    /// topics (`meters/<id>/readings`). Mosquitto reads them again on SIGHUP.
+    Mosquitto {
+        #[arg(long)]
+        password_file: PathBuf,
+        #[arg(long)]
+        acl_file: PathBuf,
+        /// Pipeline spec naming the results database, whose registry gives the meters of region-scoped keys.
+        #[arg(long, env = "AUTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The results database instead of the spec's `batch.databaseUrl`.
+        #[arg(long, env = "AUTH_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Lists the keys (ids, names, meters and regions; never the keys).
     List,
@@ -111,8 +135,8 @@ async fn keys_in_secret(args: KeysArgs, secret: String) -> anyhow::Result<()> {
 
 fn keys_in_file(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
-        KeysCommand::Create { name, regions, meters } => {
-            let scope = keys::KeyScope { regions, meters };
+        KeysCommand::Create { name, regions, meters, mqtt_subscriber } => {
+            let scope = keys::KeyScope { regions, meters, subscriber: mqtt_subscriber };
             let (key, record) = keys::create_key(&args.keys_file, &name, &scope, auth_core::now_ms())?;
             eprintln!(
                 "key {} for `{}` ({}) stored hashed in {}; it is shown only now:",
@@ -128,6 +152,34 @@ fn keys_in_file(args: KeysArgs) -> anyhow::Result<()> {
                 println!("{}\t{}\t{}", record.id, record.name, scope_text(&record));
             }
         }
+        KeysCommand::Mosquitto { password_file, acl_file, config, database_url } => {
+            let records = keys::list_keys(&args.keys_file)?;
+            let registry = if records.iter().any(|record| !record.regions.is_empty()) {
+                let mut spec = crate::common::load_spec(config.as_deref())?;
+                if let Some(url) = database_url {
+                    spec.batch.database_url = url;
+                }
+                let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                Some(runtime.block_on(async {
+                    let db = auth_results::Database::connect(&spec.batch.database_url).await.context("batch.databaseUrl / --database-url")?;
+                    db.registry().await.context("reading the meter registry")
+                })?)
+            } else {
+                None
+            };
+            let files = keys::mosquitto_files(&records, registry.as_ref())?;
+            write_private(&password_file, &files.passwords)?;
+            write_private(&acl_file, &files.acl)?;
+            for id in &files.skipped {
+                eprintln!("key {id} was issued before MQTT credentials and is left out: issue a new key for MQTT");
+            }
+            println!(
+                "wrote {} MQTT logins to {} and their topics to {}; send Mosquitto SIGHUP to load them",
+                records.len() - files.skipped.len(),
+                password_file.display(),
+                acl_file.display()
+            );
+        }
         KeysCommand::Revoke { id } => {
             let record = keys::revoke_key(&args.keys_file, &id)?;
             println!("revoked key {} ({})", record.id, record.name);
@@ -136,8 +188,26 @@ fn keys_in_file(args: KeysArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a file only its owner may read (it holds password hashes).
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
+}
+
 /// A key's meters and regions in words.
 fn scope_text(record: &auth_core::gateway_key::KeyRecord) -> String {
+    if record.subscriber {
+        return "the gateway's MQTT session: reads every meter's topic, sends no readings".to_owned();
+    }
     let meters = if record.meters.is_empty() { "every meter".to_owned() } else { format!("meters {}", record.meters.join(",")) };
     let regions = if record.regions.is_empty() { "every region".to_owned() } else { format!("regions {}", record.regions.join(",")) };
     format!("{meters} of {regions}")
@@ -160,7 +230,10 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
     let log = auth_adapters::log(&spec, "ingest", Embedded::Refused)?;
     auth_adapters::ensure_topics(log.as_ref(), &spec, pipeline).await?;
     let keys = key_ring(&args.keys_file)?;
-    let mqtt_client_id = args.mqtt_client_id.clone().unwrap_or_else(|| format!("auth-ingest-{pipeline}"));
+    let mqtt_client_id = args.mqtt_client_id.clone().unwrap_or_else(|| match &args.mqtt_key {
+        Some(key) => auth_ingest::mqtt::session_id(pipeline, key),
+        None => format!("auth-ingest-{pipeline}"),
+    });
     if let Some(url) = &args.mqtt {
         auth_ingest::mqtt::broker_address(url).context("--mqtt / AUTH_MQTT_URL")?;
     }
@@ -181,7 +254,7 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
     ));
     let mqtt = args.mqtt.clone().map(|url| {
         let (gateway, stop) = (gateway.clone(), shutdown.clone().cancelled_owned());
-        tokio::spawn(auth_ingest::mqtt::run(gateway, url, mqtt_client_id.clone(), stop))
+        tokio::spawn(auth_ingest::mqtt::run(gateway, url, mqtt_client_id.clone(), args.mqtt_key.clone(), stop))
     });
     let registry_ended = async {
         match follower.as_mut() {

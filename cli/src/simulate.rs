@@ -29,7 +29,7 @@ pub struct SimulateArgs {
     /// `mqtt://host:port` (one QoS 1 message per reading to `meters/<meter id>/readings`).
     #[arg(long, default_value = "-")]
     to: String,
-    /// Gateway key for `--to http://...` (from `auth keys create`).
+    /// Gateway key for `--to http://...` (from `auth keys create`); with `--to mqtt://...` the broker login.
     #[arg(long, env = "AUTH_INGEST_KEY")]
     key: Option<String>,
     /// Registers the fleet's meters in the meter registry first (the results
@@ -162,7 +162,7 @@ pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus
         }
         Target::Mqtt => {
             let client_id = format!("auth-simulate-{}", std::process::id());
-            let sink = MqttSink::connect(&args.to, &client_id).context("--to")?;
+            let sink = MqttSink::connect(&args.to, &client_id, args.key.as_deref()).context("--to / --key")?;
             produce(&args, &spec, sink, 5_000, &shutdown).await?
         }
     };

@@ -31,15 +31,18 @@ pub struct KeyScope {
     pub regions: Vec<String>,
     /// Meter ids and inclusive ranges of them, e.g. `7` or `1-100`.
     pub meters: Vec<String>,
+    /// The key of a gateway's MQTT session: it reads every meter's topic and
+    /// sends no readings.
+    pub subscriber: bool,
 }
 
 impl KeyScope {
     pub fn regions(regions: &[&str]) -> Self {
-        Self { regions: regions.iter().map(|&code| code.to_owned()).collect(), meters: Vec::new() }
+        Self { regions: regions.iter().map(|&code| code.to_owned()).collect(), ..Self::default() }
     }
 
     pub fn meters(meters: &[&str]) -> Self {
-        Self { regions: Vec::new(), meters: meters.iter().map(|&range| range.to_owned()).collect() }
+        Self { meters: meters.iter().map(|&range| range.to_owned()).collect(), ..Self::default() }
     }
 }
 
@@ -66,9 +69,35 @@ pub struct KeyRecord {
     /// Meter ids and ranges (`1-100`) the key may send readings for; empty: every meter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub meters: Vec<String>,
+    /// A gateway's MQTT session key (reads every meter's topic, sends no readings).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subscriber: bool,
     /// argon2id PHC string of the whole key.
     pub hash: String,
+    /// Mosquitto's hash of the whole key (`$7$`, PBKDF2-HMAC-SHA512), for its
+    /// password file; `None` for keys issued before MQTT credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_hash: Option<String>,
     pub created_ms: i64,
+}
+
+/// Mosquitto's PBKDF2 iterations, as `mosquitto_passwd` uses them.
+const MOSQUITTO_ITERATIONS: u32 = 101;
+
+/// `password` hashed for Mosquitto's `password_file` (`$7$<iterations>$<salt>$<hash>`,
+/// PBKDF2-HMAC-SHA512, base64), as `mosquitto_passwd` writes it.
+pub fn mosquitto_hash(password: &str) -> Result<String, IssueError> {
+    use base64::Engine;
+    let salt = random_bytes(12)?;
+    let mut hash = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password.as_bytes(), &salt, MOSQUITTO_ITERATIONS, &mut hash);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(format!("$7${MOSQUITTO_ITERATIONS}${}${}", b64.encode(&salt), b64.encode(hash)))
+}
+
+/// The MQTT username of a key: its id (`auth_<id>_<secret>`).
+pub fn key_id(key: &str) -> Option<&str> {
+    key.strip_prefix("auth_")?.split_once('_').map(|(id, _)| id).filter(|id| !id.is_empty())
 }
 
 /// The key file: every key a gateway accepts.
@@ -101,7 +130,9 @@ pub fn issue_key(name: &str, scope: &KeyScope, now_ms: i64) -> Result<(String, K
         name: name.to_owned(),
         regions: scope.regions.clone(),
         meters: scope.meters.clone(),
+        subscriber: scope.subscriber,
         hash: hash.to_string(),
+        mqtt_hash: Some(mosquitto_hash(&key)?),
         created_ms: now_ms,
     };
     Ok((key, record))

@@ -117,8 +117,9 @@ pub struct MqttSink {
 }
 
 impl MqttSink {
-    pub fn connect(url: &str, client_id: &str) -> Result<Self, EdgeSinkError> {
-        Ok(Self { publisher: Publisher::connect(url, client_id)?, published: 0 })
+    /// Connects as `client_id`, logging in with `key` (a gateway key) when given.
+    pub fn connect(url: &str, client_id: &str, key: Option<&str>) -> Result<Self, EdgeSinkError> {
+        Ok(Self { publisher: Publisher::connect(url, client_id, key)?, published: 0 })
     }
 }
 
@@ -157,8 +158,11 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn connect(url: &str, client_id: &str) -> Result<Self, MqttError> {
-        let options = mqtt::options(url, client_id, 1 << 20)?;
+    fn connect(url: &str, client_id: &str, key: Option<&str>) -> Result<Self, MqttError> {
+        let mut options = mqtt::options(url, client_id, 1 << 20)?;
+        if let Some(key) = key {
+            mqtt::log_in_with(&mut options, key)?;
+        }
         let (client, mut events) = AsyncClient::new(options, 10_000);
         let (acknowledged_tx, acknowledged) = watch::channel(0u64);
         let acknowledged_tx = Arc::new(acknowledged_tx);

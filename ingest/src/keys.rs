@@ -30,6 +30,7 @@ pub use auth_core::gateway_key::KeyScope;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub use auth_core::gateway_key::{IssueError, KeyFile, KeyRecord};
+use auth_core::registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -43,6 +44,10 @@ pub enum KeyError {
     Issue(#[from] IssueError),
     #[error("no key with id `{0}`")]
     UnknownId(String),
+    #[error("key {0} is scoped to regions: its meters come from the registry (give the results database: --config or --database-url)")]
+    RegionsNeedRegistry(String),
+    #[error("the keys' meter scopes name more than {max} topics; scope concentrators to fewer meters, or by region")]
+    TooManyTopics { max: usize },
 }
 
 /// What a verified key allows.
@@ -107,6 +112,77 @@ pub fn revoke_key(path: &Path, id: &str) -> Result<KeyRecord, KeyError> {
     let record = file.keys.remove(position);
     write_file(path, &file)?;
     Ok(record)
+}
+
+/// Most topics the ACL file names; beyond, Mosquitto's ACL is not the tool.
+pub const MAX_ACL_TOPICS: usize = 1_000_000;
+
+/// Mosquitto's files for the keys: who may log in, and to which topics each may publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MosquittoFiles {
+    /// `password_file`: `<key id>:<$7$ hash of the key>` per key.
+    pub passwords: String,
+    /// `acl_file`: per key, `topic write meters/<meter>/readings` for each of
+    /// its meters (`meters/+/readings` for a key of every meter), and `topic
+    /// read meters/+/readings` for a gateway's subscriber key.
+    pub acl: String,
+    /// Keys left out: issued before MQTT credentials existed.
+    pub skipped: Vec<String>,
+}
+
+/// The password and ACL files of the keys. A key scoped to regions gets the
+/// meters the registry installs there (at any time).
+pub fn mosquitto_files(records: &[KeyRecord], registry: Option<&Registry>) -> Result<MosquittoFiles, KeyError> {
+    let mut files = MosquittoFiles { passwords: String::new(), acl: String::new(), skipped: Vec::new() };
+    let mut topics = 0usize;
+    for record in records {
+        let Some(hash) = &record.mqtt_hash else {
+            files.skipped.push(record.id.clone());
+            continue;
+        };
+        files.passwords.push_str(&format!("{}:{hash}\n", record.id));
+        files.acl.push_str(&format!("# {}\nuser {}\n", record.name.replace('\n', " "), record.id));
+        if record.subscriber {
+            files.acl.push_str(&format!("topic read {}\n\n", crate::mqtt::READINGS_TOPIC));
+            continue;
+        }
+        let mut meters: Vec<u64> = Vec::new();
+        let by_meter = !record.meters.is_empty();
+        for range in &record.meters {
+            let range = auth_core::gateway_key::parse_meter_range(range)?;
+            let count = usize::try_from(range.end() - range.start()).unwrap_or(usize::MAX).saturating_add(1);
+            if topics.saturating_add(meters.len()).saturating_add(count) > MAX_ACL_TOPICS {
+                return Err(KeyError::TooManyTopics { max: MAX_ACL_TOPICS });
+            }
+            meters.extend(range);
+        }
+        if !record.regions.is_empty() {
+            let registry = registry.ok_or_else(|| KeyError::RegionsNeedRegistry(record.id.clone()))?;
+            let in_regions = |meter_id: &u64| {
+                registry.meter(*meter_id).iter().any(|installation| record.regions.iter().any(|code| code == installation.region.code()))
+            };
+            if by_meter {
+                meters.retain(in_regions);
+            } else {
+                meters = registry.meters().filter(in_regions).collect();
+            }
+        }
+        if by_meter || !record.regions.is_empty() {
+            meters.sort_unstable();
+            meters.dedup();
+            topics += meters.len();
+            if topics > MAX_ACL_TOPICS {
+                return Err(KeyError::TooManyTopics { max: MAX_ACL_TOPICS });
+            }
+            for meter in meters {
+                files.acl.push_str(&format!("topic write {}\n", crate::mqtt::meter_topic(meter)));
+            }
+        } else {
+            files.acl.push_str(&format!("topic write {}\n", crate::mqtt::READINGS_TOPIC));
+        }
+        files.acl.push('\n');
+    }
+    Ok(files)
 }
 
 /// Argon2 verifications allowed per key id and minute (a burst of as many).
@@ -253,7 +329,8 @@ impl KeyRing {
         }
         drop(state);
         let regions = (!record.regions.is_empty()).then(|| record.regions.iter().filter_map(|code| Region::from_code(code)).collect());
-        let meters = (!record.meters.is_empty())
+        // A subscriber key sends no readings: it is allowed no meter.
+        let meters = (record.subscriber || !record.meters.is_empty())
             .then(|| record.meters.iter().filter_map(|range| auth_core::gateway_key::parse_meter_range(range).ok()).collect());
         let grant = Arc::new(Grant { id: record.id, name: record.name, regions, meters });
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -350,5 +427,43 @@ mod tests {
         let (simulator_key, _) = create_key(&simulator, "simulator", &KeyScope::default(), 2).unwrap();
         assert!(ring.check(Some(&format!("Bearer {simulator_key}"))).is_ok(), "a file that appears later is read");
         assert!(ring.check(Some(&format!("Bearer {meter_key}"))).is_ok(), "the other file's keys stay");
+    }
+
+    #[test]
+    fn mosquitto_files_give_each_key_its_meters_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (_, meters) = create_key(&path, "concentrator", &KeyScope::meters(&["4-5", "9"]), 1).unwrap();
+        let (_, west) = create_key(&path, "west", &KeyScope::regions(&["US-CA"]), 1).unwrap();
+        let (_, all) = create_key(&path, "all", &KeyScope::default(), 1).unwrap();
+        let (gateway_key, gateway) = create_key(&path, "gateway", &KeyScope { subscriber: true, ..KeyScope::default() }, 1).unwrap();
+        let records = list_keys(&path).unwrap();
+        assert!(matches!(mosquitto_files(&records, None), Err(KeyError::RegionsNeedRegistry(id)) if id == west.id));
+
+        let mut registry = Registry::default();
+        for (meter_id, region) in [(4, "US-CA"), (6, "US-CA"), (7, "US-TX")] {
+            let mut installation = crate::Fleet::generate(&auth_core::spec::SimulatorSpec { customers: 1, ..Default::default() })
+                .installations(60)
+                .remove(0);
+            installation.meter_id = meter_id;
+            installation.region = Region::from_code(region).unwrap();
+            registry.set_meter(meter_id, vec![installation]);
+        }
+        let files = mosquitto_files(&records, Some(&registry)).unwrap();
+        let topics = |id: &str| -> Vec<String> {
+            let block = files.acl.split("\n\n").find(|block| block.contains(&format!("user {id}\n"))).unwrap();
+            block.lines().filter(|line| line.starts_with("topic ")).map(str::to_owned).collect()
+        };
+        assert_eq!(topics(&meters.id), ["topic write meters/4/readings", "topic write meters/5/readings", "topic write meters/9/readings"]);
+        assert_eq!(topics(&west.id), ["topic write meters/4/readings", "topic write meters/6/readings"]);
+        assert_eq!(topics(&all.id), ["topic write meters/+/readings"]);
+        assert_eq!(topics(&gateway.id), ["topic read meters/+/readings"]);
+        assert_eq!(files.passwords.lines().count(), 4);
+        assert!(files.passwords.lines().all(|line| line.split_once(':').is_some_and(|(_, hash)| hash.starts_with("$7$101$"))));
+
+        // The gateway's subscriber key sends no readings itself.
+        let ring = KeyRing::load(std::slice::from_ref(&path)).unwrap();
+        let grant = ring.check(Some(&format!("Bearer {gateway_key}"))).unwrap();
+        assert!(!grant.allows_meter(4));
     }
 }

@@ -7,8 +7,16 @@
 //! client id). Messages are handled concurrently and acknowledged in the
 //! order they arrived, as MQTT requires. A message the log refuses for a
 //! while (broker down) is retried with growing pauses: the broker's queue is
-//! the back-pressure. The broker authenticates publishers; the gateway takes
-//! every region from it.
+//! the back-pressure.
+//!
+//! Identity: the broker authenticates publishers (each logs in with its
+//! gateway key: username the key's id, password the key) and its ACL lets a
+//! key publish only to its meters' topics (`auth keys mosquitto` writes both
+//! files). The gateway then takes from `meters/<id>/readings` only readings
+//! of meter `<id>`: a key allowed one topic cannot send another meter's
+//! readings inside it. The gateway logs in with a subscriber key
+//! (`auth keys create --mqtt-subscriber`); its default session id is derived
+//! from that key's secret, so nobody without the key can take its session.
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,6 +37,28 @@ const IN_FLIGHT_MESSAGES: usize = 1_000;
 pub enum MqttError {
     #[error("`{0}` is not an MQTT URL (mqtt://host:port)")]
     Url(String),
+    #[error("the MQTT key is not a gateway key (auth_<id>_<secret>)")]
+    Key,
+}
+
+/// Logs in with a gateway key: username its id, password the key.
+pub fn log_in_with(options: &mut MqttOptions, key: &str) -> Result<(), MqttError> {
+    let id = auth_core::gateway_key::key_id(key).ok_or(MqttError::Key)?;
+    options.set_credentials(id, key);
+    Ok(())
+}
+
+/// The session id of a gateway logging in with `key`: stable across
+/// restarts, and unguessable without the key.
+pub fn session_id(pipeline: &str, key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("auth-ingest-session:{pipeline}:{key}").as_bytes());
+    format!("auth-ingest-{}", hex::encode(&digest[..12]))
+}
+
+/// The meter a topic `meters/<id>/readings` is of.
+pub fn topic_meter(topic: &str) -> Option<u64> {
+    topic.strip_prefix("meters/")?.strip_suffix("/readings")?.parse().ok()
 }
 
 /// Host and port of `mqtt://host[:port]` (port 1883 by default).
@@ -56,12 +86,22 @@ pub fn options(url: &str, client_id: &str, max_message_bytes: usize) -> Result<M
     Ok(options)
 }
 
-/// Subscribes `client_id` at `url` to [`READINGS_TOPIC`] and feeds the gateway until `shutdown`.
-pub async fn run(gateway: Gateway, url: String, client_id: String, shutdown: impl Future<Output = ()>) -> Result<(), MqttError> {
+/// Subscribes `client_id` at `url` to [`READINGS_TOPIC`] (logging in with
+/// `key` when given) and feeds the gateway until `shutdown`.
+pub async fn run(
+    gateway: Gateway,
+    url: String,
+    client_id: String,
+    key: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MqttError> {
     let (url, client_id) = (url.as_str(), client_id.as_str());
     let max_bytes = usize::try_from(gateway.limits().max_body_bytes).unwrap_or(usize::MAX);
     let mut options = options(url, client_id, max_bytes)?;
     options.set_clean_session(false).set_manual_acks(true);
+    if let Some(key) = &key {
+        log_in_with(&mut options, key)?;
+    }
     let (client, mut events) = AsyncClient::new(options, IN_FLIGHT_MESSAGES);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (handled_tx, handled_rx) = mpsc::channel(IN_FLIGHT_MESSAGES);
@@ -142,7 +182,14 @@ async fn acknowledge_in_order(client: AsyncClient, mut handled: mpsc::Receiver<(
 /// Stores a message's readings (retrying while the log is unavailable);
 /// true once they, or their dead letters, are durable.
 async fn handle(gateway: Gateway, publish: Publish, mut stop: watch::Receiver<bool>) -> bool {
-    let grant = Grant { id: "mqtt".into(), name: "MQTT broker".into(), regions: None, meters: None };
+    // The broker let the publisher write this meter's topic, and nothing more.
+    let meter = topic_meter(&publish.topic);
+    let grant = Grant {
+        id: "mqtt".into(),
+        name: format!("topic {}", publish.topic),
+        regions: None,
+        meters: Some(meter.map(|meter| meter..=meter).into_iter().collect()),
+    };
     let started = std::time::Instant::now();
     let mut failures = 0u32;
     'store: loop {

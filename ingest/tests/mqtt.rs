@@ -15,6 +15,7 @@ use auth_ingest::{MqttSink, ReadingSink, Simulated, Simulator};
 use auth_testkit::{Backend, require_server};
 use common::{Served, T0, dead_letters, expected_place, spec, stored_readings};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
+use serde_json::json;
 use tokio::sync::watch;
 
 fn mqtt_url() -> String {
@@ -76,7 +77,7 @@ async fn mqtt_readings_reach_the_topics_even_when_sent_while_the_gateway_was_awa
     let mut simulator = Simulator::new(&spec.simulator, T0);
     let mut items = Vec::new();
     simulator.fill(&mut items, 3_000);
-    let mut meters = MqttSink::connect(&url, &format!("{}-meters", backend.pipeline)).unwrap();
+    let mut meters = MqttSink::connect(&url, &format!("{}-meters", backend.pipeline), None).unwrap();
     meters.write(&items[..1_000]).await.unwrap();
 
     let valid_among = |items: &[Simulated]| {
@@ -87,7 +88,7 @@ async fn mqtt_readings_reach_the_topics_even_when_sent_while_the_gateway_was_awa
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), url.clone(), client_id.clone(), stopped(stop_rx)));
+    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), url.clone(), client_id.clone(), None, stopped(stop_rx)));
     wait_for_records(&backend, valid_among(&items[..1_000])).await;
     meters.write(&items[1_000..2_000]).await.unwrap();
     wait_for_records(&backend, valid_among(&items[..2_000])).await;
@@ -97,7 +98,7 @@ async fn mqtt_readings_reach_the_topics_even_when_sent_while_the_gateway_was_awa
     // Away: the broker keeps these for the gateway's session.
     meters.write(&items[2_000..]).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), url.clone(), client_id.clone(), stopped(stop_rx)));
+    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), url.clone(), client_id.clone(), None, stopped(stop_rx)));
     wait_for_records(&backend, valid_among(&items)).await;
     stop_tx.send(true).unwrap();
     gateway.await.unwrap().unwrap();
@@ -126,4 +127,128 @@ async fn mqtt_readings_reach_the_topics_even_when_sent_while_the_gateway_was_awa
     assert!(letters.len() >= refused, "{} dead letters for {refused} malformed readings", letters.len());
     assert!(letters.iter().all(|letter| letter["source"] == "mqtt" && !letter["reason"].as_str().unwrap().is_empty()));
     drop(served);
+}
+
+/// A Mosquitto of the test's own, run with the password and ACL files that
+/// `auth keys mosquitto` writes: every publisher logs in with its key.
+struct Broker {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker {
+    fn start(files: &auth_ingest::keys::MosquittoFiles) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::write(dir.path().join("passwords"), &files.passwords).unwrap();
+        std::fs::write(dir.path().join("acl"), &files.acl).unwrap();
+        let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {0}/passwords\nacl_file {0}/acl\nuser {1}\n\
+             persistence false\nlog_dest file {0}/mosquitto.log\n",
+            dir.path().display(),
+            user.trim()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(dir.path().join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (scripts/services.sh installs Debian's mosquitto)");
+        let url = format!("mqtt://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the test's Mosquitto did not listen within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, url, _dir: dir }
+    }
+}
+
+/// Connects (logging in with `key`), publishes `payload` to `topic` with QoS 1, waits for PUBACK; or returns the refusal.
+async fn publish(url: &str, key: Option<&str>, topic: &str, payload: String) -> Result<(), String> {
+    let mut options = mqtt::options(url, &format!("meter-{}", fastrand::u64(..)), 1 << 20).unwrap();
+    if let Some(key) = key {
+        mqtt::log_in_with(&mut options, key).unwrap();
+    }
+    let (client, mut events) = AsyncClient::new(options, 10);
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the broker answers");
+    let _ = client.disconnect().await;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's mosquitto: scripts/test.sh runs it"]
+async fn a_broker_with_the_keys_files_takes_only_each_meters_own_readings() {
+    let backend = Backend::embedded("mqtt-auth");
+    let spec = spec();
+    let served = Served::start(&backend, &spec).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("keys.json");
+    let own = common::TEST_METERS + 1;
+    let other = common::TEST_METERS + 2;
+    let scope = auth_ingest::keys::KeyScope::meters(&[&own.to_string()]);
+    let (meter_key, _) = auth_ingest::keys::create_key(&path, "meter", &scope, 0).unwrap();
+    let subscriber = auth_ingest::keys::KeyScope { subscriber: true, ..Default::default() };
+    let (gateway_key, _) = auth_ingest::keys::create_key(&path, "gateway", &subscriber, 0).unwrap();
+    let files = auth_ingest::keys::mosquitto_files(&auth_ingest::keys::list_keys(&path).unwrap(), None).unwrap();
+    assert!(files.acl.contains(&format!("topic write meters/{own}/readings")), "{}", files.acl);
+    let broker = Broker::start(&files);
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let session = mqtt::session_id(&backend.pipeline, &gateway_key);
+    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), broker.url.clone(), session, Some(gateway_key), async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+    }));
+    let reading = |meter: u64| json!({"meterId": meter, "tsMs": T0, "value": 1.5}).to_string();
+
+    // Without credentials, or with a wrong key, the broker refuses the connection.
+    assert!(publish(&broker.url, None, &mqtt::meter_topic(own), reading(own)).await.is_err(), "anonymous");
+    let wrong = format!("{}0", &meter_key[..meter_key.len() - 1]);
+    assert!(publish(&broker.url, Some(&wrong), &mqtt::meter_topic(own), reading(own)).await.is_err(), "a wrong key");
+    // Another meter's topic: Mosquitto's ACL drops it (MQTT 3.1.1 still acknowledges it).
+    publish(&broker.url, Some(&meter_key), &mqtt::meter_topic(other), reading(other)).await.unwrap();
+    // Another meter's reading in its own topic: the gateway refuses it.
+    publish(&broker.url, Some(&meter_key), &mqtt::meter_topic(own), reading(other)).await.unwrap();
+    // Its own reading in its own topic is stored.
+    publish(&broker.url, Some(&meter_key), &mqtt::meter_topic(own), reading(own)).await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let letters = dead_letters(backend.log.as_ref(), &backend.pipeline).await;
+        let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
+        if !letters.is_empty() && !stored.is_empty() {
+            break letters;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gateway handled no message within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert_eq!(reason, format!("the key `topic meters/{own}/readings` may not send readings for meter {other}"));
+    let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
+    let meters: Vec<u64> = stored.iter().map(|stored| stored.3.meter_id).collect();
+    assert_eq!(meters, [own], "only the meter's own reading, from its own topic");
+    stop_tx.send(true).unwrap();
+    gateway.await.unwrap().unwrap();
 }
