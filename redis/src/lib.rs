@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `customer:<id>` | hash | the customer's open windows: field `<utility>:<width ms>:<start ms>` -> window |
 //! | `customer:<id>:<utility>:<width ms>` | string | ring of the customer's closed windows of that size (below) |
-//! | `customers` | sorted set | every customer id with windows, scored by itself |
+//! | `customers` | sorted set | every customer id with windows, scored by when it was last written (UTC ms) |
 //! | `region:<utility>:<width ms>` | sorted set | the starts of the region windows kept, scored by start |
 //! | `region:<utility>:<width ms>:<start ms>` | hash | field `<region code>/<partition>` -> that partition's part of the window |
 //! | `checkpoint:<topic>:<partition>` | string | the partition's checkpoint (state and next offset) |
@@ -44,7 +44,10 @@
 //! per region). The restated hashes gain a field per restated day and size.
 //! A customer's keys expire when none of its windows closed for
 //! `recent_windows` times its largest window (at least a day), so silent
-//! customers do not stay forever. Reads keep the newest `recent_windows` per
+//! customers do not stay forever; a hash whose windows never closed gets that
+//! lifetime when it is first written (`EXPIRE ... NX`). Each flush trims the
+//! `customers` index of the customers last written longer ago than a day
+//! window's lifetime, whose keys have expired. Reads keep the newest `recent_windows` per
 //! utility and size, as the in-memory store does.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -326,6 +329,13 @@ impl RedisStore {
                     .map(|update| (customer_field(update.utility, update.slot), encode_window(&update.aggregate, false)))
                     .collect();
                 batch.command("HSET", 1 + 2 * fields.len()).arg(&key).arg(&fields);
+                if updates.iter().all(|update| !update.closed) {
+                    // A customer whose windows never close (its meter fell
+                    // silent at once) still expires: the hash gets a lifetime
+                    // when it has none, without renewing it on every flush.
+                    let widest = updates.iter().map(|update| update.slot.width_ms).max().unwrap_or(0);
+                    batch.command("EXPIRE", 3).arg(&key).arg(self.ttl_secs(widest)).arg("NX");
+                }
             }
             // A closed window moves from the open hash to its ring and renews
             // the keys' lifetime: once per window, not per flush.
@@ -345,9 +355,17 @@ impl RedisStore {
                 batch.command("EXPIRE", 2).arg(&key).arg(self.ttl_secs(widest));
             }
         }
-        let members: Vec<(u64, u64)> = customers.keys().map(|&id| (id, id)).collect();
+        // The customer index is scored by when each customer was last
+        // written, and trimmed of those whose keys have expired since.
+        let now_ms = auth_core::now_ms();
+        let index = format!("{}customers", self.prefix);
+        let members: Vec<(i64, u64)> = customers.keys().map(|&id| (now_ms, id)).collect();
         for chunk in members.chunks(MEMBERS_PER_COMMAND) {
-            batch.command("ZADD", 1 + 2 * chunk.len()).arg(format!("{}customers", self.prefix)).arg(chunk);
+            batch.command("ZADD", 1 + 2 * chunk.len()).arg(&index).arg(chunk);
+        }
+        if !customers.is_empty() {
+            let expired_before = now_ms.saturating_sub(self.ttl_secs(DAY_SECS * 1_000).saturating_mul(1_000));
+            batch.command("ZREMRANGEBYSCORE", 3).arg(&index).arg("-inf").arg(format!("({expired_before}"));
         }
         let mut starts: BTreeMap<(Utility, i64), Vec<(i64, i64)>> = BTreeMap::new();
         for (&(utility, slot), updates) in &regions {
@@ -690,13 +708,17 @@ impl ServingStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let stop = isize::try_from(limit - 1).unwrap_or(-1);
         let key = format!("{}customers", self.prefix);
-        self.read(|mut connection| {
-            let key = key.clone();
-            async move { connection.zrange(key, 0, stop).await }
-        })
-        .await
+        // The index is scored by last write: the whole of it, sorted here (tests and tools read it).
+        let mut ids: Vec<u64> = self
+            .read(|mut connection| {
+                let key = key.clone();
+                async move { connection.zrange(key, 0, -1).await }
+            })
+            .await?;
+        ids.sort_unstable();
+        ids.truncate(limit);
+        Ok(ids)
     }
 }
 
