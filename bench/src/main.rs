@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use auth_core::ports::{LogRecord, Polled, ReadingLog, ServingStore, TopicPartition};
+use auth_core::ports::{LogRecord, PartitionFlush, Polled, ReadingLog, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
 use auth_core::spec::{PipelineSpec, SimulatorMode};
 use auth_core::{Reading, ReceiverClock, Utility, codec, dead_letter_topic, utility_topic};
 use auth_embedded::{EmbeddedLog, MemoryStore, Retention};
@@ -151,6 +151,22 @@ enum Bench {
         #[arg(long)]
         keep: bool,
     },
+    /// Serving-store memory on Redis (from `scripts/services.sh up`) at steady state: the simulated
+    /// fleet's customers, each with `serving.recentWindows` closed windows and one open window of
+    /// every window size and utility it has (as the stream leaves them after weeks of readings),
+    /// written through the store's flushes. Figures: customers, windows_per_customer,
+    /// bytes_per_customer (growth of Redis' used_memory per customer), window_bytes_per_customer
+    /// (41 bytes per window: what the values themselves take), overhead_vs_windows,
+    /// projected_gib_at_8m_customers.
+    RedisMemory {
+        #[arg(long, default_value_t = 20_000)]
+        customers: u64,
+        #[command(flatten)]
+        servers: Servers,
+        /// Keep the Redis keys afterwards (deleted by default).
+        #[arg(long)]
+        keep: bool,
+    },
     /// The batch job's three aggregations (daily per customer and utility; hourly per region and
     /// utility; top 10 customers per region and utility) over one simulated day of master data
     /// (written once by `auth simulate --backfill` and reused), against DuckDB and Polars (pip) on
@@ -191,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Api { customers, connections, seconds, servers, keep } => {
             crate::api::run(&crate::api::ApiBench { customers, connections, seconds }, &servers, keep)?
         }
+        Bench::RedisMemory { customers, servers, keep } => runtime.block_on(redis_memory_bench(customers, &servers, keep))?,
         Bench::Batch { readings, data, memory_limit_bytes, partitions, skip_reference } => {
             crate::batch::run(&crate::batch::BatchBench { readings, data, memory_limit_bytes, partitions, skip_reference })?
         }
@@ -412,6 +429,74 @@ async fn engine_bench(count: usize, customers: u64, partitions: u32) -> anyhow::
         "live_meters": live_meters,
         "bytes_per_live_meter": state_bytes / live_meters.max(1),
         "rss_bytes_per_live_meter": resident_growth / live_meters.max(1) as u64,
+    }))
+}
+
+/// See [`Bench::RedisMemory`].
+async fn redis_memory_bench(customers: u64, servers: &Servers, keep: bool) -> anyhow::Result<serde_json::Value> {
+    let mut spec = PipelineSpec::default();
+    spec.serving.url = Some("redis://127.0.0.1:6379".into());
+    spec.simulator.customers = customers;
+    let spec = servers.apply(spec)?;
+    let redis_url = spec.serving.url.clone().unwrap_or_default();
+    let namespace = format!("bench-memory-{}", auth_core::now_ms());
+    let widths = spec.windows.effective_sizes_ms();
+    let recent = i64::from(spec.serving.recent_windows);
+    let store = auth_redis::RedisStore::connect(&redis_url, &namespace, spec.serving.recent_windows, &widths).await?;
+    let fleet = auth_ingest::Fleet::generate(&spec.simulator);
+    let mut utilities: std::collections::BTreeMap<u64, Vec<Utility>> = std::collections::BTreeMap::new();
+    for meter in fleet.meters() {
+        utilities.entry(meter.customer_id).or_default().push(meter.utility);
+    }
+    let before = store.used_memory().await?;
+    let now = BENCH_START_MS;
+    let mut windows = 0u64;
+    let started = Instant::now();
+    let customer_ids: Vec<u64> = utilities.keys().copied().collect();
+    for chunk in customer_ids.chunks(100) {
+        let mut updates = Vec::new();
+        for &customer_id in chunk {
+            for &utility in &utilities[&customer_id] {
+                for &width_ms in &widths {
+                    let newest = now.div_euclid(width_ms) * width_ms;
+                    for back in 0..=recent {
+                        let start_ms = newest - back * width_ms;
+                        updates.push(WindowUpdate {
+                            owner: WindowOwner::Customer(customer_id),
+                            utility,
+                            slot: WindowSlot { width_ms, start_ms },
+                            aggregate: auth_core::ports::Aggregate::of(1.0 + back as f64),
+                            closed: back > 0,
+                        });
+                    }
+                }
+            }
+        }
+        windows += updates.len() as u64;
+        let partition = TopicPartition::new(&format!("{namespace}.electricity"), (chunk[0] % 6) as u32);
+        store.apply(PartitionFlush { partition, epoch: None, windows: updates, checkpoint: None }).await?;
+    }
+    let after = store.used_memory().await?;
+    let written = started.elapsed();
+    let count = customer_ids.len() as u64;
+    let bytes_per_customer = after.saturating_sub(before) as f64 / count.max(1) as f64;
+    let windows_per_customer = windows as f64 / count.max(1) as f64;
+    let window_bytes_per_customer = windows_per_customer * 41.0;
+    println!(
+        "redis-memory: {count} customers, {windows} windows written in {:.1} s; Redis grew by {} bytes",
+        written.as_secs_f64(),
+        after.saturating_sub(before)
+    );
+    if !keep {
+        store.delete_namespace().await?;
+    }
+    Ok(json!({
+        "customers": count,
+        "windows_per_customer": windows_per_customer.round(),
+        "bytes_per_customer": bytes_per_customer.round(),
+        "window_bytes_per_customer": window_bytes_per_customer.round(),
+        "overhead_vs_windows": (bytes_per_customer / window_bytes_per_customer.max(1.0) * 100.0).round() / 100.0,
+        "projected_gib_at_8m_customers": (bytes_per_customer * 8e6 / (1u64 << 30) as f64 * 10.0).round() / 10.0,
     }))
 }
 

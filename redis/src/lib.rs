@@ -198,6 +198,17 @@ impl RedisStore {
             })
     }
 
+    /// Redis' `used_memory` (INFO memory): the bytes its data and buffers take.
+    pub async fn used_memory(&self) -> Result<u64> {
+        let info: String = self
+            .read(|mut connection| async move { redis::cmd("INFO").arg("memory").query_async(&mut connection).await })
+            .await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|bytes| bytes.trim().parse().ok())
+            .ok_or_else(|| PortError::Rejected { what: "Redis INFO memory".into(), message: "no used_memory".into() })
+    }
+
     /// Runs a read, once more on a fresh connection when the first attempt
     /// found the connection dropped (e.g. Redis restarted since the last request).
     async fn read<T, F, Fut>(&self, request: F) -> Result<T>
