@@ -13,7 +13,7 @@
 //! - 400: some readings refused (the valid ones of the same body are stored);
 //! - 403: some readings are of meters or regions the key may not send for;
 //! - 401: no key or an invalid one; 413: body or batch too large;
-//! - 429 with `Retry-After` and no reading read: too many wrong keys of this key id were tried;
+//! - 429 with `Retry-After` and no reading read: too many wrong keys of this key id, or from this address, were tried;
 //! - 429 with `Retry-After`: too many readings wait for the log already;
 //! - 503 with `Retry-After`: the log did not acknowledge, or the meter
 //!   registry is still loading; nothing is promised.
@@ -319,7 +319,7 @@ fn dead_letters(source: Source, grant: &Grant, refused: &[RefusedItem], now_ms: 
 fn refused(refusal: &Refusal) -> Response {
     match refusal {
         Refusal::Missing | Refusal::Invalid => json_error(StatusCode::UNAUTHORIZED, refusal.to_string()),
-        Refusal::Throttled { retry_after_secs, .. } => {
+        Refusal::Throttled { retry_after_secs, .. } | Refusal::AddressThrottled { retry_after_secs } => {
             let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, refusal.to_string());
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             response
@@ -341,19 +341,22 @@ fn json_error(status: StatusCode, message: String) -> Response {
     response
 }
 
-async fn post_readings(State(gateway): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+async fn post_readings(State(gateway): State<Gateway>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
-    let response = handle(&gateway, &headers, body).await;
+    let (parts, body) = request.into_parts();
+    // The client's address, when the server records it (`auth_runtime::http::serve` does).
+    let address = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip());
+    let response = handle(&gateway, &parts.headers, address, body).await;
     let status = response.status();
     metrics::counter!(METRIC_REQUESTS, "source" => "http", "status" => status.as_str().to_owned()).increment(1);
     metrics::histogram!(METRIC_REQUEST_SECONDS, "source" => "http").record(started.elapsed().as_secs_f64());
     response
 }
 
-async fn handle(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Response {
+async fn handle(gateway: &Gateway, headers: &HeaderMap, address: Option<std::net::IpAddr>, body: Body) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     let keys = &gateway.inner.keys;
-    let grant = match keys.present(authorization) {
+    let grant = match keys.present(authorization, address) {
         Ok(Presented::Remembered(grant)) => grant,
         Ok(Presented::Unverified(unverified)) => {
             // argon2 takes tens of milliseconds: off the async workers.

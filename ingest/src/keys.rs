@@ -17,6 +17,7 @@
 //! that id is refused as throttled (429) until the budget refills.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -187,6 +188,11 @@ pub fn mosquitto_files(records: &[KeyRecord], registry: Option<&Registry>) -> Re
 
 /// Argon2 verifications allowed per key id and minute (a burst of as many).
 pub const VERIFICATIONS_PER_MINUTE: u32 = 5;
+/// Argon2 verifications allowed per client address and minute (a burst of as
+/// many): a concentrator behind one address may bring several keys.
+pub const VERIFICATIONS_PER_ADDRESS_PER_MINUTE: u32 = 60;
+/// Addresses whose budgets are remembered before the idle ones are forgotten.
+const REMEMBERED_ADDRESSES: usize = 10_000;
 /// Wrong keys remembered as wrong; the set starts over when full.
 const REMEMBERED_WRONG_KEYS: usize = 10_000;
 /// Argon2 verifications run, by `outcome` (verified, wrong).
@@ -201,6 +207,8 @@ pub enum Refusal {
     Invalid,
     #[error("too many keys of id `{id}` were tried; try again in {retry_after_secs} s")]
     Throttled { id: String, retry_after_secs: u64 },
+    #[error("too many keys were tried from this address; try again in {retry_after_secs} s")]
+    AddressThrottled { retry_after_secs: u64 },
 }
 
 /// The keys a gateway accepts, from its key files.
@@ -209,6 +217,8 @@ pub struct KeyRing {
     state: Mutex<RingState>,
     /// Argon2 runs per key id (only ids of the files get here, so it is bounded).
     verifications: DefaultKeyedRateLimiter<String>,
+    /// Argon2 runs per client address.
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 struct RingState {
@@ -227,6 +237,7 @@ impl KeyRing {
     /// The keys of every file in `paths` (a missing file holds none).
     pub fn load(paths: &[PathBuf]) -> Result<Self, KeyError> {
         let per_minute = NonZeroU32::new(VERIFICATIONS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
+        let per_address = NonZeroU32::new(VERIFICATIONS_PER_ADDRESS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
         let ring = Self {
             paths: paths.to_vec(),
             state: Mutex::new(RingState {
@@ -237,6 +248,7 @@ impl KeyRing {
                 verifications: 0,
             }),
             verifications: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            by_address: RateLimiter::keyed(Quota::per_minute(per_address)),
         };
         ring.reload_if_changed()?;
         Ok(ring)
@@ -274,14 +286,16 @@ impl KeyRing {
     /// The grant of the key in an `Authorization` header value; see
     /// [`KeyRing::present`] and [`KeyRing::verify`] for its two steps.
     pub fn check(&self, authorization: Option<&str>) -> Result<Arc<Grant>, Refusal> {
-        match self.present(authorization)? {
+        match self.present(authorization, None)? {
             Presented::Remembered(grant) => Ok(grant),
             Presented::Unverified(unverified) => self.verify(unverified),
         }
     }
 
-    /// The cheap step: a key verified before, or the record to verify it against.
-    pub fn present(&self, authorization: Option<&str>) -> Result<Presented, Refusal> {
+    /// The cheap step: a key verified before, or the record to verify it
+    /// against, within the argon2 budgets of its key id and of the client's
+    /// `address` (when known).
+    pub fn present(&self, authorization: Option<&str>, address: Option<IpAddr>) -> Result<Presented, Refusal> {
         let key = authorization
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
@@ -299,9 +313,19 @@ impl KeyRing {
             return Err(Refusal::Invalid);
         }
         drop(state);
+        let retry_after = |not_until: governor::NotUntil<_>| {
+            not_until.wait_time_from(DefaultClock::default().now()).max(Duration::from_secs(1)).as_secs()
+        };
+        if let Some(address) = address {
+            if self.by_address.len() > REMEMBERED_ADDRESSES {
+                self.by_address.retain_recent();
+            }
+            if let Err(not_until) = self.by_address.check_key(&address) {
+                return Err(Refusal::AddressThrottled { retry_after_secs: retry_after(not_until) });
+            }
+        }
         if let Err(not_until) = self.verifications.check_key(&record.id) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(Refusal::Throttled { id: record.id, retry_after_secs: wait.max(Duration::from_secs(1)).as_secs() });
+            return Err(Refusal::Throttled { id: record.id, retry_after_secs: retry_after(not_until) });
         }
         Ok(Presented::Unverified(Unverified { key: key.to_owned(), record }))
     }
@@ -415,6 +439,37 @@ mod tests {
             matches!(ring.check(Some(&format!("Bearer {key}"))), Err(Refusal::Throttled { .. })),
             "the real key waits for the budget too; a remembered key would not"
         );
+    }
+
+    #[test]
+    fn one_address_trying_many_key_ids_gets_a_budget_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let ids: Vec<String> = (0..25).map(|n| create_key(&path, &format!("meter {n}"), &KeyScope::default(), 1).unwrap().1.id).collect();
+        let ring = KeyRing::load(std::slice::from_ref(&path)).unwrap();
+        let verify = |presented| match presented {
+            Ok(Presented::Unverified(unverified)) => ring.verify(unverified).map(|_| ()),
+            Ok(Presented::Remembered(_)) => Ok(()),
+            Err(refusal) => Err(refusal),
+        };
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut refusals = Vec::new();
+        let started = std::time::Instant::now();
+        for attempt in 0..100 {
+            let wrong = format!("Bearer auth_{}_{attempt:048}", ids[attempt % ids.len()]);
+            refusals.push(verify(ring.present(Some(&wrong), Some(attacker))).unwrap_err());
+        }
+        // The budget is a burst of 60 that refills one a second while the argon2 runs take their time.
+        let refilled = started.elapsed().as_secs() as usize + 1;
+        let budget = VERIFICATIONS_PER_ADDRESS_PER_MINUTE as usize;
+        assert!(refusals[..budget].iter().all(|refusal| *refusal == Refusal::Invalid), "{refusals:?}");
+        let throttled = refusals.iter().filter(|refusal| matches!(refusal, Refusal::AddressThrottled { .. })).count();
+        assert!(throttled >= 100 - budget - refilled, "{refusals:?}");
+        assert!(ring.verifications() as usize <= budget + refilled, "argon2 ran only within the address's budget");
+        // Another address is not held back by this one's attempts.
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let wrong = format!("Bearer auth_{}_{:048}", ids[0], 99);
+        assert_eq!(verify(ring.present(Some(&wrong), Some(other))), Err(Refusal::Invalid));
     }
 
     #[test]
