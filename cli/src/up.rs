@@ -128,10 +128,12 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     let look_at: Vec<String> = [first_residential, first_business, with_gas]
         .into_iter()
         .flatten()
+        .filter(|_| simulating)
         .map(|meter| format!("{} ({}{})", meter.customer_id, meter.customer_kind.as_str(), if meter.utility == Utility::Gas { ", has gas" } else { "" }))
         .collect();
     let mut logins = vec![demo_account(&results, "operator", None).await?];
-    let mut demo_customers: Vec<u64> = [first_residential, first_business, with_gas].into_iter().flatten().map(|m| m.customer_id).collect();
+    let mut demo_customers: Vec<u64> =
+        [first_residential, first_business, with_gas].into_iter().flatten().filter(|_| simulating).map(|m| m.customer_id).collect();
     demo_customers.dedup();
     for customer_id in demo_customers {
         logins.push(demo_account(&results, &format!("customer-{customer_id}"), Some(customer_id)).await?);
@@ -162,7 +164,11 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     println!("  ingest     POST http://{gateway_address}/api/v1/readings with `Authorization: Bearer {demo_key}`");
     println!("  master     {} (Parquet, archived from the log)", master.location());
     println!("  results    {} (the batch, every {} s)", spec.batch.database_url, spec.batch.schedule_secs);
-    println!("  customers to look at: {}", look_at.join(", "));
+    if simulating {
+        println!("  customers to look at: {}", look_at.join(", "));
+    } else {
+        println!("  customers to look at: none yet: register your meters (auth registry import FILE, same --config), then POST their readings");
+    }
     println!("Press Ctrl-C to stop.");
 
     // Biased: the tasks stop once the token is cancelled, so a task that

@@ -312,6 +312,49 @@ fn up_serves_live_usage_and_stops_cleanly() {
     assert!(rest.iter().any(|line| line.contains("stopped cleanly")), "{rest:?}");
 }
 
+/// A user tries AUTH on their own meters: no simulator, their registry, their readings.
+#[test]
+fn up_without_the_simulator_serves_a_users_own_registry_and_readings() {
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    let data = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        config.path(),
+        format!(
+            "simulator:\n  enabled: false\nstream:\n  flushIntervalMs: 500\n  checkpointIntervalMs: 1000\n\
+             archive:\n  url: {0}/master\nbatch:\n  databaseUrl: sqlite://{0}/results.db\n",
+            data.path().display()
+        ),
+    )
+    .expect("write config");
+    let up = Up::start(config.path());
+    assert!(up.banner.contains("without the simulator"), "{}", up.banner);
+    assert!(up.banner.contains("auth registry import"), "the banner says what to do first: {}", up.banner);
+    let logins: Vec<&str> = up.banner.lines().filter(|line| line.trim().starts_with("login")).collect();
+    assert_eq!(logins.len(), 1, "only the operator: no simulated customer to log in as: {logins:?}");
+    let password = logins[0].split_whitespace().nth(3).expect("the operator's password");
+    let operator = login(&up.address, "operator", password);
+
+    register_meter_77(config.path(), data.path());
+    let (gateway, key) = up.gateway();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    post_until_accepted(&gateway, &key, &format!(r#"{{"meterId": 77, "tsMs": {now_ms}, "value": 42.5}}"#));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(&up.address, "/api/v1/customers/987654321/usage?granularity=minute", &operator).expect("usage");
+        if status == 200 {
+            assert!(body.contains("42.5"), "the posted value is served: {body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the posted reading was not served within 30 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (status, meters) = http_get(&up.address, "/api/v1/customers/987654321/meters", &operator).expect("meters");
+    assert_eq!(status, 200);
+    assert!(meters.contains("NV-0077"), "{meters}");
+    let rest = up.stop();
+    assert!(rest.iter().any(|line| line.contains("stopped cleanly")), "{rest:?}");
+}
+
 /// Monitoring for real: Debian's Prometheus scrapes a running `auth up`, and
 /// every query of the chart's Grafana dashboard returns a series.
 #[test]
