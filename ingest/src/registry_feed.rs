@@ -102,7 +102,7 @@ pub async fn follow(
     live: Arc<LiveRegistry>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), PortError> {
-    let end = log.end_offsets(&topic).await?.first().copied().unwrap_or(0);
+    let end = topic_end(log.as_ref(), &topic).await?;
     let mut consumer = log.consumer(&group, std::slice::from_ref(&topic))?;
     let mut registry = (*live.snapshot()).clone();
     let mut caught_up = end == 0;
@@ -169,6 +169,25 @@ pub async fn follow(
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "reading the registry topic failed; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// How long a reader waits for its topic to appear (Kafka's metadata of a
+/// topic just created reaches every broker and client within moments).
+const TOPIC_WAIT: Duration = Duration::from_secs(30);
+
+/// The next offset of the registry topic, waiting up to [`TOPIC_WAIT`] for the topic.
+async fn topic_end(log: &dyn ReadingLog, topic: &str) -> Result<u64, PortError> {
+    let deadline = tokio::time::Instant::now() + TOPIC_WAIT;
+    loop {
+        match log.end_offsets(topic).await {
+            Ok(ends) => return Ok(ends.first().copied().unwrap_or(0)),
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %err, "the registry topic is not readable yet; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(err) => return Err(err),
         }
