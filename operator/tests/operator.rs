@@ -307,13 +307,15 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     cluster.apply(&manifest(&name, json!({}))).await;
     let pipeline = observed(&cluster, &name).await;
     assert_eq!(condition(&pipeline, "Topics").map(|c| c.0), Some("True".into()), "{:?}", pipeline.status);
-    assert_eq!(pipeline.status.as_ref().and_then(|s| s.topics), Some(3));
+    // One per utility, the dead-letter topic and the meter registry's.
+    assert_eq!(pipeline.status.as_ref().and_then(|s| s.topics), Some(4));
     // Topics are named after the namespace too: a same-named pipeline of another namespace has its own.
     let id = format!("{}.{name}", cluster.namespace);
     for topic in [format!("{id}.electricity"), format!("{id}.water")] {
         assert_eq!(topic_partitions(&kafka, &topic).await, Some(2), "{topic}");
     }
     assert_eq!(topic_partitions(&kafka, &format!("{id}.dlq")).await, Some(1));
+    assert_eq!(topic_partitions(&kafka, &format!("{id}.registry")).await, Some(1));
 
     let config_map = cluster.api::<ConfigMap>().get(&format!("{name}-spec")).await.expect("ConfigMap");
     assert!(owned_by(&config_map.metadata, &pipeline));
@@ -424,7 +426,7 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     observed(&cluster, &name).await;
     assert_eq!(topic_partitions(&kafka, &format!("{id}.water")).await, Some(4));
     operator.stop().await;
-    let names: Vec<String> = [".electricity", ".water", ".dlq"].iter().map(|suffix| format!("{id}{suffix}")).collect();
+    let names: Vec<String> = [".electricity", ".water", ".dlq", ".registry"].iter().map(|suffix| format!("{id}{suffix}")).collect();
     let _ = kafka.delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
 
@@ -531,7 +533,7 @@ async fn deletion_applies_the_policy_and_the_collector_removes_the_rest() {
         .await;
         if *topics_kept {
             let names: Vec<String> =
-                [".electricity", ".water", ".dlq"].iter().map(|s| format!("{}.{name}{s}", cluster.namespace)).collect();
+                [".electricity", ".water", ".dlq", ".registry"].iter().map(|s| format!("{}.{name}{s}", cluster.namespace)).collect();
             let _ = kafka.delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
         }
     }
