@@ -34,6 +34,9 @@ pub struct IngestArgs {
     /// without it the gateway connects anonymously (a development broker only).
     #[arg(long, env = "AUTH_MQTT_KEY", hide_env_values = true)]
     mqtt_key: Option<String>,
+    /// For an `mqtts://` broker: the CA certificate (PEM) that signed the broker's certificate.
+    #[arg(long, env = "AUTH_MQTT_CA")]
+    mqtt_ca: Option<PathBuf>,
     /// MQTT client id: names the broker session that keeps messages while the gateway is away
     /// (default: derived from --mqtt-key, unguessable without it; else `auth-ingest-<pipeline>`).
     #[arg(long, env = "AUTH_MQTT_CLIENT_ID")]
@@ -188,6 +191,11 @@ fn keys_in_file(args: KeysArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CA certificate (PEM) of a TLS broker, from `path`.
+pub fn read_ca(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading the MQTT broker's CA certificate {} (--mqtt-ca)", path.display()))
+}
+
 /// Writes a file only its owner may read (it holds password hashes).
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -234,8 +242,9 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
         Some(key) => auth_ingest::mqtt::session_id(pipeline, key),
         None => format!("auth-ingest-{pipeline}"),
     });
+    let mqtt_ca = args.mqtt_ca.as_deref().map(read_ca).transpose()?;
     if let Some(url) = &args.mqtt {
-        auth_ingest::mqtt::broker_address(url).context("--mqtt / AUTH_MQTT_URL")?;
+        auth_ingest::mqtt::options(url, &mqtt_client_id, 0, mqtt_ca.as_deref()).context("--mqtt / AUTH_MQTT_URL, --mqtt-ca / AUTH_MQTT_CA")?;
     }
     let shutdown = auth_runtime::shutdown::on_signals();
     let (registry, mut follower) = crate::registry::follow(&log, &spec, pipeline, "ingest", shutdown.clone().cancelled_owned());
@@ -254,7 +263,13 @@ pub async fn run(args: IngestArgs, metrics: PrometheusHandle) -> anyhow::Result<
     ));
     let mqtt = args.mqtt.clone().map(|url| {
         let (gateway, stop) = (gateway.clone(), shutdown.clone().cancelled_owned());
-        tokio::spawn(auth_ingest::mqtt::run(gateway, url, mqtt_client_id.clone(), args.mqtt_key.clone(), stop))
+        let login = auth_ingest::mqtt::BrokerLogin {
+            url,
+            client_id: mqtt_client_id.clone(),
+            key: args.mqtt_key.clone(),
+            ca_pem: mqtt_ca.clone(),
+        };
+        tokio::spawn(auth_ingest::mqtt::run(gateway, login, stop))
     });
     let registry_ended = async {
         match follower.as_mut() {

@@ -29,6 +29,9 @@ pub struct SimulateArgs {
     /// `mqtt://host:port` (one QoS 1 message per reading to `meters/<meter id>/readings`).
     #[arg(long, default_value = "-")]
     to: String,
+    /// For `--to mqtts://...`: the CA certificate (PEM) that signed the broker's certificate.
+    #[arg(long, env = "AUTH_MQTT_CA")]
+    mqtt_ca: Option<PathBuf>,
     /// Gateway key for `--to http://...` (from `auth keys create`); with `--to mqtt://...` the broker login.
     #[arg(long, env = "AUTH_INGEST_KEY")]
     key: Option<String>,
@@ -105,7 +108,7 @@ fn target(to: &str) -> anyhow::Result<Target> {
         Ok(Target::Kafka)
     } else if to.starts_with("http://") || to.starts_with("https://") {
         Ok(Target::Http)
-    } else if to.starts_with("mqtt://") {
+    } else if to.starts_with("mqtt://") || to.starts_with("mqtts://") {
         Ok(Target::Mqtt)
     } else {
         anyhow::bail!("--to {to}: expected -, kafka://host:port, http://gateway:port or mqtt://broker:port")
@@ -162,7 +165,8 @@ pub async fn to_servers(args: SimulateArgs, metrics: metrics_exporter_prometheus
         }
         Target::Mqtt => {
             let client_id = format!("auth-simulate-{}", std::process::id());
-            let sink = MqttSink::connect(&args.to, &client_id, args.key.as_deref()).context("--to / --key")?;
+            let ca = args.mqtt_ca.as_deref().map(crate::ingest::read_ca).transpose()?;
+            let sink = MqttSink::connect(&args.to, &client_id, args.key.as_deref(), ca.as_deref()).context("--to / --key / --mqtt-ca")?;
             produce(&args, &spec, sink, 5_000, &shutdown).await?
         }
     };

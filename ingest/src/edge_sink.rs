@@ -117,9 +117,10 @@ pub struct MqttSink {
 }
 
 impl MqttSink {
-    /// Connects as `client_id`, logging in with `key` (a gateway key) when given.
-    pub fn connect(url: &str, client_id: &str, key: Option<&str>) -> Result<Self, EdgeSinkError> {
-        Ok(Self { publisher: Publisher::connect(url, client_id, key)?, published: 0 })
+    /// Connects as `client_id`, logging in with `key` (a gateway key) when
+    /// given; a TLS broker (`mqtts://`) needs the CA certificate `ca_pem`.
+    pub fn connect(url: &str, client_id: &str, key: Option<&str>, ca_pem: Option<&[u8]>) -> Result<Self, EdgeSinkError> {
+        Ok(Self { publisher: Publisher::connect(url, client_id, key, ca_pem)?, published: 0 })
     }
 }
 
@@ -158,8 +159,8 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn connect(url: &str, client_id: &str, key: Option<&str>) -> Result<Self, MqttError> {
-        let mut options = mqtt::options(url, client_id, 1 << 20)?;
+    fn connect(url: &str, client_id: &str, key: Option<&str>, ca_pem: Option<&[u8]>) -> Result<Self, MqttError> {
+        let mut options = mqtt::options(url, client_id, 1 << 20, ca_pem)?;
         if let Some(key) = key {
             mqtt::log_in_with(&mut options, key)?;
         }

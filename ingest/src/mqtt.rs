@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 
 use crate::gateway::{Gateway, IngestError, Source};
@@ -35,8 +35,10 @@ const IN_FLIGHT_MESSAGES: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    #[error("`{0}` is not an MQTT URL (mqtt://host:port)")]
+    #[error("`{0}` is not an MQTT URL (mqtt://host:port, or mqtts://host:port for TLS)")]
     Url(String),
+    #[error("`{0}` is a TLS broker: give the CA certificate that signed its certificate (PEM)")]
+    CaMissing(String),
     #[error("the MQTT key is not a gateway key (auth_<id>_<secret>)")]
     Key,
 }
@@ -61,43 +63,60 @@ pub fn topic_meter(topic: &str) -> Option<u64> {
     topic.strip_prefix("meters/")?.strip_suffix("/readings")?.parse().ok()
 }
 
-/// Host and port of `mqtt://host[:port]` (port 1883 by default).
-pub fn broker_address(url: &str) -> Result<(String, u16), MqttError> {
-    let rest = url.strip_prefix("mqtt://").ok_or_else(|| MqttError::Url(url.into()))?;
+/// Host, port and whether TLS is used, of `mqtt://host[:port]` (port 1883 by
+/// default) or `mqtts://host[:port]` (TLS, port 8883 by default).
+pub fn broker_address(url: &str) -> Result<(String, u16, bool), MqttError> {
+    let (rest, tls, default_port) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+        (Some(rest), _) => (rest, false, 1883),
+        (None, Some(rest)) => (rest, true, 8883),
+        (None, None) => return Err(MqttError::Url(url.into())),
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) => (host, port.parse().map_err(|_| MqttError::Url(url.into()))?),
-        None => (rest, 1883),
+        None => (rest, default_port),
     };
     if host.is_empty() {
         return Err(MqttError::Url(url.into()));
     }
-    Ok((host.to_owned(), port))
+    Ok((host.to_owned(), port, tls))
 }
 
-/// Client settings for `url`; `client_id` names the persistent session.
-pub fn options(url: &str, client_id: &str, max_message_bytes: usize) -> Result<MqttOptions, MqttError> {
-    let (host, port) = broker_address(url)?;
+/// Client settings for `url`; `client_id` names the persistent session. A
+/// TLS broker (`mqtts://`) needs `ca_pem`, the certificate (PEM) of the CA
+/// that signed the broker's: the broker's name is checked against it.
+pub fn options(url: &str, client_id: &str, max_message_bytes: usize, ca_pem: Option<&[u8]>) -> Result<MqttOptions, MqttError> {
+    let (host, port, tls) = broker_address(url)?;
     let mut options = MqttOptions::new(client_id, host, port);
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(max_message_bytes.saturating_add(1_024), max_message_bytes.saturating_add(1_024))
         .set_inflight(u16::MAX);
+    if tls {
+        let ca = ca_pem.ok_or_else(|| MqttError::CaMissing(url.into()))?;
+        options.set_transport(Transport::Tls(TlsConfiguration::Simple { ca: ca.to_vec(), alpn: None, client_auth: None }));
+    }
     Ok(options)
 }
 
-/// Subscribes `client_id` at `url` to [`READINGS_TOPIC`] (logging in with
-/// `key` when given) and feeds the gateway until `shutdown`.
-pub async fn run(
-    gateway: Gateway,
-    url: String,
-    client_id: String,
-    key: Option<String>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), MqttError> {
+/// How the gateway reaches its broker.
+#[derive(Debug, Clone)]
+pub struct BrokerLogin {
+    pub url: String,
+    /// The persistent session's id.
+    pub client_id: String,
+    /// The gateway's subscriber key; `None`: anonymous (a development broker).
+    pub key: Option<String>,
+    /// For `mqtts://`: the CA certificate (PEM) that signed the broker's.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Subscribes to [`READINGS_TOPIC`] at the broker and feeds the gateway until `shutdown`.
+pub async fn run(gateway: Gateway, login: BrokerLogin, shutdown: impl Future<Output = ()>) -> Result<(), MqttError> {
+    let BrokerLogin { url, client_id, key, ca_pem } = login;
     let (url, client_id) = (url.as_str(), client_id.as_str());
     let max_bytes = usize::try_from(gateway.limits().max_body_bytes).unwrap_or(usize::MAX);
-    let mut options = options(url, client_id, max_bytes)?;
+    let mut options = options(url, client_id, max_bytes, ca_pem.as_deref())?;
     options.set_clean_session(false).set_manual_acks(true);
     if let Some(key) = &key {
         log_in_with(&mut options, key)?;

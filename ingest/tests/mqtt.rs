@@ -25,7 +25,7 @@ fn mqtt_url() -> String {
 /// Connects as `client_id` with a persistent (`clean = false`) or a fresh
 /// session; with `subscribe`, subscribes as the gateway does; then leaves.
 async fn session(client_id: &str, clean: bool, subscribe: bool) {
-    let mut options = mqtt::options(&mqtt_url(), client_id, 1 << 20).unwrap();
+    let mut options = mqtt::options(&mqtt_url(), client_id, 1 << 20, None).unwrap();
     options.set_clean_session(clean);
     let (client, mut events) = AsyncClient::new(options, 10);
     if subscribe {
@@ -44,6 +44,10 @@ async fn session(client_id: &str, clean: bool, subscribe: bool) {
     .expect("the broker answers");
     client.disconnect().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.poll().await.is_ok() {} }).await;
+}
+
+fn anonymous(url: &str, client_id: &str) -> mqtt::BrokerLogin {
+    mqtt::BrokerLogin { url: url.to_owned(), client_id: client_id.to_owned(), key: None, ca_pem: None }
 }
 
 async fn wait_for_records(backend: &Backend, count: u64) {
@@ -77,7 +81,7 @@ async fn mqtt_readings_reach_the_topics_even_when_sent_while_the_gateway_was_awa
     let mut simulator = Simulator::new(&spec.simulator, T0);
     let mut items = Vec::new();
     simulator.fill(&mut items, 3_000);
-    let mut meters = MqttSink::connect(&url, &format!("{}-meters", backend.pipeline), None).unwrap();
+    let mut meters = MqttSink::connect(&url, &format!("{}-meters", backend.pipeline), None, None).unwrap();
     meters.write(&items[..1_000]).await.unwrap();
 
     let valid_among = |items: &[Simulated]| {
@@ -88,7 +92,7 @@ async fn mqtt_readings_reach_the_topics_even_when_sent_while_the_gateway_was_awa
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), url.clone(), client_id.clone(), None, stopped(stop_rx)));
+    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), anonymous(&url, &client_id), stopped(stop_rx)));
     wait_for_records(&backend, valid_among(&items[..1_000])).await;
     meters.write(&items[1_000..2_000]).await.unwrap();
     wait_for_records(&backend, valid_among(&items[..2_000])).await;
@@ -98,7 +102,7 @@ async fn mqtt_readings_reach_the_topics_even_when_sent_while_the_gateway_was_awa
     // Away: the broker keeps these for the gateway's session.
     meters.write(&items[2_000..]).await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), url.clone(), client_id.clone(), None, stopped(stop_rx)));
+    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), anonymous(&url, &client_id), stopped(stop_rx)));
     wait_for_records(&backend, valid_among(&items)).await;
     stop_tx.send(true).unwrap();
     gateway.await.unwrap().unwrap();
@@ -144,15 +148,38 @@ impl Drop for Broker {
     }
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl in `dir`; returns the CA's PEM.
+fn certificates(dir: &std::path::Path) -> Vec<u8> {
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=auth test CA"]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    openssl(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1",
+        "-extfile", "san.ext",
+    ]);
+    std::fs::read(dir.join("ca.pem")).unwrap()
+}
+
 impl Broker {
-    fn start(files: &auth_ingest::keys::MosquittoFiles) -> Self {
+    /// Plain MQTT, or with `tls` TLS only (`mqtts://`); returns the broker and, with TLS, the CA certificate (PEM) of its certificate.
+    fn start(files: &auth_ingest::keys::MosquittoFiles, tls: bool) -> (Self, Option<Vec<u8>>) {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::write(dir.path().join("passwords"), &files.passwords).unwrap();
         std::fs::write(dir.path().join("acl"), &files.acl).unwrap();
         let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let ca = tls.then(|| certificates(dir.path()));
+        let tls_settings = if tls {
+            format!("cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n", dir.path().display())
+        } else {
+            String::new()
+        };
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {0}/passwords\nacl_file {0}/acl\nuser {1}\n\
+            "listener {port} 127.0.0.1\n{tls_settings}allow_anonymous false\npassword_file {0}/passwords\nacl_file {0}/acl\nuser {1}\n\
              persistence false\nlog_dest file {0}/mosquitto.log\n",
             dir.path().display(),
             user.trim()
@@ -165,19 +192,24 @@ impl Broker {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("mosquitto (scripts/services.sh installs Debian's mosquitto)");
-        let url = format!("mqtt://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", if tls { "mqtts" } else { "mqtt" });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(std::time::Instant::now() < deadline, "the test's Mosquitto did not listen within 20 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, url, _dir: dir }
+        (Self { child, url, _dir: dir }, ca)
     }
 }
 
 /// Connects (logging in with `key`), publishes `payload` to `topic` with QoS 1, waits for PUBACK; or returns the refusal.
 async fn publish(url: &str, key: Option<&str>, topic: &str, payload: String) -> Result<(), String> {
-    let mut options = mqtt::options(url, &format!("meter-{}", fastrand::u64(..)), 1 << 20).unwrap();
+    publish_over(url, None, key, topic, payload).await
+}
+
+/// [`publish`], over TLS when `ca` is given.
+async fn publish_over(url: &str, ca: Option<&[u8]>, key: Option<&str>, topic: &str, payload: String) -> Result<(), String> {
+    let mut options = mqtt::options(url, &format!("meter-{}", fastrand::u64(..)), 1 << 20, ca).map_err(|err| err.to_string())?;
     if let Some(key) = key {
         mqtt::log_in_with(&mut options, key).unwrap();
     }
@@ -214,11 +246,12 @@ async fn a_broker_with_the_keys_files_takes_only_each_meters_own_readings() {
     let (gateway_key, _) = auth_ingest::keys::create_key(&path, "gateway", &subscriber, 0).unwrap();
     let files = auth_ingest::keys::mosquitto_files(&auth_ingest::keys::list_keys(&path).unwrap(), None).unwrap();
     assert!(files.acl.contains(&format!("topic write meters/{own}/readings")), "{}", files.acl);
-    let broker = Broker::start(&files);
+    let (broker, _) = Broker::start(&files, false);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let session = mqtt::session_id(&backend.pipeline, &gateway_key);
-    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), broker.url.clone(), session, Some(gateway_key), async move {
+    let login = mqtt::BrokerLogin { url: broker.url.clone(), client_id: session, key: Some(gateway_key), ca_pem: None };
+    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), login, async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
     }));
     let reading = |meter: u64| json!({"meterId": meter, "tsMs": T0, "value": 1.5}).to_string();
@@ -249,6 +282,54 @@ async fn a_broker_with_the_keys_files_takes_only_each_meters_own_readings() {
     let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
     let meters: Vec<u64> = stored.iter().map(|stored| stored.3.meter_id).collect();
     assert_eq!(meters, [own], "only the meter's own reading, from its own topic");
+    stop_tx.send(true).unwrap();
+    gateway.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's mosquitto and openssl: scripts/test.sh runs it"]
+async fn over_tls_the_gateway_and_meters_check_the_brokers_certificate() {
+    let backend = Backend::embedded("mqtt-tls");
+    let spec = spec();
+    let served = Served::start(&backend, &spec).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("keys.json");
+    let meter = common::TEST_METERS + 5;
+    let (meter_key, _) = auth_ingest::keys::create_key(&path, "meter", &auth_ingest::keys::KeyScope::meters(&[&meter.to_string()]), 0).unwrap();
+    let subscriber = auth_ingest::keys::KeyScope { subscriber: true, ..Default::default() };
+    let (gateway_key, _) = auth_ingest::keys::create_key(&path, "gateway", &subscriber, 0).unwrap();
+    let files = auth_ingest::keys::mosquitto_files(&auth_ingest::keys::list_keys(&path).unwrap(), None).unwrap();
+    let (broker, ca) = Broker::start(&files, true);
+    let ca = ca.unwrap();
+    assert!(broker.url.starts_with("mqtts://"));
+
+    // Without the CA there is nothing to check the broker against: refused before connecting.
+    let refused = publish_over(&broker.url, None, Some(&meter_key), &mqtt::meter_topic(meter), String::new()).await;
+    assert!(refused.is_err_and(|err| err.contains("CA certificate")));
+    // A plain MQTT client to the TLS listener gets no session.
+    let plain = broker.url.replace("mqtts://", "mqtt://");
+    assert!(publish(&plain, Some(&meter_key), &mqtt::meter_topic(meter), String::new()).await.is_err());
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let login = mqtt::BrokerLogin {
+        url: broker.url.clone(),
+        client_id: mqtt::session_id(&backend.pipeline, &gateway_key),
+        key: Some(gateway_key),
+        ca_pem: Some(ca.clone()),
+    };
+    let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), login, async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+    }));
+    let reading = json!({"meterId": meter, "tsMs": T0, "value": 2.5}).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // QoS 1 to a session the gateway may not have subscribed yet: send until it is stored.
+    while stored_readings(backend.log.as_ref(), &backend.pipeline).await.is_empty() {
+        publish_over(&broker.url, Some(&ca), Some(&meter_key), &mqtt::meter_topic(meter), reading.clone()).await.unwrap();
+        assert!(std::time::Instant::now() < deadline, "no reading over TLS reached the topics within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
+    assert!(stored.iter().all(|stored| stored.3.meter_id == meter && stored.3.value == 2.5), "{stored:?}");
     stop_tx.send(true).unwrap();
     gateway.await.unwrap().unwrap();
 }
