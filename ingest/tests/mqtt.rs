@@ -25,7 +25,15 @@ fn mqtt_url() -> String {
 /// Connects as `client_id` with a persistent (`clean = false`) or a fresh
 /// session; with `subscribe`, subscribes as the gateway does; then leaves.
 async fn session(client_id: &str, clean: bool, subscribe: bool) {
-    let mut options = mqtt::options(&mqtt_url(), client_id, 1 << 20, None).unwrap();
+    session_at(&anonymous(&mqtt_url(), client_id), clean, subscribe).await;
+}
+
+/// [`session`] at a broker of the test's choosing, logging in as `login` says.
+async fn session_at(login: &mqtt::BrokerLogin, clean: bool, subscribe: bool) {
+    let mut options = mqtt::options(&login.url, &login.client_id, 1 << 20, login.ca_pem.as_deref()).unwrap();
+    if let Some(key) = &login.key {
+        mqtt::log_in_with(&mut options, key).unwrap();
+    }
     options.set_clean_session(clean);
     let (client, mut events) = AsyncClient::new(options, 10);
     if subscribe {
@@ -251,6 +259,8 @@ async fn a_broker_with_the_keys_files_takes_only_each_meters_own_readings() {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let session = mqtt::session_id(&backend.pipeline, &gateway_key);
     let login = mqtt::BrokerLogin { url: broker.url.clone(), client_id: session, key: Some(gateway_key), ca_pem: None };
+    // The gateway's persistent session exists before any meter publishes.
+    session_at(&login, false, true).await;
     let gateway = tokio::spawn(mqtt::run(served.gateway.clone(), login, async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
     }));
