@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auth_core::PipelineSpec;
-use auth_core::ports::{ServingStore, StreamProgress, TopicPartition};
+use auth_core::ports::{PortError, ServingStore, StreamProgress, TopicPartition};
 use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;
 use auth_core::utility_topic;
@@ -198,6 +198,24 @@ impl TestPipeline {
         (dump(store.as_ref(), &self.widths()).await, processor.counts())
     }
 
+    /// The end offset of a partition. A broker that is restarting or moving
+    /// a leader answers "unavailable" for a moment (the chaos and restart
+    /// suites stop brokers on purpose); that is retried for up to 30 s, as the
+    /// processors retry it.
+    pub async fn end_offset(&self, partition: &TopicPartition) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.backend.log.end_offsets(&partition.topic).await {
+                Ok(ends) => return ends[partition.partition as usize],
+                Err(err @ PortError::Unavailable { .. }) if Instant::now() < deadline => {
+                    eprintln!("end offsets of {partition:?} unavailable, retrying: {err}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => panic!("end offsets of {partition:?}: {err}"),
+            }
+        }
+    }
+
     /// The progress of every partition's checkpoint, `None` where there is none yet.
     pub async fn checkpoints(&self, store: &RedisStore) -> Vec<(TopicPartition, Option<StreamProgress>)> {
         let mut out = Vec::new();
@@ -212,7 +230,7 @@ impl TestPipeline {
     pub async fn progress(&self, store: &RedisStore) -> (u64, u64) {
         let (mut done, mut total) = (0, 0);
         for (partition, summary) in self.checkpoints(store).await {
-            total += self.backend.log.end_offsets(&partition.topic).await.unwrap()[partition.partition as usize];
+            total += self.end_offset(&partition).await;
             done += summary.map_or(0, |summary| summary.next_offset);
         }
         (done, total)
@@ -239,7 +257,7 @@ impl TestPipeline {
             let mut behind = 0u64;
             let mut counts = PartitionCounts::default();
             for (partition, summary) in self.checkpoints(store).await {
-                let end = self.backend.log.end_offsets(&partition.topic).await.unwrap()[partition.partition as usize];
+                let end = self.end_offset(&partition).await;
                 let done = summary.map_or(0, |summary| summary.next_offset);
                 behind += end.saturating_sub(done);
                 if let Some(summary) = summary {
@@ -265,7 +283,7 @@ impl TestPipeline {
         loop {
             let (mut behind, mut records) = (0u64, 0u64);
             for partition in self.partitions() {
-                let end = self.backend.log.end_offsets(&partition.topic).await.unwrap()[partition.partition as usize];
+                let end = self.end_offset(&partition).await;
                 let archived = archive_progress(&master, &partition).await.unwrap().archived_before;
                 behind += end.saturating_sub(archived);
                 records += end;
