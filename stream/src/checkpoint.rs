@@ -128,12 +128,40 @@ impl RestoredV1 {
     }
 }
 
+/// What the previous checkpoint of a partition took, to size the next one's buffer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EncodedSize {
+    pub bytes: usize,
+    pub customers: usize,
+}
+
+impl EncodedSize {
+    /// Bytes per customer assumed before a partition's first checkpoint.
+    const FIRST_BYTES_PER_CUSTOMER: usize = 256;
+
+    /// A buffer size the checkpoint of `customers` customers should fit in:
+    /// the previous checkpoint scaled to today's customers, with room to
+    /// spare. Regrowing a buffer of many megabytes copies it and faults in
+    /// every page again; reserved pages that stay unused are never touched.
+    fn capacity_for(self, customers: usize) -> usize {
+        let per_customer = match self.bytes.checked_div(self.customers) {
+            Some(per_customer) if per_customer > 0 => per_customer,
+            _ => Self::FIRST_BYTES_PER_CUSTOMER,
+        };
+        let estimate = per_customer.saturating_mul(customers).max(self.bytes);
+        estimate.saturating_add(estimate / 4).saturating_add(4_096)
+    }
+}
+
 /// Encodes the state of a partition whose next record to read is `next_offset`.
-/// `size_hint` (e.g. the previous checkpoint's size) spares the buffer's regrowth.
-pub fn encode(windows: &PartitionWindows, next_offset: u64, size_hint: usize) -> Result<Vec<u8>, CheckpointError> {
-    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 64);
+/// `previous` (what the last checkpoint took) spares the buffer's regrowth.
+pub fn encode(windows: &PartitionWindows, next_offset: u64, previous: EncodedSize) -> Result<(Vec<u8>, EncodedSize), CheckpointError> {
+    let customers = windows.customers();
+    let mut out = Vec::with_capacity(previous.capacity_for(customers));
     out.push(VERSION);
-    Ok(postcard::to_extend(&Snapshot { next_offset, windows }, out)?)
+    let encoded = postcard::to_extend(&Snapshot { next_offset, windows }, out)?;
+    let size = EncodedSize { bytes: encoded.len(), customers };
+    Ok((encoded, size))
 }
 
 /// Decodes a checkpoint into fresh window state under `config`, returning it
@@ -214,7 +242,7 @@ mod tests {
         let mut windows = PartitionWindows::new(Utility::Gas, config());
         windows.add(&reading(1, T0 + 5_000), T0 + 6_000);
         windows.add(&reading(2, T0 + 200_000), T0 + 201_000);
-        let v2 = encode(&windows, 2, 0).expect("encode");
+        let (v2, _) = encode(&windows, 2, EncodedSize::default()).expect("encode");
         let (current, _) = decode(&v2, Utility::Gas, config()).expect("decode");
         let customers: Vec<CustomerV1> = current
             .slots

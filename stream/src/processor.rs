@@ -124,7 +124,7 @@ pub struct Assigned {
     dead_letters: Vec<OutRecord>,
     changed_since_checkpoint: bool,
     /// Size of the last checkpoint, to size the next one's buffer.
-    checkpoint_bytes: usize,
+    checkpoint_size: checkpoint::EncodedSize,
     reported: PartitionCounts,
 }
 
@@ -249,7 +249,7 @@ impl PartitionedTask for StreamTask {
             epoch,
             dead_letters: Vec::new(),
             changed_since_checkpoint: false,
-            checkpoint_bytes: 0,
+            checkpoint_size: checkpoint::EncodedSize::default(),
             reported,
         };
         Ok(Some(Restored { state, start_at: Some(next_offset) }))
@@ -324,9 +324,9 @@ impl PartitionedTask for StreamTask {
                 metrics::counter!(names::DEAD_LETTERS).increment(count);
             }
             let blob = if write_checkpoint {
-                let encoded = checkpoint::encode(&state.windows, state.next_offset, state.checkpoint_bytes)
+                let (encoded, size) = checkpoint::encode(&state.windows, state.next_offset, state.checkpoint_size)
                     .map_err(|source| StreamError::Checkpoint { partition: partition.clone(), source })?;
-                state.checkpoint_bytes = encoded.len();
+                state.checkpoint_size = size;
                 let progress = StreamProgress {
                     next_offset: state.next_offset,
                     max_event_ms: state.windows.clock_ms,

@@ -607,8 +607,14 @@ impl PartitionWindows {
 
     /// Takes every window changed since the last call, as whole-window upserts.
     pub fn take_updates(&mut self) -> Vec<WindowUpdate> {
-        let mut updates = std::mem::take(&mut self.pending);
         let sizes = &self.config.sizes_ms;
+        // One allocation, sized for two dirty bins per window size per
+        // customer (an open and a closing one) and a bin per size and region;
+        // untouched pages of a reservation cost nothing, while regrowth
+        // copies and faults every page.
+        let dirty_bins = 2 * self.dirty_slots.len() * sizes.len() + sizes.len() * REGIONS.len();
+        let mut updates = Vec::with_capacity(self.pending.len() + dirty_bins);
+        updates.append(&mut self.pending);
         for slot in self.dirty_slots.drain(..) {
             let Some(state) = self.slots[slot as usize].as_mut() else { continue };
             state.dirty = false;
@@ -923,7 +929,7 @@ mod tests {
     fn a_checkpoint_survives_a_change_of_window_sizes() {
         let mut windows = PartitionWindows::new(Utility::Electricity, config());
         windows.add(&reading(1, T0 + 5_000, 1.0), LOG);
-        let blob = crate::checkpoint::encode(&windows, 1, 0).expect("encode");
+        let blob = crate::checkpoint::encode(&windows, 1, Default::default()).expect("encode").0;
         let five_minutes = WindowConfig { sizes_ms: vec![300_000, DAY_MS], ..config() };
         let (mut resumed, _) = crate::checkpoint::decode(&blob, Utility::Electricity, five_minutes).expect("decode");
         resumed.add(&reading(1, T0 + 10_000, 2.0), LOG);
@@ -960,7 +966,7 @@ mod tests {
             first.add(r, *log_ms);
         }
         let mut resumed_updates = first.take_updates();
-        let blob = crate::checkpoint::encode(&first, 1_500, 0).expect("encode");
+        let blob = crate::checkpoint::encode(&first, 1_500, Default::default()).expect("encode").0;
         let (mut resumed, offset) = crate::checkpoint::decode(&blob, Utility::Electricity, config()).expect("decode");
         assert_eq!(offset, 1_500);
         for (r, log_ms) in &input[1_500..] {
