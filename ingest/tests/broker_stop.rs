@@ -25,6 +25,8 @@ fn services(action: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka: scripts/test.sh runs it"]
 async fn a_broker_stopped_mid_request_never_gets_a_202() {
+    // The Kafka clients' warnings (a producer bootstrapping again) show when the test fails.
+    tracing_subscriber::fmt().with_test_writer().with_env_filter("auth_kafka=info").init();
     let backend = Backend::real("broker-stop");
     let mut spec = spec();
     spec.ingest.ack_timeout_ms = 2_000;

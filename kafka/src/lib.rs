@@ -13,6 +13,7 @@
 
 mod consumer;
 mod error;
+mod rediscovery;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rediscovery::{Bootstrap, ProducerContext};
 
 pub use consumer::KafkaConsumer;
 use error::port_error;
@@ -65,7 +67,9 @@ impl KafkaLog {
     pub fn connect(url: &str, topics: TopicSettings) -> Result<Self> {
         let bootstrap = auth_core::endpoint::kafka_bootstrap(url)
             .map_err(|message| PortError::Rejected { what: "Kafka URL".into(), message })?;
-        let producer: FutureProducer = client_config(&bootstrap)
+        let (servers, context) = Bootstrap::of(&bootstrap)
+            .ok_or_else(|| PortError::Rejected { what: "Kafka URL".into(), message: "holds a NUL byte".into() })?;
+        let producer: FutureProducer<ProducerContext> = client_config(&bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "10")
@@ -74,11 +78,12 @@ impl KafkaLog {
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
             .set("message.timeout.ms", "60000")
-            .create()
+            .set("statistics.interval.ms", rediscovery::STATISTICS_INTERVAL_MS)
+            .create_with_context(context)
             .map_err(|err| port_error("Kafka producer", err))?;
         let admin = client_config(&bootstrap).create().map_err(|err| port_error("Kafka admin client", err))?;
         tracing::info!(%bootstrap, "Kafka clients configured");
-        Ok(Self { bootstrap, topics, producer: Arc::new(KafkaProducer { producer }), admin })
+        Ok(Self { bootstrap, topics, producer: Arc::new(KafkaProducer { producer, servers }), admin })
     }
 
     /// Deletes topics and their records; topics that do not exist are skipped.
@@ -223,12 +228,14 @@ impl ReadingLog for KafkaLog {
 
 /// An idempotent `acks=all` producer keeping many records in flight.
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
+    servers: Bootstrap,
 }
 
 #[async_trait]
 impl LogProducer for KafkaProducer {
     async fn send(&self, topic: &str, records: Vec<OutRecord>) -> Result<()> {
+        self.servers.restore_if_lost(self.producer.client());
         let mut in_flight = std::collections::VecDeque::with_capacity(records.len());
         for record in &records {
             let mut pending =
