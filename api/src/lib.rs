@@ -6,7 +6,8 @@
 //! yesterday and live updates (Server-Sent Events); regions, their usage over
 //! time, their top consumers (operators only) and a live country view; the
 //! pipeline's health (operators only); the meter registry (operators manage
-//! it, a customer sees their own meters). `/` serves the dashboard, `/healthz`
+//! it, a customer sees their own meters); data quality (operators only: the
+//! meters that missed intervals of a day). `/` serves the dashboard, `/healthz`
 //! and `/metrics` the probes. Build the [`router`] over an [`AppState`];
 //! tests drive it with `oneshot`.
 //!
@@ -18,6 +19,7 @@ mod error;
 mod live;
 mod overview;
 mod registry;
+mod quality;
 mod routes;
 pub mod session;
 pub mod usage;
@@ -145,8 +147,10 @@ pub(crate) fn now_ms() -> i64 {
         routes::regions, routes::region_usage, routes::region_top, live::regions_live,
         overview::pipeline,
         registry::summary, registry::meter, registry::put_meter, registry::delete_meter, registry::customer_meters,
+        quality::gaps,
+        quality::suspect,
     ),
-    tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"), (name = "registry"))
+    tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"), (name = "registry"), (name = "quality"))
 )]
 struct ApiDoc;
 
@@ -180,6 +184,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/registry", get(registry::summary))
         .route("/api/v1/registry/meters/{id}", get(registry::meter).put(registry::put_meter).delete(registry::delete_meter))
         .route("/api/v1/customers/{id}/meters", get(registry::customer_meters))
+        .route("/api/v1/quality/gaps", get(quality::gaps))
+        .route("/api/v1/quality/suspect", get(quality::suspect))
         .fallback(routes::not_found)
         .layer(middleware::from_fn(record_request))
         .with_state(state)

@@ -79,7 +79,7 @@ fn parse_instant(name: &str, text: &str) -> Result<i64, ApiError> {
     Err(ApiError::bad_request(format!("{name}: {text:?} is not an RFC 3339 time, a YYYY-MM-DD date or UTC milliseconds")))
 }
 
-fn parse_utility(text: &str) -> Result<Utility, ApiError> {
+pub(crate) fn parse_utility(text: &str) -> Result<Utility, ApiError> {
     text.parse().map_err(|_| ApiError::bad_request(format!("utility: {text:?} is not one of electricity, gas, water")))
 }
 
@@ -91,7 +91,7 @@ fn parse_region(text: &str) -> Result<Region, ApiError> {
     Region::from_code(text).ok_or_else(|| ApiError::not_found(format!("no region {text:?} (ISO 3166-2 codes such as US-CA)")))
 }
 
-fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(query)| query).map_err(|rejection| ApiError::bad_request(rejection.body_text()))
 }
 

@@ -122,9 +122,19 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
         let day = date(today - offset * DAY);
         sql(&db, &format!("INSERT INTO reconciliation VALUES ('{day}', 'electricity', 1000.0, 100, 990.0, 10, 10.0, {})", today + HOUR)).await;
     }
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0)", date(today))).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0)", date(today))).await;
     let before_yesterday = date(today - 3 * DAY);
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0)")).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3)")).await;
+    // Three of those readings were flagged: a spike of meter 70, two frozen readings of meter 71.
+    for (meter, hour, value, rule) in [(70, 18, 2.0, "spike"), (71, 2, 0.5, "frozen"), (71, 3, 0.5, "frozen")] {
+        let values = format!("'{before_yesterday}', 'electricity', {meter}, 7, 'US-TX', {}, {value}, '{rule}'", today - 3 * DAY + hour * HOUR);
+        sql(&db, &format!("INSERT INTO suspect_intervals VALUES ({values})")).await;
+    }
+    // Alice's meter 70 missed 6 of its 24 hours three days ago, bob's meter 80
+    // sent nothing; two days ago (the newest final day) meter 80 missed one.
+    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{before_yesterday}', 'electricity', 70, 7, 'US-TX', 3600, 24, 18, {})", today - 3 * DAY + 17 * HOUR)).await;
+    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{before_yesterday}', 'electricity', 80, 8, 'US-TX', 3600, 24, 0, NULL)")).await;
+    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{}', 'electricity', 80, 8, 'US-TX', 3600, 24, 23, {})", date(today - 2 * DAY), today - DAY - HOUR)).await;
     sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 0, 20.0, 4, 2)")).await;
     sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 5, 22.0, 4, 2)")).await;
     sql(&db, &format!("INSERT INTO top_customers VALUES ('{before_yesterday}', 'electricity', 'US-TX', 1, 7, 12.0)")).await;
@@ -259,6 +269,8 @@ async fn without_a_session_every_endpoint_answers_401(api: &Api) {
         "/api/v1/registry",
         "/api/v1/registry/meters/70",
         "/api/v1/customers/7/meters",
+        "/api/v1/quality/gaps",
+        "/api/v1/quality/suspect",
     ] {
         let response = api.send(Request::get(uri).body(Body::empty()).expect("request")).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri}");
@@ -274,7 +286,7 @@ async fn customers_see_only_their_own_usage_and_operators_see_all(api: &Api) {
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
         assert_eq!(body["error"], "account alice may only see its own customer's usage");
     }
-    for uri in ["/api/v1/regions/US-TX/top", "/api/v1/pipeline"] {
+    for uri in ["/api/v1/regions/US-TX/top", "/api/v1/pipeline", "/api/v1/quality/gaps", "/api/v1/quality/suspect"] {
         let (status, body) = api.get_as("alice", uri).await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("operators only")), "{uri}");
     }
@@ -305,6 +317,62 @@ async fn daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_st
         ]
     );
     assert_eq!(series["points"][0]["closed"], true);
+    let completeness: Vec<Value> = series["points"].as_array().expect("points").iter().map(|p| p["completeness"].clone()).collect();
+    assert_eq!(completeness, vec![json!(0.75), Value::Null, Value::Null, Value::Null], "18 of 24 expected hours, on the batch's day");
+    let suspect: Vec<Value> = series["points"].as_array().expect("points").iter().map(|p| p["suspect"].clone()).collect();
+    assert_eq!(suspect, vec![json!(3), json!(0), Value::Null, Value::Null], "flagged readings of batch days");
+}
+
+async fn operators_list_the_meters_with_suspect_readings(api: &Api) {
+    let before_yesterday = date(api.today - 3 * DAY);
+    let (status, body) = api.get_as("ops", &format!("/api/v1/quality/suspect?date={before_yesterday}&utility=electricity")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let meters: Vec<(u64, u64, u64, u64, f64, i64, i64)> = body["meters"]
+        .as_array()
+        .expect("meters")
+        .iter()
+        .map(|m| {
+            let number = |field: &str| m[field].as_u64().expect(field);
+            let ms = |field: &str| m[field].as_i64().expect(field);
+            (number("meterId"), number("suspectIntervals"), number("spikes"), number("frozen"), m["maxValue"].as_f64().expect("max"), ms("firstMs"), ms("lastMs"))
+        })
+        .collect();
+    let at = |hour: i64| api.today - 3 * DAY + hour * HOUR;
+    assert_eq!(meters, vec![(71, 2, 0, 2, 0.5, at(2), at(3)), (70, 1, 1, 0, 2.0, at(18), at(18))], "most flagged first");
+    let (_, newest) = api.get_as("ops", "/api/v1/quality/suspect").await;
+    assert_eq!((newest["date"].as_str(), newest["meters"].as_array().map(Vec::len)), (Some(date(api.today - 2 * DAY).to_string().as_str()), Some(0)));
+    let (status, body) = api.get_as("ops", "/api/v1/quality/suspect?limit=1001").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("limit 1001 must be 1 to 1000")));
+}
+
+async fn operators_list_the_meters_with_gaps(api: &Api) {
+    let before_yesterday = date(api.today - 3 * DAY);
+    let (status, body) = api.get_as("ops", &format!("/api/v1/quality/gaps?date={before_yesterday}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["date"], before_yesterday.to_string());
+    let meters: Vec<(u64, u64, u64, f64, Value)> = body["meters"]
+        .as_array()
+        .expect("meters")
+        .iter()
+        .map(|m| {
+            let number = |field: &str| m[field].as_u64().expect(field);
+            (number("meterId"), number("customerId"), number("missingIntervals"), m["completeness"].as_f64().expect("completeness"), m["lastReadingMs"].clone())
+        })
+        .collect();
+    assert_eq!(meters, vec![(80, 8, 24, 0.0, Value::Null), (70, 7, 6, 0.75, json!(api.today - 3 * DAY + 17 * HOUR))], "most missing first");
+    let (_, newest) = api.get_as("ops", "/api/v1/quality/gaps?utility=electricity").await;
+    assert_eq!(newest["date"], date(api.today - 2 * DAY).to_string(), "the newest final day; today's is not");
+    assert_eq!(newest["meters"][0]["missingIntervals"], 1);
+    let (_, none) = api.get_as("ops", &format!("/api/v1/quality/gaps?date={before_yesterday}&utility=water")).await;
+    assert_eq!(none["meters"], json!([]));
+    for (uri, reason) in [
+        ("/api/v1/quality/gaps?date=yesterday", "date `yesterday` is not YYYY-MM-DD"),
+        ("/api/v1/quality/gaps?limit=0", "limit 0 must be 1 to 1000"),
+        ("/api/v1/quality/gaps?utility=steam", "utility: \"steam\" is not one of electricity, gas, water"),
+    ] {
+        let (status, body) = api.get_as("ops", uri).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some(reason)), "{uri}");
+    }
 }
 
 async fn minutes_and_hours_come_from_the_stream(api: &Api) {
@@ -482,7 +550,7 @@ async fn the_openapi_document_describes_every_route(api: &Api) {
         "/api/v1/login", "/api/v1/logout", "/api/v1/tokens", "/api/v1/me", "/api/v1/customers/{id}/usage",
         "/api/v1/customers/{id}/today", "/api/v1/customers/{id}/live", "/api/v1/regions", "/api/v1/regions/{code}/usage",
         "/api/v1/regions/{code}/top", "/api/v1/live/regions", "/api/v1/pipeline", "/api/v1/registry",
-        "/api/v1/registry/meters/{id}", "/api/v1/customers/{id}/meters",
+        "/api/v1/registry/meters/{id}", "/api/v1/customers/{id}/meters", "/api/v1/quality/gaps", "/api/v1/quality/suspect",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
@@ -609,4 +677,6 @@ suite!(
     the_openapi_document_describes_every_route,
     dashboard_files_health_and_metrics,
     operators_manage_the_registry_and_customers_see_their_meters,
+    operators_list_the_meters_with_gaps,
+    operators_list_the_meters_with_suspect_readings,
 );

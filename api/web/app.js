@@ -136,7 +136,8 @@ async function showCustomer(customerId, picked) {
       <div>Today <span class="big" data-testid="today-${utility}"></span></div>
       <div class="muted" data-role="yesterday"></div>
       <div data-role="live" data-testid="live-chart-${utility}"></div>
-      <div data-role="days" data-testid="days-chart-${utility}"></div>`;
+      <div data-role="days" data-testid="days-chart-${utility}"></div>
+      <div class="muted" data-role="quality" data-testid="quality-${utility}"></div>`;
     cards.appendChild(card);
     views[utility] = { card, comparison };
   }
@@ -152,7 +153,10 @@ async function showCustomer(customerId, picked) {
   showMeters(customerId);
   const past = await api('/customers/' + customerId + '/usage?granularity=day');
   for (const series of past.utilities) {
-    if (views[series.utility]) views[series.utility].daysChart.setData(points(series.points));
+    const view = views[series.utility];
+    if (!view) continue;
+    view.daysChart.setData(points(series.points));
+    view.card.querySelector('[data-role=quality]').textContent = dayQuality(series.points);
   }
   const events = new EventSource('/api/v1/customers/' + customerId + '/live');
   live.push(events);
@@ -166,6 +170,17 @@ async function showCustomer(customerId, picked) {
       if (usage.today) setToday(view, usage.today.sum);
     }
   });
+}
+
+/// The final days whose readings were incomplete or flagged suspect.
+function dayQuality(points) {
+  const marked = points.filter((p) => p.source === 'batch' && (p.suspect > 0 || (p.completeness != null && p.completeness < 1)));
+  return marked.map((p) => {
+    const notes = [];
+    if (p.completeness != null && p.completeness < 1) notes.push((100 * p.completeness).toFixed(0) + ' % complete');
+    if (p.suspect > 0) notes.push(p.suspect + ' readings flagged suspect');
+    return new Date(p.startMs).toISOString().slice(0, 10) + ': ' + notes.join(', ');
+  }).join('; ');
 }
 
 /// An installation's period as dates (UTC), open-ended when still installed.
@@ -274,6 +289,44 @@ async function showOperator() {
   refreshPipeline();
   live.push(setInterval(refreshPipeline, 2000));
   refreshRegistry();
+  refreshGaps();
+  refreshSuspect();
+}
+
+/// The meters that missed intervals of the newest day the batch computed.
+async function refreshGaps() {
+  const table = $('meter-gaps');
+  try {
+    const gaps = await api('/quality/gaps');
+    $('gaps-date').textContent = gaps.date ? '(' + gaps.date + ', UTC)' : '';
+    const time = (ms) => ms == null ? 'nothing that day' : new Date(ms).toISOString().slice(11, 16);
+    table.tBodies[0].innerHTML = gaps.meters.map((g) => `<tr class="clickable" data-customer="${g.customerId}"><td>${g.meterId}</td><td>${g.customerId}</td><td>${g.utility}</td><td>${g.region}</td><td>${g.expectedIntervals}</td><td>${g.receivedIntervals}</td><td>${g.missingIntervals}</td><td>${(100 * g.completeness).toFixed(1)} %</td><td>${time(g.lastReadingMs)}</td></tr>`).join('');
+    table.hidden = gaps.meters.length === 0;
+    $('gaps-note').textContent = !gaps.date ? 'The daily batch has computed no day yet.'
+      : gaps.meters.length ? 'Every interval the registry expected, against the readings the batch found; most missing first.'
+      : 'Every registered meter read every interval the registry expected.';
+  } catch (error) {
+    table.hidden = true;
+    $('gaps-note').textContent = error.message;
+  }
+}
+
+/// The meters whose readings of the newest computed day the validation rules flagged.
+async function refreshSuspect() {
+  const table = $('suspect-meters');
+  try {
+    const suspect = await api('/quality/suspect');
+    $('suspect-date').textContent = suspect.date ? '(' + suspect.date + ', UTC)' : '';
+    const time = (ms) => new Date(ms).toISOString().slice(11, 16);
+    table.tBodies[0].innerHTML = suspect.meters.map((m) => `<tr class="clickable" data-customer="${m.customerId}"><td>${m.meterId}</td><td>${m.customerId}</td><td>${m.utility}</td><td>${m.region}</td><td>${m.spikes}</td><td>${m.frozen}</td><td>${number(m.maxValue)}</td><td>${time(m.firstMs)} – ${time(m.lastMs)}</td></tr>`).join('');
+    table.hidden = suspect.meters.length === 0;
+    $('suspect-note').textContent = !suspect.date ? 'The daily batch has computed no day yet.'
+      : suspect.meters.length ? 'Readings the validation rules (batch.validation) flagged; they still count in every total.'
+      : 'No reading was flagged suspect.';
+  } catch (error) {
+    table.hidden = true;
+    $('suspect-note').textContent = error.message;
+  }
 }
 
 async function refreshRegistry() {
@@ -299,12 +352,14 @@ $('meter-lookup').addEventListener('submit', async (event) => {
   }
 });
 
-$('meter-installations').addEventListener('click', (event) => {
-  const row = event.target.closest('tr[data-customer]');
-  if (!row) return;
-  history.replaceState(null, '', '?customer=' + row.dataset.customer);
-  showCustomer(Number(row.dataset.customer), true);
-});
+for (const id of ['meter-installations', 'meter-gaps', 'suspect-meters']) {
+  $(id).addEventListener('click', (event) => {
+    const row = event.target.closest('tr[data-customer]');
+    if (!row) return;
+    history.replaceState(null, '', '?customer=' + row.dataset.customer);
+    showCustomer(Number(row.dataset.customer), true);
+  });
+}
 
 $('map-utility').addEventListener('change', () => { drawMap(); if (selected) openRegion(selected); });
 

@@ -79,11 +79,12 @@ impl DaySummary {
     /// One line: rows written, totals, drift and restatement per utility.
     pub fn line(&self) -> String {
     let mut line = format!(
-        "{}: {} customer days, {} region hours, {} top customers; compute {} ms, write {} ms, restate {} ms",
+        "{}: {} customer days, {} region hours, {} top customers, {} meters with gaps; compute {} ms, write {} ms, restate {} ms",
         self.date,
         self.outputs.customers.len(),
         self.outputs.region_hours.len(),
         self.outputs.top_customers.len(),
+        self.outputs.meter_gaps.len(),
         self.compute_ms,
         self.write_ms,
         self.restate_ms
@@ -120,7 +121,8 @@ pub async fn run_day(
     let started = Instant::now();
     // Decided before the master data is read: what the archiver had written by then is all in the computation.
     let due = serving.map(|serving| serving.restatement_due(date, now_ms));
-    let outputs = job.compute(date, utilities).await?;
+    let expectations = results.expectations(date, utilities, now_ms).await?;
+    let outputs = job.compute(date, utilities, std::sync::Arc::new(expectations)).await?;
     let compute_ms = started.elapsed().as_millis() as u64;
     let streamed = match serving {
         Some(serving) => Some(stream_totals(serving.store, date).await?),

@@ -1,12 +1,15 @@
 //! The day's outputs, folded from per customer and hour sums.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use auth_core::spec::ValidationSpec;
 use auth_core::{Region, Utility};
 use auth_master::DAY_MS;
 use rustc_hash::FxHashMap;
 
 use crate::TOP_CUSTOMERS;
+use crate::completeness::Expectations;
 
 /// One customer's usage of one utility over a day.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,6 +24,77 @@ pub struct CustomerDay {
     /// The UTC hour (0-23) with the most usage; the earliest of equal ones.
     pub peak_hour: u8,
     pub peak_hour_total: f64,
+    /// Intervals the registry expected of the customer's meters of the
+    /// utility that day ([`crate::completeness`]); 0 for meters it does not know.
+    pub expected_intervals: u64,
+    /// Expected intervals with a reading.
+    pub received_intervals: u64,
+    /// Readings the validation rules flagged ([`SuspectInterval`]).
+    pub suspect_intervals: u64,
+}
+
+impl CustomerDay {
+    /// Received over expected intervals; `None` when nothing was expected.
+    pub fn completeness(&self) -> Option<f64> {
+        (self.expected_intervals > 0).then(|| self.received_intervals as f64 / self.expected_intervals as f64)
+    }
+}
+
+/// A meter that missed some of the intervals the registry expected of it on a day.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeterGap {
+    pub utility: Utility,
+    pub meter_id: u64,
+    pub customer_id: u64,
+    pub region: Region,
+    pub interval_secs: u32,
+    pub expected_intervals: u64,
+    pub received_intervals: u64,
+    /// Its last reading of the day; `None`: it sent nothing.
+    pub last_reading_ms: Option<i64>,
+}
+
+impl MeterGap {
+    pub fn missing_intervals(&self) -> u64 {
+        self.expected_intervals - self.received_intervals
+    }
+}
+
+/// Why a validation rule flagged an interval ([`ValidationSpec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SuspectRule {
+    /// Far above the meter's typical maximum of the day.
+    Spike,
+    /// One of a run of readings with the same non-zero value.
+    Frozen,
+}
+
+impl SuspectRule {
+    pub const ALL: [SuspectRule; 2] = [SuspectRule::Spike, SuspectRule::Frozen];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspectRule::Spike => "spike",
+            SuspectRule::Frozen => "frozen",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|rule| rule.as_str() == text)
+    }
+}
+
+/// A reading a validation rule flagged `suspect`: it is kept and counted in
+/// every total, and listed for an operator to check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SuspectInterval {
+    pub utility: Utility,
+    pub meter_id: u64,
+    pub customer_id: u64,
+    pub region: Region,
+    pub ts_ms: i64,
+    pub value: f64,
+    pub rule: SuspectRule,
 }
 
 /// One region's usage of one utility in one UTC hour.
@@ -62,6 +136,10 @@ pub struct DayOutputs {
     /// Ordered by utility, region and position.
     pub top_customers: Vec<TopCustomer>,
     pub totals: Vec<(Utility, UtilityTotal)>,
+    /// Meters with missing intervals, ordered by utility, meter and customer.
+    pub meter_gaps: Vec<MeterGap>,
+    /// Flagged readings, ordered by utility, meter, customer and event time.
+    pub suspect_intervals: Vec<SuspectInterval>,
 }
 
 /// Where a reading sits in the master data's order: files are sorted by
@@ -102,21 +180,52 @@ const NO_READINGS: HourSums = HourSums { total: 0.0, min_value: f64::INFINITY, m
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// One meter's readings of the day so far, against what the registry expects.
+struct MeterTally {
+    meter_id: u64,
+    /// Its place in the expectations; `None`: the registry expects nothing of it.
+    expected_at: Option<usize>,
+    last_slot: Option<i64>,
+    received: u64,
+    last_reading_ms: i64,
+}
+
 /// Folds one utility's readings of one log partition, in the master data's
 /// order, one customer at a time: the first copy of a repeated reading
 /// counts (its offset is the lowest), as in the stream. Memory holds one
 /// customer's hours, however many readings there are.
 pub struct ReadingFold {
     utility: Utility,
+    expectations: Arc<Expectations>,
+    validation: Validation,
     customer: Option<(u64, Region)>,
     hours: [HourSums; 24],
+    meter: Option<MeterTally>,
+    /// The current meter's readings of the day (event time, value), for the validation rules.
+    meter_readings: Vec<(i64, f64)>,
+    /// The customer's expected and received intervals over its meters so far.
+    intervals: (u64, u64),
+    /// The customer's flagged readings so far.
+    suspects: u64,
     last: Option<ReadingKey>,
     day: DayFold,
 }
 
 impl ReadingFold {
-    pub fn new(utility: Utility) -> Self {
-        Self { utility, customer: None, hours: [NO_READINGS; 24], last: None, day: DayFold::default() }
+    pub fn new(utility: Utility, expectations: Arc<Expectations>, rules: ValidationSpec) -> Self {
+        Self {
+            utility,
+            expectations,
+            validation: Validation { rules, scratch: Vec::new() },
+            customer: None,
+            hours: [NO_READINGS; 24],
+            meter: None,
+            meter_readings: Vec::new(),
+            intervals: (0, 0),
+            suspects: 0,
+            last: None,
+            day: DayFold::default(),
+        }
     }
 
     pub fn push(&mut self, key: ReadingKey, region: Region, value: f64) -> Result<(), OutOfOrder> {
@@ -141,13 +250,70 @@ impl ReadingFold {
         hour.min_value = hour.min_value.min(value);
         hour.max_value = hour.max_value.max(value);
         hour.readings += 1;
+        self.tally(key, value);
         Ok(())
     }
 
+    /// Counts the reading's interval for its meter, once per interval.
+    fn tally(&mut self, key: ReadingKey, value: f64) {
+        if self.meter.as_ref().is_none_or(|meter| meter.meter_id != key.meter_id) {
+            self.close_meter();
+            let expected_at = self.expectations.visit(self.utility, key.customer_id, key.meter_id);
+            self.meter = Some(MeterTally { meter_id: key.meter_id, expected_at, last_slot: None, received: 0, last_reading_ms: key.ts_ms });
+        }
+        let Some(meter) = self.meter.as_mut() else { return };
+        meter.last_reading_ms = key.ts_ms;
+        self.meter_readings.push((key.ts_ms, value));
+        let Some(expected_at) = meter.expected_at else { return };
+        let slot = self.expectations.meter(expected_at).slot_of(key.ts_ms);
+        if slot.is_some() && slot != meter.last_slot {
+            meter.last_slot = slot;
+            meter.received += 1;
+        }
+    }
+
+    fn close_meter(&mut self) {
+        let Some(tally) = self.meter.take() else { return };
+        if let Some((customer_id, region)) = self.customer {
+            let before = self.day.suspect_intervals.len();
+            let (utility, meter_id) = (self.utility, tally.meter_id);
+            self.validation.flag(&self.meter_readings, |ts_ms, value, rule| SuspectInterval {
+                utility,
+                meter_id,
+                customer_id,
+                region,
+                ts_ms,
+                value,
+                rule,
+            }, &mut self.day.suspect_intervals);
+            self.suspects += (self.day.suspect_intervals.len() - before) as u64;
+        }
+        self.meter_readings.clear();
+        let Some(expected_at) = tally.expected_at else { return };
+        let expected = self.expectations.meter(expected_at);
+        self.intervals.0 += expected.expected;
+        self.intervals.1 += tally.received;
+        if tally.received < expected.expected {
+            self.day.meter_gaps.push(MeterGap {
+                utility: self.utility,
+                meter_id: tally.meter_id,
+                customer_id: expected.customer_id,
+                region: expected.region,
+                interval_secs: (expected.interval_ms / 1_000) as u32,
+                expected_intervals: expected.expected,
+                received_intervals: tally.received,
+                last_reading_ms: Some(tally.last_reading_ms),
+            });
+        }
+    }
+
     fn close_customer(&mut self) {
+        self.close_meter();
         if let Some((customer_id, region)) = self.customer.take() {
-            self.day.add_customer(self.utility, customer_id, region, &self.hours);
+            self.day.add_customer(self.utility, customer_id, region, &self.hours, self.intervals, self.suspects);
             self.hours = [NO_READINGS; 24];
+            self.intervals = (0, 0);
+            self.suspects = 0;
         }
     }
 
@@ -157,15 +323,77 @@ impl ReadingFold {
     }
 }
 
+/// The validation rules applied to one meter's day at a time.
+struct Validation {
+    rules: ValidationSpec,
+    /// The non-zero values of the meter's day, to find its typical maximum.
+    scratch: Vec<f64>,
+}
+
+/// Non-zero intervals a meter's day needs before its typical maximum is trusted.
+const SPIKE_MIN_INTERVALS: usize = 8;
+
+impl Validation {
+    /// Appends to `flagged` each reading of `readings` (one meter's day, in
+    /// event time order) that a rule finds suspect; a reading is flagged
+    /// once, by the first rule it breaks.
+    fn flag<T>(&mut self, readings: &[(i64, f64)], suspect: impl Fn(i64, f64, SuspectRule) -> T, flagged: &mut Vec<T>) {
+        let spike_above = self.spike_threshold(readings);
+        let frozen_run = self.rules.frozen_readings as usize;
+        let mut run_start = 0;
+        for end in 1..=readings.len() {
+            let run_ends = end == readings.len() || readings[end].1 != readings[run_start].1;
+            if !run_ends {
+                continue;
+            }
+            let frozen = frozen_run > 0 && end - run_start >= frozen_run && readings[run_start].1 != 0.0;
+            for &(ts_ms, value) in &readings[run_start..end] {
+                if spike_above.is_some_and(|threshold| value > threshold) {
+                    flagged.push(suspect(ts_ms, value, SuspectRule::Spike));
+                } else if frozen {
+                    flagged.push(suspect(ts_ms, value, SuspectRule::Frozen));
+                }
+            }
+            run_start = end;
+        }
+    }
+
+    /// `spikeFactor` times the 90th percentile of the day's non-zero values;
+    /// `None` when the rule is off or the day has too few of them.
+    fn spike_threshold(&mut self, readings: &[(i64, f64)]) -> Option<f64> {
+        if self.rules.spike_factor == 0.0 {
+            return None;
+        }
+        self.scratch.clear();
+        self.scratch.extend(readings.iter().map(|&(_, value)| value).filter(|&value| value != 0.0));
+        if self.scratch.len() < SPIKE_MIN_INTERVALS {
+            return None;
+        }
+        let at = (self.scratch.len() - 1) * 9 / 10;
+        let (_, typical_maximum, _) = self.scratch.select_nth_unstable_by(at, f64::total_cmp);
+        Some(self.rules.spike_factor * *typical_maximum)
+    }
+}
+
 /// Collects customers' days, from any number of [`ReadingFold`]s.
 #[derive(Default)]
 pub struct DayFold {
     customers: Vec<CustomerDay>,
     region_hours: FxHashMap<(Utility, Region, u8), RegionHour>,
+    meter_gaps: Vec<MeterGap>,
+    suspect_intervals: Vec<SuspectInterval>,
 }
 
 impl DayFold {
-    fn add_customer(&mut self, utility: Utility, customer_id: u64, region: Region, hours: &[HourSums; 24]) {
+    fn add_customer(
+        &mut self,
+        utility: Utility,
+        customer_id: u64,
+        region: Region,
+        hours: &[HourSums; 24],
+        (expected_intervals, received_intervals): (u64, u64),
+        suspect_intervals: u64,
+    ) {
         let mut day = CustomerDay {
             utility,
             customer_id,
@@ -176,6 +404,9 @@ impl DayFold {
             readings: 0,
             peak_hour: 0,
             peak_hour_total: f64::NEG_INFINITY,
+            expected_intervals,
+            received_intervals,
+            suspect_intervals,
         };
         for (hour, sums) in (0u8..).zip(hours).filter(|(_, sums)| sums.readings > 0) {
             day.total += sums.total;
@@ -204,6 +435,8 @@ impl DayFold {
     /// Adds another fold's customers, which must not be in this one.
     pub fn merge(&mut self, other: DayFold) {
         self.customers.extend(other.customers);
+        self.meter_gaps.extend(other.meter_gaps);
+        self.suspect_intervals.extend(other.suspect_intervals);
         for (key, hour) in other.region_hours {
             self.region_hours
                 .entry(key)
@@ -216,9 +449,30 @@ impl DayFold {
         }
     }
 
-    pub fn finish(self) -> DayOutputs {
+    /// The outputs, once every fold is merged: the meters of `expectations`
+    /// no fold visited sent nothing, and count as gaps of their customers.
+    pub fn finish(self, expectations: &Expectations) -> DayOutputs {
         let mut customers = self.customers;
         customers.sort_unstable_by_key(|day| (day.utility, day.customer_id));
+        let mut meter_gaps = self.meter_gaps;
+        for silent in expectations.unvisited() {
+            if let Ok(at) = customers.binary_search_by_key(&(silent.utility, silent.customer_id), |day| (day.utility, day.customer_id)) {
+                customers[at].expected_intervals += silent.expected;
+            }
+            meter_gaps.push(MeterGap {
+                utility: silent.utility,
+                meter_id: silent.meter_id,
+                customer_id: silent.customer_id,
+                region: silent.region,
+                interval_secs: (silent.interval_ms / 1_000) as u32,
+                expected_intervals: silent.expected,
+                received_intervals: 0,
+                last_reading_ms: None,
+            });
+        }
+        meter_gaps.sort_unstable_by_key(|gap| (gap.utility, gap.meter_id, gap.customer_id));
+        let mut suspect_intervals = self.suspect_intervals;
+        suspect_intervals.sort_unstable_by_key(|suspect| (suspect.utility, suspect.meter_id, suspect.customer_id, suspect.ts_ms));
         let mut region_hours: Vec<RegionHour> = self.region_hours.into_values().collect();
         region_hours.sort_unstable_by_key(|hour| (hour.utility, hour.region, hour.hour));
         let mut by_region: HashMap<(Utility, Region), Vec<&CustomerDay>> = HashMap::new();
@@ -247,7 +501,7 @@ impl DayFold {
             }
         }
         top_customers.sort_unstable_by_key(|top| (top.utility, top.region, top.position));
-        DayOutputs { customers, region_hours, top_customers, totals }
+        DayOutputs { customers, region_hours, top_customers, totals, meter_gaps, suspect_intervals }
     }
 }
 
@@ -264,7 +518,7 @@ mod tests {
     #[test]
     fn folds_days_peaks_regions_and_tops_keeping_first_copies() {
         let region = Region::from_code("US-CA").expect("a region");
-        let mut fold = ReadingFold::new(Utility::Water);
+        let mut fold = ReadingFold::new(Utility::Water, Arc::default(), ValidationSpec::default());
         let readings = [
             (key(7, 1, 2, 10), 1.0),
             (key(7, 1, 2, 11), 99.0),
@@ -276,7 +530,7 @@ mod tests {
         for (key, value) in readings {
             fold.push(key, region, value).expect("in order");
         }
-        let outputs = fold.finish().finish();
+        let outputs = fold.finish().finish(&Expectations::none());
         let seven = outputs.customers[0];
         assert_eq!((seven.customer_id, seven.total, seven.readings, seven.peak_hour, seven.peak_hour_total), (7, 7.0, 4, 2, 3.0));
         assert_eq!((seven.min_value, seven.max_value), (1.0, 3.0));
@@ -287,9 +541,65 @@ mod tests {
     }
 
     #[test]
+    fn completeness_counts_each_expected_interval_once_and_lists_gaps_and_silent_meters() {
+        use auth_core::registry::Registry;
+        let region = Region::from_code("US-CA").expect("a region");
+        let date = auth_master::date_of(20 * DAY_MS);
+        let installed = |meter_id, customer_id| crate::completeness::installed(meter_id, customer_id, Utility::Water, 3_600, 0, None);
+        let mut registry = Registry::default();
+        for (meter_id, customer_id) in [(1, 7), (2, 7), (3, 8), (4, 9)] {
+            registry.set_meter(meter_id, vec![installed(meter_id, customer_id)]);
+        }
+        let expectations = Arc::new(crate::completeness::Expectations::of_registry(&registry, date, &[Utility::Water], i64::MAX));
+        let mut fold = ReadingFold::new(Utility::Water, Arc::clone(&expectations), ValidationSpec::default());
+        for hour in 0..24 {
+            fold.push(key(7, 1, hour, hour as u64), region, 1.0).expect("in order");
+        }
+        fold.push(key(8, 3, 4, 100), region, 1.0).expect("in order");
+        fold.push(key(8, 3, 4, 101), region, 1.0).expect("a second copy, not counted");
+        let mut twice_in_one_hour = key(8, 3, 4, 102);
+        twice_in_one_hour.ts_ms += 60_000;
+        fold.push(twice_in_one_hour, region, 1.0).expect("in order");
+        fold.push(key(8, 3, 5, 103), region, 1.0).expect("in order");
+        fold.push(key(10, 5, 5, 104), region, 1.0).expect("a meter the registry does not know");
+        let outputs = fold.finish().finish(&expectations);
+        let intervals: Vec<_> =
+            outputs.customers.iter().map(|c| (c.customer_id, c.expected_intervals, c.received_intervals, c.completeness())).collect();
+        assert_eq!(intervals, vec![(7, 48, 24, Some(0.5)), (8, 24, 2, Some(2.0 / 24.0)), (10, 0, 0, None)]);
+        let gaps: Vec<_> = outputs
+            .meter_gaps
+            .iter()
+            .map(|g| (g.meter_id, g.customer_id, g.expected_intervals, g.missing_intervals(), g.last_reading_ms))
+            .collect();
+        let at = |hour: i64, minutes: i64| Some(20 * DAY_MS + hour * HOUR + minutes * 60_000);
+        assert_eq!(gaps, vec![(2, 7, 24, 24, None), (3, 8, 24, 22, at(5, 0)), (4, 9, 24, 24, None)]);
+    }
+
+    fn flagged(readings: &[(i64, f64)], rules: ValidationSpec) -> Vec<(i64, SuspectRule)> {
+        let mut validation = Validation { rules, scratch: Vec::new() };
+        let mut flagged = Vec::new();
+        validation.flag(readings, |ts_ms, _, rule| (ts_ms, rule), &mut flagged);
+        flagged
+    }
+
+    #[test]
+    fn spikes_and_frozen_runs_are_flagged_once_each() {
+        let rules = ValidationSpec { spike_factor: 10.0, frozen_readings: 3 };
+        let values = [1.0, 2.0, 3.0, 4.0, 5.0, 200.0, 6.0, 7.0, 8.0, 9.0, 10.0, 99.0];
+        let readings: Vec<(i64, f64)> = values.iter().enumerate().map(|(at, &value)| (at as i64, value)).collect();
+        assert_eq!(flagged(&readings, rules), vec![(5, SuspectRule::Spike)], "99 is not above 10 times the 90th percentile, 10");
+        let runs = [(0, 0.0), (1, 0.0), (2, 0.0), (3, 4.0), (4, 4.0), (5, 4.0), (6, 4.0), (7, 2.0), (8, 2.0)];
+        let frozen: Vec<i64> = flagged(&runs, rules).into_iter().map(|(at, _)| at).collect();
+        assert_eq!(frozen, vec![3, 4, 5, 6], "zeros are no frozen register; a run of two is below three");
+        assert!(flagged(&runs, ValidationSpec { spike_factor: 0.0, frozen_readings: 0 }).is_empty(), "rules off");
+        let few = [(0, 1.0), (1, 1000.0)];
+        assert!(flagged(&few, rules).is_empty(), "two readings tell no typical maximum");
+    }
+
+    #[test]
     fn readings_out_of_order_are_refused() {
         let region = Region::from_code("US-CA").expect("a region");
-        let mut fold = ReadingFold::new(Utility::Gas);
+        let mut fold = ReadingFold::new(Utility::Gas, Arc::default(), ValidationSpec::default());
         fold.push(key(7, 1, 5, 3), region, 1.0).expect("first");
         let err = fold.push(key(7, 1, 2, 4), region, 1.0).expect_err("an earlier event time of the same meter");
         assert_eq!(err.after, key(7, 1, 2, 4));
@@ -298,13 +608,13 @@ mod tests {
     #[test]
     fn folds_merge_customers_and_region_hours() {
         let region = Region::from_code("US-TX").expect("a region");
-        let mut first = ReadingFold::new(Utility::Gas);
+        let mut first = ReadingFold::new(Utility::Gas, Arc::default(), ValidationSpec::default());
         first.push(key(1, 1, 3, 0), region, 2.0).expect("in order");
-        let mut second = ReadingFold::new(Utility::Gas);
+        let mut second = ReadingFold::new(Utility::Gas, Arc::default(), ValidationSpec::default());
         second.push(key(2, 2, 3, 0), region, 5.0).expect("in order");
         let mut day = first.finish();
         day.merge(second.finish());
-        let outputs = day.finish();
+        let outputs = day.finish(&Expectations::none());
         assert_eq!(outputs.customers.iter().map(|c| c.customer_id).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(outputs.region_hours.iter().map(|h| (h.total, h.customers)).collect::<Vec<_>>(), vec![(7.0, 2)]);
     }

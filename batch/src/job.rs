@@ -2,7 +2,9 @@
 //! day's files in the master data's order, folded as it streams.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use auth_core::spec::ValidationSpec;
 use auth_core::{Region, Utility};
 use auth_master::{FileName, MasterStore, date_folder};
 use chrono::NaiveDate;
@@ -16,6 +18,7 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
+use crate::completeness::Expectations;
 use crate::fold::{DayFold, DayOutputs, OutOfOrder, ReadingFold, ReadingKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,7 @@ struct PartitionFiles {
     utility: Utility,
     partition: u32,
     files: Vec<Path>,
+    expectations: Arc<Expectations>,
 }
 
 /// Runs the day's queries against the master data.
@@ -56,14 +60,21 @@ pub struct BatchJob {
     master: MasterStore,
     memory_limit_bytes: u64,
     parallelism: usize,
+    validation: ValidationSpec,
 }
 
 impl BatchJob {
     /// A job over `master` whose queries together keep within
     /// `memory_limit_bytes`; it folds as many partitions at once as there are cores.
+    /// It validates with the default rules ([`BatchJob::with_validation`]).
     pub fn new(master: MasterStore, memory_limit_bytes: u64) -> Self {
         let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
-        Self { master, memory_limit_bytes, parallelism }
+        Self { master, memory_limit_bytes, parallelism, validation: ValidationSpec::default() }
+    }
+
+    /// The job flagging suspect intervals by `rules` (`batch.validation`).
+    pub fn with_validation(self, rules: ValidationSpec) -> Self {
+        Self { validation: rules, ..self }
     }
 
     fn context(&self) -> Result<SessionContext, BatchError> {
@@ -93,9 +104,15 @@ impl BatchJob {
         Ok(files)
     }
 
-    /// Computes the day for `utilities`; `NoInput` when none of them has a file.
-    #[tracing::instrument(level = "info", skip(self, utilities), fields(%date))]
-    pub async fn compute(&self, date: NaiveDate, utilities: &[Utility]) -> Result<DayOutputs, BatchError> {
+    /// Computes the day for `utilities`, and how complete it is against
+    /// `expectations`; `NoInput` when none of them has a file.
+    #[tracing::instrument(level = "info", skip(self, utilities, expectations), fields(%date, expected_meters = expectations.len()))]
+    pub async fn compute(
+        &self,
+        date: NaiveDate,
+        utilities: &[Utility],
+        expectations: Arc<Expectations>,
+    ) -> Result<DayOutputs, BatchError> {
         let mut partitions: BTreeMap<(Utility, u32), Vec<Path>> = BTreeMap::new();
         for &utility in utilities {
             for path in self.files(utility, date).await? {
@@ -112,14 +129,15 @@ impl BatchJob {
         }
         let folds = partitions.into_iter().map(|((utility, partition), files)| {
             let job = self.clone();
-            tokio::spawn(async move { job.fold_partition(PartitionFiles { utility, partition, files }).await })
+            let expectations = Arc::clone(&expectations);
+            tokio::spawn(async move { job.fold_partition(PartitionFiles { utility, partition, files, expectations }).await })
         });
         let mut folds = futures::stream::iter(folds).buffer_unordered(self.parallelism);
         let mut day = DayFold::default();
         while let Some(fold) = folds.next().await {
             day.merge(fold.map_err(|err| BatchError::Task(err.to_string()))??);
         }
-        Ok(day.finish())
+        Ok(day.finish(&expectations))
     }
 
     /// Folds one partition; when the query engine fails, reads its files one
@@ -143,7 +161,7 @@ impl BatchJob {
         }
         let query = format!("SELECT * FROM ({}) ORDER BY {}", selects.join(" UNION ALL "), ORDER.join(", "));
         let mut batches = context.sql(&query).await?.execute_stream().await?;
-        let mut fold = ReadingFold::new(part.utility);
+        let mut fold = ReadingFold::new(part.utility, Arc::clone(&part.expectations), self.validation);
         let mut rows = 0u64;
         while let Some(batch) = batches.next().await {
             let batch = batch?;

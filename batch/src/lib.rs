@@ -16,6 +16,7 @@
 //! and utility, and the top customers per region and utility. Memory holds
 //! one customer per partition being folded, plus the outputs.
 
+pub mod completeness;
 mod day;
 pub mod fold;
 pub mod job;
@@ -25,7 +26,8 @@ pub mod schedule;
 pub mod settle;
 
 pub use day::{DayError, DaySummary, Serving, run_day};
-pub use fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer, UtilityTotal};
+pub use completeness::Expectations;
+pub use fold::{CustomerDay, DayOutputs, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal};
 pub use job::{BatchError, BatchJob};
 pub use auth_results::ResultsError;
 pub use results::{Reconciliation, Restatement, ResultsDb};

@@ -2,11 +2,13 @@
 //! day's results and reading them back.
 
 use auth_core::Utility;
+use auth_master::day_start_ms;
 use auth_results::{Database, ResultsError, add, parse_region, parse_utility, query_error};
 use chrono::NaiveDate;
 use sqlx::any::AnyArguments;
 
-use crate::fold::{CustomerDay, DayOutputs, RegionHour, TopCustomer};
+use crate::completeness::Expectations;
+use crate::fold::{CustomerDay, DayOutputs, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer};
 
 /// Rows per `INSERT` statement.
 const ROWS_PER_INSERT: usize = 500;
@@ -50,12 +52,20 @@ impl ResultsDb {
     /// Connects and brings the schema up to date. A SQLite file (and its
     /// folder) is created when missing.
     pub async fn connect(url: &str) -> Result<Self, ResultsError> {
-        Ok(Self { db: Database::connect(url).await? })
+        Ok(Self::of(Database::connect(url).await?))
     }
 
     /// The batch's view of a database already connected (and migrated), e.g. the API's.
     pub fn of(db: Database) -> Self {
         Self { db }
+    }
+
+    /// What the registry stored in the database expects of `date` up to
+    /// `until_ms` ([`Expectations::of_day`]), read from the installations of
+    /// that part of the day only.
+    pub async fn expectations(&self, date: NaiveDate, utilities: &[Utility], until_ms: i64) -> Result<Expectations, ResultsError> {
+        let installed = self.db.installations_during(day_start_ms(date), Expectations::end_of(date, until_ms), utilities).await?;
+        Ok(Expectations::of_day(installed, date, utilities, until_ms))
     }
 
     /// Replaces every result of `date` with `outputs` and `reconciliation`, in one transaction.
@@ -69,13 +79,13 @@ impl ResultsDb {
     ) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
         let mut transaction = self.db.begin_write().await.map_err(query_error("starting a transaction"))?;
-        for table in ["daily_customer_usage", "hourly_region_usage", "top_customers", "reconciliation"] {
+        for table in ["daily_customer_usage", "hourly_region_usage", "top_customers", "meter_gaps", "suspect_intervals", "reconciliation"] {
             let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.db.placeholder(1));
             sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error(table))?;
         }
-        const CUSTOMER_COLUMNS: [&str; 10] = [
+        const CUSTOMER_COLUMNS: [&str; 13] = [
             "usage_date", "utility", "customer_id", "region", "total", "min_value", "max_value", "readings", "peak_hour",
-            "peak_hour_total",
+            "peak_hour_total", "expected_intervals", "received_intervals", "suspect_intervals",
         ];
         for chunk in outputs.customers.chunks(ROWS_PER_INSERT) {
             let mut arguments = AnyArguments::default();
@@ -90,6 +100,9 @@ impl ResultsDb {
                 add(&mut arguments, row.readings as i64)?;
                 add(&mut arguments, i64::from(row.peak_hour))?;
                 add(&mut arguments, row.peak_hour_total)?;
+                add(&mut arguments, row.expected_intervals as i64)?;
+                add(&mut arguments, row.received_intervals as i64)?;
+                add(&mut arguments, row.suspect_intervals as i64)?;
             }
             let sql = self.db.insert_sql("daily_customer_usage", &CUSTOMER_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("daily_customer_usage"))?;
@@ -123,6 +136,43 @@ impl ResultsDb {
             let sql = self.db.insert_sql("top_customers", &TOP_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("top_customers"))?;
         }
+        const GAP_COLUMNS: [&str; 9] = [
+            "usage_date", "utility", "meter_id", "customer_id", "region", "interval_secs", "expected_intervals",
+            "received_intervals", "last_reading_ms",
+        ];
+        for chunk in outputs.meter_gaps.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.meter_id as i64)?;
+                add(&mut arguments, row.customer_id as i64)?;
+                add(&mut arguments, row.region.code().to_owned())?;
+                add(&mut arguments, i64::from(row.interval_secs))?;
+                add(&mut arguments, row.expected_intervals as i64)?;
+                add(&mut arguments, row.received_intervals as i64)?;
+                add(&mut arguments, row.last_reading_ms)?;
+            }
+            let sql = self.db.insert_sql("meter_gaps", &GAP_COLUMNS, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("meter_gaps"))?;
+        }
+        const SUSPECT_COLUMNS: [&str; 8] =
+            ["usage_date", "utility", "meter_id", "customer_id", "region", "ts_ms", "reading_value", "rule"];
+        for chunk in outputs.suspect_intervals.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.meter_id as i64)?;
+                add(&mut arguments, row.customer_id as i64)?;
+                add(&mut arguments, row.region.code().to_owned())?;
+                add(&mut arguments, row.ts_ms)?;
+                add(&mut arguments, row.value)?;
+                add(&mut arguments, row.rule.as_str().to_owned())?;
+            }
+            let sql = self.db.insert_sql("suspect_intervals", &SUSPECT_COLUMNS, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("suspect_intervals"))?;
+        }
         const RECONCILIATION_COLUMNS: [&str; 8] = [
             "usage_date", "utility", "batch_total", "batch_readings", "stream_total", "stream_readings", "drift",
             "computed_at_ms",
@@ -151,13 +201,15 @@ impl ResultsDb {
         let day = date.format("%Y-%m-%d").to_string();
         let filter = format!("WHERE usage_date = {}", self.db.placeholder(1));
         let sql = format!(
-            "SELECT utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total \
-             FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
+            "SELECT utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, \
+             expected_intervals, received_intervals, suspect_intervals FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
         );
-        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64);
+        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64, i64, i64, i64);
         let rows: Vec<CustomerRow> = sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("daily_customer_usage"))?;
         let mut outputs = DayOutputs::default();
-        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total) in rows {
+        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, expected, received, suspect) in
+            rows
+        {
             outputs.customers.push(CustomerDay {
                 utility: parse_utility(&utility)?,
                 customer_id: customer_id as u64,
@@ -168,6 +220,9 @@ impl ResultsDb {
                 readings: readings as u64,
                 peak_hour: small(peak_hour, "peak hour")?,
                 peak_hour_total,
+                expected_intervals: expected as u64,
+                received_intervals: received as u64,
+                suspect_intervals: suspect as u64,
             });
         }
         let sql = format!(
@@ -183,6 +238,42 @@ impl ResultsDb {
                 total,
                 readings: readings as u64,
                 customers: customers as u64,
+            });
+        }
+        let sql = format!(
+            "SELECT utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms \
+             FROM meter_gaps {filter} ORDER BY utility, meter_id, customer_id"
+        );
+        type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>);
+        let rows: Vec<GapRow> = sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("meter_gaps"))?;
+        for (utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms) in rows {
+            outputs.meter_gaps.push(MeterGap {
+                utility: parse_utility(&utility)?,
+                meter_id: meter_id as u64,
+                customer_id: customer_id as u64,
+                region: parse_region(&region)?,
+                interval_secs: u32::try_from(interval_secs).map_err(|_| ResultsError::Stored(format!("interval {interval_secs} s")))?,
+                expected_intervals: expected as u64,
+                received_intervals: received as u64,
+                last_reading_ms,
+            });
+        }
+        let sql = format!(
+            "SELECT utility, meter_id, customer_id, region, ts_ms, reading_value, rule FROM suspect_intervals {filter} \
+             ORDER BY utility, meter_id, customer_id, ts_ms"
+        );
+        type SuspectRow = (String, i64, i64, String, i64, f64, String);
+        let rows: Vec<SuspectRow> =
+            sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("suspect_intervals"))?;
+        for (utility, meter_id, customer_id, region, ts_ms, value, rule) in rows {
+            outputs.suspect_intervals.push(SuspectInterval {
+                utility: parse_utility(&utility)?,
+                meter_id: meter_id as u64,
+                customer_id: customer_id as u64,
+                region: parse_region(&region)?,
+                ts_ms,
+                value,
+                rule: SuspectRule::parse(&rule).ok_or_else(|| ResultsError::Stored(format!("validation rule `{rule}`")))?,
             });
         }
         let sql = format!("SELECT utility, region, position, customer_id, total FROM top_customers {filter} ORDER BY utility, region, position");

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use auth_batch::settle::{ArchiveWatch, Archived, archived};
 use auth_batch::{
-    BatchError, BatchJob, CustomerDay, DayError, DayOutputs, Reconciliation, RegionHour, Restatement, ResultsDb,
-    Serving, TopCustomer, UtilityTotal, run_day,
+    BatchError, BatchJob, CustomerDay, DayError, DayOutputs, MeterGap, Reconciliation, RegionHour, Restatement, ResultsDb,
+    Serving, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal, run_day,
 };
+use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry};
 use auth_core::ports::{
     Aggregate, OutRecord, PartitionFlush, PortError, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate,
 };
@@ -83,21 +84,83 @@ async fn known_readings(master: &MasterStore) {
     write(master, electricity, next_day, 0, 4, &[reading(1, electricity, "US-CA", at(24, 1), 1_000.0)]).await;
 }
 
-fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f64, u64), peak: (u8, f64)) -> CustomerDay {
-    let (total, min_value, max_value, readings) = totals;
-    CustomerDay { utility, customer_id, region: region(code), total, min_value, max_value, readings, peak_hour: peak.0, peak_hour_total: peak.1 }
+/// Customer 5's gas meter (US-TX, not registered) every 30 minutes from
+/// 00:00: twelve readings of 2 (a frozen register), eight ordinary ones
+/// (their 90th percentile with the twelve is 5) and a spike of 500 at 10:00.
+fn flagged_gas() -> Vec<(i64, f64)> {
+    let values = [2.0; 12].into_iter().chain([1.0, 3.0, 1.0, 4.0, 2.0, 5.0, 3.0, 6.0, 500.0]);
+    values.enumerate().map(|(index, value)| (DAY_START_MS + index as i64 * 30 * 60_000, value)).collect()
 }
 
+async fn flagged_readings(master: &MasterStore) {
+    let readings: Vec<Reading> =
+        flagged_gas().into_iter().map(|(ts_ms, value)| reading(5, Utility::Gas, "US-TX", ts_ms, value)).collect();
+    write(master, Utility::Gas, date(), 3, 0, &readings).await;
+}
+
+/// The registry of the known readings' meters: customer 1's electricity
+/// meter and customer 2's read every 30 minutes, customer 3's once a day,
+/// customer 1's water meter hourly; customer 4's electricity meter (US-TX)
+/// sends nothing.
+fn known_registry() -> Registry {
+    let installed = |customer_id: u64, utility: Utility, code: &str, interval_secs: u32| Installation {
+        meter_id: customer_id * 4 + utility.index() as u64,
+        customer_id,
+        premise_id: format!("P{customer_id}"),
+        region: region(code),
+        utility,
+        customer_kind: CustomerKind::Residential,
+        unit: MeterUnit::of(utility),
+        multiplier: 1.0,
+        register: RegisterKind::Interval,
+        interval_secs,
+        valid_from_ms: 0,
+        valid_to_ms: None,
+    };
+    let mut registry = Registry::default();
+    for installation in [
+        installed(1, Utility::Electricity, "US-CA", 1_800),
+        installed(2, Utility::Electricity, "US-CA", 1_800),
+        installed(3, Utility::Electricity, "US-TX", 86_400),
+        installed(1, Utility::Water, "US-CA", 3_600),
+        installed(4, Utility::Electricity, "US-TX", 1_800),
+    ] {
+        registry.set_meter(installation.meter_id, vec![installation]);
+    }
+    registry
+}
+
+fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f64, u64), peak: (u8, f64), intervals: (u64, u64)) -> CustomerDay {
+    let (total, min_value, max_value, readings) = totals;
+    CustomerDay {
+        utility,
+        customer_id,
+        region: region(code),
+        total,
+        min_value,
+        max_value,
+        readings,
+        peak_hour: peak.0,
+        peak_hour_total: peak.1,
+        expected_intervals: intervals.0,
+        received_intervals: intervals.1,
+        suspect_intervals: 0,
+    }
+}
+
+/// The known readings' day with customer 5's flagged gas: its readings all
+/// count, thirteen of them flagged.
 fn expected() -> DayOutputs {
-    let (e, w) = (Utility::Electricity, Utility::Water);
+    let (e, g, w) = (Utility::Electricity, Utility::Gas, Utility::Water);
     let hour = |utility, code: &str, hour, total, readings, customers| RegionHour { utility, region: region(code), hour, total, readings, customers };
     let top = |utility, code: &str, position, customer_id, total| TopCustomer { utility, region: region(code), position, customer_id, total };
     DayOutputs {
         customers: vec![
-            customer(e, 1, "US-CA", (35.0, 5.0, 20.0, 3), (13, 20.0)),
-            customer(e, 2, "US-CA", (15.0, 7.0, 8.0, 2), (14, 8.0)),
-            customer(e, 3, "US-TX", (1.5, 1.5, 1.5, 1), (5, 1.5)),
-            customer(w, 1, "US-CA", (100.0, 100.0, 100.0, 1), (2, 100.0)),
+            customer(e, 1, "US-CA", (35.0, 5.0, 20.0, 3), (13, 20.0), (48, 3)),
+            customer(e, 2, "US-CA", (15.0, 7.0, 8.0, 2), (14, 8.0), (48, 2)),
+            customer(e, 3, "US-TX", (1.5, 1.5, 1.5, 1), (5, 1.5), (1, 1)),
+            CustomerDay { suspect_intervals: 13, ..customer(g, 5, "US-TX", (549.0, 1.0, 500.0, 21), (10, 500.0), (0, 0)) },
+            customer(w, 1, "US-CA", (100.0, 100.0, 100.0, 1), (2, 100.0), (24, 1)),
         ],
         region_hours: {
             let mut hours = vec![
@@ -106,16 +169,64 @@ fn expected() -> DayOutputs {
                 hour(e, "US-CA", 14, 8.0, 1, 1),
                 hour(e, "US-TX", 5, 1.5, 1, 1),
                 hour(w, "US-CA", 2, 100.0, 1, 1),
+                hour(g, "US-TX", 6, 4.0, 2, 1),
+                hour(g, "US-TX", 7, 5.0, 2, 1),
+                hour(g, "US-TX", 8, 7.0, 2, 1),
+                hour(g, "US-TX", 9, 9.0, 2, 1),
+                hour(g, "US-TX", 10, 500.0, 1, 1),
             ];
+            hours.extend((0..6).map(|gas_hour| hour(g, "US-TX", gas_hour, 4.0, 2, 1)));
             hours.sort_by_key(|row| (row.utility, row.region, row.hour));
             hours
         },
         top_customers: {
-            let mut tops = vec![top(e, "US-CA", 1, 1, 35.0), top(e, "US-CA", 2, 2, 15.0), top(e, "US-TX", 1, 3, 1.5), top(w, "US-CA", 1, 1, 100.0)];
+            let mut tops = vec![
+                top(e, "US-CA", 1, 1, 35.0),
+                top(e, "US-CA", 2, 2, 15.0),
+                top(e, "US-TX", 1, 3, 1.5),
+                top(g, "US-TX", 1, 5, 549.0),
+                top(w, "US-CA", 1, 1, 100.0),
+            ];
             tops.sort_by_key(|row| (row.utility, row.region, row.position));
             tops
         },
-        totals: vec![(e, UtilityTotal { total: 51.5, readings: 6 }), (w, UtilityTotal { total: 100.0, readings: 1 })],
+        totals: vec![
+            (e, UtilityTotal { total: 51.5, readings: 6 }),
+            (g, UtilityTotal { total: 549.0, readings: 21 }),
+            (w, UtilityTotal { total: 100.0, readings: 1 }),
+        ],
+        meter_gaps: {
+            let at = |hour: i64, minute: i64| Some(DAY_START_MS + hour * HOUR_MS + minute * 60_000);
+            let gap = |utility: Utility, customer_id: u64, code: &str, interval_secs, expected, received, last_reading_ms| MeterGap {
+                utility,
+                meter_id: customer_id * 4 + utility.index() as u64,
+                customer_id,
+                region: region(code),
+                interval_secs,
+                expected_intervals: expected,
+                received_intervals: received,
+                last_reading_ms,
+            };
+            vec![
+                gap(e, 1, "US-CA", 1_800, 48, 3, at(13, 0)),
+                gap(e, 2, "US-CA", 1_800, 48, 2, at(14, 0)),
+                gap(e, 4, "US-TX", 1_800, 48, 0, None),
+                gap(w, 1, "US-CA", 3_600, 24, 1, at(2, 0)),
+            ]
+        },
+        suspect_intervals: {
+            let gas = flagged_gas();
+            let flagged = |(ts_ms, value): (i64, f64), rule| SuspectInterval {
+                utility: g,
+                meter_id: 5 * 4 + g.index() as u64,
+                customer_id: 5,
+                region: region("US-TX"),
+                ts_ms,
+                value,
+                rule,
+            };
+            gas[..12].iter().map(|&reading| flagged(reading, SuspectRule::Frozen)).chain([flagged(gas[20], SuspectRule::Spike)]).collect()
+        },
     }
 }
 
@@ -126,19 +237,29 @@ const LATER_MS: i64 = DAY_START_MS + 3 * 86_400_000;
 
 async fn exact_rows_and_idempotent_reruns(master: MasterStore, database_url: &str) {
     known_readings(&master).await;
+    flagged_readings(&master).await;
     let job = BatchJob::new(master, 256 * 1024 * 1024);
-    let results = ResultsDb::connect(database_url).await.unwrap();
+    let database = auth_results::Database::connect(database_url).await.unwrap();
+    database.import_registry(&known_registry(), true, DAY_START_MS).await.unwrap();
+    let results = ResultsDb::of(database.clone());
     let summary = run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
     assert_eq!(summary.outputs, expected());
     let (stored, reconciliation) = results.day(date()).await.unwrap();
     assert_eq!(stored, expected(), "the rows in {database_url}");
     assert_eq!(reconciliation.iter().map(|row| (row.utility, row.stream_total, row.drift())).collect::<Vec<_>>(), vec![
         (Utility::Electricity, None, None),
+        (Utility::Gas, None, None),
         (Utility::Water, None, None)
     ]);
     assert!(summary.restatements.is_empty(), "no serving store, no restatement");
     run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
     assert_eq!(results.day(date()).await.unwrap().0, expected(), "a rerun leaves the same rows");
+    // A change of the registry reaches the next run: the silent meter removed, its gap goes.
+    let silent_meter = 4 * 4 + Utility::Electricity.index() as u64;
+    database.remove_meters(&[silent_meter], LATER_MS).await.unwrap();
+    let rerun = run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
+    let gaps: Vec<u64> = rerun.outputs.meter_gaps.iter().map(|gap| gap.meter_id).collect();
+    assert_eq!(gaps, [4, 8, 6].to_vec(), "meter {silent_meter} is no longer expected");
     // Each run is recorded for the API's metrics; the rerun replaced the first.
     let run = auth_results::Database::connect(database_url).await.unwrap().last_batch_run().await.unwrap().expect("a run");
     assert!(run.finished_at_ms >= LATER_MS && run.finished_at_ms == LATER_MS + run.duration_ms, "{run:?}");

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use auth_batch::settle::Archived;
-use auth_batch::{BatchJob, DayOutputs, ResultsDb, Serving, run_day};
+use auth_batch::{BatchJob, DayOutputs, Expectations, ResultsDb, Serving, run_day};
 use auth_core::ports::ServingStore;
 use auth_core::{PipelineSpec, Utility};
 use auth_embedded::MemoryStore;
@@ -62,7 +62,7 @@ fn ensure_data(folder: &Path, spec: &PipelineSpec) -> anyhow::Result<()> {
     let config = folder.join("spec.yaml");
     std::fs::write(&config, serde_saphyr::to_string(spec).context("rendering the spec")?).context("writing the spec")?;
     println!("backfilling {DATE} for {} customers into {}", spec.simulator.customers, folder.display());
-    let status = Command::new(std::env::current_exe().context("finding the auth binary")?)
+    let status = Command::new(auth_binary()?)
         .args(["simulate", "--backfill", "--from", DATE, "--to", DATE, "--out"])
         .arg(folder)
         .arg("--config")
@@ -72,6 +72,21 @@ fn ensure_data(folder: &Path, spec: &PipelineSpec) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "auth simulate --backfill failed");
     std::fs::write(&done, "").context("marking the data complete")?;
     Ok(())
+}
+
+/// The `auth` binary that backfills the data: `AUTH_BIN`, or the one built
+/// beside this benchmark (`cargo build --release -p auth`).
+fn auth_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("AUTH_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let beside = std::env::current_exe().context("finding this binary")?.with_file_name("auth");
+    anyhow::ensure!(
+        beside.exists(),
+        "bench batch backfills its data with the auth binary, and {} does not exist: build it with `cargo build --release -p auth`, or set AUTH_BIN",
+        beside.display()
+    );
+    Ok(beside)
 }
 
 /// The figures DuckDB's and Polars' script prints for comparison, computed from our outputs.
@@ -158,17 +173,24 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let master = MasterStore::open(folder.to_str().context("a UTF-8 data path")?)?;
     let job = BatchJob::new(master, bench.memory_limit_bytes);
+    // The simulated fleet's registry, so that the day's completeness is computed as in production.
+    let registry = auth_ingest::Fleet::generate(&spec.simulator).registry(spec.simulator.heartbeat_secs);
+    let expectations = Arc::new(Expectations::of_registry(&registry, date, &Utility::ALL, i64::MAX));
+    let expected_meters = expectations.len();
 
     let started = Instant::now();
-    let outputs = runtime.block_on(job.compute(date, &Utility::ALL))?;
+    let outputs = runtime.block_on(job.compute(date, &Utility::ALL, expectations))?;
     let auth_seconds = started.elapsed().as_secs_f64();
     let peak_rss = peak_rss_bytes();
     let readings: u64 = outputs.totals.iter().map(|(_, total)| total.readings).sum();
     println!(
-        "auth: {readings} readings -> {} customer days, {} region hours, {} top customers in {auth_seconds:.2} s, peak RSS {} MiB",
+        "auth: {readings} readings -> {} customer days, {} region hours, {} top customers, {expected_meters} meters' completeness \
+         ({} with gaps), {} readings flagged suspect in {auth_seconds:.2} s, peak RSS {} MiB",
         outputs.customers.len(),
         outputs.region_hours.len(),
         outputs.top_customers.len(),
+        outputs.meter_gaps.len(),
+        outputs.suspect_intervals.len(),
         peak_rss >> 20
     );
     let ours = fingerprint(&outputs);
@@ -181,6 +203,9 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
         "auth_seconds": auth_seconds,
         "readings_per_sec": (readings as f64 / auth_seconds).round(),
         "peak_rss_bytes": peak_rss,
+        "expected_meters": expected_meters,
+        "meters_with_gaps": outputs.meter_gaps.len(),
+        "suspect_readings": outputs.suspect_intervals.len(),
     });
     if !bench.skip_reference {
         for engine in ["duckdb", "polars"] {
@@ -200,14 +225,20 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
         }
     }
 
-    // The whole daily job: the aggregations again, the SQL writes (SQLite) and
-    // the restatement of an in-memory serving store.
+    // The whole daily job: the registry read from the results database, the
+    // aggregations again, the SQL writes (SQLite) and the restatement of an
+    // in-memory serving store.
     let results_dir = tempfile::tempdir().context("a temporary directory")?;
     let url = format!("sqlite://{}/results.db", results_dir.path().display());
     let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(spec.serving.recent_windows));
+    let database = runtime.block_on(async {
+        let database = auth_results::Database::connect(&url).await?;
+        database.import_registry(&registry, true, 0).await?;
+        anyhow::Ok(database)
+    })?;
     let started = Instant::now();
     let summary = runtime.block_on(async {
-        let results = ResultsDb::connect(&url).await?;
+        let results = ResultsDb::of(database);
         let now_ms = auth_master::day_start_ms(date) + 2 * 86_400_000;
         // The benchmark's master data was written whole before the run.
         let serving = Serving { store: store.as_ref(), settle_ms: 0, archived: Archived::Before(now_ms) };

@@ -110,7 +110,7 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
 /// Recomputes `days`, counting into `report`; fails when a day failed.
 async fn run_days(args: &BatchArgs, spec: &PipelineSpec, days: &[NaiveDate], report: &mut BatchReport) -> anyhow::Result<()> {
     let master = MasterStore::open(&spec.archive.url).context("archive.url / --master-url")?;
-    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes);
+    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes).with_validation(spec.batch.validation);
     let results = ResultsDb::connect(&spec.batch.database_url).await.context("batch.databaseUrl / --database-url")?;
     let store: Option<std::sync::Arc<dyn ServingStore>> = match spec.serving.url {
         Some(_) => Some(auth_adapters::store(spec, &args.common.pipeline, "batch", Embedded::Refused).await?),
@@ -175,13 +175,14 @@ async fn run_days(args: &BatchArgs, spec: &PipelineSpec, days: &[NaiveDate], rep
 
 /// Days of history `auth up` backfills (before today) when the master data has none.
 const HISTORY_DAYS: u64 = 3;
-/// The backfilled history's heartbeat: one reading per meter every 15 minutes.
-const HISTORY_HEARTBEAT_SECS: u32 = 900;
+/// The backfilled history's heartbeat: one reading per meter and registered
+/// interval, so that the history is complete against the registry.
+const HISTORY_HEARTBEAT_SECS: u32 = crate::registry::SIMULATED_INTERVAL_SECS;
 
 /// `auth up`'s history: backfills the last days where the master data has none.
 pub async fn backfill_history(spec: &PipelineSpec) -> anyhow::Result<()> {
     let master = MasterStore::open(&spec.archive.url).context("archive.url")?;
-    let job = BatchJob::new(master, spec.batch.memory_limit_bytes);
+    let job = BatchJob::new(master, spec.batch.memory_limit_bytes).with_validation(spec.batch.validation);
     let today = auth_master::date_of(auth_core::now_ms());
     let first = today.checked_sub_days(Days::new(HISTORY_DAYS)).unwrap_or(today);
     let mut history = spec.clone();

@@ -43,8 +43,11 @@ pub const COLUMNS: [&str; 12] = [
     "valid_from", "valid_to",
 ];
 
-/// How often a simulated meter reads, as its installation says.
-pub const SIMULATED_INTERVAL_SECS: u32 = 60;
+/// How often a simulated meter reads, as its installation says: every 15
+/// minutes, as interval meters commonly do. The live simulator reports every
+/// heartbeat (more often) and the backfilled history once per interval; both
+/// fill every interval the batch's completeness expects.
+pub const SIMULATED_INTERVAL_SECS: u32 = 900;
 
 /// How often the publisher looks for a newer revision of the registry.
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);

@@ -313,6 +313,28 @@ pub struct BatchSpec {
     pub memory_limit_bytes: u64,
     /// In `auth up`, how often the batch recomputes today and the days before it.
     pub schedule_secs: u32,
+    /// The rules that flag a meter's intervals `suspect` (flagged, never dropped).
+    pub validation: ValidationSpec,
+}
+
+/// Validation rules of the daily batch: each flags the intervals of a meter's
+/// day it finds implausible; the readings still count in every total.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ValidationSpec {
+    /// An interval above this many times the meter's typical maximum (the 90th
+    /// percentile of its non-zero intervals that day, when it has at least
+    /// 8) is a spike; 0 turns the rule off.
+    pub spike_factor: f64,
+    /// This many consecutive readings of a meter with the same non-zero value
+    /// are frozen (a stuck register); 0 turns the rule off.
+    pub frozen_readings: u32,
+}
+
+impl Default for ValidationSpec {
+    fn default() -> Self {
+        Self { spike_factor: 10.0, frozen_readings: 12 }
+    }
 }
 
 /// How the simulator runs its clock.
@@ -440,7 +462,12 @@ impl Default for ArchiveSpec {
 
 impl Default for BatchSpec {
     fn default() -> Self {
-        Self { database_url: "sqlite://auth-data/results.db".into(), memory_limit_bytes: 512 * 1024 * 1024, schedule_secs: 60 }
+        Self {
+            database_url: "sqlite://auth-data/results.db".into(),
+            memory_limit_bytes: 512 * 1024 * 1024,
+            schedule_secs: 60,
+            validation: ValidationSpec::default(),
+        }
     }
 }
 
@@ -653,6 +680,13 @@ impl PipelineSpec {
         if batch.schedule_secs == 0 {
             problems.add("batch.scheduleSecs", "must be at least 1 s");
         }
+        let spike_factor = batch.validation.spike_factor;
+        if !(spike_factor == 0.0 || (spike_factor.is_finite() && spike_factor > 1.0)) {
+            problems.add("batch.validation.spikeFactor", format!("{spike_factor} must be 0 (off) or a finite number above 1"));
+        }
+        if batch.validation.frozen_readings == 1 {
+            problems.add("batch.validation.frozenReadings", "must be 0 (off) or at least 2");
+        }
         let simulator = &self.simulator;
         if simulator.customers == 0 {
             problems.add("simulator.customers", "must be at least 1");
@@ -759,6 +793,15 @@ mod tests {
         );
         let message = SpecError::Invalid { origin: "x".into(), problems }.to_string();
         assert!(message.contains("log.partitions: must be between 1 and 1024"), "{message}");
+    }
+
+    #[test]
+    fn validation_rules_are_checked_and_named() {
+        let problems = problems_of("batch:\n  validation: {spikeFactor: 0.5, frozenReadings: 1}\n");
+        let paths: Vec<&str> = problems.iter().map(|problem| problem.path.as_str()).collect();
+        assert_eq!(paths, ["batch.validation.spikeFactor", "batch.validation.frozenReadings"]);
+        let off = PipelineSpec::from_yaml("batch:\n  validation: {spikeFactor: 0, frozenReadings: 0}\n", "t").expect("rules off");
+        assert_eq!(off.batch.validation, ValidationSpec { spike_factor: 0.0, frozen_readings: 0 });
     }
 
     #[test]

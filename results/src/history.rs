@@ -19,6 +19,62 @@ pub struct CustomerDayRow {
     pub min: f64,
     pub max: f64,
     pub count: u64,
+    /// Intervals the registry expected of the customer's meters (0: none registered).
+    pub expected_intervals: u64,
+    /// Expected intervals that have a reading.
+    pub received_intervals: u64,
+    /// Readings the batch's validation rules flagged suspect (they count in `total`).
+    pub suspect_intervals: u64,
+}
+
+impl CustomerDayRow {
+    /// Received over expected intervals; `None` when the registry expected nothing.
+    pub fn completeness(&self) -> Option<f64> {
+        (self.expected_intervals > 0).then(|| self.received_intervals as f64 / self.expected_intervals as f64)
+    }
+}
+
+/// A meter that missed intervals of a day, as the batch found it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterGapRow {
+    #[serde(serialize_with = "serialize_date")]
+    pub date: NaiveDate,
+    pub utility: Utility,
+    pub meter_id: u64,
+    pub customer_id: u64,
+    pub region: Region,
+    pub interval_secs: u32,
+    pub expected_intervals: u64,
+    pub received_intervals: u64,
+    pub missing_intervals: u64,
+    /// Received over expected.
+    pub completeness: f64,
+    /// The meter's last reading that day, UTC ms; `None`: it sent nothing.
+    pub last_reading_ms: Option<i64>,
+}
+
+/// A meter whose readings of a day the batch's validation rules flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuspectMeterRow {
+    #[serde(serialize_with = "serialize_date")]
+    pub date: NaiveDate,
+    pub utility: Utility,
+    pub meter_id: u64,
+    pub customer_id: u64,
+    pub region: Region,
+    /// Flagged readings, by either rule.
+    pub suspect_intervals: u64,
+    /// Readings far above the meter's typical maximum of the day.
+    pub spikes: u64,
+    /// Readings in a run of one non-zero value.
+    pub frozen: u64,
+    /// The largest flagged value, in the utility's unit.
+    pub max_value: f64,
+    /// The first and last flagged reading, UTC ms.
+    pub first_ms: i64,
+    pub last_ms: i64,
 }
 
 /// One region's hour as the batch computed it.
@@ -110,14 +166,16 @@ impl Database {
         to: NaiveDate,
     ) -> Result<Vec<CustomerDayRow>, ResultsError> {
         let sql = format!(
-            "SELECT usage_date, total, min_value, max_value, readings FROM daily_customer_usage \
+            "SELECT usage_date, total, min_value, max_value, readings, expected_intervals, received_intervals, suspect_intervals \
+             FROM daily_customer_usage \
              WHERE customer_id = {} AND utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
             self.placeholder(1),
             self.placeholder(2),
             self.placeholder(3),
             self.placeholder(4)
         );
-        let rows: Vec<(String, f64, f64, f64, i64)> = sqlx::query_as(&sql)
+        type DayRow = (String, f64, f64, f64, i64, i64, i64, i64);
+        let rows: Vec<DayRow> = sqlx::query_as(&sql)
             .bind(customer_id as i64)
             .bind(utility.as_str())
             .bind(date_text(from))
@@ -126,7 +184,99 @@ impl Database {
             .await
             .map_err(query_error("daily_customer_usage"))?;
         rows.into_iter()
-            .map(|(date, total, min, max, count)| Ok(CustomerDayRow { date: parse_date(&date)?, total, min, max, count: count as u64 }))
+            .map(|(date, total, min, max, count, expected, received, suspect)| {
+                Ok(CustomerDayRow {
+                    date: parse_date(&date)?,
+                    total,
+                    min,
+                    max,
+                    count: count as u64,
+                    expected_intervals: expected as u64,
+                    received_intervals: received as u64,
+                    suspect_intervals: suspect as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// The meters that missed intervals on `date` (of `utility`, or of every
+    /// utility), most missing first, at most `limit`.
+    pub async fn meter_gaps(&self, date: NaiveDate, utility: Option<Utility>, limit: u32) -> Result<Vec<MeterGapRow>, ResultsError> {
+        let utility_filter = match utility {
+            Some(_) => format!(" AND utility = {}", self.placeholder(2)),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms \
+             FROM meter_gaps WHERE usage_date = {}{utility_filter} \
+             ORDER BY expected_intervals - received_intervals DESC, utility, meter_id, customer_id LIMIT {limit}",
+            self.placeholder(1)
+        );
+        let mut query = sqlx::query_as(&sql).bind(date_text(date));
+        if let Some(utility) = utility {
+            query = query.bind(utility.as_str());
+        }
+        type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>);
+        let rows: Vec<GapRow> = query.fetch_all(self.pool()).await.map_err(query_error("meter_gaps"))?;
+        rows.into_iter()
+            .map(|(utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms)| {
+                let expected_intervals = expected as u64;
+                let received_intervals = received as u64;
+                Ok(MeterGapRow {
+                    date,
+                    utility: parse_utility(&utility)?,
+                    meter_id: meter_id as u64,
+                    customer_id: customer_id as u64,
+                    region: crate::parse_region(&region)?,
+                    interval_secs: u32::try_from(interval_secs).map_err(|_| ResultsError::Stored(format!("interval {interval_secs} s")))?,
+                    expected_intervals,
+                    received_intervals,
+                    missing_intervals: expected_intervals.saturating_sub(received_intervals),
+                    completeness: if expected_intervals == 0 { 1.0 } else { received_intervals as f64 / expected_intervals as f64 },
+                    last_reading_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// The meters with readings flagged suspect on `date` (of `utility`, or
+    /// of every utility), most flagged first, at most `limit`.
+    pub async fn suspect_meters(&self, date: NaiveDate, utility: Option<Utility>, limit: u32) -> Result<Vec<SuspectMeterRow>, ResultsError> {
+        let utility_filter = match utility {
+            Some(_) => format!(" AND utility = {}", self.placeholder(2)),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT utility, meter_id, customer_id, region, COUNT(*), \
+             COUNT(CASE WHEN rule = 'spike' THEN 1 END), COUNT(CASE WHEN rule = 'frozen' THEN 1 END), \
+             MAX(reading_value), MIN(ts_ms), MAX(ts_ms) \
+             FROM suspect_intervals WHERE usage_date = {}{utility_filter} \
+             GROUP BY utility, meter_id, customer_id, region \
+             ORDER BY COUNT(*) DESC, utility, meter_id, customer_id LIMIT {limit}",
+            self.placeholder(1)
+        );
+        let mut query = sqlx::query_as(&sql).bind(date_text(date));
+        if let Some(utility) = utility {
+            query = query.bind(utility.as_str());
+        }
+        type SuspectRow = (String, i64, i64, String, i64, i64, i64, f64, i64, i64);
+        let rows: Vec<SuspectRow> = query.fetch_all(self.pool()).await.map_err(query_error("suspect_intervals"))?;
+        rows.into_iter()
+            .map(|(utility, meter_id, customer_id, region, suspect, spikes, frozen, max_value, first_ms, last_ms)| {
+                Ok(SuspectMeterRow {
+                    date,
+                    utility: parse_utility(&utility)?,
+                    meter_id: meter_id as u64,
+                    customer_id: customer_id as u64,
+                    region: crate::parse_region(&region)?,
+                    suspect_intervals: suspect as u64,
+                    spikes: spikes as u64,
+                    frozen: frozen as u64,
+                    max_value,
+                    first_ms,
+                    last_ms,
+                })
+            })
             .collect()
     }
 

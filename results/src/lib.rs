@@ -15,7 +15,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{AnyPool, Arguments};
 
 pub use accounts::{Account, AccountError, Role};
-pub use registry::Imported;
+pub use registry::{Imported, InstalledPeriod};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -2,7 +2,7 @@
 //! exported, and read by revision for the registry topic's publisher.
 
 use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry, RegistryRecord};
-use auth_core::CustomerKind;
+use auth_core::{CustomerKind, Region, Utility};
 use sqlx::any::AnyArguments;
 
 use crate::{Database, ResultsError, add, parse_region, parse_utility, query_error};
@@ -25,6 +25,35 @@ pub struct Imported {
     /// Meters removed because the file did not hold them (`replace_all`).
     pub removed: usize,
 }
+
+/// What a day expects of one installation: the columns the batch's
+/// completeness needs, without the premise, kind, unit and register.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstalledPeriod {
+    pub meter_id: u64,
+    pub customer_id: u64,
+    pub region: Region,
+    pub utility: Utility,
+    pub interval_secs: u32,
+    pub valid_from_ms: i64,
+    pub valid_to_ms: Option<i64>,
+}
+
+impl From<&Installation> for InstalledPeriod {
+    fn from(installation: &Installation) -> Self {
+        Self {
+            meter_id: installation.meter_id,
+            customer_id: installation.customer_id,
+            region: installation.region,
+            utility: installation.utility,
+            interval_secs: installation.interval_secs,
+            valid_from_ms: installation.valid_from_ms,
+            valid_to_ms: installation.valid_to_ms,
+        }
+    }
+}
+
+type PeriodRow = (i64, i64, String, String, i64, i64, Option<i64>);
 
 type InstallationRow = (i64, i64, Option<i64>, i64, String, String, String, String, String, f64, String, i64);
 
@@ -115,6 +144,43 @@ impl Database {
             registry.set_meter(meter_id, installations);
         }
         Ok(registry)
+    }
+
+    /// The installations of `utilities` valid for part or all of `[from_ms, to_ms)`,
+    /// in no particular order: what the batch expects of a day, read without
+    /// the rest of the registry.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn installations_during(&self, from_ms: i64, to_ms: i64, utilities: &[Utility]) -> Result<Vec<InstalledPeriod>, ResultsError> {
+        if utilities.is_empty() || from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
+        let listed = (3..3 + utilities.len()).map(|number| self.placeholder(number)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT meter_id, customer_id, region, utility, interval_secs, valid_from_ms, valid_to_ms FROM meter_installations \
+             WHERE valid_from_ms < {} AND (valid_to_ms IS NULL OR valid_to_ms > {}) AND utility IN ({listed})",
+            self.placeholder(1),
+            self.placeholder(2)
+        );
+        let mut query = sqlx::query_as::<_, PeriodRow>(&sql).bind(to_ms).bind(from_ms);
+        for utility in utilities {
+            query = query.bind(utility.as_str());
+        }
+        let rows = query.fetch_all(self.pool()).await.map_err(query_error("meter_installations"))?;
+        rows.into_iter()
+            .map(|(meter_id, customer_id, region, utility, interval, valid_from_ms, valid_to_ms)| {
+                let interval_secs = u32::try_from(interval)
+                    .map_err(|_| ResultsError::Stored(format!("meter {meter_id}: interval {interval} s")))?;
+                Ok(InstalledPeriod {
+                    meter_id: meter_id as u64,
+                    customer_id: customer_id as u64,
+                    region: parse_region(&region)?,
+                    utility: parse_utility(&utility)?,
+                    interval_secs,
+                    valid_from_ms,
+                    valid_to_ms,
+                })
+            })
+            .collect()
     }
 
     /// The installations of one meter, oldest first.
@@ -256,6 +322,18 @@ mod tests {
         assert_eq!(imported, Imported { revision: 1, meters: 2, installations: 3, removed: 0 });
         assert_eq!(db.registry().await.expect("export"), first, "the registry round-trips");
         assert_eq!(db.registry_changes(0).await.expect("changes").len(), 2);
+        let during = |from, to, utility| {
+            let db = db.clone();
+            async move {
+                let mut periods = db.installations_during(from, to, &[utility]).await.expect("installations during");
+                periods.sort_by_key(|period| (period.meter_id, period.valid_from_ms));
+                periods.iter().map(|period| (period.meter_id, period.customer_id)).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(during(50, 150, auth_core::Utility::Water).await, [(7, 1), (7, 2), (8, 3)]);
+        assert_eq!(during(100, 150, auth_core::Utility::Water).await, [(7, 2), (8, 3)], "valid to 100 is gone at 100");
+        assert_eq!(during(0, 100, auth_core::Utility::Water).await, [(7, 1), (8, 3)], "valid from 100 is not yet there");
+        assert!(during(0, 100, auth_core::Utility::Gas).await.is_empty());
 
         // A second file of meter 8 only leaves meter 7 as it was.
         let second = registry(vec![installation(8, 4, 0, None)]);

@@ -93,7 +93,7 @@ test('a customer logs in and sees numbers and a chart that updates live', async 
   // The customer's meters, as the registry has them (the simulator registered its fleet).
   const meters = page.getByTestId('customer-meters').locator('tbody tr');
   await meters.first().waitFor();
-  assert.match(await meters.first().textContent(), /SIM-\d+.*US-[A-Z]{2}.*every 1 min.*2000-01-01 – now/);
+  assert.match(await meters.first().textContent(), /SIM-\d+.*US-[A-Z]{2}.*every 15 min.*2000-01-01 – now/);
   // The cookie is HttpOnly: the page's script cannot read it.
   assert.equal(await page.evaluate(() => document.cookie), '');
   await page.screenshot({ path: join(artifacts, 'customer.png'), fullPage: true });

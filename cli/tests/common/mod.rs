@@ -200,10 +200,12 @@ impl TestPipeline {
 
     /// The end offset of a partition. A broker that is restarting or moving
     /// a leader answers "unavailable" for a moment (the chaos and restart
-    /// suites stop brokers on purpose); that is retried for up to 30 s, as the
-    /// processors retry it.
+    /// suites stop brokers on purpose); that is retried for up to 60 s, the
+    /// recovery those suites allow the pipeline. (After the ninth broker
+    /// restart of a run, this long-lived client's metadata requests failed
+    /// with a transport failure for 30 s, while a new client produced.)
     pub async fn end_offset(&self, partition: &TopicPartition) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match self.backend.log.end_offsets(&partition.topic).await {
                 Ok(ends) => return ends[partition.partition as usize],

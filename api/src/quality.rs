@@ -1,0 +1,118 @@
+//! Data quality for operators: the meters that missed intervals of a day,
+//! as the batch measured them against the meter registry, and those whose
+//! readings its validation rules flagged suspect.
+
+use auth_core::Utility;
+use auth_results::history::{MeterGapRow, SuspectMeterRow};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::session::Caller;
+use crate::{ApiError, AppState};
+
+/// The most meters one answer lists.
+const MAX_LIMIT: u32 = 1_000;
+const DEFAULT_LIMIT: u32 = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QualityQuery {
+    /// `YYYY-MM-DD`; the newest day the batch computed after it settled when absent.
+    date: Option<String>,
+    /// electricity, gas or water; every utility when absent.
+    utility: Option<String>,
+    /// At most this many meters, the worst first (1 to 1000, default 100).
+    limit: Option<u32>,
+}
+
+/// A quality query's day (`None`: the batch computed none yet), utility and limit.
+struct Asked {
+    date: Option<NaiveDate>,
+    utility: Option<Utility>,
+    limit: u32,
+}
+
+impl QualityQuery {
+    async fn resolve(self, state: &AppState) -> Result<Asked, ApiError> {
+        let utility = self.utility.as_deref().map(crate::routes::parse_utility).transpose()?;
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!("limit {limit} must be 1 to {MAX_LIMIT}")));
+        }
+        let date = match self.date.as_deref() {
+            Some(text) => Some(
+                NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map_err(|_| ApiError::bad_request(format!("date `{text}` is not YYYY-MM-DD")))?,
+            ),
+            None => {
+                let database = state.sessions.database();
+                let mut newest = None;
+                for utility in Utility::ALL {
+                    newest = newest.max(database.newest_batch_day(utility, state.batch_settle_ms).await.map_err(ApiError::results)?);
+                }
+                newest
+            }
+        };
+        Ok(Asked { date, utility, limit })
+    }
+}
+
+/// The meters with gaps on one day.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterGaps {
+    /// The day; `None` when the batch has computed none yet.
+    pub date: Option<String>,
+    /// Most missing intervals first; each with expected, received and missing
+    /// intervals, completeness and its last reading of the day (UTC ms, null:
+    /// it sent nothing).
+    #[schema(value_type = Vec<Object>)]
+    pub meters: Vec<MeterGapRow>,
+}
+
+#[utoipa::path(get, path = "/api/v1/quality/gaps", tag = "quality", params(QualityQuery),
+    responses((status = 200, body = MeterGaps), (status = 400, description = "a bad date, utility or limit"),
+              (status = 401, description = "not logged in"), (status = 403, description = "operators only")))]
+pub(crate) async fn gaps(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<QualityQuery>, QueryRejection>,
+) -> Result<Json<MeterGaps>, ApiError> {
+    caller.must_be_operator()?;
+    let asked = crate::routes::query_of(query)?.resolve(&state).await?;
+    let Some(date) = asked.date else { return Ok(Json(MeterGaps { date: None, meters: Vec::new() })) };
+    let meters = state.sessions.database().meter_gaps(date, asked.utility, asked.limit).await.map_err(ApiError::results)?;
+    Ok(Json(MeterGaps { date: Some(date.format("%Y-%m-%d").to_string()), meters }))
+}
+
+/// The meters with readings flagged suspect on one day.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuspectMeters {
+    /// The day; `None` when the batch has computed none yet.
+    pub date: Option<String>,
+    /// Most flagged first; each with its flagged readings by rule (`spikes`,
+    /// `frozen`), the largest flagged value and the first and last flagged
+    /// reading (UTC ms). Flagged readings still count in every total.
+    #[schema(value_type = Vec<Object>)]
+    pub meters: Vec<SuspectMeterRow>,
+}
+
+#[utoipa::path(get, path = "/api/v1/quality/suspect", tag = "quality", params(QualityQuery),
+    responses((status = 200, body = SuspectMeters), (status = 400, description = "a bad date, utility or limit"),
+              (status = 401, description = "not logged in"), (status = 403, description = "operators only")))]
+pub(crate) async fn suspect(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<QualityQuery>, QueryRejection>,
+) -> Result<Json<SuspectMeters>, ApiError> {
+    caller.must_be_operator()?;
+    let asked = crate::routes::query_of(query)?.resolve(&state).await?;
+    let Some(date) = asked.date else { return Ok(Json(SuspectMeters { date: None, meters: Vec::new() })) };
+    let meters = state.sessions.database().suspect_meters(date, asked.utility, asked.limit).await.map_err(ApiError::results)?;
+    Ok(Json(SuspectMeters { date: Some(date.format("%Y-%m-%d").to_string()), meters }))
+}

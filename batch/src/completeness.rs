@@ -1,0 +1,232 @@
+//! What the registry expects of a day, and how much of it arrived.
+//!
+//! A meter installed for part or all of a day is expected to read once per
+//! interval of its installation (`interval_secs`). Its intervals are the
+//! slots `k` whose time `k × interval` lies in the part of the day the
+//! installation covers; a reading at `ts_ms` fills slot `ts_ms div interval`
+//! (a meter reading off the grid fills the slot it falls in). A day's
+//! completeness for a meter is its filled slots over its expected ones. The
+//! batch records it per customer day, and lists every meter with a gap,
+//! including meters that sent nothing at all.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use auth_core::registry::Registry;
+use auth_core::{Region, Utility};
+use auth_master::{DAY_MS, day_start_ms};
+use auth_results::InstalledPeriod;
+use chrono::NaiveDate;
+use rustc_hash::FxHashMap;
+
+/// One meter of one customer, as the registry expects it on one day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedMeter {
+    pub utility: Utility,
+    pub customer_id: u64,
+    pub meter_id: u64,
+    pub region: Region,
+    pub interval_ms: i64,
+    /// The parts of the day its installations cover, `[from, to)` UTC ms.
+    periods: Vec<(i64, i64)>,
+    /// Slots over all the periods.
+    pub expected: u64,
+}
+
+impl ExpectedMeter {
+    /// The slot a reading at `ts_ms` fills, when the meter was expected to read in it.
+    pub fn slot_of(&self, ts_ms: i64) -> Option<i64> {
+        let slot = ts_ms.div_euclid(self.interval_ms);
+        let slot_ms = slot.checked_mul(self.interval_ms)?;
+        self.periods.iter().any(|&(from, to)| (from..to).contains(&slot_ms)).then_some(slot)
+    }
+}
+
+/// Slots `k` with `k × interval` in `[from, to)`.
+fn slots_in(from: i64, to: i64, interval_ms: i64) -> u64 {
+    let first = from.div_euclid(interval_ms) + i64::from(from.rem_euclid(interval_ms) != 0);
+    let end = to.div_euclid(interval_ms) + i64::from(to.rem_euclid(interval_ms) != 0);
+    u64::try_from(end - first).unwrap_or(0)
+}
+
+/// Every meter the registry expects to read on one day.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    meters: Vec<ExpectedMeter>,
+    index: FxHashMap<(Utility, u64, u64), usize>,
+    /// Whether a fold has seen readings of the meter at the same position.
+    seen: Vec<AtomicBool>,
+}
+
+impl Expectations {
+    /// Nothing expected: the registry is empty, or not used.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The meters of `utilities` installed for part or all of `date`, up to
+    /// `until_ms`: a day computed before its end (as `auth up` does for
+    /// today) expects only the intervals that have begun. `installations`
+    /// may hold any others; they are skipped.
+    pub fn of_day(
+        installations: impl IntoIterator<Item = InstalledPeriod>,
+        date: NaiveDate,
+        utilities: &[Utility],
+        until_ms: i64,
+    ) -> Self {
+        let day_start = day_start_ms(date);
+        let day_end = Self::end_of(date, until_ms);
+        let mut expectations = Self::default();
+        for installation in installations {
+            if !utilities.contains(&installation.utility) {
+                continue;
+            }
+            let from = installation.valid_from_ms.max(day_start);
+            let to = installation.valid_to_ms.map_or(day_end, |to| to.min(day_end));
+            if from >= to {
+                continue;
+            }
+            let interval_ms = i64::from(installation.interval_secs) * 1_000;
+            let key = (installation.utility, installation.customer_id, installation.meter_id);
+            let position = *expectations.index.entry(key).or_insert_with(|| {
+                expectations.meters.push(ExpectedMeter {
+                    utility: installation.utility,
+                    customer_id: installation.customer_id,
+                    meter_id: installation.meter_id,
+                    region: installation.region,
+                    interval_ms,
+                    periods: Vec::new(),
+                    expected: 0,
+                });
+                expectations.meters.len() - 1
+            });
+            let meter = &mut expectations.meters[position];
+            meter.periods.push((from, to));
+            meter.expected += slots_in(from, to, meter.interval_ms);
+        }
+        expectations.seen = expectations.meters.iter().map(|_| AtomicBool::new(false)).collect();
+        expectations
+    }
+
+    /// [`Expectations::of_day`] of a registry held in memory (the simulated fleet's, a test's).
+    pub fn of_registry(registry: &Registry, date: NaiveDate, utilities: &[Utility], until_ms: i64) -> Self {
+        Self::of_day(registry.installations().into_iter().map(InstalledPeriod::from), date, utilities, until_ms)
+    }
+
+    /// Where the expected part of `date` ends when it is computed at `until_ms`.
+    pub fn end_of(date: NaiveDate, until_ms: i64) -> i64 {
+        (day_start_ms(date) + DAY_MS).min(until_ms)
+    }
+
+    /// The position of a customer's meter, marked as seen.
+    pub fn visit(&self, utility: Utility, customer_id: u64, meter_id: u64) -> Option<usize> {
+        let position = *self.index.get(&(utility, customer_id, meter_id))?;
+        self.seen[position].store(true, Ordering::Relaxed);
+        Some(position)
+    }
+
+    /// The meter at a position [`Expectations::visit`] returned.
+    pub fn meter(&self, position: usize) -> &ExpectedMeter {
+        &self.meters[position]
+    }
+
+    /// The meters no fold has visited: they sent nothing on the day.
+    pub fn unvisited(&self) -> impl Iterator<Item = &ExpectedMeter> {
+        self.meters.iter().zip(&self.seen).filter(|(_, seen)| !seen.load(Ordering::Relaxed)).map(|(meter, _)| meter)
+    }
+
+    pub fn len(&self) -> usize {
+        self.meters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meters.is_empty()
+    }
+}
+
+/// A residential meter in US-CA reading in the utility's own unit, for the batch's tests.
+#[cfg(test)]
+pub(crate) fn installed(
+    meter_id: u64,
+    customer_id: u64,
+    utility: Utility,
+    interval_secs: u32,
+    valid_from_ms: i64,
+    valid_to_ms: Option<i64>,
+) -> auth_core::registry::Installation {
+    use auth_core::registry::{Installation, MeterUnit, RegisterKind};
+    Installation {
+        meter_id,
+        customer_id,
+        premise_id: format!("P{customer_id}"),
+        region: Region::from_code("US-CA").expect("a region"),
+        utility,
+        customer_kind: auth_core::CustomerKind::Residential,
+        unit: MeterUnit::of(utility),
+        multiplier: 1.0,
+        register: RegisterKind::Interval,
+        interval_secs,
+        valid_from_ms,
+        valid_to_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_core::registry::Installation;
+
+    use super::*;
+
+    const QUARTER: i64 = 900_000;
+
+    fn date() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 4).expect("a date")
+    }
+
+    fn installation(meter_id: u64, customer_id: u64, valid_from_ms: i64, valid_to_ms: Option<i64>) -> Installation {
+        installed(meter_id, customer_id, Utility::Electricity, 900, valid_from_ms, valid_to_ms)
+    }
+
+    #[test]
+    fn a_meter_exchanged_during_the_day_expects_each_part_of_it() {
+        let start = day_start_ms(date());
+        let exchange = start + 10 * 3_600_000 + 5 * 60_000;
+        let mut registry = Registry::default();
+        registry.set_meter(1, vec![installation(1, 7, 0, Some(exchange))]);
+        registry.set_meter(2, vec![installation(2, 7, exchange, None)]);
+        registry.set_meter(3, vec![installation(3, 8, 0, Some(start))]);
+        let expectations = Expectations::of_registry(&registry, date(), &[Utility::Electricity], i64::MAX);
+        assert_eq!(expectations.len(), 2, "meter 3 was removed before the day");
+        let old = expectations.meter(expectations.visit(Utility::Electricity, 7, 1).expect("the old meter"));
+        let new = expectations.meter(expectations.visit(Utility::Electricity, 7, 2).expect("the new meter"));
+        assert_eq!(old.expected + new.expected, 96, "a day of quarter hours, whichever meter read them");
+        assert_eq!((old.expected, new.expected), (41, 55), "slots 00:00 to 10:00 on the old, 10:15 to 23:45 on the new");
+        assert_eq!(old.slot_of(start + 10 * 3_600_000 + 60_000), Some((start + 10 * 3_600_000) / QUARTER));
+        assert_eq!(new.slot_of(start + 10 * 3_600_000 + 7 * 60_000), None, "the 10:00 slot began before its installation");
+        assert_eq!(new.slot_of(start + DAY_MS), None, "the next day");
+        assert_eq!(expectations.unvisited().count(), 0);
+    }
+
+    #[test]
+    fn meters_never_visited_are_the_silent_ones() {
+        let mut registry = Registry::default();
+        registry.set_meter(1, vec![installation(1, 7, 0, None)]);
+        registry.set_meter(2, vec![installation(2, 8, 0, None)]);
+        let expectations = Expectations::of_registry(&registry, date(), &[Utility::Electricity, Utility::Gas], i64::MAX);
+        assert!(expectations.visit(Utility::Electricity, 7, 1).is_some());
+        assert!(expectations.visit(Utility::Electricity, 9, 2).is_none(), "meter 2 belongs to customer 8");
+        let silent: Vec<u64> = expectations.unvisited().map(|meter| meter.meter_id).collect();
+        assert_eq!(silent, vec![2]);
+        assert!(Expectations::of_registry(&registry, date(), &[Utility::Gas], i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn a_day_computed_before_its_end_expects_the_intervals_begun() {
+        let mut registry = Registry::default();
+        registry.set_meter(1, vec![installation(1, 7, 0, None)]);
+        let noon = day_start_ms(date()) + 12 * 3_600_000 + 1;
+        let expectations = Expectations::of_registry(&registry, date(), &[Utility::Electricity], noon);
+        assert_eq!(expectations.meter(0).expected, 49, "00:00 to 12:00 inclusive");
+        let before = Expectations::of_registry(&registry, date(), &[Utility::Electricity], day_start_ms(date()));
+        assert!(before.is_empty(), "nothing is expected of a day not begun");
+    }
+}
