@@ -7,7 +7,8 @@
 //! time, their top consumers (operators only) and a live country view; the
 //! pipeline's health (operators only); the meter registry (operators manage
 //! it, a customer sees their own meters); data quality (operators only: the
-//! meters that missed intervals of a day). `/` serves the dashboard, `/healthz`
+//! meters that missed intervals of a day or have suspect readings; their
+//! edits and approvals of intervals, with an audit log per meter). `/` serves the dashboard, `/healthz`
 //! and `/metrics` the probes. Build the [`router`] over an [`AppState`];
 //! tests drive it with `oneshot`.
 //!
@@ -15,6 +16,7 @@
 //! database) with the stream's windows (serving store). Access: a customer
 //! account sees its own customer id; an operator sees everything ([`session`]).
 
+mod edits;
 mod error;
 mod live;
 mod overview;
@@ -149,6 +151,7 @@ pub(crate) fn now_ms() -> i64 {
         registry::summary, registry::meter, registry::put_meter, registry::delete_meter, registry::customer_meters,
         quality::gaps,
         quality::suspect,
+        edits::edit, edits::approve, edits::audit,
     ),
     tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"), (name = "registry"), (name = "quality"))
 )]
@@ -186,6 +189,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{id}/meters", get(registry::customer_meters))
         .route("/api/v1/quality/gaps", get(quality::gaps))
         .route("/api/v1/quality/suspect", get(quality::suspect))
+        .route("/api/v1/meters/{id}/edits", post(edits::edit))
+        .route("/api/v1/meters/{id}/approvals", post(edits::approve))
+        .route("/api/v1/meters/{id}/audit", get(edits::audit))
         .fallback(routes::not_found)
         .layer(middleware::from_fn(record_request))
         .with_state(state)

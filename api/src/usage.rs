@@ -77,6 +77,9 @@ pub struct Point {
     /// A batch day's readings that the validation rules flagged suspect
     /// (counted in `sum`); `None` on stream points.
     pub suspect: Option<u64>,
+    /// A batch day's intervals whose value an operator's edit set (counted
+    /// in `sum`); `None` on stream points.
+    pub edited: Option<u64>,
 }
 
 impl Point {
@@ -93,6 +96,7 @@ impl Point {
             source: Source::Stream,
             completeness: None,
             suspect: None,
+            edited: None,
         }
     }
 }
@@ -139,6 +143,7 @@ pub fn customer_series(
             source: Source::Batch,
             completeness: row.and_then(CustomerDayRow::completeness),
             suspect: Some(row.map_or(0, |row| row.suspect_intervals)),
+            edited: Some(row.map_or(0, |row| row.edited_intervals)),
         });
     }
     points.extend(
@@ -168,7 +173,7 @@ pub fn region_series(
     let mut points: Vec<Point> = Vec::new();
     for &date in &batch {
         let hours = batch_hours.iter().filter(|row| row.date == date);
-        let point = |start_ms, sum, count| Point { start_ms, sum, count, min: None, max: None, closed: true, source: Source::Batch, completeness: None, suspect: None };
+        let point = |start_ms, sum, count| Point { start_ms, sum, count, min: None, max: None, closed: true, source: Source::Batch, completeness: None, suspect: None, edited: None };
         match granularity {
             Granularity::Day => {
                 let (sum, count) = hours.fold((0.0, 0), |(sum, count), row| (sum + row.total, count + row.count));
@@ -216,8 +221,8 @@ mod tests {
         // the customer used nothing on -3.
         let windows = [window(DAY_MS, D0 - 2 * DAY_MS, 10.0), window(DAY_MS, D0 - DAY_MS, 11.0), window(DAY_MS, D0, 5.0)];
         let rows = [
-            CustomerDayRow { date: day(-2), total: 12.0, min: 1.0, max: 2.0, count: 12, expected_intervals: 0, received_intervals: 0, suspect_intervals: 2 },
-            CustomerDayRow { date: day(-1), total: 13.0, min: 1.0, max: 2.0, count: 13, expected_intervals: 24, received_intervals: 18, suspect_intervals: 0 },
+            CustomerDayRow { date: day(-2), total: 12.0, min: 1.0, max: 2.0, count: 12, expected_intervals: 0, received_intervals: 0, suspect_intervals: 2, edited_intervals: 1 },
+            CustomerDayRow { date: day(-1), total: 13.0, min: 1.0, max: 2.0, count: 13, expected_intervals: 24, received_intervals: 18, suspect_intervals: 0, edited_intervals: 0 },
         ];
         let points = customer_series(&windows, &[day(-3), day(-2), day(-1)], &rows, Granularity::Day, D0 - 3 * DAY_MS, D0 + DAY_MS);
         let summary: Vec<(i64, f64, Source)> = points.iter().map(|p| ((p.start_ms - D0) / DAY_MS, p.sum, p.source)).collect();
@@ -229,6 +234,8 @@ mod tests {
         assert_eq!(completeness, vec![None, None, Some(0.75), None], "only where the registry expected intervals");
         let suspect: Vec<Option<u64>> = points.iter().map(|p| p.suspect).collect();
         assert_eq!(suspect, vec![Some(0), Some(2), Some(0), None], "on every batch day");
+        let edited: Vec<Option<u64>> = points.iter().map(|p| p.edited).collect();
+        assert_eq!(edited, vec![Some(0), Some(1), Some(0), None]);
     }
 
     #[test]

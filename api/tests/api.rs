@@ -122,9 +122,9 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
         let day = date(today - offset * DAY);
         sql(&db, &format!("INSERT INTO reconciliation VALUES ('{day}', 'electricity', 1000.0, 100, 990.0, 10, 10.0, {})", today + HOUR)).await;
     }
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0)", date(today))).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0, 0)", date(today))).await;
     let before_yesterday = date(today - 3 * DAY);
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3)")).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3, 1)")).await;
     // Three of those readings were flagged: a spike of meter 70, two frozen readings of meter 71.
     for (meter, hour, value, rule) in [(70, 18, 2.0, "spike"), (71, 2, 0.5, "frozen"), (71, 3, 0.5, "frozen")] {
         let values = format!("'{before_yesterday}', 'electricity', {meter}, 7, 'US-TX', {}, {value}, '{rule}'", today - 3 * DAY + hour * HOUR);
@@ -182,17 +182,22 @@ impl Api {
         cookie.split(';').next().expect("name=value").to_owned()
     }
 
-    /// GET as `username` (through the session cookie).
-    async fn get_as(&self, username: &str, uri: &str) -> (StatusCode, Value) {
+    /// The session cookie of `username`, logged in once per suite.
+    async fn cookie_of(&self, username: &str) -> String {
         let known = self.cookies.lock().await.get(username).cloned();
-        let cookie = match known {
+        match known {
             Some(cookie) => cookie,
             None => {
                 let cookie = self.login(username).await;
                 self.cookies.lock().await.insert(username.to_owned(), cookie.clone());
                 cookie
             }
-        };
+        }
+    }
+
+    /// GET as `username` (through the session cookie).
+    async fn get_as(&self, username: &str, uri: &str) -> (StatusCode, Value) {
+        let cookie = self.cookie_of(username).await;
         self.json(Request::get(uri).header(header::COOKIE, cookie).body(Body::empty()).expect("request")).await
     }
 }
@@ -271,6 +276,7 @@ async fn without_a_session_every_endpoint_answers_401(api: &Api) {
         "/api/v1/customers/7/meters",
         "/api/v1/quality/gaps",
         "/api/v1/quality/suspect",
+        "/api/v1/meters/70/audit",
     ] {
         let response = api.send(Request::get(uri).body(Body::empty()).expect("request")).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri}");
@@ -321,6 +327,8 @@ async fn daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_st
     assert_eq!(completeness, vec![json!(0.75), Value::Null, Value::Null, Value::Null], "18 of 24 expected hours, on the batch's day");
     let suspect: Vec<Value> = series["points"].as_array().expect("points").iter().map(|p| p["suspect"].clone()).collect();
     assert_eq!(suspect, vec![json!(3), json!(0), Value::Null, Value::Null], "flagged readings of batch days");
+    let edited: Vec<Value> = series["points"].as_array().expect("points").iter().map(|p| p["edited"].clone()).collect();
+    assert_eq!(edited, vec![json!(1), json!(0), Value::Null, Value::Null], "intervals an operator edited, on batch days");
 }
 
 async fn operators_list_the_meters_with_suspect_readings(api: &Api) {
@@ -551,6 +559,7 @@ async fn the_openapi_document_describes_every_route(api: &Api) {
         "/api/v1/customers/{id}/today", "/api/v1/customers/{id}/live", "/api/v1/regions", "/api/v1/regions/{code}/usage",
         "/api/v1/regions/{code}/top", "/api/v1/live/regions", "/api/v1/pipeline", "/api/v1/registry",
         "/api/v1/registry/meters/{id}", "/api/v1/customers/{id}/meters", "/api/v1/quality/gaps", "/api/v1/quality/suspect",
+        "/api/v1/meters/{id}/edits", "/api/v1/meters/{id}/approvals", "/api/v1/meters/{id}/audit",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
@@ -586,7 +595,7 @@ async fn dashboard_files_health_and_metrics(api: &Api) {
 
 /// A request as `username` with a JSON body (none when `Value::Null`).
 async fn send_as(api: &Api, username: &str, method: &str, uri: &str, body: &Value) -> (StatusCode, Value) {
-    let cookie = api.login(username).await;
+    let cookie = api.cookie_of(username).await;
     let body = if body.is_null() { Body::empty() } else { Body::from(body.to_string()) };
     let request = Request::builder()
         .method(method)
@@ -634,6 +643,70 @@ async fn operators_manage_the_registry_and_customers_see_their_meters(api: &Api)
     assert!(changes[0].installations.is_empty());
 }
 
+async fn operators_edit_and_approve_intervals_with_an_audit_log(api: &Api) {
+    let installed = |meter: u64| {
+        json!([{"meterId": meter, "customerId": 7, "premiseId": "TX-7", "region": "US-TX", "utility": "electricity",
+                "customerKind": "residential", "unit": "kWh", "multiplier": 1.0, "register": "interval", "intervalSecs": 3600,
+                "validFromMs": 0, "validToMs": null}])
+    };
+    for meter in [70, 71] {
+        let (status, answer) = send_as(api, "ops", "PUT", &format!("/api/v1/registry/meters/{meter}"), &installed(meter)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let before_yesterday = date(api.today - 3 * DAY);
+    let at = |hour: i64| api.today - 3 * DAY + hour * HOUR;
+    let edit = |ts_ms: i64, value: f64, reason: &str| json!({"intervals": [{"tsMs": ts_ms, "value": value}], "reason": reason});
+
+    let (status, _) = send_as(api, "alice", "POST", "/api/v1/meters/70/edits", &edit(at(18), 1.0, "mine")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (uri, body, status, reason) in [
+        ("/api/v1/meters/99/edits", edit(at(18), 1.0, "x"), StatusCode::NOT_FOUND, "meter 99 is not in the registry"),
+        ("/api/v1/meters/70/edits", edit(at(18), 1.0, "  "), StatusCode::BAD_REQUEST, "reason: say why"),
+        ("/api/v1/meters/70/edits", edit(at(18), 1e308, "x"), StatusCode::BAD_REQUEST, "value 1e308 is not between 0 and"),
+        ("/api/v1/meters/70/edits", edit(-5, 1.0, "x"), StatusCode::BAD_REQUEST, "meter 70 was not installed at -5"),
+        ("/api/v1/meters/70/edits", json!({"intervals": [], "reason": "x"}), StatusCode::BAD_REQUEST, "intervals: name at least one"),
+        ("/api/v1/meters/70/approvals", json!({"date": "yesterday", "reason": "x"}), StatusCode::BAD_REQUEST, "is not YYYY-MM-DD"),
+        ("/api/v1/meters/70/approvals", json!({"date": date(api.today - DAY), "reason": "x"}), StatusCode::BAD_REQUEST, "no reading flagged suspect"),
+    ] {
+        let (answered, answer) = send_as(api, "ops", "POST", uri, &body).await;
+        assert_eq!(answered, status, "{uri} {body}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|error| error.contains(reason)), "{uri} {body}: {answer}");
+    }
+
+    // Meter 70's spike (2.0, flagged by the batch) edited; meter 71's suspect day approved.
+    let (status, changed) = send_as(api, "ops", "POST", "/api/v1/meters/70/edits", &edit(at(18), 1.0, "register misread")).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["days"], json!([before_yesterday]), "the day the next batch run restates");
+    assert_eq!(changed["entries"][0]["oldValue"], 2.0, "the reading as the batch flagged it");
+    let approval = json!({"date": before_yesterday, "reason": "checked on site"});
+    let (status, changed) = send_as(api, "ops", "POST", "/api/v1/meters/71/approvals", &approval).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["entries"].as_array().map(Vec::len), Some(2), "both frozen readings: {changed}");
+    // A second edit of the same interval: the value before is the first edit's.
+    let (status, changed) = send_as(api, "ops", "POST", "/api/v1/meters/70/edits", &edit(at(18), 1.5, "better estimate")).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+
+    let (status, log) = api.get_as("ops", "/api/v1/meters/70/audit").await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let entries: Vec<(Value, Value, Value, Value, Value)> = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| (e["action"].clone(), e["oldValue"].clone(), e["newValue"].clone(), e["changedBy"].clone(), e["reason"].clone()))
+        .collect();
+    assert_eq!(entries, vec![
+        (json!("edit"), json!(1.0), json!(1.5), json!("ops"), json!("better estimate")),
+        (json!("edit"), json!(2.0), json!(1.0), json!("ops"), json!("register misread")),
+    ], "newest first");
+    let (_, log) = api.get_as("ops", "/api/v1/meters/71/audit").await;
+    let approvals: Vec<(Value, Value, Value)> =
+        log["entries"].as_array().expect("entries").iter().map(|e| (e["action"].clone(), e["tsMs"].clone(), e["oldValue"].clone())).collect();
+    assert_eq!(approvals, vec![(json!("approve"), json!(at(2)), json!(0.5)), (json!("approve"), json!(at(3)), json!(0.5))]);
+    assert_eq!(api.get_as("alice", "/api/v1/meters/70/audit").await.0, StatusCode::FORBIDDEN);
+    let (status, answer) = api.get_as("ops", "/api/v1/meters/70/audit?limit=0").await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("limit 0 must be 1 to 1000")));
+}
+
 /// Each check as a test on every backend: a fresh API (and rate limiter) per test.
 macro_rules! suite {
     ($($check:ident),* $(,)?) => {
@@ -679,4 +752,5 @@ suite!(
     operators_manage_the_registry_and_customers_see_their_meters,
     operators_list_the_meters_with_gaps,
     operators_list_the_meters_with_suspect_readings,
+    operators_edit_and_approve_intervals_with_an_audit_log,
 );

@@ -172,13 +172,14 @@ async function showCustomer(customerId, picked) {
   });
 }
 
-/// The final days whose readings were incomplete or flagged suspect.
+/// The final days whose readings were incomplete, flagged suspect or edited by an operator.
 function dayQuality(points) {
-  const marked = points.filter((p) => p.source === 'batch' && (p.suspect > 0 || (p.completeness != null && p.completeness < 1)));
+  const marked = points.filter((p) => p.source === 'batch' && (p.suspect > 0 || p.edited > 0 || (p.completeness != null && p.completeness < 1)));
   return marked.map((p) => {
     const notes = [];
     if (p.completeness != null && p.completeness < 1) notes.push((100 * p.completeness).toFixed(0) + ' % complete');
     if (p.suspect > 0) notes.push(p.suspect + ' readings flagged suspect');
+    if (p.edited > 0) notes.push(p.edited + ' intervals edited');
     return new Date(p.startMs).toISOString().slice(0, 10) + ': ' + notes.join(', ');
   }).join('; ');
 }

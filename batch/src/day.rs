@@ -121,8 +121,8 @@ pub async fn run_day(
     let started = Instant::now();
     // Decided before the master data is read: what the archiver had written by then is all in the computation.
     let due = serving.map(|serving| serving.restatement_due(date, now_ms));
-    let expectations = results.expectations(date, utilities, now_ms).await?;
-    let outputs = job.compute(date, utilities, std::sync::Arc::new(expectations)).await?;
+    let inputs = results.day_inputs(date, utilities, now_ms).await?;
+    let outputs = job.compute(date, utilities, inputs).await?;
     let compute_ms = started.elapsed().as_millis() as u64;
     let streamed = match serving {
         Some(serving) => Some(stream_totals(serving.store, date).await?),

@@ -8,8 +8,11 @@ use auth_core::{Region, Utility};
 use auth_master::DAY_MS;
 use rustc_hash::FxHashMap;
 
+use auth_results::IntervalEdit;
+
 use crate::TOP_CUSTOMERS;
 use crate::completeness::Expectations;
+use crate::job::DayInputs;
 
 /// One customer's usage of one utility over a day.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +34,8 @@ pub struct CustomerDay {
     pub received_intervals: u64,
     /// Readings the validation rules flagged ([`SuspectInterval`]).
     pub suspect_intervals: u64,
+    /// Intervals whose value an operator's edit set ([`EditedInterval`]).
+    pub edited_intervals: u64,
 }
 
 impl CustomerDay {
@@ -97,6 +102,19 @@ pub struct SuspectInterval {
     pub rule: SuspectRule,
 }
 
+/// An interval whose value an operator's edit set ([`crate::edits`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EditedInterval {
+    pub utility: Utility,
+    pub meter_id: u64,
+    pub customer_id: u64,
+    pub region: Region,
+    pub ts_ms: i64,
+    /// The reading the edit replaced; `None`: the meter sent none, the edit filled a gap.
+    pub read_value: Option<f64>,
+    pub value: f64,
+}
+
 /// One region's usage of one utility in one UTC hour.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RegionHour {
@@ -140,6 +158,8 @@ pub struct DayOutputs {
     pub meter_gaps: Vec<MeterGap>,
     /// Flagged readings, ordered by utility, meter, customer and event time.
     pub suspect_intervals: Vec<SuspectInterval>,
+    /// Edited intervals, ordered by utility, meter, customer and event time.
+    pub edited_intervals: Vec<EditedInterval>,
 }
 
 /// Where a reading sits in the master data's order: files are sorted by
@@ -192,39 +212,67 @@ struct MeterTally {
 
 /// Folds one utility's readings of one log partition, in the master data's
 /// order, one customer at a time: the first copy of a repeated reading
-/// counts (its offset is the lowest), as in the stream. Memory holds one
-/// customer's hours, however many readings there are.
+/// counts (its offset is the lowest), as in the stream. Each meter's day is
+/// collected, the operators' edits applied to it, validated and summed into
+/// its customer's hours. Memory holds one customer's hours and one meter's
+/// day, however many readings there are.
 pub struct ReadingFold {
     utility: Utility,
     expectations: Arc<Expectations>,
+    edits: Arc<crate::edits::Edits>,
     validation: Validation,
     customer: Option<(u64, Region)>,
     hours: [HourSums; 24],
     meter: Option<MeterTally>,
-    /// The current meter's readings of the day (event time, value), for the validation rules.
+    /// The current meter's readings of the day (event time, value), for the edits and the validation rules.
     meter_readings: Vec<(i64, f64)>,
+    /// The event times of the current meter's edited or approved intervals, ordered.
+    exempt: Vec<i64>,
+    /// The customer's edits, ordered by meter and event time, and the first not applied yet.
+    customer_edits: Vec<IntervalEdit>,
+    next_edit: usize,
     /// The customer's expected and received intervals over its meters so far.
     intervals: (u64, u64),
-    /// The customer's flagged readings so far.
+    /// The customer's flagged and edited readings so far.
     suspects: u64,
+    edited: u64,
     last: Option<ReadingKey>,
     day: DayFold,
 }
 
 impl ReadingFold {
-    pub fn new(utility: Utility, expectations: Arc<Expectations>, rules: ValidationSpec) -> Self {
+    pub fn new(utility: Utility, inputs: DayInputs, rules: ValidationSpec) -> Self {
         Self {
             utility,
-            expectations,
+            expectations: inputs.expectations,
+            edits: inputs.edits,
             validation: Validation { rules, scratch: Vec::new() },
             customer: None,
             hours: [NO_READINGS; 24],
             meter: None,
             meter_readings: Vec::new(),
+            exempt: Vec::new(),
+            customer_edits: Vec::new(),
+            next_edit: 0,
             intervals: (0, 0),
             suspects: 0,
+            edited: 0,
             last: None,
             day: DayFold::default(),
+        }
+    }
+
+    /// Folds the edits of a customer none of whose meters sent a reading
+    /// that day (by then, every reading of this fold is pushed).
+    pub fn push_edits_only(&mut self, customer_id: u64, region: Region) {
+        self.close_customer();
+        self.open_customer(customer_id, region);
+    }
+
+    fn open_customer(&mut self, customer_id: u64, region: Region) {
+        self.customer = Some((customer_id, region));
+        if !self.edits.is_empty() {
+            self.customer_edits.extend_from_slice(self.edits.of_customer(self.utility, customer_id));
         }
     }
 
@@ -242,14 +290,9 @@ impl ReadingFold {
             Some((customer_id, _)) if customer_id == key.customer_id => {}
             _ => {
                 self.close_customer();
-                self.customer = Some((key.customer_id, region));
+                self.open_customer(key.customer_id, region);
             }
         }
-        let hour = &mut self.hours[(key.ts_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
-        hour.total += value;
-        hour.min_value = hour.min_value.min(value);
-        hour.max_value = hour.max_value.max(value);
-        hour.readings += 1;
         self.tally(key, value);
         Ok(())
     }
@@ -258,6 +301,7 @@ impl ReadingFold {
     fn tally(&mut self, key: ReadingKey, value: f64) {
         if self.meter.as_ref().is_none_or(|meter| meter.meter_id != key.meter_id) {
             self.close_meter();
+            self.settle_edited_only_meters(Some(key.meter_id));
             let expected_at = self.expectations.visit(self.utility, key.customer_id, key.meter_id);
             self.meter = Some(MeterTally { meter_id: key.meter_id, expected_at, last_slot: None, received: 0, last_reading_ms: key.ts_ms });
         }
@@ -274,21 +318,7 @@ impl ReadingFold {
 
     fn close_meter(&mut self) {
         let Some(tally) = self.meter.take() else { return };
-        if let Some((customer_id, region)) = self.customer {
-            let before = self.day.suspect_intervals.len();
-            let (utility, meter_id) = (self.utility, tally.meter_id);
-            self.validation.flag(&self.meter_readings, |ts_ms, value, rule| SuspectInterval {
-                utility,
-                meter_id,
-                customer_id,
-                region,
-                ts_ms,
-                value,
-                rule,
-            }, &mut self.day.suspect_intervals);
-            self.suspects += (self.day.suspect_intervals.len() - before) as u64;
-        }
-        self.meter_readings.clear();
+        self.settle_meter(tally.meter_id);
         let Some(expected_at) = tally.expected_at else { return };
         let expected = self.expectations.meter(expected_at);
         self.intervals.0 += expected.expected;
@@ -307,13 +337,79 @@ impl ReadingFold {
         }
     }
 
+    /// Settles the customer's meters with edits that sort before
+    /// `before` (all of them for `None`) and sent no reading; called
+    /// between meters, when no meter's readings are being collected.
+    fn settle_edited_only_meters(&mut self, before: Option<u64>) {
+        while let Some(meter_id) = self.customer_edits.get(self.next_edit).map(|edit| edit.meter_id)
+            && before.is_none_or(|before| meter_id < before)
+        {
+            self.settle_meter(meter_id);
+        }
+    }
+
+    /// Applies the meter's edits to its day's readings, flags what the
+    /// validation rules find suspect and adds the readings to the customer's hours.
+    fn settle_meter(&mut self, meter_id: u64) {
+        let Some((customer_id, region)) = self.customer else { return };
+        let utility = self.utility;
+        self.exempt.clear();
+        while let Some(edit) = self.customer_edits.get(self.next_edit).filter(|edit| edit.meter_id == meter_id) {
+            self.next_edit += 1;
+            let at = self.meter_readings.binary_search_by_key(&edit.ts_ms, |&(ts_ms, _)| ts_ms);
+            let Some(value) = edit.value else {
+                if at.is_ok() {
+                    self.exempt.push(edit.ts_ms);
+                }
+                continue;
+            };
+            let read_value = match at {
+                Ok(at) => Some(std::mem::replace(&mut self.meter_readings[at].1, value)),
+                Err(at) => {
+                    self.meter_readings.insert(at, (edit.ts_ms, value));
+                    None
+                }
+            };
+            self.exempt.push(edit.ts_ms);
+            self.edited += 1;
+            self.day.edited_intervals.push(EditedInterval { utility, meter_id, customer_id, region, ts_ms: edit.ts_ms, read_value, value });
+        }
+        let before = self.day.suspect_intervals.len();
+        self.validation.flag(&self.meter_readings, &self.exempt, |ts_ms, value, rule| SuspectInterval {
+            utility,
+            meter_id,
+            customer_id,
+            region,
+            ts_ms,
+            value,
+            rule,
+        }, &mut self.day.suspect_intervals);
+        self.suspects += (self.day.suspect_intervals.len() - before) as u64;
+        for &(ts_ms, value) in &self.meter_readings {
+            let hour = &mut self.hours[(ts_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
+            hour.total += value;
+            hour.min_value = hour.min_value.min(value);
+            hour.max_value = hour.max_value.max(value);
+            hour.readings += 1;
+        }
+        self.meter_readings.clear();
+    }
+
     fn close_customer(&mut self) {
         self.close_meter();
+        self.settle_edited_only_meters(None);
         if let Some((customer_id, region)) = self.customer.take() {
-            self.day.add_customer(self.utility, customer_id, region, &self.hours, self.intervals, self.suspects);
+            let quality = Quality { intervals: self.intervals, suspect: self.suspects, edited: self.edited };
+            self.day.add_customer(self.utility, customer_id, region, &self.hours, quality);
+            if !self.customer_edits.is_empty() {
+                self.day.edited_customers.push((self.utility, customer_id));
+            }
             self.hours = [NO_READINGS; 24];
             self.intervals = (0, 0);
             self.suspects = 0;
+            self.edited = 0;
+            self.customer_edits.clear();
+            self.next_edit = 0;
         }
     }
 
@@ -335,9 +431,16 @@ const SPIKE_MIN_INTERVALS: usize = 8;
 
 impl Validation {
     /// Appends to `flagged` each reading of `readings` (one meter's day, in
-    /// event time order) that a rule finds suspect; a reading is flagged
-    /// once, by the first rule it breaks.
-    fn flag<T>(&mut self, readings: &[(i64, f64)], suspect: impl Fn(i64, f64, SuspectRule) -> T, flagged: &mut Vec<T>) {
+    /// event time order) that a rule finds suspect, but those at the times
+    /// of `exempt` (ordered: an operator edited or approved them); a reading
+    /// is flagged once, by the first rule it breaks.
+    fn flag<T>(
+        &mut self,
+        readings: &[(i64, f64)],
+        exempt: &[i64],
+        suspect: impl Fn(i64, f64, SuspectRule) -> T,
+        flagged: &mut Vec<T>,
+    ) {
         let spike_above = self.spike_threshold(readings);
         let frozen_run = self.rules.frozen_readings as usize;
         let mut run_start = 0;
@@ -348,6 +451,9 @@ impl Validation {
             }
             let frozen = frozen_run > 0 && end - run_start >= frozen_run && readings[run_start].1 != 0.0;
             for &(ts_ms, value) in &readings[run_start..end] {
+                if !exempt.is_empty() && exempt.binary_search(&ts_ms).is_ok() {
+                    continue;
+                }
                 if spike_above.is_some_and(|threshold| value > threshold) {
                     flagged.push(suspect(ts_ms, value, SuspectRule::Spike));
                 } else if frozen {
@@ -375,6 +481,13 @@ impl Validation {
     }
 }
 
+/// A customer day's counts of intervals: expected and received, suspect, edited.
+struct Quality {
+    intervals: (u64, u64),
+    suspect: u64,
+    edited: u64,
+}
+
 /// Collects customers' days, from any number of [`ReadingFold`]s.
 #[derive(Default)]
 pub struct DayFold {
@@ -382,18 +495,14 @@ pub struct DayFold {
     region_hours: FxHashMap<(Utility, Region, u8), RegionHour>,
     meter_gaps: Vec<MeterGap>,
     suspect_intervals: Vec<SuspectInterval>,
+    edited_intervals: Vec<EditedInterval>,
+    /// The customers whose edits a fold applied.
+    edited_customers: Vec<(Utility, u64)>,
 }
 
 impl DayFold {
-    fn add_customer(
-        &mut self,
-        utility: Utility,
-        customer_id: u64,
-        region: Region,
-        hours: &[HourSums; 24],
-        (expected_intervals, received_intervals): (u64, u64),
-        suspect_intervals: u64,
-    ) {
+    fn add_customer(&mut self, utility: Utility, customer_id: u64, region: Region, hours: &[HourSums; 24], quality: Quality) {
+        let Quality { intervals: (expected_intervals, received_intervals), suspect: suspect_intervals, edited: edited_intervals } = quality;
         let mut day = CustomerDay {
             utility,
             customer_id,
@@ -407,6 +516,7 @@ impl DayFold {
             expected_intervals,
             received_intervals,
             suspect_intervals,
+            edited_intervals,
         };
         for (hour, sums) in (0u8..).zip(hours).filter(|(_, sums)| sums.readings > 0) {
             day.total += sums.total;
@@ -437,6 +547,8 @@ impl DayFold {
         self.customers.extend(other.customers);
         self.meter_gaps.extend(other.meter_gaps);
         self.suspect_intervals.extend(other.suspect_intervals);
+        self.edited_intervals.extend(other.edited_intervals);
+        self.edited_customers.extend(other.edited_customers);
         for (key, hour) in other.region_hours {
             self.region_hours
                 .entry(key)
@@ -447,6 +559,13 @@ impl DayFold {
                 })
                 .or_insert(hour);
         }
+    }
+
+    /// The customers of `utility` with edits that no fold merged into this
+    /// one applied: none of their meters sent a reading that day.
+    pub fn customers_with_edits_unapplied(&self, edits: &crate::edits::Edits, utility: Utility) -> Vec<(u64, Region)> {
+        let applied: rustc_hash::FxHashSet<(Utility, u64)> = self.edited_customers.iter().copied().collect();
+        edits.customers(utility).into_iter().filter(|&(customer_id, _)| !applied.contains(&(utility, customer_id))).collect()
     }
 
     /// The outputs, once every fold is merged: the meters of `expectations`
@@ -473,6 +592,8 @@ impl DayFold {
         meter_gaps.sort_unstable_by_key(|gap| (gap.utility, gap.meter_id, gap.customer_id));
         let mut suspect_intervals = self.suspect_intervals;
         suspect_intervals.sort_unstable_by_key(|suspect| (suspect.utility, suspect.meter_id, suspect.customer_id, suspect.ts_ms));
+        let mut edited_intervals = self.edited_intervals;
+        edited_intervals.sort_unstable_by_key(|edited| (edited.utility, edited.meter_id, edited.customer_id, edited.ts_ms));
         let mut region_hours: Vec<RegionHour> = self.region_hours.into_values().collect();
         region_hours.sort_unstable_by_key(|hour| (hour.utility, hour.region, hour.hour));
         let mut by_region: HashMap<(Utility, Region), Vec<&CustomerDay>> = HashMap::new();
@@ -501,7 +622,7 @@ impl DayFold {
             }
         }
         top_customers.sort_unstable_by_key(|top| (top.utility, top.region, top.position));
-        DayOutputs { customers, region_hours, top_customers, totals, meter_gaps, suspect_intervals }
+        DayOutputs { customers, region_hours, top_customers, totals, meter_gaps, suspect_intervals, edited_intervals }
     }
 }
 
@@ -518,7 +639,7 @@ mod tests {
     #[test]
     fn folds_days_peaks_regions_and_tops_keeping_first_copies() {
         let region = Region::from_code("US-CA").expect("a region");
-        let mut fold = ReadingFold::new(Utility::Water, Arc::default(), ValidationSpec::default());
+        let mut fold = ReadingFold::new(Utility::Water, DayInputs::default(), ValidationSpec::default());
         let readings = [
             (key(7, 1, 2, 10), 1.0),
             (key(7, 1, 2, 11), 99.0),
@@ -551,7 +672,7 @@ mod tests {
             registry.set_meter(meter_id, vec![installed(meter_id, customer_id)]);
         }
         let expectations = Arc::new(crate::completeness::Expectations::of_registry(&registry, date, &[Utility::Water], i64::MAX));
-        let mut fold = ReadingFold::new(Utility::Water, Arc::clone(&expectations), ValidationSpec::default());
+        let mut fold = ReadingFold::new(Utility::Water, DayInputs { expectations: Arc::clone(&expectations), ..DayInputs::default() }, ValidationSpec::default());
         for hour in 0..24 {
             fold.push(key(7, 1, hour, hour as u64), region, 1.0).expect("in order");
         }
@@ -578,7 +699,7 @@ mod tests {
     fn flagged(readings: &[(i64, f64)], rules: ValidationSpec) -> Vec<(i64, SuspectRule)> {
         let mut validation = Validation { rules, scratch: Vec::new() };
         let mut flagged = Vec::new();
-        validation.flag(readings, |ts_ms, _, rule| (ts_ms, rule), &mut flagged);
+        validation.flag(readings, &[], |ts_ms, _, rule| (ts_ms, rule), &mut flagged);
         flagged
     }
 
@@ -597,9 +718,55 @@ mod tests {
     }
 
     #[test]
+    fn edits_replace_readings_fill_gaps_and_approvals_clear_flags() {
+        use auth_results::IntervalEdit;
+        let region = Region::from_code("US-CA").expect("a region");
+        let edit = |customer_id, meter_id, hour, value| IntervalEdit {
+            utility: Utility::Gas,
+            meter_id,
+            ts_ms: key(customer_id, meter_id, hour, 0).ts_ms,
+            customer_id,
+            region,
+            value,
+        };
+        let edits = crate::edits::Edits::new([
+            edit(7, 2, 4, None),
+            edit(7, 2, 3, Some(5.0)),
+            edit(7, 2, 8, Some(2.0)),
+            edit(7, 1, 1, Some(4.0)),
+            edit(9, 3, 0, Some(1.5)),
+        ]);
+        let inputs = DayInputs { edits: Arc::new(edits), ..DayInputs::default() };
+        let rules = ValidationSpec { spike_factor: 0.0, frozen_readings: 3 };
+        let mut fold = ReadingFold::new(Utility::Gas, inputs.clone(), rules);
+        for hour in [2, 3, 4, 5, 6] {
+            fold.push(key(7, 2, hour, hour as u64), region, 1.0).expect("in order");
+        }
+        let mut day = fold.finish();
+        let unapplied = day.customers_with_edits_unapplied(&inputs.edits, Utility::Gas);
+        assert_eq!(unapplied, vec![(9, region)], "customer 9 sent nothing");
+        let mut edits_only = ReadingFold::new(Utility::Gas, inputs.clone(), rules);
+        for (customer_id, region) in unapplied {
+            edits_only.push_edits_only(customer_id, region);
+        }
+        day.merge(edits_only.finish());
+        let outputs = day.finish(&Expectations::none());
+
+        let seven = outputs.customers[0];
+        assert_eq!((seven.customer_id, seven.total, seven.readings), (7, 4.0 + 1.0 + 5.0 + 1.0 + 1.0 + 1.0 + 2.0, 7));
+        assert_eq!((seven.edited_intervals, seven.suspect_intervals), (3, 2), "the approved hour 4 is not suspect");
+        let nine = outputs.customers[1];
+        assert_eq!((nine.customer_id, nine.total, nine.readings, nine.edited_intervals), (9, 1.5, 1, 1));
+        let flagged: Vec<i64> = outputs.suspect_intervals.iter().map(|suspect| (suspect.ts_ms - 20 * DAY_MS) / HOUR).collect();
+        assert_eq!(flagged, vec![5, 6], "hours 4 to 6 read 1.0 in a row once 3 is edited; 4 is approved");
+        let edited: Vec<_> = outputs.edited_intervals.iter().map(|e| (e.meter_id, (e.ts_ms - 20 * DAY_MS) / HOUR, e.read_value, e.value)).collect();
+        assert_eq!(edited, vec![(1, 1, None, 4.0), (2, 3, Some(1.0), 5.0), (2, 8, None, 2.0), (3, 0, None, 1.5)]);
+    }
+
+    #[test]
     fn readings_out_of_order_are_refused() {
         let region = Region::from_code("US-CA").expect("a region");
-        let mut fold = ReadingFold::new(Utility::Gas, Arc::default(), ValidationSpec::default());
+        let mut fold = ReadingFold::new(Utility::Gas, DayInputs::default(), ValidationSpec::default());
         fold.push(key(7, 1, 5, 3), region, 1.0).expect("first");
         let err = fold.push(key(7, 1, 2, 4), region, 1.0).expect_err("an earlier event time of the same meter");
         assert_eq!(err.after, key(7, 1, 2, 4));
@@ -608,9 +775,9 @@ mod tests {
     #[test]
     fn folds_merge_customers_and_region_hours() {
         let region = Region::from_code("US-TX").expect("a region");
-        let mut first = ReadingFold::new(Utility::Gas, Arc::default(), ValidationSpec::default());
+        let mut first = ReadingFold::new(Utility::Gas, DayInputs::default(), ValidationSpec::default());
         first.push(key(1, 1, 3, 0), region, 2.0).expect("in order");
-        let mut second = ReadingFold::new(Utility::Gas, Arc::default(), ValidationSpec::default());
+        let mut second = ReadingFold::new(Utility::Gas, DayInputs::default(), ValidationSpec::default());
         second.push(key(2, 2, 3, 0), region, 5.0).expect("in order");
         let mut day = first.finish();
         day.merge(second.finish());

@@ -19,6 +19,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use crate::completeness::Expectations;
+use crate::edits::Edits;
 use crate::fold::{DayFold, DayOutputs, OutOfOrder, ReadingFold, ReadingKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +46,22 @@ pub enum BatchError {
 const COLUMNS: &str = "customer_id, region, meter_id, ts, value, log_offset";
 const ORDER: [&str; 4] = ["customer_id", "meter_id", "ts", "log_offset"];
 
+/// What the results database says of a day besides its readings.
+#[derive(Debug, Clone, Default)]
+pub struct DayInputs {
+    /// What the registry expects of each meter ([`crate::completeness`]).
+    pub expectations: Arc<Expectations>,
+    /// The operators' edits and approvals in force ([`crate::edits`]).
+    pub edits: Arc<Edits>,
+}
+
 /// One utility's files of one log partition on one day: a customer's
 /// readings are all in one partition, so each is folded on its own.
 struct PartitionFiles {
     utility: Utility,
     partition: u32,
     files: Vec<Path>,
-    expectations: Arc<Expectations>,
+    inputs: DayInputs,
 }
 
 /// Runs the day's queries against the master data.
@@ -104,15 +114,11 @@ impl BatchJob {
         Ok(files)
     }
 
-    /// Computes the day for `utilities`, and how complete it is against
-    /// `expectations`; `NoInput` when none of them has a file.
-    #[tracing::instrument(level = "info", skip(self, utilities, expectations), fields(%date, expected_meters = expectations.len()))]
-    pub async fn compute(
-        &self,
-        date: NaiveDate,
-        utilities: &[Utility],
-        expectations: Arc<Expectations>,
-    ) -> Result<DayOutputs, BatchError> {
+    /// Computes the day for `utilities` with the operators' edits of
+    /// `inputs` applied, and how complete it is against its expectations;
+    /// `NoInput` when none of them has a file.
+    #[tracing::instrument(level = "info", skip(self, utilities, inputs), fields(%date, expected_meters = inputs.expectations.len()))]
+    pub async fn compute(&self, date: NaiveDate, utilities: &[Utility], inputs: DayInputs) -> Result<DayOutputs, BatchError> {
         let mut partitions: BTreeMap<(Utility, u32), Vec<Path>> = BTreeMap::new();
         for &utility in utilities {
             for path in self.files(utility, date).await? {
@@ -129,15 +135,26 @@ impl BatchJob {
         }
         let folds = partitions.into_iter().map(|((utility, partition), files)| {
             let job = self.clone();
-            let expectations = Arc::clone(&expectations);
-            tokio::spawn(async move { job.fold_partition(PartitionFiles { utility, partition, files, expectations }).await })
+            let inputs = inputs.clone();
+            tokio::spawn(async move { job.fold_partition(PartitionFiles { utility, partition, files, inputs }).await })
         });
         let mut folds = futures::stream::iter(folds).buffer_unordered(self.parallelism);
         let mut day = DayFold::default();
         while let Some(fold) = folds.next().await {
             day.merge(fold.map_err(|err| BatchError::Task(err.to_string()))??);
         }
-        Ok(day.finish(&expectations))
+        for &utility in utilities {
+            let unapplied = day.customers_with_edits_unapplied(&inputs.edits, utility);
+            if unapplied.is_empty() {
+                continue;
+            }
+            let mut fold = ReadingFold::new(utility, inputs.clone(), self.validation);
+            for (customer_id, region) in unapplied {
+                fold.push_edits_only(customer_id, region);
+            }
+            day.merge(fold.finish());
+        }
+        Ok(day.finish(&inputs.expectations))
     }
 
     /// Folds one partition; when the query engine fails, reads its files one
@@ -161,7 +178,7 @@ impl BatchJob {
         }
         let query = format!("SELECT * FROM ({}) ORDER BY {}", selects.join(" UNION ALL "), ORDER.join(", "));
         let mut batches = context.sql(&query).await?.execute_stream().await?;
-        let mut fold = ReadingFold::new(part.utility, Arc::clone(&part.expectations), self.validation);
+        let mut fold = ReadingFold::new(part.utility, part.inputs.clone(), self.validation);
         let mut rows = 0u64;
         while let Some(batch) = batches.next().await {
             let batch = batch?;

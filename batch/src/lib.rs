@@ -18,6 +18,7 @@
 
 pub mod completeness;
 mod day;
+pub mod edits;
 pub mod fold;
 pub mod job;
 pub mod restate;
@@ -27,8 +28,8 @@ pub mod settle;
 
 pub use day::{DayError, DaySummary, Serving, run_day};
 pub use completeness::Expectations;
-pub use fold::{CustomerDay, DayOutputs, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal};
-pub use job::{BatchError, BatchJob};
+pub use fold::{CustomerDay, DayOutputs, EditedInterval, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal};
+pub use job::{BatchError, BatchJob, DayInputs};
 pub use auth_results::ResultsError;
 pub use results::{Reconciliation, Restatement, ResultsDb};
 

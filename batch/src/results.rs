@@ -8,7 +8,8 @@ use chrono::NaiveDate;
 use sqlx::any::AnyArguments;
 
 use crate::completeness::Expectations;
-use crate::fold::{CustomerDay, DayOutputs, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer};
+use crate::edits::Edits;
+use crate::fold::{CustomerDay, DayOutputs, EditedInterval, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer};
 
 /// Rows per `INSERT` statement.
 const ROWS_PER_INSERT: usize = 500;
@@ -68,6 +69,15 @@ impl ResultsDb {
         Ok(Expectations::of_day(installed, date, utilities, until_ms))
     }
 
+    /// What the database says of `date` besides its readings: the
+    /// registry's expectations up to `until_ms` and the operators' edits in force.
+    pub async fn day_inputs(&self, date: NaiveDate, utilities: &[Utility], until_ms: i64) -> Result<crate::DayInputs, ResultsError> {
+        let expectations = self.expectations(date, utilities, until_ms).await?;
+        let start_ms = day_start_ms(date);
+        let edits = self.db.edits_during(start_ms, start_ms + auth_master::DAY_MS, utilities).await?;
+        Ok(crate::DayInputs { expectations: std::sync::Arc::new(expectations), edits: std::sync::Arc::new(Edits::new(edits)) })
+    }
+
     /// Replaces every result of `date` with `outputs` and `reconciliation`, in one transaction.
     #[tracing::instrument(level = "info", skip_all, fields(%date))]
     pub async fn replace_date(
@@ -79,13 +89,17 @@ impl ResultsDb {
     ) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
         let mut transaction = self.db.begin_write().await.map_err(query_error("starting a transaction"))?;
-        for table in ["daily_customer_usage", "hourly_region_usage", "top_customers", "meter_gaps", "suspect_intervals", "reconciliation"] {
+        const TABLES: [&str; 7] = [
+            "daily_customer_usage", "hourly_region_usage", "top_customers", "meter_gaps", "suspect_intervals", "edited_intervals",
+            "reconciliation",
+        ];
+        for table in TABLES {
             let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.db.placeholder(1));
             sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error(table))?;
         }
-        const CUSTOMER_COLUMNS: [&str; 13] = [
+        const CUSTOMER_COLUMNS: [&str; 14] = [
             "usage_date", "utility", "customer_id", "region", "total", "min_value", "max_value", "readings", "peak_hour",
-            "peak_hour_total", "expected_intervals", "received_intervals", "suspect_intervals",
+            "peak_hour_total", "expected_intervals", "received_intervals", "suspect_intervals", "edited_intervals",
         ];
         for chunk in outputs.customers.chunks(ROWS_PER_INSERT) {
             let mut arguments = AnyArguments::default();
@@ -103,6 +117,7 @@ impl ResultsDb {
                 add(&mut arguments, row.expected_intervals as i64)?;
                 add(&mut arguments, row.received_intervals as i64)?;
                 add(&mut arguments, row.suspect_intervals as i64)?;
+                add(&mut arguments, row.edited_intervals as i64)?;
             }
             let sql = self.db.insert_sql("daily_customer_usage", &CUSTOMER_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("daily_customer_usage"))?;
@@ -173,6 +188,23 @@ impl ResultsDb {
             let sql = self.db.insert_sql("suspect_intervals", &SUSPECT_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("suspect_intervals"))?;
         }
+        const EDITED_COLUMNS: [&str; 8] =
+            ["usage_date", "utility", "meter_id", "customer_id", "region", "ts_ms", "read_value", "edited_value"];
+        for chunk in outputs.edited_intervals.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.meter_id as i64)?;
+                add(&mut arguments, row.customer_id as i64)?;
+                add(&mut arguments, row.region.code().to_owned())?;
+                add(&mut arguments, row.ts_ms)?;
+                add(&mut arguments, row.read_value)?;
+                add(&mut arguments, row.value)?;
+            }
+            let sql = self.db.insert_sql("edited_intervals", &EDITED_COLUMNS, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("edited_intervals"))?;
+        }
         const RECONCILIATION_COLUMNS: [&str; 8] = [
             "usage_date", "utility", "batch_total", "batch_readings", "stream_total", "stream_readings", "drift",
             "computed_at_ms",
@@ -202,12 +234,13 @@ impl ResultsDb {
         let filter = format!("WHERE usage_date = {}", self.db.placeholder(1));
         let sql = format!(
             "SELECT utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, \
-             expected_intervals, received_intervals, suspect_intervals FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
+             expected_intervals, received_intervals, suspect_intervals, edited_intervals FROM daily_customer_usage {filter} \
+             ORDER BY utility, customer_id"
         );
-        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64, i64, i64, i64);
+        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64, i64, i64, i64, i64);
         let rows: Vec<CustomerRow> = sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("daily_customer_usage"))?;
         let mut outputs = DayOutputs::default();
-        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, expected, received, suspect) in
+        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, expected, received, suspect, edited) in
             rows
         {
             outputs.customers.push(CustomerDay {
@@ -223,6 +256,7 @@ impl ResultsDb {
                 expected_intervals: expected as u64,
                 received_intervals: received as u64,
                 suspect_intervals: suspect as u64,
+                edited_intervals: edited as u64,
             });
         }
         let sql = format!(
@@ -274,6 +308,24 @@ impl ResultsDb {
                 ts_ms,
                 value,
                 rule: SuspectRule::parse(&rule).ok_or_else(|| ResultsError::Stored(format!("validation rule `{rule}`")))?,
+            });
+        }
+        let sql = format!(
+            "SELECT utility, meter_id, customer_id, region, ts_ms, read_value, edited_value FROM edited_intervals {filter} \
+             ORDER BY utility, meter_id, customer_id, ts_ms"
+        );
+        type EditedRow = (String, i64, i64, String, i64, Option<f64>, f64);
+        let rows: Vec<EditedRow> =
+            sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("edited_intervals"))?;
+        for (utility, meter_id, customer_id, region, ts_ms, read_value, value) in rows {
+            outputs.edited_intervals.push(EditedInterval {
+                utility: parse_utility(&utility)?,
+                meter_id: meter_id as u64,
+                customer_id: customer_id as u64,
+                region: parse_region(&region)?,
+                ts_ms,
+                read_value,
+                value,
             });
         }
         let sql = format!("SELECT utility, region, position, customer_id, total FROM top_customers {filter} ORDER BY utility, region, position");

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use auth_batch::settle::{ArchiveWatch, Archived, archived};
 use auth_batch::{
-    BatchError, BatchJob, CustomerDay, DayError, DayOutputs, MeterGap, Reconciliation, RegionHour, Restatement, ResultsDb,
+    BatchError, BatchJob, CustomerDay, DayError, DayOutputs, EditedInterval, MeterGap, Reconciliation, RegionHour, Restatement, ResultsDb,
     Serving, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal, run_day,
 };
 use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry};
+use auth_results::{AuditAction, IntervalEdit};
 use auth_core::ports::{
     Aggregate, OutRecord, PartitionFlush, PortError, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate,
 };
@@ -145,6 +146,7 @@ fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f
         expected_intervals: intervals.0,
         received_intervals: intervals.1,
         suspect_intervals: 0,
+        edited_intervals: 0,
     }
 }
 
@@ -227,7 +229,68 @@ fn expected() -> DayOutputs {
             };
             gas[..12].iter().map(|&reading| flagged(reading, SuspectRule::Frozen)).chain([flagged(gas[20], SuspectRule::Spike)]).collect()
         },
+        edited_intervals: Vec::new(),
     }
+}
+
+/// Customer 5's gas meter and customer 1's electricity meter (customer × 4 + the utility's index).
+const GAS_METER: u64 = 21;
+const ELECTRICITY_METER: u64 = 4;
+
+/// An operator's edits of the known day: customer 5's spike of 500 is
+/// edited to 5 and the first of its frozen readings approved; customer 1's
+/// electricity meter gets 2.5 at 01:00, where it sent nothing.
+async fn edit_known_day(database: &auth_results::Database) {
+    let gas = flagged_gas();
+    let edit = |utility, meter_id, customer_id, code: &str, ts_ms, value| IntervalEdit { utility, meter_id, ts_ms, customer_id, region: region(code), value };
+    let edits = [
+        edit(Utility::Gas, GAS_METER, 5, "US-TX", gas[20].0, Some(5.0)),
+        edit(Utility::Electricity, ELECTRICITY_METER, 1, "US-CA", DAY_START_MS + HOUR_MS, Some(2.5)),
+    ];
+    database.record_interval_edits(&edits, "the spike is a register misread; the gap was read by hand", "ops", LATER_MS).await.unwrap();
+    let approval = [edit(Utility::Gas, GAS_METER, 5, "US-TX", gas[0].0, None)];
+    database.record_interval_edits(&approval, "checked on site", "ops", LATER_MS + 1).await.unwrap();
+}
+
+/// The known day after [`edit_known_day`].
+fn edited() -> DayOutputs {
+    let (e, g) = (Utility::Electricity, Utility::Gas);
+    let gas = flagged_gas();
+    let mut day = expected();
+    day.customers[0] = CustomerDay { edited_intervals: 1, ..customer(e, 1, "US-CA", (37.5, 2.5, 20.0, 4), (13, 20.0), (48, 3)) };
+    day.customers[3] =
+        CustomerDay { suspect_intervals: 11, edited_intervals: 1, ..customer(g, 5, "US-TX", (54.0, 1.0, 6.0, 21), (9, 9.0), (0, 0)) };
+    day.region_hours.push(RegionHour { utility: e, region: region("US-CA"), hour: 1, total: 2.5, readings: 1, customers: 1 });
+    day.region_hours.sort_by_key(|row| (row.utility, row.region, row.hour));
+    for row in &mut day.region_hours {
+        if (row.utility, row.hour) == (g, 10) {
+            row.total = 5.0;
+        }
+    }
+    for top in &mut day.top_customers {
+        top.total = match (top.utility, top.customer_id) {
+            (Utility::Electricity, 1) => 37.5,
+            (Utility::Gas, 5) => 54.0,
+            _ => top.total,
+        };
+    }
+    day.totals[0].1 = UtilityTotal { total: 54.0, readings: 7 };
+    day.totals[1].1 = UtilityTotal { total: 54.0, readings: 21 };
+    day.suspect_intervals.retain(|suspect| suspect.rule == SuspectRule::Frozen && suspect.ts_ms != gas[0].0);
+    let applied = |utility, meter_id, customer_id, code: &str, ts_ms, read_value, value| EditedInterval {
+        utility,
+        meter_id,
+        customer_id,
+        region: region(code),
+        ts_ms,
+        read_value,
+        value,
+    };
+    day.edited_intervals = vec![
+        applied(e, ELECTRICITY_METER, 1, "US-CA", DAY_START_MS + HOUR_MS, None, 2.5),
+        applied(g, GAS_METER, 5, "US-TX", gas[20].0, Some(500.0), 5.0),
+    ];
+    day
 }
 
 const UTILITIES: [Utility; 3] = Utility::ALL;
@@ -260,6 +323,25 @@ async fn exact_rows_and_idempotent_reruns(master: MasterStore, database_url: &st
     let rerun = run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
     let gaps: Vec<u64> = rerun.outputs.meter_gaps.iter().map(|gap| gap.meter_id).collect();
     assert_eq!(gaps, [4, 8, 6].to_vec(), "meter {silent_meter} is no longer expected");
+    database.import_registry(&known_registry(), true, LATER_MS).await.unwrap();
+
+    // An operator's edits apply at the next run, and every later run keeps them.
+    edit_known_day(&database).await;
+    run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
+    assert_eq!(results.day(date()).await.unwrap().0, edited(), "the edited day in {database_url}");
+    run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await.unwrap();
+    assert_eq!(results.day(date()).await.unwrap().0, edited(), "a recomputation keeps the edits");
+    let audit: Vec<_> = database
+        .audit_log(GAS_METER, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| (entry.action, entry.old_value, entry.new_value, entry.changed_by, entry.changed_at_ms))
+        .collect();
+    assert_eq!(audit, vec![
+        (AuditAction::Approve, Some(2.0), None, "ops".to_owned(), LATER_MS + 1),
+        (AuditAction::Edit, Some(500.0), Some(5.0), "ops".to_owned(), LATER_MS),
+    ], "newest first; the values before are the readings the batch flagged");
     // Each run is recorded for the API's metrics; the rerun replaced the first.
     let run = auth_results::Database::connect(database_url).await.unwrap().last_batch_run().await.unwrap().expect("a run");
     assert!(run.finished_at_ms >= LATER_MS && run.finished_at_ms == LATER_MS + run.duration_ms, "{run:?}");

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use auth_batch::settle::Archived;
-use auth_batch::{BatchJob, DayOutputs, Expectations, ResultsDb, Serving, run_day};
+use auth_batch::{BatchJob, DayInputs, DayOutputs, Expectations, ResultsDb, Serving, run_day};
 use auth_core::ports::ServingStore;
 use auth_core::{PipelineSpec, Utility};
 use auth_embedded::MemoryStore;
@@ -179,7 +179,8 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
     let expected_meters = expectations.len();
 
     let started = Instant::now();
-    let outputs = runtime.block_on(job.compute(date, &Utility::ALL, expectations))?;
+    let inputs = DayInputs { expectations, ..DayInputs::default() };
+    let outputs = runtime.block_on(job.compute(date, &Utility::ALL, inputs))?;
     let auth_seconds = started.elapsed().as_secs_f64();
     let peak_rss = peak_rss_bytes();
     let readings: u64 = outputs.totals.iter().map(|(_, total)| total.readings).sum();

@@ -25,6 +25,8 @@ pub struct CustomerDayRow {
     pub received_intervals: u64,
     /// Readings the batch's validation rules flagged suspect (they count in `total`).
     pub suspect_intervals: u64,
+    /// Intervals whose value an operator's edit set ([`crate::edits`]).
+    pub edited_intervals: u64,
 }
 
 impl CustomerDayRow {
@@ -166,15 +168,15 @@ impl Database {
         to: NaiveDate,
     ) -> Result<Vec<CustomerDayRow>, ResultsError> {
         let sql = format!(
-            "SELECT usage_date, total, min_value, max_value, readings, expected_intervals, received_intervals, suspect_intervals \
-             FROM daily_customer_usage \
+            "SELECT usage_date, total, min_value, max_value, readings, expected_intervals, received_intervals, suspect_intervals, \
+             edited_intervals FROM daily_customer_usage \
              WHERE customer_id = {} AND utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
             self.placeholder(1),
             self.placeholder(2),
             self.placeholder(3),
             self.placeholder(4)
         );
-        type DayRow = (String, f64, f64, f64, i64, i64, i64, i64);
+        type DayRow = (String, f64, f64, f64, i64, i64, i64, i64, i64);
         let rows: Vec<DayRow> = sqlx::query_as(&sql)
             .bind(customer_id as i64)
             .bind(utility.as_str())
@@ -184,7 +186,7 @@ impl Database {
             .await
             .map_err(query_error("daily_customer_usage"))?;
         rows.into_iter()
-            .map(|(date, total, min, max, count, expected, received, suspect)| {
+            .map(|(date, total, min, max, count, expected, received, suspect, edited)| {
                 Ok(CustomerDayRow {
                     date: parse_date(&date)?,
                     total,
@@ -194,6 +196,7 @@ impl Database {
                     expected_intervals: expected as u64,
                     received_intervals: received as u64,
                     suspect_intervals: suspect as u64,
+                    edited_intervals: edited as u64,
                 })
             })
             .collect()

@@ -5,6 +5,7 @@
 //! ([`history`]) and keeps its accounts and sessions here ([`accounts`]).
 
 pub mod accounts;
+pub mod edits;
 pub mod history;
 pub mod registry;
 
@@ -15,6 +16,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::{AnyPool, Arguments};
 
 pub use accounts::{Account, AccountError, Role};
+pub use edits::{AuditAction, AuditEntry, IntervalEdit};
 pub use registry::{Imported, InstalledPeriod};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
