@@ -151,7 +151,7 @@ pub(crate) fn now_ms() -> i64 {
         registry::summary, registry::meter, registry::put_meter, registry::delete_meter, registry::customer_meters,
         quality::gaps,
         quality::suspect,
-        edits::edit, edits::approve, edits::audit,
+        quality::meter_day, edits::edit, edits::approve, edits::audit,
     ),
     tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"), (name = "registry"), (name = "quality"))
 )]
@@ -192,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/meters/{id}/edits", post(edits::edit))
         .route("/api/v1/meters/{id}/approvals", post(edits::approve))
         .route("/api/v1/meters/{id}/audit", get(edits::audit))
+        .route("/api/v1/meters/{id}/quality", get(quality::meter_day))
         .fallback(routes::not_found)
         .layer(middleware::from_fn(record_request))
         .with_state(state)

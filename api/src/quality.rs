@@ -1,12 +1,13 @@
 //! Data quality for operators: the meters that missed intervals of a day,
-//! as the batch measured them against the meter registry, and those whose
-//! readings its validation rules flagged suspect.
+//! as the batch measured them against the meter registry, those whose
+//! readings its validation rules flagged suspect, and one meter's day
+//! interval by interval.
 
 use auth_core::Utility;
-use auth_results::history::{MeterGapRow, SuspectMeterRow};
+use auth_results::history::{MeterDayRow, MeterGapRow, SuspectMeterRow};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -43,22 +44,25 @@ impl QualityQuery {
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::bad_request(format!("limit {limit} must be 1 to {MAX_LIMIT}")));
         }
-        let date = match self.date.as_deref() {
-            Some(text) => Some(
-                NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                    .map_err(|_| ApiError::bad_request(format!("date `{text}` is not YYYY-MM-DD")))?,
-            ),
-            None => {
-                let database = state.sessions.database();
-                let mut newest = None;
-                for utility in Utility::ALL {
-                    newest = newest.max(database.newest_batch_day(utility, state.batch_settle_ms).await.map_err(ApiError::results)?);
-                }
-                newest
-            }
-        };
+        let date = asked_date(state, self.date.as_deref()).await?;
         Ok(Asked { date, utility, limit })
     }
+}
+
+/// The day `text` names (`YYYY-MM-DD`), or when absent the newest the batch
+/// computed after it settled (`None`: none yet).
+async fn asked_date(state: &AppState, text: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
+    if let Some(text) = text {
+        return NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("date `{text}` is not YYYY-MM-DD")));
+    }
+    let database = state.sessions.database();
+    let mut newest = None;
+    for utility in Utility::ALL {
+        newest = newest.max(database.newest_batch_day(utility, state.batch_settle_ms).await.map_err(ApiError::results)?);
+    }
+    Ok(newest)
 }
 
 /// The meters with gaps on one day.
@@ -115,4 +119,48 @@ pub(crate) async fn suspect(
     let Some(date) = asked.date else { return Ok(Json(SuspectMeters { date: None, meters: Vec::new() })) };
     let meters = state.sessions.database().suspect_meters(date, asked.utility, asked.limit).await.map_err(ApiError::results)?;
     Ok(Json(SuspectMeters { date: Some(date.format("%Y-%m-%d").to_string()), meters }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MeterDayQuery {
+    /// `YYYY-MM-DD`; the newest day the batch computed after it settled when absent.
+    date: Option<String>,
+}
+
+/// One meter's day, interval by interval, as the batch found it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterDay {
+    pub meter_id: u64,
+    /// The day; `None` when the batch has computed none yet.
+    pub date: Option<String>,
+    /// `gaps` (per utility and customer: expected, received and missing
+    /// intervals; empty when it read every one), `suspect` (each flagged
+    /// reading: `tsMs`, `value`, `rule`) and `edited` (each interval an
+    /// operator's edit set: `tsMs`, `readValue`, null where the meter sent
+    /// none, and `value`).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub quality: MeterDayRow,
+}
+
+#[utoipa::path(get, path = "/api/v1/meters/{id}/quality", tag = "quality",
+    params(("id" = u64, Path, description = "meter id"), MeterDayQuery),
+    responses((status = 200, body = MeterDay), (status = 400, description = "a bad meter id or date"),
+              (status = 401, description = "not logged in"), (status = 403, description = "operators only")))]
+pub(crate) async fn meter_day(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<MeterDayQuery>, QueryRejection>,
+) -> Result<Json<MeterDay>, ApiError> {
+    caller.must_be_operator()?;
+    let meter_id: u64 = id.parse().map_err(|_| ApiError::bad_request(format!("meter id `{id}` is not a non-negative integer")))?;
+    let query = crate::routes::query_of(query)?;
+    let Some(date) = asked_date(&state, query.date.as_deref()).await? else {
+        return Ok(Json(MeterDay { meter_id, date: None, quality: MeterDayRow::default() }));
+    };
+    let quality = state.sessions.database().meter_day(meter_id, date).await.map_err(ApiError::results)?;
+    Ok(Json(MeterDay { meter_id, date: Some(date.format("%Y-%m-%d").to_string()), quality }))
 }

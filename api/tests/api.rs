@@ -130,6 +130,8 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
         let values = format!("'{before_yesterday}', 'electricity', {meter}, 7, 'US-TX', {}, {value}, '{rule}'", today - 3 * DAY + hour * HOUR);
         sql(&db, &format!("INSERT INTO suspect_intervals VALUES ({values})")).await;
     }
+    // An operator's edit of meter 70 filled its hour 20, as the batch applied it.
+    sql(&db, &format!("INSERT INTO edited_intervals VALUES ('{before_yesterday}', 'electricity', 70, 7, 'US-TX', {}, NULL, 0.5)", today - 3 * DAY + 20 * HOUR)).await;
     // Alice's meter 70 missed 6 of its 24 hours three days ago, bob's meter 80
     // sent nothing; two days ago (the newest final day) meter 80 missed one.
     sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{before_yesterday}', 'electricity', 70, 7, 'US-TX', 3600, 24, 18, {})", today - 3 * DAY + 17 * HOUR)).await;
@@ -277,6 +279,7 @@ async fn without_a_session_every_endpoint_answers_401(api: &Api) {
         "/api/v1/quality/gaps",
         "/api/v1/quality/suspect",
         "/api/v1/meters/70/audit",
+        "/api/v1/meters/70/quality",
     ] {
         let response = api.send(Request::get(uri).body(Body::empty()).expect("request")).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri}");
@@ -559,7 +562,7 @@ async fn the_openapi_document_describes_every_route(api: &Api) {
         "/api/v1/customers/{id}/today", "/api/v1/customers/{id}/live", "/api/v1/regions", "/api/v1/regions/{code}/usage",
         "/api/v1/regions/{code}/top", "/api/v1/live/regions", "/api/v1/pipeline", "/api/v1/registry",
         "/api/v1/registry/meters/{id}", "/api/v1/customers/{id}/meters", "/api/v1/quality/gaps", "/api/v1/quality/suspect",
-        "/api/v1/meters/{id}/edits", "/api/v1/meters/{id}/approvals", "/api/v1/meters/{id}/audit",
+        "/api/v1/meters/{id}/edits", "/api/v1/meters/{id}/approvals", "/api/v1/meters/{id}/audit", "/api/v1/meters/{id}/quality",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
@@ -707,6 +710,25 @@ async fn operators_edit_and_approve_intervals_with_an_audit_log(api: &Api) {
     assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("limit 0 must be 1 to 1000")));
 }
 
+async fn operators_see_a_meters_day_interval_by_interval(api: &Api) {
+    let before_yesterday = date(api.today - 3 * DAY);
+    let at = |hour: i64| api.today - 3 * DAY + hour * HOUR;
+    let (status, day) = api.get_as("ops", &format!("/api/v1/meters/70/quality?date={before_yesterday}")).await;
+    assert_eq!(status, StatusCode::OK, "{day}");
+    assert_eq!((day["meterId"].as_u64(), day["date"].as_str()), (Some(70), Some(before_yesterday.as_str())));
+    let gaps: Vec<(Value, Value, Value)> =
+        day["gaps"].as_array().expect("gaps").iter().map(|g| (g["expectedIntervals"].clone(), g["missingIntervals"].clone(), g["lastReadingMs"].clone())).collect();
+    assert_eq!(gaps, vec![(json!(24), json!(6), json!(at(17)))]);
+    assert_eq!(day["suspect"], json!([{"utility": "electricity", "customerId": 7, "tsMs": at(18), "value": 2.0, "rule": "spike"}]));
+    assert_eq!(day["edited"], json!([{"utility": "electricity", "customerId": 7, "tsMs": at(20), "readValue": null, "value": 0.5}]));
+    let (_, newest) = api.get_as("ops", "/api/v1/meters/70/quality").await;
+    assert_eq!(newest["date"].as_str(), Some(date(api.today - 2 * DAY).as_str()), "the newest settled day by default");
+    assert_eq!((newest["gaps"].as_array().map(Vec::len), newest["suspect"].as_array().map(Vec::len)), (Some(0), Some(0)), "{newest}");
+    assert_eq!(api.get_as("alice", "/api/v1/meters/70/quality").await.0, StatusCode::FORBIDDEN);
+    let (status, answer) = api.get_as("ops", "/api/v1/meters/70/quality?date=2026-13-01").await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("date `2026-13-01` is not YYYY-MM-DD")));
+}
+
 /// Each check as a test on every backend: a fresh API (and rate limiter) per test.
 macro_rules! suite {
     ($($check:ident),* $(,)?) => {
@@ -753,4 +775,5 @@ suite!(
     operators_list_the_meters_with_gaps,
     operators_list_the_meters_with_suspect_readings,
     operators_edit_and_approve_intervals_with_an_audit_log,
+    operators_see_a_meters_day_interval_by_interval,
 );

@@ -79,12 +79,15 @@ impl DaySummary {
     /// One line: rows written, totals, drift and restatement per utility.
     pub fn line(&self) -> String {
     let mut line = format!(
-        "{}: {} customer days, {} region hours, {} top customers, {} meters with gaps; compute {} ms, write {} ms, restate {} ms",
+        "{}: {} customer days, {} region hours, {} top customers, {} meters with gaps, {} readings flagged suspect, \
+         {} intervals edited; compute {} ms, write {} ms, restate {} ms",
         self.date,
         self.outputs.customers.len(),
         self.outputs.region_hours.len(),
         self.outputs.top_customers.len(),
         self.outputs.meter_gaps.len(),
+        self.outputs.suspect_intervals.len(),
+        self.outputs.edited_intervals.len(),
         self.compute_ms,
         self.write_ms,
         self.restate_ms

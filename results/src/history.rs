@@ -79,6 +79,41 @@ pub struct SuspectMeterRow {
     pub last_ms: i64,
 }
 
+/// One of a meter's readings of a day the batch's validation rules flagged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuspectReadingRow {
+    pub utility: Utility,
+    pub customer_id: u64,
+    pub ts_ms: i64,
+    pub value: f64,
+    /// `spike` or `frozen`.
+    pub rule: String,
+}
+
+/// One of a meter's intervals of a day whose value an operator's edit set,
+/// as the batch applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditedReadingRow {
+    pub utility: Utility,
+    pub customer_id: u64,
+    pub ts_ms: i64,
+    /// The reading the edit replaced; `None`: the meter sent none.
+    pub read_value: Option<f64>,
+    pub value: f64,
+}
+
+/// A meter's day as the batch found it: its gaps (none when it read every
+/// interval) and its flagged and edited intervals, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterDayRow {
+    pub gaps: Vec<MeterGapRow>,
+    pub suspect: Vec<SuspectReadingRow>,
+    pub edited: Vec<EditedReadingRow>,
+}
+
 /// One region's hour as the batch computed it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RegionHourRow {
@@ -119,6 +154,28 @@ pub struct ReconciliationRow {
 
 fn serialize_date<S: serde::Serializer>(date: &NaiveDate, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&date.format("%Y-%m-%d"))
+}
+
+/// A `meter_gaps` row: utility, meter, customer, region, interval, expected, received, last reading.
+type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>);
+
+fn gap_row(date: NaiveDate, row: GapRow) -> Result<MeterGapRow, ResultsError> {
+    let (utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms) = row;
+    let expected_intervals = expected as u64;
+    let received_intervals = received as u64;
+    Ok(MeterGapRow {
+        date,
+        utility: parse_utility(&utility)?,
+        meter_id: meter_id as u64,
+        customer_id: customer_id as u64,
+        region: crate::parse_region(&region)?,
+        interval_secs: u32::try_from(interval_secs).map_err(|_| ResultsError::Stored(format!("interval {interval_secs} s")))?,
+        expected_intervals,
+        received_intervals,
+        missing_intervals: expected_intervals.saturating_sub(received_intervals),
+        completeness: if expected_intervals == 0 { 1.0 } else { received_intervals as f64 / expected_intervals as f64 },
+        last_reading_ms,
+    })
 }
 
 fn date_text(date: NaiveDate) -> String {
@@ -219,27 +276,49 @@ impl Database {
         if let Some(utility) = utility {
             query = query.bind(utility.as_str());
         }
-        type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>);
         let rows: Vec<GapRow> = query.fetch_all(self.pool()).await.map_err(query_error("meter_gaps"))?;
-        rows.into_iter()
-            .map(|(utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms)| {
-                let expected_intervals = expected as u64;
-                let received_intervals = received as u64;
-                Ok(MeterGapRow {
-                    date,
-                    utility: parse_utility(&utility)?,
-                    meter_id: meter_id as u64,
-                    customer_id: customer_id as u64,
-                    region: crate::parse_region(&region)?,
-                    interval_secs: u32::try_from(interval_secs).map_err(|_| ResultsError::Stored(format!("interval {interval_secs} s")))?,
-                    expected_intervals,
-                    received_intervals,
-                    missing_intervals: expected_intervals.saturating_sub(received_intervals),
-                    completeness: if expected_intervals == 0 { 1.0 } else { received_intervals as f64 / expected_intervals as f64 },
-                    last_reading_ms,
-                })
+        rows.into_iter().map(|row| gap_row(date, row)).collect()
+    }
+
+    /// One meter's gaps, flagged and edited intervals on `date`.
+    pub async fn meter_day(&self, meter_id: u64, date: NaiveDate) -> Result<MeterDayRow, ResultsError> {
+        let filter = format!("WHERE usage_date = {} AND meter_id = {}", self.placeholder(1), self.placeholder(2));
+        let sql = format!(
+            "SELECT utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms \
+             FROM meter_gaps {filter} ORDER BY utility, customer_id"
+        );
+        let rows: Vec<GapRow> =
+            sqlx::query_as(&sql).bind(date_text(date)).bind(meter_id as i64).fetch_all(self.pool()).await.map_err(query_error("meter_gaps"))?;
+        let gaps = rows.into_iter().map(|row| gap_row(date, row)).collect::<Result<_, _>>()?;
+        let sql = format!("SELECT utility, customer_id, ts_ms, reading_value, rule FROM suspect_intervals {filter} ORDER BY ts_ms, utility, customer_id");
+        let rows: Vec<(String, i64, i64, f64, String)> = sqlx::query_as(&sql)
+            .bind(date_text(date))
+            .bind(meter_id as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("suspect_intervals"))?;
+        let suspect = rows
+            .into_iter()
+            .map(|(utility, customer_id, ts_ms, value, rule)| {
+                Ok(SuspectReadingRow { utility: parse_utility(&utility)?, customer_id: customer_id as u64, ts_ms, value, rule })
             })
-            .collect()
+            .collect::<Result<_, ResultsError>>()?;
+        let sql = format!(
+            "SELECT utility, customer_id, ts_ms, read_value, edited_value FROM edited_intervals {filter} ORDER BY ts_ms, utility, customer_id"
+        );
+        let rows: Vec<(String, i64, i64, Option<f64>, f64)> = sqlx::query_as(&sql)
+            .bind(date_text(date))
+            .bind(meter_id as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("edited_intervals"))?;
+        let edited = rows
+            .into_iter()
+            .map(|(utility, customer_id, ts_ms, read_value, value)| {
+                Ok(EditedReadingRow { utility: parse_utility(&utility)?, customer_id: customer_id as u64, ts_ms, read_value, value })
+            })
+            .collect::<Result<_, ResultsError>>()?;
+        Ok(MeterDayRow { gaps, suspect, edited })
     }
 
     /// The meters with readings flagged suspect on `date` (of `utility`, or
