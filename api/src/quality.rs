@@ -99,7 +99,7 @@ pub(crate) async fn gaps(
 pub struct SuspectMeters {
     /// The day; `None` when the batch has computed none yet.
     pub date: Option<String>,
-    /// Most flagged first; each with its flagged readings by rule (`spikes`,
+    /// Most flagged first; each with its flagged readings by rule (`outOfRange`, `spikes`,
     /// `frozen`), the largest flagged value and the first and last flagged
     /// reading (UTC ms). Flagged readings still count in every total.
     #[schema(value_type = Vec<Object>)]

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use auth_core::registry::Registry;
+use auth_core::registry::{Registry, ValueRange};
 use auth_core::{Region, Utility};
 use auth_master::{DAY_MS, day_start_ms};
 use auth_results::InstalledPeriod;
@@ -30,6 +30,9 @@ pub struct ExpectedMeter {
     periods: Vec<(i64, i64)>,
     /// Slots over all the periods.
     pub expected: u64,
+    /// One interval's plausible bounds in the utility's unit; a meter
+    /// exchanged during the day has the widest of its installations'.
+    pub plausible: ValueRange,
 }
 
 impl ExpectedMeter {
@@ -96,10 +99,12 @@ impl Expectations {
                     interval_ms,
                     periods: Vec::new(),
                     expected: 0,
+                    plausible: installation.plausible,
                 });
                 expectations.meters.len() - 1
             });
             let meter = &mut expectations.meters[position];
+            meter.plausible = meter.plausible.widened(installation.plausible);
             meter.periods.push((from, to));
             meter.expected += slots_in(from, to, meter.interval_ms);
         }
@@ -167,6 +172,8 @@ pub(crate) fn installed(
         interval_secs,
         valid_from_ms,
         valid_to_ms,
+        plausible_min: None,
+        plausible_max: None,
     }
 }
 

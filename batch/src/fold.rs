@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use auth_core::registry::ValueRange;
 use auth_core::spec::ValidationSpec;
 use auth_core::{Region, Utility};
 use auth_master::DAY_MS;
@@ -65,9 +66,12 @@ impl MeterGap {
     }
 }
 
-/// Why a validation rule flagged an interval ([`ValidationSpec`]).
+/// Why a validation rule flagged an interval ([`ValidationSpec`], and the
+/// registry's plausible bounds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SuspectRule {
+    /// Outside the plausible bounds of the meter's installation.
+    Range,
     /// Far above the meter's typical maximum of the day.
     Spike,
     /// One of a run of readings with the same non-zero value.
@@ -75,10 +79,11 @@ pub enum SuspectRule {
 }
 
 impl SuspectRule {
-    pub const ALL: [SuspectRule; 2] = [SuspectRule::Spike, SuspectRule::Frozen];
+    pub const ALL: [SuspectRule; 3] = [SuspectRule::Range, SuspectRule::Spike, SuspectRule::Frozen];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            SuspectRule::Range => "range",
             SuspectRule::Spike => "spike",
             SuspectRule::Frozen => "frozen",
         }
@@ -318,7 +323,8 @@ impl ReadingFold {
 
     fn close_meter(&mut self) {
         let Some(tally) = self.meter.take() else { return };
-        self.settle_meter(tally.meter_id);
+        let plausible = tally.expected_at.map_or(ValueRange::ANY, |at| self.expectations.meter(at).plausible);
+        self.settle_meter(tally.meter_id, plausible);
         let Some(expected_at) = tally.expected_at else { return };
         let expected = self.expectations.meter(expected_at);
         self.intervals.0 += expected.expected;
@@ -344,13 +350,14 @@ impl ReadingFold {
         while let Some(meter_id) = self.customer_edits.get(self.next_edit).map(|edit| edit.meter_id)
             && before.is_none_or(|before| meter_id < before)
         {
-            self.settle_meter(meter_id);
+            self.settle_meter(meter_id, ValueRange::ANY);
         }
     }
 
     /// Applies the meter's edits to its day's readings, flags what the
-    /// validation rules find suspect and adds the readings to the customer's hours.
-    fn settle_meter(&mut self, meter_id: u64) {
+    /// validation rules find suspect (outside `plausible` among them) and
+    /// adds the readings to the customer's hours.
+    fn settle_meter(&mut self, meter_id: u64, plausible: ValueRange) {
         let Some((customer_id, region)) = self.customer else { return };
         let utility = self.utility;
         self.exempt.clear();
@@ -375,7 +382,7 @@ impl ReadingFold {
             self.day.edited_intervals.push(EditedInterval { utility, meter_id, customer_id, region, ts_ms: edit.ts_ms, read_value, value });
         }
         let before = self.day.suspect_intervals.len();
-        self.validation.flag(&self.meter_readings, &self.exempt, |ts_ms, value, rule| SuspectInterval {
+        self.validation.flag(&self.meter_readings, plausible, &self.exempt, |ts_ms, value, rule| SuspectInterval {
             utility,
             meter_id,
             customer_id,
@@ -431,12 +438,14 @@ const SPIKE_MIN_INTERVALS: usize = 8;
 
 impl Validation {
     /// Appends to `flagged` each reading of `readings` (one meter's day, in
-    /// event time order) that a rule finds suspect, but those at the times
-    /// of `exempt` (ordered: an operator edited or approved them); a reading
-    /// is flagged once, by the first rule it breaks.
+    /// event time order) that a rule finds suspect (outside `plausible`,
+    /// a spike, frozen), but those at the times of `exempt` (ordered: an
+    /// operator edited or approved them); a reading is flagged once, by the
+    /// first rule it breaks.
     fn flag<T>(
         &mut self,
         readings: &[(i64, f64)],
+        plausible: ValueRange,
         exempt: &[i64],
         suspect: impl Fn(i64, f64, SuspectRule) -> T,
         flagged: &mut Vec<T>,
@@ -454,7 +463,9 @@ impl Validation {
                 if !exempt.is_empty() && exempt.binary_search(&ts_ms).is_ok() {
                     continue;
                 }
-                if spike_above.is_some_and(|threshold| value > threshold) {
+                if !plausible.contains(value) {
+                    flagged.push(suspect(ts_ms, value, SuspectRule::Range));
+                } else if spike_above.is_some_and(|threshold| value > threshold) {
                     flagged.push(suspect(ts_ms, value, SuspectRule::Spike));
                 } else if frozen {
                     flagged.push(suspect(ts_ms, value, SuspectRule::Frozen));
@@ -699,7 +710,7 @@ mod tests {
     fn flagged(readings: &[(i64, f64)], rules: ValidationSpec) -> Vec<(i64, SuspectRule)> {
         let mut validation = Validation { rules, scratch: Vec::new() };
         let mut flagged = Vec::new();
-        validation.flag(readings, &[], |ts_ms, _, rule| (ts_ms, rule), &mut flagged);
+        validation.flag(readings, ValueRange::ANY, &[], |ts_ms, _, rule| (ts_ms, rule), &mut flagged);
         flagged
     }
 
@@ -715,6 +726,20 @@ mod tests {
         assert!(flagged(&runs, ValidationSpec { spike_factor: 0.0, frozen_readings: 0 }).is_empty(), "rules off");
         let few = [(0, 1.0), (1, 1000.0)];
         assert!(flagged(&few, rules).is_empty(), "two readings tell no typical maximum");
+    }
+
+    #[test]
+    fn readings_outside_the_plausible_range_are_flagged_by_that_rule_first() {
+        let mut validation = Validation { rules: ValidationSpec { spike_factor: 10.0, frozen_readings: 3 }, scratch: Vec::new() };
+        let plausible = ValueRange { min: Some(1.0), max: Some(50.0) };
+        let values = [0.5, 2.0, 3.0, 4.0, 5.0, 2.0, 3.0, 4.0, 5.0, 900.0];
+        let readings: Vec<(i64, f64)> = values.iter().enumerate().map(|(at, &value)| (at as i64, value)).collect();
+        let mut flagged = Vec::new();
+        validation.flag(&readings, plausible, &[], |ts_ms, _, rule| (ts_ms, rule), &mut flagged);
+        assert_eq!(flagged, vec![(0, SuspectRule::Range), (9, SuspectRule::Range)], "900 is a spike too, flagged once");
+        flagged.clear();
+        validation.flag(&readings, plausible, &[9], |ts_ms, _, rule| (ts_ms, rule), &mut flagged);
+        assert_eq!(flagged, vec![(0, SuspectRule::Range)], "an approved reading is not flagged");
     }
 
     #[test]

@@ -101,8 +101,8 @@ async fn flagged_readings(master: &MasterStore) {
 
 /// The registry of the known readings' meters: customer 1's electricity
 /// meter and customer 2's read every 30 minutes, customer 3's once a day,
-/// customer 1's water meter hourly; customer 4's electricity meter (US-TX)
-/// sends nothing.
+/// customer 1's water meter hourly (counting m3, at most 0.05 m3 an hour
+/// plausibly); customer 4's electricity meter (US-TX) sends nothing.
 fn known_registry() -> Registry {
     let installed = |customer_id: u64, utility: Utility, code: &str, interval_secs: u32| Installation {
         meter_id: customer_id * 4 + utility.index() as u64,
@@ -117,13 +117,15 @@ fn known_registry() -> Registry {
         interval_secs,
         valid_from_ms: 0,
         valid_to_ms: None,
+        plausible_min: None,
+        plausible_max: None,
     };
     let mut registry = Registry::default();
     for installation in [
         installed(1, Utility::Electricity, "US-CA", 1_800),
         installed(2, Utility::Electricity, "US-CA", 1_800),
         installed(3, Utility::Electricity, "US-TX", 86_400),
-        installed(1, Utility::Water, "US-CA", 3_600),
+        Installation { unit: MeterUnit::CubicMetre, plausible_max: Some(0.05), ..installed(1, Utility::Water, "US-CA", 3_600) },
         installed(4, Utility::Electricity, "US-TX", 1_800),
     ] {
         registry.set_meter(installation.meter_id, vec![installation]);
@@ -151,7 +153,7 @@ fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f
 }
 
 /// The known readings' day with customer 5's flagged gas: its readings all
-/// count, thirteen of them flagged.
+/// count, thirteen of them flagged, and customer 1's water reading above its plausible bound.
 fn expected() -> DayOutputs {
     let (e, g, w) = (Utility::Electricity, Utility::Gas, Utility::Water);
     let hour = |utility, code: &str, hour, total, readings, customers| RegionHour { utility, region: region(code), hour, total, readings, customers };
@@ -162,7 +164,7 @@ fn expected() -> DayOutputs {
             customer(e, 2, "US-CA", (15.0, 7.0, 8.0, 2), (14, 8.0), (48, 2)),
             customer(e, 3, "US-TX", (1.5, 1.5, 1.5, 1), (5, 1.5), (1, 1)),
             CustomerDay { suspect_intervals: 13, ..customer(g, 5, "US-TX", (549.0, 1.0, 500.0, 21), (10, 500.0), (0, 0)) },
-            customer(w, 1, "US-CA", (100.0, 100.0, 100.0, 1), (2, 100.0), (24, 1)),
+            CustomerDay { suspect_intervals: 1, ..customer(w, 1, "US-CA", (100.0, 100.0, 100.0, 1), (2, 100.0), (24, 1)) },
         ],
         region_hours: {
             let mut hours = vec![
@@ -227,7 +229,19 @@ fn expected() -> DayOutputs {
                 value,
                 rule,
             };
-            gas[..12].iter().map(|&reading| flagged(reading, SuspectRule::Frozen)).chain([flagged(gas[20], SuspectRule::Spike)]).collect()
+            let mut flagged: Vec<SuspectInterval> =
+                gas[..12].iter().map(|&reading| flagged(reading, SuspectRule::Frozen)).chain([flagged(gas[20], SuspectRule::Spike)]).collect();
+            // 100 L of water in an hour, above the 0.05 m3 its installation allows.
+            flagged.push(SuspectInterval {
+                utility: w,
+                meter_id: 4 + w.index() as u64,
+                customer_id: 1,
+                region: region("US-CA"),
+                ts_ms: DAY_START_MS + 2 * HOUR_MS,
+                value: 100.0,
+                rule: SuspectRule::Range,
+            });
+            flagged
         },
         edited_intervals: Vec::new(),
     }
@@ -276,7 +290,7 @@ fn edited() -> DayOutputs {
     }
     day.totals[0].1 = UtilityTotal { total: 54.0, readings: 7 };
     day.totals[1].1 = UtilityTotal { total: 54.0, readings: 21 };
-    day.suspect_intervals.retain(|suspect| suspect.rule == SuspectRule::Frozen && suspect.ts_ms != gas[0].0);
+    day.suspect_intervals.retain(|suspect| suspect.rule != SuspectRule::Spike && (suspect.utility, suspect.ts_ms) != (g, gas[0].0));
     let applied = |utility, meter_id, customer_id, code: &str, ts_ms, read_value, value| EditedInterval {
         utility,
         meter_id,

@@ -19,6 +19,11 @@
 //! | `interval_secs` | `900` | how often it reads; divides a day |
 //! | `valid_from` | `2026-01-01` | RFC 3339 or a date (UTC midnight) |
 //! | `valid_to` | | exclusive; empty: still installed |
+//! | `plausible_min` | | the least one interval may read, in `unit`; empty: no bound |
+//! | `plausible_max` | `5` | the most one interval may read, in `unit`; empty: no bound |
+//!
+//! The last three columns may be left out. A reading outside the plausible
+//! bounds is flagged `suspect` (rule `range`) by the batch.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,10 +43,13 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 
 /// The columns of a registry file, in the order `export` writes them.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 14] = [
     "meter_id", "customer_id", "premise_id", "region", "utility", "customer_kind", "unit", "multiplier", "register", "interval_secs",
-    "valid_from", "valid_to",
+    "valid_from", "valid_to", "plausible_min", "plausible_max",
 ];
+
+/// The columns a file may leave out (or leave empty).
+const OPTIONAL_COLUMNS: [&str; 3] = ["valid_to", "plausible_min", "plausible_max"];
 
 /// How often a simulated meter reads, as its installation says: every 15
 /// minutes, as interval meters commonly do. The live simulator reports every
@@ -179,12 +187,13 @@ fn installation_of(field: impl Fn(&str) -> Option<String>) -> Result<Installatio
     let mut text = |column: &str| match field(column).map(|value| value.trim().to_owned()) {
         Some(value) if !value.is_empty() => Some(value),
         _ => {
-            if column != "valid_to" {
+            if !OPTIONAL_COLUMNS.contains(&column) {
                 problems.push(format!("{column} is missing"));
             }
             None
         }
     };
+    let (plausible_min, plausible_max) = (text("plausible_min"), text("plausible_max"));
     let (meter_id, customer_id, premise_id, region, utility, kind, unit, multiplier, register, interval, from, to) = (
         text("meter_id"),
         text("customer_id"),
@@ -223,6 +232,9 @@ fn installation_of(field: impl Fn(&str) -> Option<String>) -> Result<Installatio
     });
     let valid_from_ms = parsed(&mut problems, from, |text| instant_ms("valid_from", text));
     let valid_to_ms = parsed(&mut problems, to, |text| instant_ms("valid_to", text));
+    let bound = |column: &'static str| move |text: &str| text.parse::<f64>().map_err(|_| format!("{column} `{text}` is not a number"));
+    let plausible_min = parsed(&mut problems, plausible_min, bound("plausible_min"));
+    let plausible_max = parsed(&mut problems, plausible_max, bound("plausible_max"));
     match (meter_id, customer_id, premise_id, region, utility, customer_kind, unit, multiplier, register, interval_secs, valid_from_ms) {
         (
             Some(meter_id),
@@ -249,6 +261,8 @@ fn installation_of(field: impl Fn(&str) -> Option<String>) -> Result<Installatio
             interval_secs,
             valid_from_ms,
             valid_to_ms,
+            plausible_min,
+            plausible_max,
         }),
         _ => Err(problems.join("; ")),
     }
@@ -282,7 +296,8 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<(usize, Result<Installation, Stri
         .enumerate()
         .map(|(index, name)| (name.trim().to_owned(), index))
         .collect();
-    let missing: Vec<&str> = COLUMNS.iter().copied().filter(|column| *column != "valid_to" && !header.contains_key(*column)).collect();
+    let missing: Vec<&str> =
+        COLUMNS.iter().copied().filter(|column| !OPTIONAL_COLUMNS.contains(column) && !header.contains_key(*column)).collect();
     anyhow::ensure!(missing.is_empty(), "{}: line 1: the header lacks the columns {}", path.display(), missing.join(", "));
     let mut rows = Vec::new();
     for record in reader.records() {
@@ -317,6 +332,8 @@ fn write_csv(path: &Path, installations: &[&Installation]) -> anyhow::Result<()>
             installation.interval_secs.to_string(),
             instant_text(installation.valid_from_ms),
             installation.valid_to_ms.map(instant_text).unwrap_or_default(),
+            installation.plausible_min.map(|min| min.to_string()).unwrap_or_default(),
+            installation.plausible_max.map(|max| max.to_string()).unwrap_or_default(),
         ])?;
     }
     writer.flush().with_context(|| format!("writing {}", path.display()))
@@ -338,6 +355,8 @@ fn parquet_schema() -> Schema {
         Field::new("interval_secs", DataType::Int64, false),
         time("valid_from", false),
         time("valid_to", true),
+        Field::new("plausible_min", DataType::Float64, true),
+        Field::new("plausible_max", DataType::Float64, true),
     ])
 }
 
@@ -360,6 +379,8 @@ fn write_parquet(path: &Path, installations: &[&Installation]) -> anyhow::Result
             TimestampMillisecondArray::from_iter_values(installations.iter().map(|installation| installation.valid_from_ms)).with_timezone("UTC"),
         ),
         Arc::new(TimestampMillisecondArray::from(installations.iter().map(|installation| installation.valid_to_ms).collect::<Vec<_>>()).with_timezone("UTC")),
+        Arc::new(Float64Array::from(installations.iter().map(|installation| installation.plausible_min).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(installations.iter().map(|installation| installation.plausible_max).collect::<Vec<_>>())),
     ];
     let schema = Arc::new(parquet_schema());
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns).context("building the registry's Parquet rows")?;
@@ -395,7 +416,7 @@ fn read_parquet(path: &Path) -> anyhow::Result<Vec<(usize, Result<Installation, 
     for batch in reader {
         let batch = batch.with_context(|| format!("reading {}", path.display()))?;
         let missing: Vec<&str> =
-            COLUMNS.iter().copied().filter(|column| *column != "valid_to" && batch.column_by_name(column).is_none()).collect();
+            COLUMNS.iter().copied().filter(|column| !OPTIONAL_COLUMNS.contains(column) && batch.column_by_name(column).is_none()).collect();
         anyhow::ensure!(missing.is_empty(), "{}: the file lacks the columns {}", path.display(), missing.join(", "));
         for row in 0..batch.num_rows() {
             let line = rows.len() + 1;

@@ -93,6 +93,32 @@ fn a_registry_file_imports_whole_or_not_at_all_and_exports_back() {
     let exported = std::fs::read_to_string(dir.path().join("none.csv")).expect("export");
     assert!(exported.contains("8,1,P-1,US-CA,electricity,residential,Wh,2.5,interval,900,2026-06-01T00:00:00.000Z,"), "{exported}");
 
+    // The plausible bounds are optional columns; a bad bound is refused naming it, a good one round-trips.
+    let bounded = |name: &str, rows: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{HEADER},plausible_min,plausible_max\n{}\n", rows.join("\n"))).expect("write the file");
+        path.display().to_string()
+    };
+    let meter_20 = "20,5,P-5,US-CA,electricity,residential,kWh,1,interval,900,2026-01-01,,0.1,5";
+    let bad_bounds = bounded("bad-bounds.csv", &[
+        meter_20,
+        "21,5,P-5,US-CA,gas,residential,m3,1,interval,900,2026-01-01,,,x",
+        "22,5,P-5,US-CA,water,residential,L,1,interval,900,2026-01-01,,9,3",
+    ]);
+    let report = text(&auth(&database, &["import", &bad_bounds]));
+    assert!(report.contains("line 3: plausible_max `x` is not a number"), "{report}");
+    assert!(report.contains("line 4: plausible min 9 is above plausible max 3"), "{report}");
+    let bounds_db = format!("sqlite://{}", dir.path().join("bounds.db").display());
+    assert!(auth(&bounds_db, &["import", &bounded("bounds.csv", &[meter_20])]).status.success());
+    let parquet = dir.path().join("bounds.parquet").display().to_string();
+    assert!(auth(&bounds_db, &["export", &parquet]).status.success());
+    let bounds_copy = format!("sqlite://{}", dir.path().join("bounds-copy.db").display());
+    assert!(auth(&bounds_copy, &["import", &parquet]).status.success());
+    let csv = dir.path().join("bounds-copy.csv").display().to_string();
+    assert!(auth(&bounds_copy, &["export", &csv]).status.success());
+    let exported = std::fs::read_to_string(&csv).expect("export");
+    assert!(exported.contains("20,5,P-5,US-CA,electricity,residential,kWh,1,interval,900,2026-01-01T00:00:00.000Z,,0.1,5"), "{exported}");
+
     // --replace removes the meters the file does not hold.
     let only_nine = write(dir.path(), "nine.csv", &["9,4,P-9,US-NV,water,residential,m3,1,interval,3600,2026-03-15,"]);
     let output = auth(&database, &["import", "--replace", &only_nine]);

@@ -140,6 +140,35 @@ pub struct Installation {
     pub valid_from_ms: i64,
     /// UTC ms up to which (exclusive) it is valid; `None`: still installed.
     pub valid_to_ms: Option<i64>,
+    /// The least and the most one interval may plausibly read, in `unit`
+    /// (after the multiplier); `None`: no bound. The batch flags a reading
+    /// outside them `suspect` (rule `range`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plausible_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plausible_max: Option<f64>,
+}
+
+/// Bounds of a value, each optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ValueRange {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl ValueRange {
+    /// No bound at all.
+    pub const ANY: ValueRange = ValueRange { min: None, max: None };
+
+    pub fn contains(&self, value: f64) -> bool {
+        self.min.is_none_or(|min| value >= min) && self.max.is_none_or(|max| value <= max)
+    }
+
+    /// The smallest range holding both (a bound only where both have one).
+    pub fn widened(self, other: ValueRange) -> ValueRange {
+        let either = |a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64| a.zip(b).map(|(a, b)| pick(a, b));
+        ValueRange { min: either(self.min, other.min, f64::min), max: either(self.max, other.max, f64::max) }
+    }
 }
 
 /// The longest a premise id may be.
@@ -149,6 +178,13 @@ impl Installation {
     /// What one of the meter's values is in the utility's unit.
     pub fn scale(&self) -> f64 {
         self.multiplier * self.unit.factor()
+    }
+
+    /// The plausible bounds of one interval in the utility's unit, as the
+    /// master data holds the meter's values.
+    pub fn plausible_range(&self) -> ValueRange {
+        let factor = self.unit.factor();
+        ValueRange { min: self.plausible_min.map(|min| min * factor), max: self.plausible_max.map(|max| max * factor) }
     }
 
     /// Whether it is valid at `ts_ms`.
@@ -175,6 +211,18 @@ impl Installation {
         }
         if self.premise_id.is_empty() || self.premise_id.chars().count() > MAX_PREMISE_ID_CHARS {
             problems.push(format!("premise id must be 1 to {MAX_PREMISE_ID_CHARS} characters"));
+        }
+        for (column, bound) in [("plausible min", self.plausible_min), ("plausible max", self.plausible_max)] {
+            if let Some(bound) = bound
+                && !(bound.is_finite() && bound >= 0.0)
+            {
+                problems.push(format!("{column} {bound} must be a number of at least 0"));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.plausible_min, self.plausible_max)
+            && min > max
+        {
+            problems.push(format!("plausible min {min} is above plausible max {max}"));
         }
         if let Some(to) = self.valid_to_ms
             && to <= self.valid_from_ms
@@ -340,6 +388,8 @@ pub(crate) mod tests {
             interval_secs: 900,
             valid_from_ms: from,
             valid_to_ms: to,
+            plausible_min: None,
+            plausible_max: None,
         }
     }
 
@@ -379,6 +429,22 @@ pub(crate) mod tests {
         assert!(bad[0].reason.contains("line 2"), "{}", bad[0]);
         assert!(bad[2].reason.contains("unit m3 does not measure electricity"), "{}", bad[2]);
         assert!(bad[3].reason.contains("interval 7 s") && bad[3].reason.contains("valid to (50)"), "{}", bad[3]);
+    }
+
+    #[test]
+    fn plausible_bounds_are_checked_scaled_and_widened() {
+        let mut kwh = installation(7, 1, 0, None);
+        kwh.unit = MeterUnit::KWh;
+        kwh.plausible_max = Some(5.0);
+        assert!(kwh.problems().is_empty());
+        assert_eq!(kwh.plausible_range(), ValueRange { min: None, max: Some(5_000.0) }, "in Wh, as the master data holds values");
+        kwh.plausible_min = Some(6.0);
+        assert_eq!(kwh.problems(), vec!["plausible min 6 is above plausible max 5".to_owned()]);
+        kwh.plausible_min = Some(f64::NAN);
+        assert!(kwh.problems()[0].contains("plausible min NaN must be a number of at least 0"), "{:?}", kwh.problems());
+        let narrow = ValueRange { min: Some(1.0), max: Some(5.0) };
+        assert_eq!(narrow.widened(ValueRange { min: Some(0.5), max: None }), ValueRange { min: Some(0.5), max: None });
+        assert!(narrow.contains(1.0) && narrow.contains(5.0) && !narrow.contains(5.1) && ValueRange::ANY.contains(1e300));
     }
 
     #[test]

@@ -30,6 +30,8 @@ fn registry() -> &'static Registry {
                 interval_secs: 900,
                 valid_from_ms: 1_577_836_800_000,
                 valid_to_ms: None,
+                plausible_min: None,
+                plausible_max: None,
             };
             registry.set_meter(meter_id, vec![installation]);
         }

@@ -90,6 +90,8 @@ impl Fleet {
                 interval_secs,
                 valid_from_ms: auth_core::reading::EARLIEST_EVENT_MS,
                 valid_to_ms: None,
+                plausible_min: None,
+                plausible_max: None,
             })
             .collect()
     }

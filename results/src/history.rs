@@ -66,8 +66,10 @@ pub struct SuspectMeterRow {
     pub meter_id: u64,
     pub customer_id: u64,
     pub region: Region,
-    /// Flagged readings, by either rule.
+    /// Flagged readings, by any rule.
     pub suspect_intervals: u64,
+    /// Readings outside the plausible bounds of the meter's installation.
+    pub out_of_range: u64,
     /// Readings far above the meter's typical maximum of the day.
     pub spikes: u64,
     /// Readings in a run of one non-zero value.
@@ -87,7 +89,7 @@ pub struct SuspectReadingRow {
     pub customer_id: u64,
     pub ts_ms: i64,
     pub value: f64,
-    /// `spike` or `frozen`.
+    /// `range`, `spike` or `frozen`.
     pub rule: String,
 }
 
@@ -330,7 +332,8 @@ impl Database {
         };
         let sql = format!(
             "SELECT utility, meter_id, customer_id, region, COUNT(*), \
-             COUNT(CASE WHEN rule = 'spike' THEN 1 END), COUNT(CASE WHEN rule = 'frozen' THEN 1 END), \
+             COUNT(CASE WHEN rule = 'range' THEN 1 END), COUNT(CASE WHEN rule = 'spike' THEN 1 END), \
+             COUNT(CASE WHEN rule = 'frozen' THEN 1 END), \
              MAX(reading_value), MIN(ts_ms), MAX(ts_ms) \
              FROM suspect_intervals WHERE usage_date = {}{utility_filter} \
              GROUP BY utility, meter_id, customer_id, region \
@@ -341,10 +344,10 @@ impl Database {
         if let Some(utility) = utility {
             query = query.bind(utility.as_str());
         }
-        type SuspectRow = (String, i64, i64, String, i64, i64, i64, f64, i64, i64);
+        type SuspectRow = (String, i64, i64, String, i64, i64, i64, i64, f64, i64, i64);
         let rows: Vec<SuspectRow> = query.fetch_all(self.pool()).await.map_err(query_error("suspect_intervals"))?;
         rows.into_iter()
-            .map(|(utility, meter_id, customer_id, region, suspect, spikes, frozen, max_value, first_ms, last_ms)| {
+            .map(|(utility, meter_id, customer_id, region, suspect, out_of_range, spikes, frozen, max_value, first_ms, last_ms)| {
                 Ok(SuspectMeterRow {
                     date,
                     utility: parse_utility(&utility)?,
@@ -352,6 +355,7 @@ impl Database {
                     customer_id: customer_id as u64,
                     region: crate::parse_region(&region)?,
                     suspect_intervals: suspect as u64,
+                    out_of_range: out_of_range as u64,
                     spikes: spikes as u64,
                     frozen: frozen as u64,
                     max_value,

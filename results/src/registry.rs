@@ -1,7 +1,7 @@
 //! The meter registry in the results database: imported whole or by meter,
 //! exported, and read by revision for the registry topic's publisher.
 
-use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry, RegistryRecord};
+use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry, RegistryRecord, ValueRange};
 use auth_core::{CustomerKind, Region, Utility};
 use sqlx::any::AnyArguments;
 
@@ -10,9 +10,9 @@ use crate::{Database, ResultsError, add, parse_region, parse_utility, query_erro
 /// Meters per statement of an import.
 const METERS_PER_STATEMENT: usize = 500;
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 14] = [
     "meter_id", "valid_from_ms", "valid_to_ms", "customer_id", "premise_id", "region", "utility", "customer_kind", "unit",
-    "multiplier", "register_kind", "interval_secs",
+    "multiplier", "register_kind", "interval_secs", "plausible_min", "plausible_max",
 ];
 
 /// What an import changed.
@@ -27,7 +27,7 @@ pub struct Imported {
 }
 
 /// What a day expects of one installation: the columns the batch's
-/// completeness needs, without the premise, kind, unit and register.
+/// completeness and validation need, without the premise, kind and register.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InstalledPeriod {
     pub meter_id: u64,
@@ -37,6 +37,8 @@ pub struct InstalledPeriod {
     pub interval_secs: u32,
     pub valid_from_ms: i64,
     pub valid_to_ms: Option<i64>,
+    /// One interval's plausible bounds in the utility's unit ([`Installation::plausible_range`]).
+    pub plausible: ValueRange,
 }
 
 impl From<&Installation> for InstalledPeriod {
@@ -49,13 +51,15 @@ impl From<&Installation> for InstalledPeriod {
             interval_secs: installation.interval_secs,
             valid_from_ms: installation.valid_from_ms,
             valid_to_ms: installation.valid_to_ms,
+            plausible: installation.plausible_range(),
         }
     }
 }
 
-type PeriodRow = (i64, i64, String, String, i64, i64, Option<i64>);
+type PeriodRow = (i64, i64, String, String, i64, i64, Option<i64>, String, Option<f64>, Option<f64>);
 
-type InstallationRow = (i64, i64, Option<i64>, i64, String, String, String, String, String, f64, String, i64);
+type InstallationRow =
+    (i64, i64, Option<i64>, i64, String, String, String, String, String, f64, String, i64, Option<f64>, Option<f64>);
 
 impl Database {
     /// Stores `registry` in one transaction: every meter it holds gets exactly
@@ -126,6 +130,8 @@ impl Database {
                     add(&mut arguments, installation.multiplier)?;
                     add(&mut arguments, installation.register.as_str().to_owned())?;
                     add(&mut arguments, i64::from(installation.interval_secs))?;
+                    add(&mut arguments, installation.plausible_min)?;
+                    add(&mut arguments, installation.plausible_max)?;
                 }
                 let sql = self.insert_sql("meter_installations", &COLUMNS, rows.len());
                 sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("meter_installations"))?;
@@ -156,7 +162,8 @@ impl Database {
         }
         let listed = (3..3 + utilities.len()).map(|number| self.placeholder(number)).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT meter_id, customer_id, region, utility, interval_secs, valid_from_ms, valid_to_ms FROM meter_installations \
+            "SELECT meter_id, customer_id, region, utility, interval_secs, valid_from_ms, valid_to_ms, unit, plausible_min, plausible_max \
+             FROM meter_installations \
              WHERE valid_from_ms < {} AND (valid_to_ms IS NULL OR valid_to_ms > {}) AND utility IN ({listed})",
             self.placeholder(1),
             self.placeholder(2)
@@ -167,9 +174,10 @@ impl Database {
         }
         let rows = query.fetch_all(self.pool()).await.map_err(query_error("meter_installations"))?;
         rows.into_iter()
-            .map(|(meter_id, customer_id, region, utility, interval, valid_from_ms, valid_to_ms)| {
-                let interval_secs = u32::try_from(interval)
-                    .map_err(|_| ResultsError::Stored(format!("meter {meter_id}: interval {interval} s")))?;
+            .map(|(meter_id, customer_id, region, utility, interval, valid_from_ms, valid_to_ms, unit, min, max)| {
+                let stored = |what: String| ResultsError::Stored(format!("meter {meter_id}: {what}"));
+                let interval_secs = u32::try_from(interval).map_err(|_| stored(format!("interval {interval} s")))?;
+                let factor = unit.parse::<MeterUnit>().map_err(stored)?.factor();
                 Ok(InstalledPeriod {
                     meter_id: meter_id as u64,
                     customer_id: customer_id as u64,
@@ -178,6 +186,7 @@ impl Database {
                     interval_secs,
                     valid_from_ms,
                     valid_to_ms,
+                    plausible: ValueRange { min: min.map(|min| min * factor), max: max.map(|max| max * factor) },
                 })
             })
             .collect()
@@ -264,7 +273,8 @@ fn group_by_meter(rows: Vec<InstallationRow>) -> Result<Vec<(u64, Vec<Installati
 }
 
 fn installation_of(row: InstallationRow) -> Result<Installation, ResultsError> {
-    let (meter_id, valid_from_ms, valid_to_ms, customer_id, premise_id, region, utility, kind, unit, multiplier, register, interval) = row;
+    let (meter_id, valid_from_ms, valid_to_ms, customer_id, premise_id, region, utility, kind, unit, multiplier, register, interval, min, max) =
+        row;
     let stored = |what: String| ResultsError::Stored(format!("meter {meter_id}: {what}"));
     Ok(Installation {
         meter_id: meter_id as u64,
@@ -283,6 +293,8 @@ fn installation_of(row: InstallationRow) -> Result<Installation, ResultsError> {
         interval_secs: u32::try_from(interval).map_err(|_| stored(format!("interval {interval} s")))?,
         valid_from_ms,
         valid_to_ms,
+        plausible_min: min,
+        plausible_max: max,
     })
 }
 
@@ -306,6 +318,8 @@ mod tests {
             interval_secs: 3_600,
             valid_from_ms: from,
             valid_to_ms: to,
+            plausible_min: None,
+            plausible_max: None,
         }
     }
 
