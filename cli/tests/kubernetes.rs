@@ -502,18 +502,21 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         try_http(&api_address, "GET /healthz HTTP/1.0\r\n\r\n").ok().filter(|(status, _)| *status == 200)
     });
     let credentials = json!({"username": "dispatcher", "password": "e2e-password"}).to_string();
-    let (status, body) = http(
-        &api_address,
-        &format!("POST /api/v1/tokens HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{credentials}", credentials.len()),
-    );
+    let token_request =
+        format!("POST /api/v1/tokens HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{credentials}", credentials.len());
+    // One answer from the Service does not mean every connection reaches the
+    // new pod yet ('No route to host' once after /healthz answered): a
+    // refused connection is tried again, an answer is final.
+    let (status, body) = namespace.wait_for("a bearer token from the API's Service", READY, || try_http(&api_address, &token_request).ok());
     assert_eq!(status, 201, "a bearer token for the operator account: {body}");
     let token: Value = serde_json::from_str(&body).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
     let usage = namespace.wait_for("the simulated customer's usage from the API's Service", PROCESSED, || {
-        let (status, body) = http(
+        let (status, body) = try_http(
             &api_address,
             &format!("GET /api/v1/customers/{customer}/usage?granularity=minute HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"),
-        );
+        )
+        .ok()?;
         let usage: Value = serde_json::from_str(&body).ok()?;
         let points = usage["utilities"].as_array()?.iter().map(|series| series["points"].as_array().map_or(0, Vec::len)).sum::<usize>();
         (status == 200 && points > 0).then_some(usage)
@@ -578,7 +581,7 @@ async fn a_pipeline_runs_on_a_real_node_from_gateway_to_batch() {
         body.len()
     );
     namespace.wait_for("the gateway to accept the key issued later", Duration::from_secs(180), || {
-        let (status, _) = http(&gateway_address, &request);
+        let (status, _) = try_http(&gateway_address, &request).ok()?;
         (status == 202).then_some(())
     });
 }
