@@ -72,8 +72,8 @@ pub struct MeterGaps {
     /// The day; `None` when the batch has computed none yet.
     pub date: Option<String>,
     /// Most missing intervals first; each with expected, received and missing
-    /// intervals, completeness and its last reading of the day (UTC ms, null:
-    /// it sent nothing).
+    /// intervals, completeness, how many of the missing the batch estimated
+    /// and its last reading of the day (UTC ms, null: it sent nothing).
     #[schema(value_type = Vec<Object>)]
     pub meters: Vec<MeterGapRow>,
 }
@@ -139,7 +139,9 @@ pub struct MeterDay {
     /// intervals; empty when it read every one), `suspect` (each flagged
     /// reading: `tsMs`, `value`, `rule`) and `edited` (each interval an
     /// operator's edit set: `tsMs`, `readValue`, null where the meter sent
-    /// none, and `value`).
+    /// none, and `value`) and `estimated` (each run of consecutive intervals
+    /// the meter missed that the batch estimated: `fromMs`, `toMs`,
+    /// `intervals`, their `total` and `method`, `interpolated` or `profile`).
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub quality: MeterDayRow,

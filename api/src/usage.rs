@@ -80,6 +80,9 @@ pub struct Point {
     /// A batch day's intervals whose value an operator's edit set (counted
     /// in `sum`); `None` on stream points.
     pub edited: Option<u64>,
+    /// A batch day's intervals the meters missed that the batch estimated
+    /// (counted in `sum`, not in `count`); `None` on stream points.
+    pub estimated: Option<u64>,
 }
 
 impl Point {
@@ -97,6 +100,7 @@ impl Point {
             completeness: None,
             suspect: None,
             edited: None,
+            estimated: None,
         }
     }
 }
@@ -144,6 +148,7 @@ pub fn customer_series(
             completeness: row.and_then(CustomerDayRow::completeness),
             suspect: Some(row.map_or(0, |row| row.suspect_intervals)),
             edited: Some(row.map_or(0, |row| row.edited_intervals)),
+            estimated: Some(row.map_or(0, |row| row.estimated_intervals)),
         });
     }
     points.extend(
@@ -173,7 +178,7 @@ pub fn region_series(
     let mut points: Vec<Point> = Vec::new();
     for &date in &batch {
         let hours = batch_hours.iter().filter(|row| row.date == date);
-        let point = |start_ms, sum, count| Point { start_ms, sum, count, min: None, max: None, closed: true, source: Source::Batch, completeness: None, suspect: None, edited: None };
+        let point = |start_ms, sum, count| Point { start_ms, sum, count, min: None, max: None, closed: true, source: Source::Batch, completeness: None, suspect: None, edited: None, estimated: None };
         match granularity {
             Granularity::Day => {
                 let (sum, count) = hours.fold((0.0, 0), |(sum, count), row| (sum + row.total, count + row.count));
@@ -221,8 +226,8 @@ mod tests {
         // the customer used nothing on -3.
         let windows = [window(DAY_MS, D0 - 2 * DAY_MS, 10.0), window(DAY_MS, D0 - DAY_MS, 11.0), window(DAY_MS, D0, 5.0)];
         let rows = [
-            CustomerDayRow { date: day(-2), total: 12.0, min: 1.0, max: 2.0, count: 12, expected_intervals: 0, received_intervals: 0, suspect_intervals: 2, edited_intervals: 1 },
-            CustomerDayRow { date: day(-1), total: 13.0, min: 1.0, max: 2.0, count: 13, expected_intervals: 24, received_intervals: 18, suspect_intervals: 0, edited_intervals: 0 },
+            CustomerDayRow { date: day(-2), total: 12.0, min: 1.0, max: 2.0, count: 12, expected_intervals: 0, received_intervals: 0, suspect_intervals: 2, edited_intervals: 1, estimated_intervals: 0 },
+            CustomerDayRow { date: day(-1), total: 13.0, min: 1.0, max: 2.0, count: 13, expected_intervals: 24, received_intervals: 18, suspect_intervals: 0, edited_intervals: 0, estimated_intervals: 6 },
         ];
         let points = customer_series(&windows, &[day(-3), day(-2), day(-1)], &rows, Granularity::Day, D0 - 3 * DAY_MS, D0 + DAY_MS);
         let summary: Vec<(i64, f64, Source)> = points.iter().map(|p| ((p.start_ms - D0) / DAY_MS, p.sum, p.source)).collect();
@@ -236,6 +241,8 @@ mod tests {
         assert_eq!(suspect, vec![Some(0), Some(2), Some(0), None], "on every batch day");
         let edited: Vec<Option<u64>> = points.iter().map(|p| p.edited).collect();
         assert_eq!(edited, vec![Some(0), Some(1), Some(0), None]);
+        let estimated: Vec<Option<u64>> = points.iter().map(|p| p.estimated).collect();
+        assert_eq!(estimated, vec![Some(0), Some(0), Some(6), None]);
     }
 
     #[test]

@@ -122,9 +122,9 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
         let day = date(today - offset * DAY);
         sql(&db, &format!("INSERT INTO reconciliation VALUES ('{day}', 'electricity', 1000.0, 100, 990.0, 10, 10.0, {})", today + HOUR)).await;
     }
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0, 0)", date(today))).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0, 0, 0)", date(today))).await;
     let before_yesterday = date(today - 3 * DAY);
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3, 1)")).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3, 1, 1)")).await;
     // Three of those readings were flagged: a spike of meter 70, two frozen readings of meter 71.
     for (meter, hour, value, rule) in [(70, 18, 2.0, "spike"), (71, 2, 0.5, "frozen"), (71, 3, 0.5, "frozen")] {
         let values = format!("'{before_yesterday}', 'electricity', {meter}, 7, 'US-TX', {}, {value}, '{rule}'", today - 3 * DAY + hour * HOUR);
@@ -132,11 +132,13 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     }
     // An operator's edit of meter 70 filled its hour 20, as the batch applied it.
     sql(&db, &format!("INSERT INTO edited_intervals VALUES ('{before_yesterday}', 'electricity', 70, 7, 'US-TX', {}, NULL, 0.5)", today - 3 * DAY + 20 * HOUR)).await;
-    // Alice's meter 70 missed 6 of its 24 hours three days ago, bob's meter 80
-    // sent nothing; two days ago (the newest final day) meter 80 missed one.
-    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{before_yesterday}', 'electricity', 70, 7, 'US-TX', 3600, 24, 18, {})", today - 3 * DAY + 17 * HOUR)).await;
-    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{before_yesterday}', 'electricity', 80, 8, 'US-TX', 3600, 24, 0, NULL)")).await;
-    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{}', 'electricity', 80, 8, 'US-TX', 3600, 24, 23, {})", date(today - 2 * DAY), today - DAY - HOUR)).await;
+    // Alice's meter 70 missed 6 of its 24 hours three days ago (the batch
+    // estimated its hour 21 by interpolation), bob's meter 80 sent nothing;
+    // two days ago (the newest final day) meter 80 missed one.
+    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{before_yesterday}', 'electricity', 70, 7, 'US-TX', 3600, 24, 18, {}, 1)", today - 3 * DAY + 17 * HOUR)).await;
+    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{before_yesterday}', 'electricity', 80, 8, 'US-TX', 3600, 24, 0, NULL, 0)")).await;
+    sql(&db, &format!("INSERT INTO meter_gaps VALUES ('{}', 'electricity', 80, 8, 'US-TX', 3600, 24, 23, {}, 0)", date(today - 2 * DAY), today - DAY - HOUR)).await;
+    sql(&db, &format!("INSERT INTO estimated_runs VALUES ('{before_yesterday}', 'electricity', 70, 7, 'US-TX', {}, {}, 1, 0.25, 'interpolated')", today - 3 * DAY + 21 * HOUR, today - 3 * DAY + 22 * HOUR)).await;
     sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 0, 20.0, 4, 2)")).await;
     sql(&db, &format!("INSERT INTO hourly_region_usage VALUES ('{before_yesterday}', 'electricity', 'US-TX', 5, 22.0, 4, 2)")).await;
     sql(&db, &format!("INSERT INTO top_customers VALUES ('{before_yesterday}', 'electricity', 'US-TX', 1, 7, 12.0)")).await;
@@ -332,6 +334,8 @@ async fn daily_usage_takes_computed_days_from_the_batch_and_the_rest_from_the_st
     assert_eq!(suspect, vec![json!(3), json!(0), Value::Null, Value::Null], "flagged readings of batch days");
     let edited: Vec<Value> = series["points"].as_array().expect("points").iter().map(|p| p["edited"].clone()).collect();
     assert_eq!(edited, vec![json!(1), json!(0), Value::Null, Value::Null], "intervals an operator edited, on batch days");
+    let estimated: Vec<Value> = series["points"].as_array().expect("points").iter().map(|p| p["estimated"].clone()).collect();
+    assert_eq!(estimated, vec![json!(1), json!(0), Value::Null, Value::Null], "intervals the batch estimated, on batch days");
 }
 
 async fn operators_list_the_meters_with_suspect_readings(api: &Api) {
@@ -721,6 +725,8 @@ async fn operators_see_a_meters_day_interval_by_interval(api: &Api) {
     assert_eq!(gaps, vec![(json!(24), json!(6), json!(at(17)))]);
     assert_eq!(day["suspect"], json!([{"utility": "electricity", "customerId": 7, "tsMs": at(18), "value": 2.0, "rule": "spike"}]));
     assert_eq!(day["edited"], json!([{"utility": "electricity", "customerId": 7, "tsMs": at(20), "readValue": null, "value": 0.5}]));
+    assert_eq!(day["estimated"], json!([{"utility": "electricity", "customerId": 7, "fromMs": at(21), "toMs": at(22), "intervals": 1, "total": 0.25, "method": "interpolated"}]));
+    assert_eq!(day["gaps"][0]["estimatedIntervals"], 1);
     let (_, newest) = api.get_as("ops", "/api/v1/meters/70/quality").await;
     assert_eq!(newest["date"].as_str(), Some(date(api.today - 2 * DAY).as_str()), "the newest settled day by default");
     assert_eq!((newest["gaps"].as_array().map(Vec::len), newest["suspect"].as_array().map(Vec::len)), (Some(0), Some(0)), "{newest}");

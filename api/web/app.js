@@ -172,13 +172,14 @@ async function showCustomer(customerId, picked) {
   });
 }
 
-/// The final days whose readings were incomplete, flagged suspect or edited by an operator.
+/// The final days whose readings were incomplete, estimated, flagged suspect or edited by an operator.
 function dayQuality(points) {
-  const marked = points.filter((p) => p.source === 'batch' && (p.suspect > 0 || p.edited > 0 || (p.completeness != null && p.completeness < 1)));
+  const marked = points.filter((p) => p.source === 'batch' && (p.suspect > 0 || p.edited > 0 || p.estimated > 0 || (p.completeness != null && p.completeness < 1)));
   return marked.map((p) => {
     const notes = [];
     if (p.completeness != null && p.completeness < 1) notes.push((100 * p.completeness).toFixed(0) + ' % complete');
     if (p.suspect > 0) notes.push(p.suspect + ' readings flagged suspect');
+    if (p.estimated > 0) notes.push(p.estimated + ' intervals estimated');
     if (p.edited > 0) notes.push(p.edited + ' intervals edited');
     return new Date(p.startMs).toISOString().slice(0, 10) + ': ' + notes.join(', ');
   }).join('; ');
@@ -301,10 +302,10 @@ async function refreshGaps() {
     const gaps = await api('/quality/gaps');
     $('gaps-date').textContent = gaps.date ? '(' + gaps.date + ', UTC)' : '';
     const time = (ms) => ms == null ? 'nothing that day' : new Date(ms).toISOString().slice(11, 16);
-    table.tBodies[0].innerHTML = gaps.meters.map((g) => `<tr class="clickable" data-customer="${g.customerId}"><td>${g.meterId}</td><td>${g.customerId}</td><td>${g.utility}</td><td>${g.region}</td><td>${g.expectedIntervals}</td><td>${g.receivedIntervals}</td><td>${g.missingIntervals}</td><td>${(100 * g.completeness).toFixed(1)} %</td><td>${time(g.lastReadingMs)}</td></tr>`).join('');
+    table.tBodies[0].innerHTML = gaps.meters.map((g) => `<tr class="clickable" data-customer="${g.customerId}"><td>${g.meterId}</td><td>${g.customerId}</td><td>${g.utility}</td><td>${g.region}</td><td>${g.expectedIntervals}</td><td>${g.receivedIntervals}</td><td>${g.missingIntervals}</td><td>${g.estimatedIntervals}</td><td>${(100 * g.completeness).toFixed(1)} %</td><td>${time(g.lastReadingMs)}</td></tr>`).join('');
     table.hidden = gaps.meters.length === 0;
     $('gaps-note').textContent = !gaps.date ? 'The daily batch has computed no day yet.'
-      : gaps.meters.length ? 'Every interval the registry expected, against the readings the batch found; most missing first.'
+      : gaps.meters.length ? 'Every interval the registry expected, against the readings the batch found; most missing first. Estimates (batch.estimation) fill what they can and count in the totals.'
       : 'Every registered meter read every interval the registry expected.';
   } catch (error) {
     table.hidden = true;

@@ -9,6 +9,7 @@
 //! batch records it per customer day, and lists every meter with a gap,
 //! including meters that sent nothing at all.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use auth_core::registry::{Registry, ValueRange};
@@ -33,6 +34,9 @@ pub struct ExpectedMeter {
     /// One interval's plausible bounds in the utility's unit; a meter
     /// exchanged during the day has the widest of its installations'.
     pub plausible: ValueRange,
+    /// Its expected part ends where a day computed before its end was
+    /// computed: readings of its last intervals may still be on their way.
+    pub ends_open: bool,
 }
 
 impl ExpectedMeter {
@@ -41,6 +45,16 @@ impl ExpectedMeter {
         let slot = ts_ms.div_euclid(self.interval_ms);
         let slot_ms = slot.checked_mul(self.interval_ms)?;
         self.periods.iter().any(|&(from, to)| (from..to).contains(&slot_ms)).then_some(slot)
+    }
+}
+
+impl ExpectedMeter {
+    /// Its expected slots, in order.
+    pub fn slots(&self) -> impl Iterator<Item = i64> + '_ {
+        self.periods.iter().flat_map(|&(from, to)| {
+            let first = from.div_euclid(self.interval_ms) + i64::from(from.rem_euclid(self.interval_ms) != 0);
+            first..first + slots_in(from, to, self.interval_ms) as i64
+        })
     }
 }
 
@@ -54,8 +68,10 @@ fn slots_in(from: i64, to: i64, interval_ms: i64) -> u64 {
 /// Every meter the registry expects to read on one day.
 #[derive(Debug, Default)]
 pub struct Expectations {
+    /// Ordered by utility, customer and meter.
     meters: Vec<ExpectedMeter>,
-    index: FxHashMap<(Utility, u64, u64), usize>,
+    /// Each customer's meters: a range of `meters`.
+    customers: FxHashMap<(Utility, u64), Range<usize>>,
     /// Whether a fold has seen readings of the meter at the same position.
     seen: Vec<AtomicBool>,
 }
@@ -78,7 +94,8 @@ impl Expectations {
     ) -> Self {
         let day_start = day_start_ms(date);
         let day_end = Self::end_of(date, until_ms);
-        let mut expectations = Self::default();
+        let mut positions: FxHashMap<(Utility, u64, u64), usize> = FxHashMap::default();
+        let mut meters: Vec<ExpectedMeter> = Vec::new();
         for installation in installations {
             if !utilities.contains(&installation.utility) {
                 continue;
@@ -90,8 +107,8 @@ impl Expectations {
             }
             let interval_ms = i64::from(installation.interval_secs) * 1_000;
             let key = (installation.utility, installation.customer_id, installation.meter_id);
-            let position = *expectations.index.entry(key).or_insert_with(|| {
-                expectations.meters.push(ExpectedMeter {
+            let position = *positions.entry(key).or_insert_with(|| {
+                meters.push(ExpectedMeter {
                     utility: installation.utility,
                     customer_id: installation.customer_id,
                     meter_id: installation.meter_id,
@@ -100,16 +117,24 @@ impl Expectations {
                     periods: Vec::new(),
                     expected: 0,
                     plausible: installation.plausible,
+                    ends_open: false,
                 });
-                expectations.meters.len() - 1
+                meters.len() - 1
             });
-            let meter = &mut expectations.meters[position];
+            let meter = &mut meters[position];
             meter.plausible = meter.plausible.widened(installation.plausible);
             meter.periods.push((from, to));
+            meter.ends_open |= to == day_end && day_end < day_start + DAY_MS;
             meter.expected += slots_in(from, to, meter.interval_ms);
         }
-        expectations.seen = expectations.meters.iter().map(|_| AtomicBool::new(false)).collect();
-        expectations
+        meters.sort_unstable_by_key(|meter| (meter.utility, meter.customer_id, meter.meter_id));
+        let mut customers: FxHashMap<(Utility, u64), Range<usize>> = FxHashMap::default();
+        for (position, meter) in meters.iter_mut().enumerate() {
+            meter.periods.sort_unstable();
+            customers.entry((meter.utility, meter.customer_id)).or_insert(position..position).end = position + 1;
+        }
+        let seen = meters.iter().map(|_| AtomicBool::new(false)).collect();
+        Self { meters, customers, seen }
     }
 
     /// [`Expectations::of_day`] of a registry held in memory (the simulated fleet's, a test's).
@@ -122,21 +147,34 @@ impl Expectations {
         (day_start_ms(date) + DAY_MS).min(until_ms)
     }
 
-    /// The position of a customer's meter, marked as seen.
-    pub fn visit(&self, utility: Utility, customer_id: u64, meter_id: u64) -> Option<usize> {
-        let position = *self.index.get(&(utility, customer_id, meter_id))?;
-        self.seen[position].store(true, Ordering::Relaxed);
-        Some(position)
+    /// The positions of a customer's meters, ordered by meter.
+    pub fn meters_of(&self, utility: Utility, customer_id: u64) -> Range<usize> {
+        self.customers.get(&(utility, customer_id)).cloned().unwrap_or(0..0)
     }
 
-    /// The meter at a position [`Expectations::visit`] returned.
+    /// The meter at a position of [`Expectations::meters_of`], marked as seen:
+    /// a fold counted its day.
+    pub fn visit(&self, position: usize) -> &ExpectedMeter {
+        self.seen[position].store(true, Ordering::Relaxed);
+        &self.meters[position]
+    }
+
+    /// The meter at a position of [`Expectations::meters_of`].
     pub fn meter(&self, position: usize) -> &ExpectedMeter {
         &self.meters[position]
     }
 
-    /// The meters no fold has visited: they sent nothing on the day.
-    pub fn unvisited(&self) -> impl Iterator<Item = &ExpectedMeter> {
-        self.meters.iter().zip(&self.seen).filter(|(_, seen)| !seen.load(Ordering::Relaxed)).map(|(meter, _)| meter)
+    /// The customers none of whose meters a fold has counted: they sent
+    /// nothing on the day. Ordered by utility and customer, with their region.
+    pub fn unvisited_customers(&self) -> Vec<(Utility, u64, Region)> {
+        let mut customers: Vec<(Utility, u64, Region)> = self
+            .customers
+            .iter()
+            .filter(|(_, range)| Range::clone(range).all(|position| !self.seen[position].load(Ordering::Relaxed)))
+            .map(|(&(utility, customer_id), range)| (utility, customer_id, self.meters[range.start].region))
+            .collect();
+        customers.sort_unstable_by_key(|&(utility, customer_id, _)| (utility, customer_id));
+        customers
     }
 
     pub fn len(&self) -> usize {
@@ -203,14 +241,20 @@ mod tests {
         registry.set_meter(3, vec![installation(3, 8, 0, Some(start))]);
         let expectations = Expectations::of_registry(&registry, date(), &[Utility::Electricity], i64::MAX);
         assert_eq!(expectations.len(), 2, "meter 3 was removed before the day");
-        let old = expectations.meter(expectations.visit(Utility::Electricity, 7, 1).expect("the old meter"));
-        let new = expectations.meter(expectations.visit(Utility::Electricity, 7, 2).expect("the new meter"));
+        let meters = expectations.meters_of(Utility::Electricity, 7);
+        assert_eq!(meters.len(), 2, "the old meter and the new one");
+        let old = expectations.visit(meters.start);
+        let new = expectations.visit(meters.start + 1);
+        assert_eq!((old.meter_id, new.meter_id), (1, 2));
         assert_eq!(old.expected + new.expected, 96, "a day of quarter hours, whichever meter read them");
         assert_eq!((old.expected, new.expected), (41, 55), "slots 00:00 to 10:00 on the old, 10:15 to 23:45 on the new");
         assert_eq!(old.slot_of(start + 10 * 3_600_000 + 60_000), Some((start + 10 * 3_600_000) / QUARTER));
         assert_eq!(new.slot_of(start + 10 * 3_600_000 + 7 * 60_000), None, "the 10:00 slot began before its installation");
         assert_eq!(new.slot_of(start + DAY_MS), None, "the next day");
-        assert_eq!(expectations.unvisited().count(), 0);
+        assert_eq!(old.slots().count() as u64, old.expected);
+        assert_eq!(new.slots().next(), Some((start + 10 * 3_600_000 + QUARTER) / QUARTER));
+        assert_eq!(new.slots().last(), Some((start + DAY_MS) / QUARTER - 1));
+        assert!(expectations.unvisited_customers().is_empty());
     }
 
     #[test]
@@ -219,10 +263,10 @@ mod tests {
         registry.set_meter(1, vec![installation(1, 7, 0, None)]);
         registry.set_meter(2, vec![installation(2, 8, 0, None)]);
         let expectations = Expectations::of_registry(&registry, date(), &[Utility::Electricity, Utility::Gas], i64::MAX);
-        assert!(expectations.visit(Utility::Electricity, 7, 1).is_some());
-        assert!(expectations.visit(Utility::Electricity, 9, 2).is_none(), "meter 2 belongs to customer 8");
-        let silent: Vec<u64> = expectations.unvisited().map(|meter| meter.meter_id).collect();
-        assert_eq!(silent, vec![2]);
+        expectations.visit(expectations.meters_of(Utility::Electricity, 7).start);
+        assert!(expectations.meters_of(Utility::Electricity, 9).is_empty(), "meter 2 belongs to customer 8");
+        let region = Region::from_code("US-CA").expect("a region");
+        assert_eq!(expectations.unvisited_customers(), vec![(Utility::Electricity, 8, region)]);
         assert!(Expectations::of_registry(&registry, date(), &[Utility::Gas], i64::MAX).is_empty());
     }
 

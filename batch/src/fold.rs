@@ -1,18 +1,20 @@
 //! The day's outputs, folded from per customer and hour sums.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use auth_core::registry::ValueRange;
 use auth_core::spec::ValidationSpec;
 use auth_core::{Region, Utility};
 use auth_master::DAY_MS;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use auth_results::IntervalEdit;
 
 use crate::TOP_CUSTOMERS;
 use crate::completeness::Expectations;
+use crate::estimate::{Estimated, EstimatedRun, EstimationMethod, Estimator};
 use crate::job::DayInputs;
 
 /// One customer's usage of one utility over a day.
@@ -37,6 +39,9 @@ pub struct CustomerDay {
     pub suspect_intervals: u64,
     /// Intervals whose value an operator's edit set ([`EditedInterval`]).
     pub edited_intervals: u64,
+    /// Missing intervals the batch estimated ([`EstimatedRun`]); they
+    /// count in the totals, not in `readings`.
+    pub estimated_intervals: u64,
 }
 
 impl CustomerDay {
@@ -58,6 +63,8 @@ pub struct MeterGap {
     pub received_intervals: u64,
     /// Its last reading of the day; `None`: it sent nothing.
     pub last_reading_ms: Option<i64>,
+    /// Missing intervals the batch estimated.
+    pub estimated_intervals: u64,
 }
 
 impl MeterGap {
@@ -165,6 +172,8 @@ pub struct DayOutputs {
     pub suspect_intervals: Vec<SuspectInterval>,
     /// Edited intervals, ordered by utility, meter, customer and event time.
     pub edited_intervals: Vec<EditedInterval>,
+    /// Runs of estimated intervals, ordered by utility, meter, customer and start.
+    pub estimated_runs: Vec<EstimatedRun>,
 }
 
 /// Where a reading sits in the master data's order: files are sorted by
@@ -192,16 +201,26 @@ pub struct OutOfOrder {
     pub after: ReadingKey,
 }
 
-/// One customer's readings in one UTC hour.
+/// One customer's readings and estimates in one UTC hour.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct HourSums {
     total: f64,
     min_value: f64,
     max_value: f64,
     readings: u64,
+    estimates: u64,
 }
 
-const NO_READINGS: HourSums = HourSums { total: 0.0, min_value: f64::INFINITY, max_value: f64::NEG_INFINITY, readings: 0 };
+impl HourSums {
+    fn add(&mut self, value: f64) {
+        self.total += value;
+        self.min_value = self.min_value.min(value);
+        self.max_value = self.max_value.max(value);
+    }
+}
+
+const NO_READINGS: HourSums =
+    HourSums { total: 0.0, min_value: f64::INFINITY, max_value: f64::NEG_INFINITY, readings: 0, estimates: 0 };
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -212,21 +231,40 @@ struct MeterTally {
     expected_at: Option<usize>,
     last_slot: Option<i64>,
     received: u64,
-    last_reading_ms: i64,
+    last_reading_ms: Option<i64>,
+}
+
+/// How long each output list of a [`DayFold`] was when a customer's fold began.
+#[derive(Debug, Clone, Copy, Default)]
+struct OutputMarks {
+    meter_gaps: usize,
+    suspect_intervals: usize,
+    edited_intervals: usize,
+    estimated_runs: usize,
 }
 
 /// Folds one utility's readings of one log partition, in the master data's
 /// order, one customer at a time: the first copy of a repeated reading
 /// counts (its offset is the lowest), as in the stream. Each meter's day is
 /// collected, the operators' edits applied to it, validated and summed into
-/// its customer's hours. Memory holds one customer's hours and one meter's
-/// day, however many readings there are.
+/// its customer's hours. A meter the registry expects but that sent nothing
+/// is settled too, with the customer's other meters, and the intervals each
+/// meter missed are estimated ([`crate::estimate`]). A customer whose gap
+/// needs a profile before the profiles are loaded is deferred
+/// ([`DayFold::deferred`]): its day is folded again once they are. Memory
+/// holds one customer's hours and one meter's day, however many readings there are.
 pub struct ReadingFold {
     utility: Utility,
     expectations: Arc<Expectations>,
     edits: Arc<crate::edits::Edits>,
     validation: Validation,
+    estimator: Estimator,
+    /// When set, the only customers folded; the others' readings are skipped.
+    only: Option<Arc<FxHashSet<u64>>>,
     customer: Option<(u64, Region)>,
+    /// The positions of the customer's expected meters, and the first not settled yet.
+    customer_meters: Range<usize>,
+    next_expected: usize,
     hours: [HourSums; 24],
     meter: Option<MeterTally>,
     /// The current meter's readings of the day (event time, value), for the edits and the validation rules.
@@ -238,9 +276,15 @@ pub struct ReadingFold {
     next_edit: usize,
     /// The customer's expected and received intervals over its meters so far.
     intervals: (u64, u64),
-    /// The customer's flagged and edited readings so far.
+    /// The customer's flagged and edited readings, and estimated intervals, so far.
     suspects: u64,
     edited: u64,
+    estimated: u64,
+    /// A gap of the customer's needs a profile that is not loaded.
+    needs_profiles: bool,
+    marks: OutputMarks,
+    /// The current meter's estimates (event time, value, method).
+    estimates: Vec<(i64, f64, EstimationMethod)>,
     last: Option<ReadingKey>,
     day: DayFold,
 }
@@ -252,7 +296,11 @@ impl ReadingFold {
             expectations: inputs.expectations,
             edits: inputs.edits,
             validation: Validation { rules, scratch: Vec::new() },
+            estimator: Estimator::off(),
+            only: None,
             customer: None,
+            customer_meters: 0..0,
+            next_expected: 0,
             hours: [NO_READINGS; 24],
             meter: None,
             meter_readings: Vec::new(),
@@ -262,14 +310,29 @@ impl ReadingFold {
             intervals: (0, 0),
             suspects: 0,
             edited: 0,
+            estimated: 0,
+            needs_profiles: false,
+            marks: OutputMarks::default(),
+            estimates: Vec::new(),
             last: None,
             day: DayFold::default(),
         }
     }
 
-    /// Folds the edits of a customer none of whose meters sent a reading
-    /// that day (by then, every reading of this fold is pushed).
-    pub fn push_edits_only(&mut self, customer_id: u64, region: Region) {
+    /// The fold estimating missing intervals with `estimator` (it estimates nothing otherwise).
+    pub fn with_estimator(self, estimator: Estimator) -> Self {
+        Self { estimator, ..self }
+    }
+
+    /// The fold of `customers` only: the others' readings are skipped.
+    pub fn only(self, customers: Arc<FxHashSet<u64>>) -> Self {
+        Self { only: Some(customers), ..self }
+    }
+
+    /// Folds a customer none of whose meters sent a reading that day: its
+    /// edits, and its expected meters' gaps (by then, every reading of this
+    /// fold is pushed).
+    pub fn push_customer_without_readings(&mut self, customer_id: u64, region: Region) {
         self.close_customer();
         self.open_customer(customer_id, region);
     }
@@ -279,6 +342,14 @@ impl ReadingFold {
         if !self.edits.is_empty() {
             self.customer_edits.extend_from_slice(self.edits.of_customer(self.utility, customer_id));
         }
+        self.customer_meters = self.expectations.meters_of(self.utility, customer_id);
+        self.next_expected = self.customer_meters.start;
+        self.marks = OutputMarks {
+            meter_gaps: self.day.meter_gaps.len(),
+            suspect_intervals: self.day.suspect_intervals.len(),
+            edited_intervals: self.day.edited_intervals.len(),
+            estimated_runs: self.day.estimated_runs.len(),
+        };
     }
 
     pub fn push(&mut self, key: ReadingKey, region: Region, value: f64) -> Result<(), OutOfOrder> {
@@ -291,6 +362,9 @@ impl ReadingFold {
             }
         }
         self.last = Some(key);
+        if self.only.as_ref().is_some_and(|only| !only.contains(&key.customer_id)) {
+            return Ok(());
+        }
         match self.customer {
             Some((customer_id, _)) if customer_id == key.customer_id => {}
             _ => {
@@ -306,12 +380,12 @@ impl ReadingFold {
     fn tally(&mut self, key: ReadingKey, value: f64) {
         if self.meter.as_ref().is_none_or(|meter| meter.meter_id != key.meter_id) {
             self.close_meter();
-            self.settle_edited_only_meters(Some(key.meter_id));
-            let expected_at = self.expectations.visit(self.utility, key.customer_id, key.meter_id);
-            self.meter = Some(MeterTally { meter_id: key.meter_id, expected_at, last_slot: None, received: 0, last_reading_ms: key.ts_ms });
+            self.settle_meters_without_readings(Some(key.meter_id));
+            let expected_at = self.take_expected(key.meter_id);
+            self.meter = Some(MeterTally { meter_id: key.meter_id, expected_at, last_slot: None, received: 0, last_reading_ms: None });
         }
         let Some(meter) = self.meter.as_mut() else { return };
-        meter.last_reading_ms = key.ts_ms;
+        meter.last_reading_ms = Some(key.ts_ms);
         self.meter_readings.push((key.ts_ms, value));
         let Some(expected_at) = meter.expected_at else { return };
         let slot = self.expectations.meter(expected_at).slot_of(key.ts_ms);
@@ -321,10 +395,21 @@ impl ReadingFold {
         }
     }
 
+    /// The position of the customer's next expected meter when it is
+    /// `meter_id`, marked as visited.
+    fn take_expected(&mut self, meter_id: u64) -> Option<usize> {
+        let position = self.next_expected;
+        if position < self.customer_meters.end && self.expectations.meter(position).meter_id == meter_id {
+            self.next_expected += 1;
+            self.expectations.visit(position);
+            return Some(position);
+        }
+        None
+    }
+
     fn close_meter(&mut self) {
         let Some(tally) = self.meter.take() else { return };
-        let plausible = tally.expected_at.map_or(ValueRange::ANY, |at| self.expectations.meter(at).plausible);
-        self.settle_meter(tally.meter_id, plausible);
+        let estimated = self.settle_meter(tally.meter_id, tally.expected_at, tally.received);
         let Some(expected_at) = tally.expected_at else { return };
         let expected = self.expectations.meter(expected_at);
         self.intervals.0 += expected.expected;
@@ -338,27 +423,38 @@ impl ReadingFold {
                 interval_secs: (expected.interval_ms / 1_000) as u32,
                 expected_intervals: expected.expected,
                 received_intervals: tally.received,
-                last_reading_ms: Some(tally.last_reading_ms),
+                last_reading_ms: tally.last_reading_ms,
+                estimated_intervals: estimated,
             });
         }
     }
 
-    /// Settles the customer's meters with edits that sort before
-    /// `before` (all of them for `None`) and sent no reading; called
-    /// between meters, when no meter's readings are being collected.
-    fn settle_edited_only_meters(&mut self, before: Option<u64>) {
-        while let Some(meter_id) = self.customer_edits.get(self.next_edit).map(|edit| edit.meter_id)
-            && before.is_none_or(|before| meter_id < before)
-        {
-            self.settle_meter(meter_id, ValueRange::ANY);
+    /// Settles the customer's meters that sort before `before` (all of them
+    /// for `None`) and sent no reading: those the registry expects, and
+    /// those with edits. Called between meters, when no meter's readings are
+    /// being collected.
+    fn settle_meters_without_readings(&mut self, before: Option<u64>) {
+        loop {
+            let edited = self.customer_edits.get(self.next_edit).map(|edit| edit.meter_id);
+            let expected = (self.next_expected < self.customer_meters.end).then(|| self.expectations.meter(self.next_expected).meter_id);
+            let Some(meter_id) = edited.into_iter().chain(expected).min() else { return };
+            if before.is_some_and(|before| meter_id >= before) {
+                return;
+            }
+            let expected_at = self.take_expected(meter_id);
+            self.meter = Some(MeterTally { meter_id, expected_at, last_slot: None, received: 0, last_reading_ms: None });
+            self.close_meter();
         }
     }
 
     /// Applies the meter's edits to its day's readings, flags what the
-    /// validation rules find suspect (outside `plausible` among them) and
-    /// adds the readings to the customer's hours.
-    fn settle_meter(&mut self, meter_id: u64, plausible: ValueRange) {
-        let Some((customer_id, region)) = self.customer else { return };
+    /// validation rules find suspect (outside the plausible bounds of its
+    /// installation among them), estimates the intervals it missed when
+    /// the registry expects it (`expected_at`) and it `received` fewer
+    /// intervals than expected, and adds the readings and estimates to the
+    /// customer's hours. Returns how many it estimated.
+    fn settle_meter(&mut self, meter_id: u64, expected_at: Option<usize>, received: u64) -> u64 {
+        let Some((customer_id, region)) = self.customer else { return 0 };
         let utility = self.utility;
         self.exempt.clear();
         while let Some(edit) = self.customer_edits.get(self.next_edit).filter(|edit| edit.meter_id == meter_id) {
@@ -381,6 +477,8 @@ impl ReadingFold {
             self.edited += 1;
             self.day.edited_intervals.push(EditedInterval { utility, meter_id, customer_id, region, ts_ms: edit.ts_ms, read_value, value });
         }
+        let expected = expected_at.map(|at| self.expectations.meter(at));
+        let plausible = expected.map_or(ValueRange::ANY, |meter| meter.plausible);
         let before = self.day.suspect_intervals.len();
         self.validation.flag(&self.meter_readings, plausible, &self.exempt, |ts_ms, value, rule| SuspectInterval {
             utility,
@@ -393,31 +491,81 @@ impl ReadingFold {
         }, &mut self.day.suspect_intervals);
         self.suspects += (self.day.suspect_intervals.len() - before) as u64;
         for &(ts_ms, value) in &self.meter_readings {
-            let hour = &mut self.hours[(ts_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
-            hour.total += value;
-            hour.min_value = hour.min_value.min(value);
-            hour.max_value = hour.max_value.max(value);
+            let hour = &mut self.hours[hour_of(ts_ms)];
+            hour.add(value);
             hour.readings += 1;
         }
+        self.estimates.clear();
+        let gapped = expected.filter(|meter| received < meter.expected);
+        if let Some(meter) = gapped
+            && !self.needs_profiles
+            && self.estimator.estimate(meter, &self.meter_readings, &mut self.estimates) == Estimated::NeedsProfiles
+        {
+            self.needs_profiles = true;
+            self.estimates.clear();
+        }
+        let interval_ms = gapped.map_or(0, |meter| meter.interval_ms);
+        let mut run: Option<EstimatedRun> = None;
+        for &(ts_ms, value, method) in &self.estimates {
+            let hour = &mut self.hours[hour_of(ts_ms)];
+            hour.add(value);
+            hour.estimates += 1;
+            match &mut run {
+                Some(run) if run.method == method && run.to_ms == ts_ms => {
+                    run.to_ms += interval_ms;
+                    run.intervals += 1;
+                    run.total += value;
+                }
+                _ => {
+                    let started = EstimatedRun { utility, meter_id, customer_id, region, from_ms: ts_ms, to_ms: ts_ms + interval_ms, intervals: 1, total: value, method };
+                    self.day.estimated_runs.extend(run.replace(started));
+                }
+            }
+        }
+        self.day.estimated_runs.extend(run);
+        let estimated = self.estimates.len() as u64;
+        self.estimated += estimated;
         self.meter_readings.clear();
+        estimated
     }
 
     fn close_customer(&mut self) {
         self.close_meter();
-        self.settle_edited_only_meters(None);
+        self.settle_meters_without_readings(None);
         if let Some((customer_id, region)) = self.customer.take() {
-            let quality = Quality { intervals: self.intervals, suspect: self.suspects, edited: self.edited };
-            self.day.add_customer(self.utility, customer_id, region, &self.hours, quality);
-            if !self.customer_edits.is_empty() {
-                self.day.edited_customers.push((self.utility, customer_id));
+            let counted = self.hours.iter().any(|hour| hour.readings + hour.estimates > 0);
+            if self.needs_profiles {
+                self.defer_customer(customer_id);
+            } else {
+                if counted {
+                    let quality = Quality { intervals: self.intervals, suspect: self.suspects, edited: self.edited, estimated: self.estimated };
+                    self.day.add_customer(self.utility, customer_id, region, &self.hours, quality);
+                }
+                if !self.customer_edits.is_empty() {
+                    self.day.edited_customers.push((self.utility, customer_id));
+                }
             }
             self.hours = [NO_READINGS; 24];
             self.intervals = (0, 0);
             self.suspects = 0;
             self.edited = 0;
+            self.estimated = 0;
+            self.needs_profiles = false;
             self.customer_edits.clear();
             self.next_edit = 0;
+            self.customer_meters = 0..0;
         }
+    }
+
+    /// Takes back what the customer's fold added, to fold it again once the
+    /// profiles are loaded.
+    fn defer_customer(&mut self, customer_id: u64) {
+        let marks = self.marks;
+        self.day.meter_gaps.truncate(marks.meter_gaps);
+        self.day.suspect_intervals.truncate(marks.suspect_intervals);
+        self.day.edited_intervals.truncate(marks.edited_intervals);
+        self.day.estimated_runs.truncate(marks.estimated_runs);
+        self.day.deferred.push((self.utility, customer_id));
     }
 
     pub fn finish(mut self) -> DayFold {
@@ -492,11 +640,17 @@ impl Validation {
     }
 }
 
-/// A customer day's counts of intervals: expected and received, suspect, edited.
+/// The UTC hour of the day of an event time.
+fn hour_of(ts_ms: i64) -> usize {
+    (ts_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize
+}
+
+/// A customer day's counts of intervals: expected and received, suspect, edited, estimated.
 struct Quality {
     intervals: (u64, u64),
     suspect: u64,
     edited: u64,
+    estimated: u64,
 }
 
 /// Collects customers' days, from any number of [`ReadingFold`]s.
@@ -507,13 +661,22 @@ pub struct DayFold {
     meter_gaps: Vec<MeterGap>,
     suspect_intervals: Vec<SuspectInterval>,
     edited_intervals: Vec<EditedInterval>,
+    estimated_runs: Vec<EstimatedRun>,
     /// The customers whose edits a fold applied.
     edited_customers: Vec<(Utility, u64)>,
+    /// The customers whose gaps need profiles that were not loaded: folded
+    /// again with them, their days are not in this fold.
+    pub deferred: Vec<(Utility, u64)>,
 }
 
 impl DayFold {
     fn add_customer(&mut self, utility: Utility, customer_id: u64, region: Region, hours: &[HourSums; 24], quality: Quality) {
-        let Quality { intervals: (expected_intervals, received_intervals), suspect: suspect_intervals, edited: edited_intervals } = quality;
+        let Quality {
+            intervals: (expected_intervals, received_intervals),
+            suspect: suspect_intervals,
+            edited: edited_intervals,
+            estimated: estimated_intervals,
+        } = quality;
         let mut day = CustomerDay {
             utility,
             customer_id,
@@ -528,8 +691,9 @@ impl DayFold {
             received_intervals,
             suspect_intervals,
             edited_intervals,
+            estimated_intervals,
         };
-        for (hour, sums) in (0u8..).zip(hours).filter(|(_, sums)| sums.readings > 0) {
+        for (hour, sums) in (0u8..).zip(hours).filter(|(_, sums)| sums.readings + sums.estimates > 0) {
             day.total += sums.total;
             day.min_value = day.min_value.min(sums.min_value);
             day.max_value = day.max_value.max(sums.max_value);
@@ -559,7 +723,9 @@ impl DayFold {
         self.meter_gaps.extend(other.meter_gaps);
         self.suspect_intervals.extend(other.suspect_intervals);
         self.edited_intervals.extend(other.edited_intervals);
+        self.estimated_runs.extend(other.estimated_runs);
         self.edited_customers.extend(other.edited_customers);
+        self.deferred.extend(other.deferred);
         for (key, hour) in other.region_hours {
             self.region_hours
                 .entry(key)
@@ -572,39 +738,34 @@ impl DayFold {
         }
     }
 
-    /// The customers of `utility` with edits that no fold merged into this
-    /// one applied: none of their meters sent a reading that day.
-    pub fn customers_with_edits_unapplied(&self, edits: &crate::edits::Edits, utility: Utility) -> Vec<(u64, Region)> {
-        let applied: rustc_hash::FxHashSet<(Utility, u64)> = self.edited_customers.iter().copied().collect();
-        edits.customers(utility).into_iter().filter(|&(customer_id, _)| !applied.contains(&(utility, customer_id))).collect()
+    /// The customers of `utility` that no fold merged into this one folded
+    /// nor deferred: none of their meters sent a reading that day, but they
+    /// have edits, or meters the registry expects. Ordered by customer.
+    pub fn customers_without_readings(&self, edits: &crate::edits::Edits, expectations: &Expectations, utility: Utility) -> Vec<(u64, Region)> {
+        let folded: FxHashSet<(Utility, u64)> = self.edited_customers.iter().chain(&self.deferred).copied().collect();
+        let mut customers: Vec<(u64, Region)> = edits
+            .customers(utility)
+            .into_iter()
+            .filter(|&(customer_id, _)| !folded.contains(&(utility, customer_id)))
+            .chain(expectations.unvisited_customers().into_iter().filter(|&(of, ..)| of == utility).map(|(_, customer_id, region)| (customer_id, region)))
+            .collect();
+        customers.sort_unstable_by_key(|&(customer_id, _)| customer_id);
+        customers.dedup_by_key(|&mut (customer_id, _)| customer_id);
+        customers
     }
 
-    /// The outputs, once every fold is merged: the meters of `expectations`
-    /// no fold visited sent nothing, and count as gaps of their customers.
-    pub fn finish(self, expectations: &Expectations) -> DayOutputs {
+    /// The outputs, once every fold is merged.
+    pub fn finish(self) -> DayOutputs {
         let mut customers = self.customers;
         customers.sort_unstable_by_key(|day| (day.utility, day.customer_id));
         let mut meter_gaps = self.meter_gaps;
-        for silent in expectations.unvisited() {
-            if let Ok(at) = customers.binary_search_by_key(&(silent.utility, silent.customer_id), |day| (day.utility, day.customer_id)) {
-                customers[at].expected_intervals += silent.expected;
-            }
-            meter_gaps.push(MeterGap {
-                utility: silent.utility,
-                meter_id: silent.meter_id,
-                customer_id: silent.customer_id,
-                region: silent.region,
-                interval_secs: (silent.interval_ms / 1_000) as u32,
-                expected_intervals: silent.expected,
-                received_intervals: 0,
-                last_reading_ms: None,
-            });
-        }
         meter_gaps.sort_unstable_by_key(|gap| (gap.utility, gap.meter_id, gap.customer_id));
         let mut suspect_intervals = self.suspect_intervals;
         suspect_intervals.sort_unstable_by_key(|suspect| (suspect.utility, suspect.meter_id, suspect.customer_id, suspect.ts_ms));
         let mut edited_intervals = self.edited_intervals;
         edited_intervals.sort_unstable_by_key(|edited| (edited.utility, edited.meter_id, edited.customer_id, edited.ts_ms));
+        let mut estimated_runs = self.estimated_runs;
+        estimated_runs.sort_unstable_by_key(|run| (run.utility, run.meter_id, run.customer_id, run.from_ms));
         let mut region_hours: Vec<RegionHour> = self.region_hours.into_values().collect();
         region_hours.sort_unstable_by_key(|hour| (hour.utility, hour.region, hour.hour));
         let mut by_region: HashMap<(Utility, Region), Vec<&CustomerDay>> = HashMap::new();
@@ -633,7 +794,7 @@ impl DayFold {
             }
         }
         top_customers.sort_unstable_by_key(|top| (top.utility, top.region, top.position));
-        DayOutputs { customers, region_hours, top_customers, totals, meter_gaps, suspect_intervals, edited_intervals }
+        DayOutputs { customers, region_hours, top_customers, totals, meter_gaps, suspect_intervals, edited_intervals, estimated_runs }
     }
 }
 
@@ -662,7 +823,7 @@ mod tests {
         for (key, value) in readings {
             fold.push(key, region, value).expect("in order");
         }
-        let outputs = fold.finish().finish(&Expectations::none());
+        let outputs = fold.finish().finish();
         let seven = outputs.customers[0];
         assert_eq!((seven.customer_id, seven.total, seven.readings, seven.peak_hour, seven.peak_hour_total), (7, 7.0, 4, 2, 3.0));
         assert_eq!((seven.min_value, seven.max_value), (1.0, 3.0));
@@ -694,7 +855,15 @@ mod tests {
         fold.push(twice_in_one_hour, region, 1.0).expect("in order");
         fold.push(key(8, 3, 5, 103), region, 1.0).expect("in order");
         fold.push(key(10, 5, 5, 104), region, 1.0).expect("a meter the registry does not know");
-        let outputs = fold.finish().finish(&expectations);
+        let mut day = fold.finish();
+        let silent = day.customers_without_readings(&crate::edits::Edits::default(), &expectations, Utility::Water);
+        assert_eq!(silent, vec![(9, region)], "customer 9 sent nothing");
+        let mut without_readings = ReadingFold::new(Utility::Water, DayInputs { expectations: Arc::clone(&expectations), ..DayInputs::default() }, ValidationSpec::default());
+        for (customer_id, region) in silent {
+            without_readings.push_customer_without_readings(customer_id, region);
+        }
+        day.merge(without_readings.finish());
+        let outputs = day.finish();
         let intervals: Vec<_> =
             outputs.customers.iter().map(|c| (c.customer_id, c.expected_intervals, c.received_intervals, c.completeness())).collect();
         assert_eq!(intervals, vec![(7, 48, 24, Some(0.5)), (8, 24, 2, Some(2.0 / 24.0)), (10, 0, 0, None)]);
@@ -768,14 +937,14 @@ mod tests {
             fold.push(key(7, 2, hour, hour as u64), region, 1.0).expect("in order");
         }
         let mut day = fold.finish();
-        let unapplied = day.customers_with_edits_unapplied(&inputs.edits, Utility::Gas);
+        let unapplied = day.customers_without_readings(&inputs.edits, &Expectations::none(), Utility::Gas);
         assert_eq!(unapplied, vec![(9, region)], "customer 9 sent nothing");
         let mut edits_only = ReadingFold::new(Utility::Gas, inputs.clone(), rules);
         for (customer_id, region) in unapplied {
-            edits_only.push_edits_only(customer_id, region);
+            edits_only.push_customer_without_readings(customer_id, region);
         }
         day.merge(edits_only.finish());
-        let outputs = day.finish(&Expectations::none());
+        let outputs = day.finish();
 
         let seven = outputs.customers[0];
         assert_eq!((seven.customer_id, seven.total, seven.readings), (7, 4.0 + 1.0 + 5.0 + 1.0 + 1.0 + 1.0 + 2.0, 7));
@@ -786,6 +955,61 @@ mod tests {
         assert_eq!(flagged, vec![5, 6], "hours 4 to 6 read 1.0 in a row once 3 is edited; 4 is approved");
         let edited: Vec<_> = outputs.edited_intervals.iter().map(|e| (e.meter_id, (e.ts_ms - 20 * DAY_MS) / HOUR, e.read_value, e.value)).collect();
         assert_eq!(edited, vec![(1, 1, None, 4.0), (2, 3, Some(1.0), 5.0), (2, 8, None, 2.0), (3, 0, None, 1.5)]);
+    }
+
+    #[test]
+    fn a_customer_whose_gap_needs_profiles_is_deferred_then_folded_alone_with_them() {
+        use crate::estimate::{Estimator, Profiles};
+        use auth_core::registry::Registry;
+        use auth_core::spec::EstimationSpec;
+        let region = Region::from_code("US-CA").expect("a region");
+        let date = auth_master::date_of(20 * DAY_MS);
+        let mut registry = Registry::default();
+        for (meter_id, customer_id) in [(1, 7), (2, 8)] {
+            registry.set_meter(meter_id, vec![crate::completeness::installed(meter_id, customer_id, Utility::Water, 3_600, 0, None)]);
+        }
+        let expectations = Arc::new(Expectations::of_registry(&registry, date, &[Utility::Water], i64::MAX));
+        let edits = crate::edits::Edits::new([IntervalEdit {
+            utility: Utility::Water,
+            meter_id: 2,
+            ts_ms: key(8, 2, 1, 0).ts_ms,
+            customer_id: 8,
+            region,
+            value: Some(9.0),
+        }]);
+        let inputs = DayInputs { expectations: Arc::clone(&expectations), edits: Arc::new(edits) };
+        let estimator = Estimator::new(EstimationSpec { interpolate_up_to_secs: 7_200, profile_weeks: 1 });
+        // Customer 7 misses hours 5 and 6 (interpolated); customer 8 sends hours 0 to 11 only.
+        let push_all = |fold: &mut ReadingFold| {
+            for hour in (0..24).filter(|hour| !(5..7).contains(hour)) {
+                fold.push(key(7, 1, hour, hour as u64), region, 2.0).expect("in order");
+            }
+            for hour in 0..12 {
+                fold.push(key(8, 2, hour, 100 + hour as u64), region, 1.0).expect("in order");
+            }
+        };
+        let mut first = ReadingFold::new(Utility::Water, inputs.clone(), ValidationSpec::default()).with_estimator(estimator.clone());
+        push_all(&mut first);
+        let mut day = first.finish();
+        assert_eq!(day.deferred, vec![(Utility::Water, 8)]);
+        assert_eq!(day.customers.iter().map(|c| (c.customer_id, c.total, c.estimated_intervals)).collect::<Vec<_>>(), vec![(7, 48.0, 2)]);
+        assert!(day.edited_intervals.is_empty() && day.meter_gaps.len() == 1, "customer 8's edit and gap are taken back");
+        day.deferred.clear();
+
+        let mut profiles = Profiles::default();
+        profiles.add_week(Utility::Water, (12..24).map(|hour| ((8, 2, hour * HOUR), 0.5)));
+        let again = estimator.with_profiles(Arc::new(profiles));
+        let mut second = ReadingFold::new(Utility::Water, inputs, ValidationSpec::default()).with_estimator(again).only(Arc::new(FxHashSet::from_iter([8])));
+        push_all(&mut second);
+        day.merge(second.finish());
+        let outputs = day.finish();
+        let customers: Vec<_> = outputs.customers.iter().map(|c| (c.customer_id, c.total, c.readings, c.edited_intervals, c.estimated_intervals)).collect();
+        assert_eq!(customers, vec![(7, 48.0, 22, 0, 2), (8, 9.0 + 11.0 + 12.0 * 0.5, 12, 1, 12)]);
+        let gaps: Vec<_> = outputs.meter_gaps.iter().map(|g| (g.meter_id, g.missing_intervals(), g.estimated_intervals)).collect();
+        assert_eq!(gaps, vec![(1, 2, 2), (2, 12, 12)]);
+        let runs: Vec<_> = outputs.estimated_runs.iter().map(|r| (r.meter_id, (r.from_ms - 20 * DAY_MS) / HOUR, r.intervals, r.total, r.method)).collect();
+        assert_eq!(runs, vec![(1, 5, 2, 4.0, EstimationMethod::Interpolated), (2, 12, 12, 6.0, EstimationMethod::Profile)]);
+        assert_eq!(outputs.edited_intervals.len(), 1);
     }
 
     #[test]
@@ -806,7 +1030,7 @@ mod tests {
         second.push(key(2, 2, 3, 0), region, 5.0).expect("in order");
         let mut day = first.finish();
         day.merge(second.finish());
-        let outputs = day.finish(&Expectations::none());
+        let outputs = day.finish();
         assert_eq!(outputs.customers.iter().map(|c| c.customer_id).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(outputs.region_hours.iter().map(|h| (h.total, h.customers)).collect::<Vec<_>>(), vec![(7.0, 2)]);
     }

@@ -4,22 +4,24 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use auth_core::spec::ValidationSpec;
+use auth_core::spec::{EstimationSpec, ValidationSpec};
 use auth_core::{Region, Utility};
 use auth_master::{FileName, MasterStore, date_folder};
-use chrono::NaiveDate;
+use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int8Type, TimestampMillisecondType, UInt64Type};
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::completeness::Expectations;
 use crate::edits::Edits;
+use crate::estimate::{Estimator, Profiles};
 use crate::fold::{DayFold, DayOutputs, OutOfOrder, ReadingFold, ReadingKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,9 @@ struct PartitionFiles {
     partition: u32,
     files: Vec<Path>,
     inputs: DayInputs,
+    estimator: Estimator,
+    /// When set, the only customers folded.
+    only: Option<Arc<FxHashSet<u64>>>,
 }
 
 /// Runs the day's queries against the master data.
@@ -71,15 +76,22 @@ pub struct BatchJob {
     memory_limit_bytes: u64,
     parallelism: usize,
     validation: ValidationSpec,
+    estimation: EstimationSpec,
 }
 
 impl BatchJob {
     /// A job over `master` whose queries together keep within
     /// `memory_limit_bytes`; it folds as many partitions at once as there are cores.
-    /// It validates with the default rules ([`BatchJob::with_validation`]).
+    /// It validates with the default rules ([`BatchJob::with_validation`])
+    /// and estimates by the default settings ([`BatchJob::with_estimation`]).
     pub fn new(master: MasterStore, memory_limit_bytes: u64) -> Self {
         let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
-        Self { master, memory_limit_bytes, parallelism, validation: ValidationSpec::default() }
+        Self { master, memory_limit_bytes, parallelism, validation: ValidationSpec::default(), estimation: EstimationSpec::default() }
+    }
+
+    /// The job estimating missing intervals by `settings` (`batch.estimation`).
+    pub fn with_estimation(self, settings: EstimationSpec) -> Self {
+        Self { estimation: settings, ..self }
     }
 
     /// The job flagging suspect intervals by `rules` (`batch.validation`).
@@ -115,8 +127,14 @@ impl BatchJob {
     }
 
     /// Computes the day for `utilities` with the operators' edits of
-    /// `inputs` applied, and how complete it is against its expectations;
-    /// `NoInput` when none of them has a file.
+    /// `inputs` applied, how complete it is against its expectations, and
+    /// the estimates of what the meters missed; `NoInput` when none of the
+    /// utilities has a file.
+    ///
+    /// The partitions are folded once; customers whose gaps need profiles
+    /// are deferred, and once the profiles of those customers (and of the
+    /// customers that sent nothing) are read from the previous weeks, their
+    /// partitions are folded again for them alone.
     #[tracing::instrument(level = "info", skip(self, utilities, inputs), fields(%date, expected_meters = inputs.expectations.len()))]
     pub async fn compute(&self, date: NaiveDate, utilities: &[Utility], inputs: DayInputs) -> Result<DayOutputs, BatchError> {
         let mut partitions: BTreeMap<(Utility, u32), Vec<Path>> = BTreeMap::new();
@@ -133,34 +151,143 @@ impl BatchJob {
         if partitions.is_empty() {
             return Err(BatchError::NoInput { date, location: self.master.location().to_owned() });
         }
-        let folds = partitions.into_iter().map(|((utility, partition), files)| {
-            let job = self.clone();
-            let inputs = inputs.clone();
-            tokio::spawn(async move { job.fold_partition(PartitionFiles { utility, partition, files, inputs }).await })
-        });
-        let mut folds = futures::stream::iter(folds).buffer_unordered(self.parallelism);
+        let estimator = Estimator::new(self.estimation);
+        let all: Vec<PartitionFiles> = partitions
+            .iter()
+            .map(|(&(utility, partition), files)| PartitionFiles {
+                utility,
+                partition,
+                files: files.clone(),
+                inputs: inputs.clone(),
+                estimator: estimator.clone(),
+                only: None,
+            })
+            .collect();
         let mut day = DayFold::default();
-        while let Some(fold) = folds.next().await {
-            day.merge(fold.map_err(|err| BatchError::Task(err.to_string()))??);
-        }
-        for &utility in utilities {
-            let unapplied = day.customers_with_edits_unapplied(&inputs.edits, utility);
-            if unapplied.is_empty() {
-                continue;
+        let mut deferred: BTreeMap<(Utility, u32), FxHashSet<u64>> = BTreeMap::new();
+        for ((utility, partition), fold) in self.fold_partitions(all).await? {
+            if !fold.deferred.is_empty() {
+                deferred.entry((utility, partition)).or_default().extend(fold.deferred.iter().map(|&(_, customer_id)| customer_id));
             }
-            let mut fold = ReadingFold::new(utility, inputs.clone(), self.validation);
-            for (customer_id, region) in unapplied {
-                fold.push_edits_only(customer_id, region);
+            day.merge(fold);
+        }
+        let without_readings: Vec<(Utility, Vec<(u64, Region)>)> = utilities
+            .iter()
+            .map(|&utility| (utility, day.customers_without_readings(&inputs.edits, &inputs.expectations, utility)))
+            .filter(|(_, customers)| !customers.is_empty())
+            .collect();
+        day.deferred.clear();
+        let mut profiled: FxHashMap<Utility, Vec<u64>> = FxHashMap::default();
+        for (&(utility, _), customers) in &deferred {
+            profiled.entry(utility).or_default().extend(customers);
+        }
+        if estimator.profile_weeks() > 0 {
+            for (utility, customers) in &without_readings {
+                profiled.entry(*utility).or_default().extend(customers.iter().map(|&(customer_id, _)| customer_id));
+            }
+        }
+        let estimator = match profiled.is_empty() {
+            true => estimator,
+            false => estimator.with_profiles(Arc::new(self.profiles(date, &profiled, &inputs.expectations).await?)),
+        };
+        let again: Vec<PartitionFiles> = deferred
+            .into_iter()
+            .map(|((utility, partition), customers)| PartitionFiles {
+                utility,
+                partition,
+                files: partitions.get(&(utility, partition)).cloned().unwrap_or_default(),
+                inputs: inputs.clone(),
+                estimator: estimator.clone(),
+                only: Some(Arc::new(customers)),
+            })
+            .collect();
+        for (_, fold) in self.fold_partitions(again).await? {
+            day.merge(fold);
+        }
+        for (utility, customers) in without_readings {
+            let mut fold = ReadingFold::new(utility, inputs.clone(), self.validation).with_estimator(estimator.clone());
+            for (customer_id, region) in customers {
+                fold.push_customer_without_readings(customer_id, region);
             }
             day.merge(fold.finish());
         }
-        Ok(day.finish(&inputs.expectations))
+        Ok(day.finish())
+    }
+
+    /// Folds `partitions`, as many at once as there are cores.
+    async fn fold_partitions(&self, partitions: Vec<PartitionFiles>) -> Result<Vec<((Utility, u32), DayFold)>, BatchError> {
+        let folds = partitions.into_iter().map(|part| {
+            let job = self.clone();
+            tokio::spawn(async move { ((part.utility, part.partition), job.fold_partition(&part).await) })
+        });
+        let mut folds = futures::stream::iter(folds).buffer_unordered(self.parallelism);
+        let mut folded = Vec::new();
+        while let Some(fold) = folds.next().await {
+            let (key, fold) = fold.map_err(|err| BatchError::Task(err.to_string()))?;
+            folded.push((key, fold?));
+        }
+        Ok(folded)
+    }
+
+    /// The profiles of `customers`' meters: their readings on the same
+    /// weekday of each of the `profileWeeks` weeks before `date`, summed per
+    /// meter and expected slot of the day.
+    #[tracing::instrument(level = "info", skip_all, fields(%date, customers = customers.values().map(Vec::len).sum::<usize>()))]
+    async fn profiles(&self, date: NaiveDate, customers: &FxHashMap<Utility, Vec<u64>>, expectations: &Expectations) -> Result<Profiles, BatchError> {
+        let mut profiles = Profiles::default();
+        let weeks = Estimator::new(self.estimation).profile_weeks();
+        for (&utility, customer_ids) in customers {
+            let wanted: Vec<_> = customer_ids.iter().map(|&customer_id| lit(customer_id)).collect();
+            let intervals: FxHashMap<(u64, u64), i64> = customer_ids
+                .iter()
+                .flat_map(|&customer_id| expectations.meters_of(utility, customer_id))
+                .map(|position| expectations.meter(position))
+                .map(|meter| ((meter.customer_id, meter.meter_id), meter.interval_ms))
+                .collect();
+            for week in 1..=u64::from(weeks) {
+                let Some(then) = date.checked_sub_days(Days::new(7 * week)) else { break };
+                let files = self.files(utility, then).await?;
+                if files.is_empty() {
+                    continue;
+                }
+                let urls: Vec<String> = files.iter().map(|path| self.master.object_url(path)).collect();
+                let schema = auth_master::schema();
+                let frame = self
+                    .context()?
+                    .read_parquet(urls, ParquetReadOptions::default().schema(&schema))
+                    .await?
+                    .filter(col("customer_id").in_list(wanted.clone(), false))?
+                    .select_columns(&["customer_id", "meter_id", "ts", "value"])?;
+                let mut batches = frame.execute_stream().await?;
+                let mut readings: FxHashMap<(u64, u64, i64), f64> = FxHashMap::default();
+                while let Some(batch) = batches.next().await {
+                    let batch = batch?;
+                    let shape = |what: &str| BatchError::Shape { what: what.to_owned() };
+                    let customers = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("customer_id of another type"))?;
+                    let meters = batch.column(1).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("meter_id of another type"))?;
+                    let times = batch.column(2).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| shape("ts of another type"))?;
+                    let values = batch.column(3).as_primitive_opt::<Float64Type>().ok_or_else(|| shape("value of another type"))?;
+                    for row in 0..batch.num_rows() {
+                        readings.entry((customers.value(row), meters.value(row), times.value(row))).or_insert(values.value(row));
+                    }
+                }
+                let mut slots: FxHashMap<(u64, u64, i64), f64> = FxHashMap::default();
+                for ((customer_id, meter_id, ts_ms), value) in readings {
+                    let Some(&interval_ms) = intervals.get(&(customer_id, meter_id)) else { continue };
+                    let offset_ms = (ts_ms - ts_ms.rem_euclid(interval_ms)).rem_euclid(auth_master::DAY_MS);
+                    *slots.entry((customer_id, meter_id, offset_ms)).or_default() += value;
+                }
+                profiles.add_week(utility, slots);
+            }
+        }
+        tracing::info!(slots = profiles.len(), "profiles read");
+        Ok(profiles)
     }
 
     /// Folds one partition; when the query engine fails, reads its files one
     /// by one to name the bad one.
-    async fn fold_partition(&self, part: PartitionFiles) -> Result<DayFold, BatchError> {
-        match self.merge_and_fold(&part).await {
+    async fn fold_partition(&self, part: &PartitionFiles) -> Result<DayFold, BatchError> {
+        match self.merge_and_fold(part).await {
             Err(err @ BatchError::Engine(_)) => Err(self.name_unreadable_file(&part.files).await.unwrap_or(err)),
             outcome => outcome,
         }
@@ -178,7 +305,10 @@ impl BatchJob {
         }
         let query = format!("SELECT * FROM ({}) ORDER BY {}", selects.join(" UNION ALL "), ORDER.join(", "));
         let mut batches = context.sql(&query).await?.execute_stream().await?;
-        let mut fold = ReadingFold::new(part.utility, part.inputs.clone(), self.validation);
+        let mut fold = ReadingFold::new(part.utility, part.inputs.clone(), self.validation).with_estimator(part.estimator.clone());
+        if let Some(only) = &part.only {
+            fold = fold.only(Arc::clone(only));
+        }
         let mut rows = 0u64;
         while let Some(batch) = batches.next().await {
             let batch = batch?;

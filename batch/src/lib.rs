@@ -19,6 +19,7 @@
 pub mod completeness;
 mod day;
 pub mod edits;
+pub mod estimate;
 pub mod fold;
 pub mod job;
 pub mod restate;
@@ -28,6 +29,7 @@ pub mod settle;
 
 pub use day::{DayError, DaySummary, Serving, run_day};
 pub use completeness::Expectations;
+pub use estimate::{EstimatedRun, EstimationMethod, Estimator, Profiles};
 pub use fold::{CustomerDay, DayOutputs, EditedInterval, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal};
 pub use job::{BatchError, BatchJob, DayInputs};
 pub use auth_results::ResultsError;

@@ -9,6 +9,7 @@ use sqlx::any::AnyArguments;
 
 use crate::completeness::Expectations;
 use crate::edits::Edits;
+use crate::estimate::{EstimatedRun, EstimationMethod};
 use crate::fold::{CustomerDay, DayOutputs, EditedInterval, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer};
 
 /// Rows per `INSERT` statement.
@@ -89,17 +90,18 @@ impl ResultsDb {
     ) -> Result<(), ResultsError> {
         let day = date.format("%Y-%m-%d").to_string();
         let mut transaction = self.db.begin_write().await.map_err(query_error("starting a transaction"))?;
-        const TABLES: [&str; 7] = [
+        const TABLES: [&str; 8] = [
             "daily_customer_usage", "hourly_region_usage", "top_customers", "meter_gaps", "suspect_intervals", "edited_intervals",
-            "reconciliation",
+            "estimated_runs", "reconciliation",
         ];
         for table in TABLES {
             let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.db.placeholder(1));
             sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error(table))?;
         }
-        const CUSTOMER_COLUMNS: [&str; 14] = [
+        const CUSTOMER_COLUMNS: [&str; 15] = [
             "usage_date", "utility", "customer_id", "region", "total", "min_value", "max_value", "readings", "peak_hour",
             "peak_hour_total", "expected_intervals", "received_intervals", "suspect_intervals", "edited_intervals",
+            "estimated_intervals",
         ];
         for chunk in outputs.customers.chunks(ROWS_PER_INSERT) {
             let mut arguments = AnyArguments::default();
@@ -118,6 +120,7 @@ impl ResultsDb {
                 add(&mut arguments, row.received_intervals as i64)?;
                 add(&mut arguments, row.suspect_intervals as i64)?;
                 add(&mut arguments, row.edited_intervals as i64)?;
+                add(&mut arguments, row.estimated_intervals as i64)?;
             }
             let sql = self.db.insert_sql("daily_customer_usage", &CUSTOMER_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("daily_customer_usage"))?;
@@ -151,9 +154,9 @@ impl ResultsDb {
             let sql = self.db.insert_sql("top_customers", &TOP_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("top_customers"))?;
         }
-        const GAP_COLUMNS: [&str; 9] = [
+        const GAP_COLUMNS: [&str; 10] = [
             "usage_date", "utility", "meter_id", "customer_id", "region", "interval_secs", "expected_intervals",
-            "received_intervals", "last_reading_ms",
+            "received_intervals", "last_reading_ms", "estimated_intervals",
         ];
         for chunk in outputs.meter_gaps.chunks(ROWS_PER_INSERT) {
             let mut arguments = AnyArguments::default();
@@ -167,6 +170,7 @@ impl ResultsDb {
                 add(&mut arguments, row.expected_intervals as i64)?;
                 add(&mut arguments, row.received_intervals as i64)?;
                 add(&mut arguments, row.last_reading_ms)?;
+                add(&mut arguments, row.estimated_intervals as i64)?;
             }
             let sql = self.db.insert_sql("meter_gaps", &GAP_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("meter_gaps"))?;
@@ -205,6 +209,25 @@ impl ResultsDb {
             let sql = self.db.insert_sql("edited_intervals", &EDITED_COLUMNS, chunk.len());
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("edited_intervals"))?;
         }
+        const ESTIMATED_COLUMNS: [&str; 10] =
+            ["usage_date", "utility", "meter_id", "customer_id", "region", "from_ms", "to_ms", "intervals", "estimated_total", "method"];
+        for chunk in outputs.estimated_runs.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.clone())?;
+                add(&mut arguments, row.utility.as_str().to_owned())?;
+                add(&mut arguments, row.meter_id as i64)?;
+                add(&mut arguments, row.customer_id as i64)?;
+                add(&mut arguments, row.region.code().to_owned())?;
+                add(&mut arguments, row.from_ms)?;
+                add(&mut arguments, row.to_ms)?;
+                add(&mut arguments, row.intervals as i64)?;
+                add(&mut arguments, row.total)?;
+                add(&mut arguments, row.method.as_str().to_owned())?;
+            }
+            let sql = self.db.insert_sql("estimated_runs", &ESTIMATED_COLUMNS, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("estimated_runs"))?;
+        }
         const RECONCILIATION_COLUMNS: [&str; 8] = [
             "usage_date", "utility", "batch_total", "batch_readings", "stream_total", "stream_readings", "drift",
             "computed_at_ms",
@@ -234,13 +257,13 @@ impl ResultsDb {
         let filter = format!("WHERE usage_date = {}", self.db.placeholder(1));
         let sql = format!(
             "SELECT utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, \
-             expected_intervals, received_intervals, suspect_intervals, edited_intervals FROM daily_customer_usage {filter} \
-             ORDER BY utility, customer_id"
+             expected_intervals, received_intervals, suspect_intervals, edited_intervals, estimated_intervals \
+             FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
         );
-        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64, i64, i64, i64, i64);
+        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64, i64, i64, i64, i64, i64);
         let rows: Vec<CustomerRow> = sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("daily_customer_usage"))?;
         let mut outputs = DayOutputs::default();
-        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, expected, received, suspect, edited) in
+        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, expected, received, suspect, edited, estimated) in
             rows
         {
             outputs.customers.push(CustomerDay {
@@ -257,6 +280,7 @@ impl ResultsDb {
                 received_intervals: received as u64,
                 suspect_intervals: suspect as u64,
                 edited_intervals: edited as u64,
+                estimated_intervals: estimated as u64,
             });
         }
         let sql = format!(
@@ -275,12 +299,12 @@ impl ResultsDb {
             });
         }
         let sql = format!(
-            "SELECT utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms \
-             FROM meter_gaps {filter} ORDER BY utility, meter_id, customer_id"
+            "SELECT utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms, \
+             estimated_intervals FROM meter_gaps {filter} ORDER BY utility, meter_id, customer_id"
         );
-        type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>);
+        type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>, i64);
         let rows: Vec<GapRow> = sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("meter_gaps"))?;
-        for (utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms) in rows {
+        for (utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms, estimated) in rows {
             outputs.meter_gaps.push(MeterGap {
                 utility: parse_utility(&utility)?,
                 meter_id: meter_id as u64,
@@ -290,6 +314,7 @@ impl ResultsDb {
                 expected_intervals: expected as u64,
                 received_intervals: received as u64,
                 last_reading_ms,
+                estimated_intervals: estimated as u64,
             });
         }
         let sql = format!(
@@ -326,6 +351,26 @@ impl ResultsDb {
                 ts_ms,
                 read_value,
                 value,
+            });
+        }
+        let sql = format!(
+            "SELECT utility, meter_id, customer_id, region, from_ms, to_ms, intervals, estimated_total, method FROM estimated_runs \
+             {filter} ORDER BY utility, meter_id, customer_id, from_ms"
+        );
+        type EstimatedRow = (String, i64, i64, String, i64, i64, i64, f64, String);
+        let rows: Vec<EstimatedRow> =
+            sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("estimated_runs"))?;
+        for (utility, meter_id, customer_id, region, from_ms, to_ms, intervals, total, method) in rows {
+            outputs.estimated_runs.push(EstimatedRun {
+                utility: parse_utility(&utility)?,
+                meter_id: meter_id as u64,
+                customer_id: customer_id as u64,
+                region: parse_region(&region)?,
+                from_ms,
+                to_ms,
+                intervals: intervals as u64,
+                total,
+                method: EstimationMethod::parse(&method).ok_or_else(|| ResultsError::Stored(format!("estimation method `{method}`")))?,
             });
         }
         let sql = format!("SELECT utility, region, position, customer_id, total FROM top_customers {filter} ORDER BY utility, region, position");

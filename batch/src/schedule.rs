@@ -38,7 +38,8 @@ pub async fn run(
     results: &ResultsDb,
     shutdown: &CancellationToken,
 ) -> Result<(), BatchError> {
-    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes).with_validation(spec.batch.validation);
+    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes).with_validation(spec.batch.validation)
+        .with_estimation(spec.batch.estimation);
     let mut watch = ArchiveWatch::new(spec.utilities.iter().map(|&utility| utility_topic(pipeline, utility)).collect());
     let mut every = tokio::time::interval(Duration::from_secs(u64::from(spec.batch.schedule_secs)));
     loop {

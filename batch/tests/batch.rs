@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use auth_batch::settle::{ArchiveWatch, Archived, archived};
 use auth_batch::{
-    BatchError, BatchJob, CustomerDay, DayError, DayOutputs, EditedInterval, MeterGap, Reconciliation, RegionHour, Restatement, ResultsDb,
+    BatchError, BatchJob, CustomerDay, DayError, DayOutputs, EditedInterval, EstimatedRun, EstimationMethod, MeterGap, Reconciliation, RegionHour, Restatement, ResultsDb,
     Serving, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal, run_day,
 };
 use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry};
@@ -149,6 +149,7 @@ fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f
         received_intervals: intervals.1,
         suspect_intervals: 0,
         edited_intervals: 0,
+        estimated_intervals: 0,
     }
 }
 
@@ -210,6 +211,7 @@ fn expected() -> DayOutputs {
                 expected_intervals: expected,
                 received_intervals: received,
                 last_reading_ms,
+                estimated_intervals: 0,
             };
             vec![
                 gap(e, 1, "US-CA", 1_800, 48, 3, at(13, 0)),
@@ -244,6 +246,7 @@ fn expected() -> DayOutputs {
             flagged
         },
         edited_intervals: Vec::new(),
+        estimated_runs: Vec::new(),
     }
 }
 
@@ -359,6 +362,139 @@ async fn exact_rows_and_idempotent_reruns(master: MasterStore, database_url: &st
     // Each run is recorded for the API's metrics; the rerun replaced the first.
     let run = auth_results::Database::connect(database_url).await.unwrap().last_batch_run().await.unwrap().expect("a run");
     assert!(run.finished_at_ms >= LATER_MS && run.finished_at_ms == LATER_MS + run.duration_ms, "{run:?}");
+}
+
+/// Customer 11's electricity meter reads every 5 minutes and customer 12's
+/// every 15 (both US-CA); the estimation test's readings are theirs.
+const FIVE_MINUTES: i64 = 300_000;
+const QUARTER_HOUR: i64 = 900_000;
+
+fn estimation_registry() -> Registry {
+    let mut registry = Registry::default();
+    for (customer_id, interval_secs) in [(11u64, 300u32), (12, 900)] {
+        let meter_id = customer_id * 4 + Utility::Electricity.index() as u64;
+        registry.set_meter(meter_id, vec![Installation {
+            meter_id,
+            customer_id,
+            premise_id: format!("P{customer_id}"),
+            region: region("US-CA"),
+            utility: Utility::Electricity,
+            customer_kind: CustomerKind::Residential,
+            unit: MeterUnit::of(Utility::Electricity),
+            multiplier: 1.0,
+            register: RegisterKind::Interval,
+            interval_secs,
+            valid_from_ms: 0,
+            valid_to_ms: None,
+            plausible_min: None,
+            plausible_max: None,
+        }]);
+    }
+    registry
+}
+
+/// Customer 12's readings of the quarter hours of `day_start_ms`'s day that `keep` keeps.
+fn quarter_hours(day_start_ms: i64, value: f64, keep: impl Fn(i64) -> bool) -> Vec<Reading> {
+    (0..96)
+        .filter(|&quarter| keep(quarter))
+        .map(|quarter| reading(12, Utility::Electricity, "US-CA", day_start_ms + quarter * QUARTER_HOUR, value))
+        .collect()
+}
+
+/// The day: customer 11 reads 1 Wh every 5 minutes but misses 10:00 and
+/// 10:05 (ten minutes), reading 4 at 10:10; customer 12 reads 2 Wh every
+/// quarter hour but misses 06:00 to 11:45 (six hours). The same weekday one
+/// and two weeks before, customer 12 read 1 and 2 every quarter hour.
+async fn readings_with_gaps(master: &MasterStore) {
+    let e = Utility::Electricity;
+    let eleven: Vec<Reading> = (0..288)
+        .filter(|slot| !(120..122).contains(slot))
+        .map(|slot| reading(11, e, "US-CA", DAY_START_MS + slot * FIVE_MINUTES, if slot == 122 { 4.0 } else { 1.0 }))
+        .collect();
+    write(master, e, date(), 0, 0, &eleven).await;
+    write(master, e, date(), 1, 0, &quarter_hours(DAY_START_MS, 2.0, |quarter| !(24..48).contains(&quarter))).await;
+    for (weeks, value) in [(1u64, 1.0), (2, 2.0)] {
+        let then = date().checked_sub_days(chrono::Days::new(7 * weeks)).unwrap();
+        let start = DAY_START_MS - 7 * weeks as i64 * 86_400_000;
+        write(master, e, then, 1, 0, &quarter_hours(start, value, |_| true)).await;
+    }
+}
+
+async fn estimates_fill_gaps_and_late_readings_replace_them(master: MasterStore, database_url: &str) {
+    readings_with_gaps(&master).await;
+    let job = BatchJob::new(master.clone(), 256 * 1024 * 1024);
+    let database = auth_results::Database::connect(database_url).await.unwrap();
+    database.import_registry(&estimation_registry(), true, DAY_START_MS).await.unwrap();
+    let results = ResultsDb::of(database);
+    let store: Arc<dyn ServingStore> = Arc::new(MemoryStore::new(60));
+    let serving = Serving { store: store.as_ref(), settle_ms: 0, archived: Archived::Before(LATER_MS) };
+    let e = Utility::Electricity;
+    let estimate = |customer_id: u64, from_ms, to_ms, intervals, total, method| EstimatedRun {
+        utility: e,
+        meter_id: customer_id * 4 + e.index() as u64,
+        customer_id,
+        region: region("US-CA"),
+        from_ms,
+        to_ms,
+        intervals,
+        total,
+        method,
+    };
+
+    run_day(&job, &results, Some(&serving), date(), &[e], LATER_MS).await.unwrap();
+    let (day, _) = results.day(date()).await.unwrap();
+    let ten = DAY_START_MS + 10 * HOUR_MS;
+    assert_eq!(day.estimated_runs, vec![
+        estimate(11, ten, ten + 2 * FIVE_MINUTES, 2, 2.0 + 3.0, EstimationMethod::Interpolated),
+        estimate(12, DAY_START_MS + 6 * HOUR_MS, DAY_START_MS + 12 * HOUR_MS, 24, 24.0 * 1.5, EstimationMethod::Profile),
+    ], "in {database_url}");
+    let totals: Vec<_> = day.customers.iter().map(|c| (c.customer_id, c.total, c.readings, c.received_intervals, c.estimated_intervals)).collect();
+    assert_eq!(totals, vec![(11, 285.0 + 4.0 + 2.0 + 3.0, 286, 286, 2), (12, 72.0 * 2.0 + 24.0 * 1.5, 72, 72, 24)]);
+    let gaps: Vec<_> = day.meter_gaps.iter().map(|g| (g.customer_id, g.missing_intervals(), g.estimated_intervals)).collect();
+    assert_eq!(gaps, vec![(11, 2, 2), (12, 24, 24)], "still gaps of readings, each estimated");
+    let seven_am = day.region_hours.iter().find(|hour| hour.hour == 7).unwrap();
+    assert_eq!((seven_am.total, seven_am.readings, seven_am.customers), (12.0 + 4.0 * 1.5, 12, 2), "estimates count, not as readings");
+    let restated = |customer_id| {
+        let store = Arc::clone(&store);
+        async move {
+            let windows = store.customer_windows(customer_id).await.unwrap();
+            windows.into_iter().find(|w| w.slot.width_ms == 86_400_000 && w.slot.start_ms == DAY_START_MS).map(|w| w.aggregate.sum)
+        }
+    };
+    assert_eq!(restated(12).await, Some(180.0), "the serving store has the estimated day");
+
+    // The readings arrive late: they replace the estimates, and the day is restated.
+    write(&master, e, date(), 0, 1_000, &[reading(11, e, "US-CA", ten, 5.0), reading(11, e, "US-CA", ten + FIVE_MINUTES, 5.0)]).await;
+    write(&master, e, date(), 1, 1_000, &quarter_hours(DAY_START_MS, 3.0, |quarter| (24..48).contains(&quarter))).await;
+    let summary = run_day(&job, &results, Some(&serving), date(), &[e], LATER_MS + 1).await.unwrap();
+    let (day, _) = results.day(date()).await.unwrap();
+    assert!(day.estimated_runs.is_empty() && day.meter_gaps.is_empty(), "{:?} {:?}", day.estimated_runs, day.meter_gaps);
+    let totals: Vec<_> = day.customers.iter().map(|c| (c.customer_id, c.total, c.readings, c.estimated_intervals)).collect();
+    assert_eq!(totals, vec![(11, 285.0 + 4.0 + 10.0, 288, 0), (12, 72.0 * 2.0 + 24.0 * 3.0, 96, 0)]);
+    assert_eq!(summary.restatements[0].1.customers_changed, 2, "{:?}", summary.restatements);
+    assert_eq!(restated(12).await, Some(216.0), "the serving store has the day as read");
+}
+
+#[tokio::test]
+async fn sqlite_estimates_fill_gaps_and_late_readings_replace_them() {
+    let directory = tempfile::tempdir().unwrap();
+    estimates_fill_gaps_and_late_readings_replace_them(local_master(&directory), &sqlite_url(&directory)).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test.sh"]
+async fn postgres_estimates_fill_gaps_and_late_readings_replace_them() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = auth_testkit::fresh_database(&auth_testkit::postgres_url(), "estimates").await;
+    estimates_fill_gaps_and_late_readings_replace_them(local_master(&directory), &url).await;
+}
+
+#[tokio::test]
+#[ignore = "needs MariaDB: scripts/test.sh"]
+async fn mariadb_estimates_fill_gaps_and_late_readings_replace_them() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = auth_testkit::fresh_database(&auth_testkit::mysql_url(), "estimates").await;
+    estimates_fill_gaps_and_late_readings_replace_them(local_master(&directory), &url).await;
 }
 
 fn sqlite_url(directory: &tempfile::TempDir) -> String {

@@ -27,6 +27,26 @@ pub struct BatchBench {
     pub memory_limit_bytes: u64,
     pub partitions: u32,
     pub skip_reference: bool,
+    /// Share of customers with one more meter, silent all day.
+    pub silent_meter_share: f64,
+}
+
+/// The simulated fleet's registry, plus a silent electricity meter for
+/// `share` of its customers (the first ones, ids above the fleet's).
+fn bench_registry(spec: &PipelineSpec, share: f64) -> auth_core::registry::Registry {
+    let fleet = auth_ingest::Fleet::generate(&spec.simulator);
+    let installations = fleet.installations(spec.simulator.heartbeat_secs);
+    let mut registry = auth_core::registry::Registry::default();
+    let first_silent_id = installations.iter().map(|installation| installation.meter_id).max().unwrap_or(0) + 1;
+    let silent_customers = (spec.simulator.customers as f64 * share.clamp(0.0, 1.0)).round() as usize;
+    let mut electricity = installations.iter().filter(|installation| installation.utility == Utility::Electricity);
+    for (meter_id, installation) in (first_silent_id..).zip(electricity.by_ref().take(silent_customers)) {
+        registry.set_meter(meter_id, vec![auth_core::registry::Installation { meter_id, ..installation.clone() }]);
+    }
+    for installation in installations {
+        registry.set_meter(installation.meter_id, vec![installation]);
+    }
+    registry
 }
 
 fn bench_spec(bench: &BatchBench) -> PipelineSpec {
@@ -174,7 +194,7 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
     let master = MasterStore::open(folder.to_str().context("a UTF-8 data path")?)?;
     let job = BatchJob::new(master, bench.memory_limit_bytes);
     // The simulated fleet's registry, so that the day's completeness is computed as in production.
-    let registry = auth_ingest::Fleet::generate(&spec.simulator).registry(spec.simulator.heartbeat_secs);
+    let registry = bench_registry(&spec, bench.silent_meter_share);
     let expectations = Arc::new(Expectations::of_registry(&registry, date, &Utility::ALL, i64::MAX));
     let expected_meters = expectations.len();
 
@@ -184,9 +204,10 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
     let auth_seconds = started.elapsed().as_secs_f64();
     let peak_rss = peak_rss_bytes();
     let readings: u64 = outputs.totals.iter().map(|(_, total)| total.readings).sum();
+    let estimated: u64 = outputs.customers.iter().map(|day| day.estimated_intervals).sum();
     println!(
         "auth: {readings} readings -> {} customer days, {} region hours, {} top customers, {expected_meters} meters' completeness \
-         ({} with gaps), {} readings flagged suspect in {auth_seconds:.2} s, peak RSS {} MiB",
+         ({} with gaps, {estimated} intervals estimated), {} readings flagged suspect in {auth_seconds:.2} s, peak RSS {} MiB",
         outputs.customers.len(),
         outputs.region_hours.len(),
         outputs.top_customers.len(),
@@ -207,6 +228,8 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
         "expected_meters": expected_meters,
         "meters_with_gaps": outputs.meter_gaps.len(),
         "suspect_readings": outputs.suspect_intervals.len(),
+        "estimated_intervals": estimated,
+        "silent_meter_share": bench.silent_meter_share,
     });
     if !bench.skip_reference {
         for engine in ["duckdb", "polars"] {

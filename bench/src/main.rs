@@ -187,6 +187,10 @@ enum Bench {
         /// Only the batch, without DuckDB and Polars.
         #[arg(long)]
         skip_reference: bool,
+        /// Registers one more electricity meter, which never reads, for this share of
+        /// the customers: their days need the estimation's profiles, and are folded twice.
+        #[arg(long, default_value_t = 0.0)]
+        silent_meter_share: f64,
     },
 }
 
@@ -208,8 +212,8 @@ fn main() -> anyhow::Result<()> {
             crate::api::run(&crate::api::ApiBench { customers, connections, seconds }, &servers, keep)?
         }
         Bench::RedisMemory { customers, servers, keep } => runtime.block_on(redis_memory_bench(customers, &servers, keep))?,
-        Bench::Batch { readings, data, memory_limit_bytes, partitions, skip_reference } => {
-            crate::batch::run(&crate::batch::BatchBench { readings, data, memory_limit_bytes, partitions, skip_reference })?
+        Bench::Batch { readings, data, memory_limit_bytes, partitions, skip_reference, silent_meter_share } => {
+            crate::batch::run(&crate::batch::BatchBench { readings, data, memory_limit_bytes, partitions, skip_reference, silent_meter_share })?
         }
     };
     println!("{figures}");

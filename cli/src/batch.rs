@@ -110,7 +110,8 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
 /// Recomputes `days`, counting into `report`; fails when a day failed.
 async fn run_days(args: &BatchArgs, spec: &PipelineSpec, days: &[NaiveDate], report: &mut BatchReport) -> anyhow::Result<()> {
     let master = MasterStore::open(&spec.archive.url).context("archive.url / --master-url")?;
-    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes).with_validation(spec.batch.validation);
+    let job = BatchJob::new(master.clone(), spec.batch.memory_limit_bytes).with_validation(spec.batch.validation)
+        .with_estimation(spec.batch.estimation);
     let results = ResultsDb::connect(&spec.batch.database_url).await.context("batch.databaseUrl / --database-url")?;
     let store: Option<std::sync::Arc<dyn ServingStore>> = match spec.serving.url {
         Some(_) => Some(auth_adapters::store(spec, &args.common.pipeline, "batch", Embedded::Refused).await?),
@@ -182,7 +183,8 @@ const HISTORY_HEARTBEAT_SECS: u32 = crate::registry::SIMULATED_INTERVAL_SECS;
 /// `auth up`'s history: backfills the last days where the master data has none.
 pub async fn backfill_history(spec: &PipelineSpec) -> anyhow::Result<()> {
     let master = MasterStore::open(&spec.archive.url).context("archive.url")?;
-    let job = BatchJob::new(master, spec.batch.memory_limit_bytes).with_validation(spec.batch.validation);
+    let job = BatchJob::new(master, spec.batch.memory_limit_bytes).with_validation(spec.batch.validation)
+        .with_estimation(spec.batch.estimation);
     let today = auth_master::date_of(auth_core::now_ms());
     let first = today.checked_sub_days(Days::new(HISTORY_DAYS)).unwrap_or(today);
     let mut history = spec.clone();

@@ -315,6 +315,32 @@ pub struct BatchSpec {
     pub schedule_secs: u32,
     /// The rules that flag a meter's intervals `suspect` (flagged, never dropped).
     pub validation: ValidationSpec,
+    /// How the batch estimates the intervals a meter missed (flagged `estimated`).
+    pub estimation: EstimationSpec,
+}
+
+/// Estimation of missing intervals by the daily batch. An estimate fills an
+/// interval the registry expected and no reading (nor an operator's edit)
+/// filled; it counts in the day's totals, never overwrites a reading, and a
+/// reading arriving later replaces it at the next run of its day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EstimationSpec {
+    /// A gap of at most this long between two readings of a meter's day is
+    /// filled by linear interpolation between them; 0 turns it off.
+    #[schemars(range(max = 86_400))]
+    pub interpolate_up_to_secs: u32,
+    /// Longer gaps, and gaps at either end of the day, are filled with the
+    /// mean of the meter's readings at the same weekday and time in up to
+    /// this many previous weeks; 0 turns it off.
+    #[schemars(range(max = 52))]
+    pub profile_weeks: u32,
+}
+
+impl Default for EstimationSpec {
+    fn default() -> Self {
+        Self { interpolate_up_to_secs: 3_600, profile_weeks: 4 }
+    }
 }
 
 /// Validation rules of the daily batch: each flags the intervals of a meter's
@@ -467,6 +493,7 @@ impl Default for BatchSpec {
             memory_limit_bytes: 512 * 1024 * 1024,
             schedule_secs: 60,
             validation: ValidationSpec::default(),
+            estimation: EstimationSpec::default(),
         }
     }
 }
@@ -687,6 +714,12 @@ impl PipelineSpec {
         if batch.validation.frozen_readings == 1 {
             problems.add("batch.validation.frozenReadings", "must be 0 (off) or at least 2");
         }
+        if batch.estimation.interpolate_up_to_secs > DAY_SECS {
+            problems.add("batch.estimation.interpolateUpToSecs", "must be at most a day, 86400 s");
+        }
+        if batch.estimation.profile_weeks > 52 {
+            problems.add("batch.estimation.profileWeeks", "must be at most 52");
+        }
         let simulator = &self.simulator;
         if simulator.customers == 0 {
             problems.add("simulator.customers", "must be at least 1");
@@ -802,6 +835,15 @@ mod tests {
         assert_eq!(paths, ["batch.validation.spikeFactor", "batch.validation.frozenReadings"]);
         let off = PipelineSpec::from_yaml("batch:\n  validation: {spikeFactor: 0, frozenReadings: 0}\n", "t").expect("rules off");
         assert_eq!(off.batch.validation, ValidationSpec { spike_factor: 0.0, frozen_readings: 0 });
+    }
+
+    #[test]
+    fn estimation_settings_are_checked_and_named() {
+        let problems = problems_of("batch:\n  estimation: {interpolateUpToSecs: 90000, profileWeeks: 53}\n");
+        let paths: Vec<&str> = problems.iter().map(|problem| problem.path.as_str()).collect();
+        assert_eq!(paths, ["batch.estimation.interpolateUpToSecs", "batch.estimation.profileWeeks"]);
+        let off = PipelineSpec::from_yaml("batch:\n  estimation: {interpolateUpToSecs: 0, profileWeeks: 0}\n", "t").expect("off");
+        assert_eq!(off.batch.estimation, EstimationSpec { interpolate_up_to_secs: 0, profile_weeks: 0 });
     }
 
     #[test]

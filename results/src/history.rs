@@ -27,6 +27,8 @@ pub struct CustomerDayRow {
     pub suspect_intervals: u64,
     /// Intervals whose value an operator's edit set ([`crate::edits`]).
     pub edited_intervals: u64,
+    /// Missing intervals the batch estimated (they count in `total`, not in `count`).
+    pub estimated_intervals: u64,
 }
 
 impl CustomerDayRow {
@@ -54,6 +56,8 @@ pub struct MeterGapRow {
     pub completeness: f64,
     /// The meter's last reading that day, UTC ms; `None`: it sent nothing.
     pub last_reading_ms: Option<i64>,
+    /// Missing intervals the batch estimated.
+    pub estimated_intervals: u64,
 }
 
 /// A meter whose readings of a day the batch's validation rules flagged.
@@ -106,14 +110,32 @@ pub struct EditedReadingRow {
     pub value: f64,
 }
 
+/// Consecutive intervals of a meter's day that it missed and the batch
+/// estimated by one method.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EstimatedRunRow {
+    pub utility: Utility,
+    pub customer_id: u64,
+    /// The start of the first interval and the end of the last, UTC ms.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub intervals: u64,
+    /// The sum of the estimates, in the utility's unit.
+    pub total: f64,
+    /// `interpolated` or `profile`.
+    pub method: String,
+}
+
 /// A meter's day as the batch found it: its gaps (none when it read every
-/// interval) and its flagged and edited intervals, oldest first.
+/// interval) and its flagged, edited and estimated intervals, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeterDayRow {
     pub gaps: Vec<MeterGapRow>,
     pub suspect: Vec<SuspectReadingRow>,
     pub edited: Vec<EditedReadingRow>,
+    pub estimated: Vec<EstimatedRunRow>,
 }
 
 /// One region's hour as the batch computed it.
@@ -158,11 +180,15 @@ fn serialize_date<S: serde::Serializer>(date: &NaiveDate, serializer: S) -> Resu
     serializer.collect_str(&date.format("%Y-%m-%d"))
 }
 
-/// A `meter_gaps` row: utility, meter, customer, region, interval, expected, received, last reading.
-type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>);
+/// A `meter_gaps` row: utility, meter, customer, region, interval, expected, received, last reading, estimated.
+type GapRow = (String, i64, i64, String, i64, i64, i64, Option<i64>, i64);
+
+/// The columns of a [`GapRow`].
+const GAP_COLUMNS: &str =
+    "utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms, estimated_intervals";
 
 fn gap_row(date: NaiveDate, row: GapRow) -> Result<MeterGapRow, ResultsError> {
-    let (utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms) = row;
+    let (utility, meter_id, customer_id, region, interval_secs, expected, received, last_reading_ms, estimated) = row;
     let expected_intervals = expected as u64;
     let received_intervals = received as u64;
     Ok(MeterGapRow {
@@ -177,6 +203,7 @@ fn gap_row(date: NaiveDate, row: GapRow) -> Result<MeterGapRow, ResultsError> {
         missing_intervals: expected_intervals.saturating_sub(received_intervals),
         completeness: if expected_intervals == 0 { 1.0 } else { received_intervals as f64 / expected_intervals as f64 },
         last_reading_ms,
+        estimated_intervals: estimated as u64,
     })
 }
 
@@ -228,14 +255,14 @@ impl Database {
     ) -> Result<Vec<CustomerDayRow>, ResultsError> {
         let sql = format!(
             "SELECT usage_date, total, min_value, max_value, readings, expected_intervals, received_intervals, suspect_intervals, \
-             edited_intervals FROM daily_customer_usage \
+             edited_intervals, estimated_intervals FROM daily_customer_usage \
              WHERE customer_id = {} AND utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
             self.placeholder(1),
             self.placeholder(2),
             self.placeholder(3),
             self.placeholder(4)
         );
-        type DayRow = (String, f64, f64, f64, i64, i64, i64, i64, i64);
+        type DayRow = (String, f64, f64, f64, i64, i64, i64, i64, i64, i64);
         let rows: Vec<DayRow> = sqlx::query_as(&sql)
             .bind(customer_id as i64)
             .bind(utility.as_str())
@@ -245,7 +272,7 @@ impl Database {
             .await
             .map_err(query_error("daily_customer_usage"))?;
         rows.into_iter()
-            .map(|(date, total, min, max, count, expected, received, suspect, edited)| {
+            .map(|(date, total, min, max, count, expected, received, suspect, edited, estimated)| {
                 Ok(CustomerDayRow {
                     date: parse_date(&date)?,
                     total,
@@ -256,6 +283,7 @@ impl Database {
                     received_intervals: received as u64,
                     suspect_intervals: suspect as u64,
                     edited_intervals: edited as u64,
+                    estimated_intervals: estimated as u64,
                 })
             })
             .collect()
@@ -269,8 +297,7 @@ impl Database {
             None => String::new(),
         };
         let sql = format!(
-            "SELECT utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms \
-             FROM meter_gaps WHERE usage_date = {}{utility_filter} \
+            "SELECT {GAP_COLUMNS} FROM meter_gaps WHERE usage_date = {}{utility_filter} \
              ORDER BY expected_intervals - received_intervals DESC, utility, meter_id, customer_id LIMIT {limit}",
             self.placeholder(1)
         );
@@ -282,13 +309,10 @@ impl Database {
         rows.into_iter().map(|row| gap_row(date, row)).collect()
     }
 
-    /// One meter's gaps, flagged and edited intervals on `date`.
+    /// One meter's gaps, flagged, edited and estimated intervals on `date`.
     pub async fn meter_day(&self, meter_id: u64, date: NaiveDate) -> Result<MeterDayRow, ResultsError> {
         let filter = format!("WHERE usage_date = {} AND meter_id = {}", self.placeholder(1), self.placeholder(2));
-        let sql = format!(
-            "SELECT utility, meter_id, customer_id, region, interval_secs, expected_intervals, received_intervals, last_reading_ms \
-             FROM meter_gaps {filter} ORDER BY utility, customer_id"
-        );
+        let sql = format!("SELECT {GAP_COLUMNS} FROM meter_gaps {filter} ORDER BY utility, customer_id");
         let rows: Vec<GapRow> =
             sqlx::query_as(&sql).bind(date_text(date)).bind(meter_id as i64).fetch_all(self.pool()).await.map_err(query_error("meter_gaps"))?;
         let gaps = rows.into_iter().map(|row| gap_row(date, row)).collect::<Result<_, _>>()?;
@@ -320,7 +344,31 @@ impl Database {
                 Ok(EditedReadingRow { utility: parse_utility(&utility)?, customer_id: customer_id as u64, ts_ms, read_value, value })
             })
             .collect::<Result<_, ResultsError>>()?;
-        Ok(MeterDayRow { gaps, suspect, edited })
+        let sql = format!(
+            "SELECT utility, customer_id, from_ms, to_ms, intervals, estimated_total, method FROM estimated_runs {filter} \
+             ORDER BY from_ms, utility, customer_id"
+        );
+        let rows: Vec<(String, i64, i64, i64, i64, f64, String)> = sqlx::query_as(&sql)
+            .bind(date_text(date))
+            .bind(meter_id as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("estimated_runs"))?;
+        let estimated = rows
+            .into_iter()
+            .map(|(utility, customer_id, from_ms, to_ms, intervals, total, method)| {
+                Ok(EstimatedRunRow {
+                    utility: parse_utility(&utility)?,
+                    customer_id: customer_id as u64,
+                    from_ms,
+                    to_ms,
+                    intervals: intervals as u64,
+                    total,
+                    method,
+                })
+            })
+            .collect::<Result<_, ResultsError>>()?;
+        Ok(MeterDayRow { gaps, suspect, edited, estimated })
     }
 
     /// The meters with readings flagged suspect on `date` (of `utility`, or
