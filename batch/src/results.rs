@@ -103,131 +103,103 @@ impl ResultsDb {
             "peak_hour_total", "expected_intervals", "received_intervals", "suspect_intervals", "edited_intervals",
             "estimated_intervals",
         ];
-        for chunk in outputs.customers.chunks(ROWS_PER_INSERT) {
-            let mut arguments = AnyArguments::default();
-            for row in chunk {
-                add(&mut arguments, day.clone())?;
-                add(&mut arguments, row.utility.as_str().to_owned())?;
-                add(&mut arguments, row.customer_id as i64)?;
-                add(&mut arguments, row.region.code().to_owned())?;
-                add(&mut arguments, row.total)?;
-                add(&mut arguments, row.min_value)?;
-                add(&mut arguments, row.max_value)?;
-                add(&mut arguments, row.readings as i64)?;
-                add(&mut arguments, i64::from(row.peak_hour))?;
-                add(&mut arguments, row.peak_hour_total)?;
-                add(&mut arguments, row.expected_intervals as i64)?;
-                add(&mut arguments, row.received_intervals as i64)?;
-                add(&mut arguments, row.suspect_intervals as i64)?;
-                add(&mut arguments, row.edited_intervals as i64)?;
-                add(&mut arguments, row.estimated_intervals as i64)?;
-            }
-            let sql = self.db.insert_sql("daily_customer_usage", &CUSTOMER_COLUMNS, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("daily_customer_usage"))?;
-        }
+        self.insert_day_rows(&mut transaction, "daily_customer_usage", &CUSTOMER_COLUMNS, &day, &outputs.customers, |arguments, row| {
+            add(arguments, row.utility.as_str().to_owned())?;
+            add(arguments, row.customer_id as i64)?;
+            add(arguments, row.region.code().to_owned())?;
+            add(arguments, row.total)?;
+            add(arguments, row.min_value)?;
+            add(arguments, row.max_value)?;
+            add(arguments, row.readings as i64)?;
+            add(arguments, i64::from(row.peak_hour))?;
+            add(arguments, row.peak_hour_total)?;
+            add(arguments, row.expected_intervals as i64)?;
+            add(arguments, row.received_intervals as i64)?;
+            add(arguments, row.suspect_intervals as i64)?;
+            add(arguments, row.edited_intervals as i64)?;
+            add(arguments, row.estimated_intervals as i64)?;
+            Ok(())
+        })
+        .await?;
         const REGION_COLUMNS: [&str; 7] = ["usage_date", "utility", "region", "hour", "total", "readings", "customers"];
-        for chunk in outputs.region_hours.chunks(ROWS_PER_INSERT) {
-            let mut arguments = AnyArguments::default();
-            for row in chunk {
-                add(&mut arguments, day.clone())?;
-                add(&mut arguments, row.utility.as_str().to_owned())?;
-                add(&mut arguments, row.region.code().to_owned())?;
-                add(&mut arguments, i64::from(row.hour))?;
-                add(&mut arguments, row.total)?;
-                add(&mut arguments, row.readings as i64)?;
-                add(&mut arguments, row.customers as i64)?;
-            }
-            let sql = self.db.insert_sql("hourly_region_usage", &REGION_COLUMNS, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("hourly_region_usage"))?;
-        }
+        self.insert_day_rows(&mut transaction, "hourly_region_usage", &REGION_COLUMNS, &day, &outputs.region_hours, |arguments, row| {
+            add(arguments, row.utility.as_str().to_owned())?;
+            add(arguments, row.region.code().to_owned())?;
+            add(arguments, i64::from(row.hour))?;
+            add(arguments, row.total)?;
+            add(arguments, row.readings as i64)?;
+            add(arguments, row.customers as i64)?;
+            Ok(())
+        })
+        .await?;
         const TOP_COLUMNS: [&str; 6] = ["usage_date", "utility", "region", "position", "customer_id", "total"];
-        for chunk in outputs.top_customers.chunks(ROWS_PER_INSERT) {
-            let mut arguments = AnyArguments::default();
-            for row in chunk {
-                add(&mut arguments, day.clone())?;
-                add(&mut arguments, row.utility.as_str().to_owned())?;
-                add(&mut arguments, row.region.code().to_owned())?;
-                add(&mut arguments, i64::from(row.position))?;
-                add(&mut arguments, row.customer_id as i64)?;
-                add(&mut arguments, row.total)?;
-            }
-            let sql = self.db.insert_sql("top_customers", &TOP_COLUMNS, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("top_customers"))?;
-        }
+        self.insert_day_rows(&mut transaction, "top_customers", &TOP_COLUMNS, &day, &outputs.top_customers, |arguments, row| {
+            add(arguments, row.utility.as_str().to_owned())?;
+            add(arguments, row.region.code().to_owned())?;
+            add(arguments, i64::from(row.position))?;
+            add(arguments, row.customer_id as i64)?;
+            add(arguments, row.total)?;
+            Ok(())
+        })
+        .await?;
         const GAP_COLUMNS: [&str; 10] = [
             "usage_date", "utility", "meter_id", "customer_id", "region", "interval_secs", "expected_intervals",
             "received_intervals", "last_reading_ms", "estimated_intervals",
         ];
-        for chunk in outputs.meter_gaps.chunks(ROWS_PER_INSERT) {
-            let mut arguments = AnyArguments::default();
-            for row in chunk {
-                add(&mut arguments, day.clone())?;
-                add(&mut arguments, row.utility.as_str().to_owned())?;
-                add(&mut arguments, row.meter_id as i64)?;
-                add(&mut arguments, row.customer_id as i64)?;
-                add(&mut arguments, row.region.code().to_owned())?;
-                add(&mut arguments, i64::from(row.interval_secs))?;
-                add(&mut arguments, row.expected_intervals as i64)?;
-                add(&mut arguments, row.received_intervals as i64)?;
-                add(&mut arguments, row.last_reading_ms)?;
-                add(&mut arguments, row.estimated_intervals as i64)?;
-            }
-            let sql = self.db.insert_sql("meter_gaps", &GAP_COLUMNS, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("meter_gaps"))?;
-        }
+        self.insert_day_rows(&mut transaction, "meter_gaps", &GAP_COLUMNS, &day, &outputs.meter_gaps, |arguments, row| {
+            add(arguments, row.utility.as_str().to_owned())?;
+            add(arguments, row.meter_id as i64)?;
+            add(arguments, row.customer_id as i64)?;
+            add(arguments, row.region.code().to_owned())?;
+            add(arguments, i64::from(row.interval_secs))?;
+            add(arguments, row.expected_intervals as i64)?;
+            add(arguments, row.received_intervals as i64)?;
+            add(arguments, row.last_reading_ms)?;
+            add(arguments, row.estimated_intervals as i64)?;
+            Ok(())
+        })
+        .await?;
         const SUSPECT_COLUMNS: [&str; 8] =
             ["usage_date", "utility", "meter_id", "customer_id", "region", "ts_ms", "reading_value", "rule"];
-        for chunk in outputs.suspect_intervals.chunks(ROWS_PER_INSERT) {
-            let mut arguments = AnyArguments::default();
-            for row in chunk {
-                add(&mut arguments, day.clone())?;
-                add(&mut arguments, row.utility.as_str().to_owned())?;
-                add(&mut arguments, row.meter_id as i64)?;
-                add(&mut arguments, row.customer_id as i64)?;
-                add(&mut arguments, row.region.code().to_owned())?;
-                add(&mut arguments, row.ts_ms)?;
-                add(&mut arguments, row.value)?;
-                add(&mut arguments, row.rule.as_str().to_owned())?;
-            }
-            let sql = self.db.insert_sql("suspect_intervals", &SUSPECT_COLUMNS, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("suspect_intervals"))?;
-        }
+        self.insert_day_rows(&mut transaction, "suspect_intervals", &SUSPECT_COLUMNS, &day, &outputs.suspect_intervals, |arguments, row| {
+            add(arguments, row.utility.as_str().to_owned())?;
+            add(arguments, row.meter_id as i64)?;
+            add(arguments, row.customer_id as i64)?;
+            add(arguments, row.region.code().to_owned())?;
+            add(arguments, row.ts_ms)?;
+            add(arguments, row.value)?;
+            add(arguments, row.rule.as_str().to_owned())?;
+            Ok(())
+        })
+        .await?;
         const EDITED_COLUMNS: [&str; 8] =
             ["usage_date", "utility", "meter_id", "customer_id", "region", "ts_ms", "read_value", "edited_value"];
-        for chunk in outputs.edited_intervals.chunks(ROWS_PER_INSERT) {
-            let mut arguments = AnyArguments::default();
-            for row in chunk {
-                add(&mut arguments, day.clone())?;
-                add(&mut arguments, row.utility.as_str().to_owned())?;
-                add(&mut arguments, row.meter_id as i64)?;
-                add(&mut arguments, row.customer_id as i64)?;
-                add(&mut arguments, row.region.code().to_owned())?;
-                add(&mut arguments, row.ts_ms)?;
-                add(&mut arguments, row.read_value)?;
-                add(&mut arguments, row.value)?;
-            }
-            let sql = self.db.insert_sql("edited_intervals", &EDITED_COLUMNS, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("edited_intervals"))?;
-        }
+        self.insert_day_rows(&mut transaction, "edited_intervals", &EDITED_COLUMNS, &day, &outputs.edited_intervals, |arguments, row| {
+            add(arguments, row.utility.as_str().to_owned())?;
+            add(arguments, row.meter_id as i64)?;
+            add(arguments, row.customer_id as i64)?;
+            add(arguments, row.region.code().to_owned())?;
+            add(arguments, row.ts_ms)?;
+            add(arguments, row.read_value)?;
+            add(arguments, row.value)?;
+            Ok(())
+        })
+        .await?;
         const ESTIMATED_COLUMNS: [&str; 10] =
             ["usage_date", "utility", "meter_id", "customer_id", "region", "from_ms", "to_ms", "intervals", "estimated_total", "method"];
-        for chunk in outputs.estimated_runs.chunks(ROWS_PER_INSERT) {
-            let mut arguments = AnyArguments::default();
-            for row in chunk {
-                add(&mut arguments, day.clone())?;
-                add(&mut arguments, row.utility.as_str().to_owned())?;
-                add(&mut arguments, row.meter_id as i64)?;
-                add(&mut arguments, row.customer_id as i64)?;
-                add(&mut arguments, row.region.code().to_owned())?;
-                add(&mut arguments, row.from_ms)?;
-                add(&mut arguments, row.to_ms)?;
-                add(&mut arguments, row.intervals as i64)?;
-                add(&mut arguments, row.total)?;
-                add(&mut arguments, row.method.as_str().to_owned())?;
-            }
-            let sql = self.db.insert_sql("estimated_runs", &ESTIMATED_COLUMNS, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("estimated_runs"))?;
-        }
+        self.insert_day_rows(&mut transaction, "estimated_runs", &ESTIMATED_COLUMNS, &day, &outputs.estimated_runs, |arguments, row| {
+            add(arguments, row.utility.as_str().to_owned())?;
+            add(arguments, row.meter_id as i64)?;
+            add(arguments, row.customer_id as i64)?;
+            add(arguments, row.region.code().to_owned())?;
+            add(arguments, row.from_ms)?;
+            add(arguments, row.to_ms)?;
+            add(arguments, row.intervals as i64)?;
+            add(arguments, row.total)?;
+            add(arguments, row.method.as_str().to_owned())?;
+            Ok(())
+        })
+        .await?;
         const RECONCILIATION_COLUMNS: [&str; 8] = [
             "usage_date", "utility", "batch_total", "batch_readings", "stream_total", "stream_readings", "drift",
             "computed_at_ms",
@@ -248,6 +220,29 @@ impl ResultsDb {
             sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("reconciliation"))?;
         }
         transaction.commit().await.map_err(query_error("committing"))
+    }
+
+    /// Inserts `rows` of the day `day` into `table`, [`ROWS_PER_INSERT`] a
+    /// statement: each row is `usage_date`, then what `bind` adds, in the order of `columns`.
+    async fn insert_day_rows<T>(
+        &self,
+        transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
+        table: &'static str,
+        columns: &[&str],
+        day: &str,
+        rows: &[T],
+        bind: impl Fn(&mut AnyArguments<'static>, &T) -> Result<(), ResultsError>,
+    ) -> Result<(), ResultsError> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut arguments = AnyArguments::default();
+            for row in chunk {
+                add(&mut arguments, day.to_owned())?;
+                bind(&mut arguments, row)?;
+            }
+            let sql = self.db.insert_sql(table, columns, chunk.len());
+            sqlx::query_with(&sql, arguments).execute(&mut **transaction).await.map_err(query_error(table))?;
+        }
+        Ok(())
     }
 
     /// The stored results of `date`, in the order [`DayOutputs`] keeps

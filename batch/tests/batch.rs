@@ -475,28 +475,6 @@ async fn estimates_fill_gaps_and_late_readings_replace_them(master: MasterStore,
     assert_eq!(restated(12).await, Some(216.0), "the serving store has the day as read");
 }
 
-#[tokio::test]
-async fn sqlite_estimates_fill_gaps_and_late_readings_replace_them() {
-    let directory = tempfile::tempdir().unwrap();
-    estimates_fill_gaps_and_late_readings_replace_them(local_master(&directory), &sqlite_url(&directory)).await;
-}
-
-#[tokio::test]
-#[ignore = "needs PostgreSQL: scripts/test.sh"]
-async fn postgres_estimates_fill_gaps_and_late_readings_replace_them() {
-    let directory = tempfile::tempdir().unwrap();
-    let url = auth_testkit::fresh_database(&auth_testkit::postgres_url(), "estimates").await;
-    estimates_fill_gaps_and_late_readings_replace_them(local_master(&directory), &url).await;
-}
-
-#[tokio::test]
-#[ignore = "needs MariaDB: scripts/test.sh"]
-async fn mariadb_estimates_fill_gaps_and_late_readings_replace_them() {
-    let directory = tempfile::tempdir().unwrap();
-    let url = auth_testkit::fresh_database(&auth_testkit::mysql_url(), "estimates").await;
-    estimates_fill_gaps_and_late_readings_replace_them(local_master(&directory), &url).await;
-}
-
 fn sqlite_url(directory: &tempfile::TempDir) -> String {
     format!("sqlite://{}/results/auth.db", directory.path().display())
 }
@@ -505,27 +483,41 @@ fn local_master(directory: &tempfile::TempDir) -> MasterStore {
     MasterStore::open(directory.path().join("master").to_str().unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn sqlite_exact_rows_and_idempotent_reruns() {
-    let directory = tempfile::tempdir().unwrap();
-    exact_rows_and_idempotent_reruns(local_master(&directory), &sqlite_url(&directory)).await;
+/// The tests of a suite `async fn(MasterStore, database_url)` on SQLite,
+/// PostgreSQL and MariaDB (a fresh database named after `$database`), each
+/// with its master data in a temporary directory.
+macro_rules! on_every_database {
+    ($suite:ident, $database:literal) => {
+        mod $suite {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let directory = tempfile::tempdir().unwrap();
+                super::$suite(local_master(&directory), &sqlite_url(&directory)).await;
+            }
+
+            #[tokio::test]
+            #[ignore = "needs PostgreSQL: scripts/test.sh"]
+            async fn postgres() {
+                let directory = tempfile::tempdir().unwrap();
+                let url = auth_testkit::fresh_database(&auth_testkit::postgres_url(), $database).await;
+                super::$suite(local_master(&directory), &url).await;
+            }
+
+            #[tokio::test]
+            #[ignore = "needs MariaDB: scripts/test.sh"]
+            async fn mariadb() {
+                let directory = tempfile::tempdir().unwrap();
+                let url = auth_testkit::fresh_database(&auth_testkit::mysql_url(), $database).await;
+                super::$suite(local_master(&directory), &url).await;
+            }
+        }
+    };
 }
 
-#[tokio::test]
-#[ignore = "needs PostgreSQL: scripts/test.sh"]
-async fn postgres_exact_rows_and_idempotent_reruns() {
-    let directory = tempfile::tempdir().unwrap();
-    let url = auth_testkit::fresh_database(&auth_testkit::postgres_url(), "batch").await;
-    exact_rows_and_idempotent_reruns(local_master(&directory), &url).await;
-}
-
-#[tokio::test]
-#[ignore = "needs MariaDB: scripts/test.sh"]
-async fn mariadb_exact_rows_and_idempotent_reruns() {
-    let directory = tempfile::tempdir().unwrap();
-    let url = auth_testkit::fresh_database(&auth_testkit::mysql_url(), "batch").await;
-    exact_rows_and_idempotent_reruns(local_master(&directory), &url).await;
-}
+on_every_database!(exact_rows_and_idempotent_reruns, "batch");
+on_every_database!(estimates_fill_gaps_and_late_readings_replace_them, "estimates");
 
 #[tokio::test]
 #[ignore = "needs the S3 server: scripts/test.sh"]
