@@ -740,14 +740,15 @@ impl DayFold {
 
     /// The customers of `utility` that no fold merged into this one folded
     /// nor deferred: none of their meters sent a reading that day, but they
-    /// have edits, or meters the registry expects. Ordered by customer.
-    pub fn customers_without_readings(&self, edits: &crate::edits::Edits, expectations: &Expectations, utility: Utility) -> Vec<(u64, Region)> {
+    /// have edits, or are among `silent`, the customers whose expected
+    /// meters no fold visited ([`Expectations::unvisited_customers`]). Ordered by customer.
+    pub fn customers_without_readings(&self, edits: &crate::edits::Edits, silent: &[(Utility, u64, Region)], utility: Utility) -> Vec<(u64, Region)> {
         let folded: FxHashSet<(Utility, u64)> = self.edited_customers.iter().chain(&self.deferred).copied().collect();
         let mut customers: Vec<(u64, Region)> = edits
             .customers(utility)
             .into_iter()
             .filter(|&(customer_id, _)| !folded.contains(&(utility, customer_id)))
-            .chain(expectations.unvisited_customers().into_iter().filter(|&(of, ..)| of == utility).map(|(_, customer_id, region)| (customer_id, region)))
+            .chain(silent.iter().filter(|&&(of, ..)| of == utility).map(|&(_, customer_id, region)| (customer_id, region)))
             .collect();
         customers.sort_unstable_by_key(|&(customer_id, _)| customer_id);
         customers.dedup_by_key(|&mut (customer_id, _)| customer_id);
@@ -856,7 +857,7 @@ mod tests {
         fold.push(key(8, 3, 5, 103), region, 1.0).expect("in order");
         fold.push(key(10, 5, 5, 104), region, 1.0).expect("a meter the registry does not know");
         let mut day = fold.finish();
-        let silent = day.customers_without_readings(&crate::edits::Edits::default(), &expectations, Utility::Water);
+        let silent = day.customers_without_readings(&crate::edits::Edits::default(), &expectations.unvisited_customers(), Utility::Water);
         assert_eq!(silent, vec![(9, region)], "customer 9 sent nothing");
         let mut without_readings = ReadingFold::new(Utility::Water, DayInputs { expectations: Arc::clone(&expectations), ..DayInputs::default() }, ValidationSpec::default());
         for (customer_id, region) in silent {
@@ -937,7 +938,7 @@ mod tests {
             fold.push(key(7, 2, hour, hour as u64), region, 1.0).expect("in order");
         }
         let mut day = fold.finish();
-        let unapplied = day.customers_without_readings(&inputs.edits, &Expectations::none(), Utility::Gas);
+        let unapplied = day.customers_without_readings(&inputs.edits, &[], Utility::Gas);
         assert_eq!(unapplied, vec![(9, region)], "customer 9 sent nothing");
         let mut edits_only = ReadingFold::new(Utility::Gas, inputs.clone(), rules);
         for (customer_id, region) in unapplied {

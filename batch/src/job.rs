@@ -171,9 +171,10 @@ impl BatchJob {
             }
             day.merge(fold);
         }
+        let silent = inputs.expectations.unvisited_customers();
         let without_readings: Vec<(Utility, Vec<(u64, Region)>)> = utilities
             .iter()
-            .map(|&utility| (utility, day.customers_without_readings(&inputs.edits, &inputs.expectations, utility)))
+            .map(|&utility| (utility, day.customers_without_readings(&inputs.edits, &silent, utility)))
             .filter(|(_, customers)| !customers.is_empty())
             .collect();
         day.deferred.clear();
@@ -235,7 +236,7 @@ impl BatchJob {
     #[tracing::instrument(level = "info", skip_all, fields(%date, customers = customers.values().map(Vec::len).sum::<usize>()))]
     async fn profiles(&self, date: NaiveDate, customers: &FxHashMap<Utility, Vec<u64>>, expectations: &Expectations) -> Result<Profiles, BatchError> {
         let mut profiles = Profiles::default();
-        let weeks = Estimator::new(self.estimation).profile_weeks();
+        let weeks = self.estimation.profile_weeks;
         for (&utility, customer_ids) in customers {
             let wanted: Vec<_> = customer_ids.iter().map(|&customer_id| lit(customer_id)).collect();
             let intervals: FxHashMap<(u64, u64), i64> = customer_ids

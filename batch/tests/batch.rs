@@ -99,12 +99,10 @@ async fn flagged_readings(master: &MasterStore) {
     write(master, Utility::Gas, date(), 3, 0, &readings).await;
 }
 
-/// The registry of the known readings' meters: customer 1's electricity
-/// meter and customer 2's read every 30 minutes, customer 3's once a day,
-/// customer 1's water meter hourly (counting m3, at most 0.05 m3 an hour
-/// plausibly); customer 4's electricity meter (US-TX) sends nothing.
-fn known_registry() -> Registry {
-    let installed = |customer_id: u64, utility: Utility, code: &str, interval_secs: u32| Installation {
+/// Customer's meter of `utility` (customer × 4 + the utility's index),
+/// residential, installed for good, reading every `interval_secs`.
+fn installed(customer_id: u64, utility: Utility, code: &str, interval_secs: u32) -> Installation {
+    Installation {
         meter_id: customer_id * 4 + utility.index() as u64,
         customer_id,
         premise_id: format!("P{customer_id}"),
@@ -119,7 +117,14 @@ fn known_registry() -> Registry {
         valid_to_ms: None,
         plausible_min: None,
         plausible_max: None,
-    };
+    }
+}
+
+/// The registry of the known readings' meters: customer 1's electricity
+/// meter and customer 2's read every 30 minutes, customer 3's once a day,
+/// customer 1's water meter hourly (counting m3, at most 0.05 m3 an hour
+/// plausibly); customer 4's electricity meter (US-TX) sends nothing.
+fn known_registry() -> Registry {
     let mut registry = Registry::default();
     for installation in [
         installed(1, Utility::Electricity, "US-CA", 1_800),
@@ -371,24 +376,8 @@ const QUARTER_HOUR: i64 = 900_000;
 
 fn estimation_registry() -> Registry {
     let mut registry = Registry::default();
-    for (customer_id, interval_secs) in [(11u64, 300u32), (12, 900)] {
-        let meter_id = customer_id * 4 + Utility::Electricity.index() as u64;
-        registry.set_meter(meter_id, vec![Installation {
-            meter_id,
-            customer_id,
-            premise_id: format!("P{customer_id}"),
-            region: region("US-CA"),
-            utility: Utility::Electricity,
-            customer_kind: CustomerKind::Residential,
-            unit: MeterUnit::of(Utility::Electricity),
-            multiplier: 1.0,
-            register: RegisterKind::Interval,
-            interval_secs,
-            valid_from_ms: 0,
-            valid_to_ms: None,
-            plausible_min: None,
-            plausible_max: None,
-        }]);
+    for installation in [installed(11, Utility::Electricity, "US-CA", 300), installed(12, Utility::Electricity, "US-CA", 900)] {
+        registry.set_meter(installation.meter_id, vec![installation]);
     }
     registry
 }
