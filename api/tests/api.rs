@@ -680,11 +680,14 @@ async fn operators_edit_and_approve_intervals_with_an_audit_log(api: &Api) {
         assert!(answer["error"].as_str().is_some_and(|error| error.contains(reason)), "{uri} {body}: {answer}");
     }
 
-    // Meter 70's spike (2.0, flagged by the batch) edited; meter 71's suspect day approved.
-    let (status, changed) = send_as(api, "ops", "POST", "/api/v1/meters/70/edits", &edit(at(18), 1.0, "register misread")).await;
+    // Meter 70's spike (2.0, flagged by the batch) edited with the reading before it, which was never flagged;
+    // meter 71's suspect day approved.
+    let edits = json!({"intervals": [{"tsMs": at(17), "value": 0.25}, {"tsMs": at(18), "value": 1.0}], "reason": "register misread"});
+    let (status, changed) = send_as(api, "ops", "POST", "/api/v1/meters/70/edits", &edits).await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["days"], json!([before_yesterday]), "the day the next batch run restates");
-    assert_eq!(changed["entries"][0]["oldValue"], 2.0, "the reading as the batch flagged it");
+    let old_values: Vec<&Value> = changed["entries"].as_array().expect("entries").iter().map(|e| &e["oldValue"]).collect();
+    assert_eq!(old_values, vec![&Value::Null, &json!(2.0)], "the results hold no unflagged reading; the spike as the batch flagged it");
     let approval = json!({"date": before_yesterday, "reason": "checked on site"});
     let (status, changed) = send_as(api, "ops", "POST", "/api/v1/meters/71/approvals", &approval).await;
     assert_eq!(status, StatusCode::OK, "{changed}");
@@ -703,6 +706,7 @@ async fn operators_edit_and_approve_intervals_with_an_audit_log(api: &Api) {
         .collect();
     assert_eq!(entries, vec![
         (json!("edit"), json!(1.0), json!(1.5), json!("ops"), json!("better estimate")),
+        (json!("edit"), Value::Null, json!(0.25), json!("ops"), json!("register misread")),
         (json!("edit"), json!(2.0), json!(1.0), json!("ops"), json!("register misread")),
     ], "newest first");
     let (_, log) = api.get_as("ops", "/api/v1/meters/71/audit").await;

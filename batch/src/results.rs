@@ -3,7 +3,7 @@
 
 use auth_core::Utility;
 use auth_master::day_start_ms;
-use auth_results::{Database, ResultsError, add, parse_region, parse_utility, query_error};
+use auth_results::{Database, ResultsError, add, binding_optional_floats, parse_region, parse_utility, query_error};
 use chrono::NaiveDate;
 use sqlx::any::AnyArguments;
 
@@ -217,7 +217,10 @@ impl ResultsDb {
                 add(&mut arguments, computed_at_ms)?;
             }
             let sql = self.db.insert_sql("reconciliation", &RECONCILIATION_COLUMNS, reconciliation.len());
-            sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("reconciliation"))?;
+            binding_optional_floats(sqlx::query_with(&sql, arguments))
+                .execute(&mut *transaction)
+                .await
+                .map_err(query_error("reconciliation"))?;
         }
         transaction.commit().await.map_err(query_error("committing"))
     }
@@ -240,7 +243,7 @@ impl ResultsDb {
                 bind(&mut arguments, row)?;
             }
             let sql = self.db.insert_sql(table, columns, chunk.len());
-            sqlx::query_with(&sql, arguments).execute(&mut **transaction).await.map_err(query_error(table))?;
+            binding_optional_floats(sqlx::query_with(&sql, arguments)).execute(&mut **transaction).await.map_err(query_error(table))?;
         }
         Ok(())
     }

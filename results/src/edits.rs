@@ -10,7 +10,7 @@ use auth_core::{Region, Utility};
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::{Database, ResultsError, parse_region, parse_utility, query_error};
+use crate::{Database, ResultsError, binding_optional_floats, parse_region, parse_utility, query_error};
 
 /// An operator's word on one interval of one meter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,7 +133,7 @@ impl Database {
                 .execute(&mut *transaction)
                 .await
                 .map_err(query_error("interval_edits"))?;
-            sqlx::query(&insert_edit_sql)
+            binding_optional_floats(sqlx::query(&insert_edit_sql))
                 .bind(utility)
                 .bind(meter_id)
                 .bind(edit.ts_ms)
@@ -147,7 +147,7 @@ impl Database {
                 .await
                 .map_err(query_error("interval_edits"))?;
             let action = AuditAction::of_value(edit.value);
-            sqlx::query(&insert_audit_sql)
+            binding_optional_floats(sqlx::query(&insert_audit_sql))
                 .bind(utility)
                 .bind(meter_id)
                 .bind(edit.ts_ms)

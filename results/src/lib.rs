@@ -160,6 +160,19 @@ where
     arguments.add(value).map_err(|err| ResultsError::Query { what: "binding a value".into(), source: sqlx::Error::Encode(err) })
 }
 
+/// `query` run without keeping it prepared, for every statement that binds an
+/// optional float. sqlx 0.8's `Any` driver declares a NULL `f64` as
+/// PostgreSQL's `float4` (its `Real` and `Double` nulls are swapped), so a
+/// statement that a connection prepared and cached while binding NULL refuses
+/// a later run's 8-byte value: "22P03 incorrect binary data format in bind
+/// parameter". Unprepared, each run declares the types of its own values.
+pub fn binding_optional_floats<'q>(query: AnyQuery<'q>) -> AnyQuery<'q> {
+    query.persistent(false)
+}
+
+/// A statement on the results database with its bind values.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
+
 /// A stored row's text that must name a utility.
 pub fn parse_utility(text: &str) -> Result<Utility, ResultsError> {
     text.parse().map_err(|_| ResultsError::Stored(format!("unknown utility {text:?}")))

@@ -5,7 +5,7 @@ use auth_core::registry::{Installation, MeterUnit, RegisterKind, Registry, Regis
 use auth_core::{CustomerKind, Region, Utility};
 use sqlx::any::AnyArguments;
 
-use crate::{Database, ResultsError, add, parse_region, parse_utility, query_error};
+use crate::{Database, ResultsError, add, binding_optional_floats, parse_region, parse_utility, query_error};
 
 /// Meters per statement of an import.
 const METERS_PER_STATEMENT: usize = 500;
@@ -134,7 +134,10 @@ impl Database {
                     add(&mut arguments, installation.plausible_max)?;
                 }
                 let sql = self.insert_sql("meter_installations", &COLUMNS, rows.len());
-                sqlx::query_with(&sql, arguments).execute(&mut *transaction).await.map_err(query_error("meter_installations"))?;
+                binding_optional_floats(sqlx::query_with(&sql, arguments))
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(query_error("meter_installations"))?;
             }
         }
         transaction.commit().await.map_err(query_error("committing"))?;
