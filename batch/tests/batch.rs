@@ -579,7 +579,7 @@ async fn stream_windows(store: &dyn ServingStore) {
         flushes.entry(partition).or_default().push(update);
     }
     for (partition, windows) in flushes {
-        store.apply(PartitionFlush { partition, epoch: None, windows, checkpoint: None }).await.unwrap();
+        store.apply(PartitionFlush { partition, epoch: None, windows, meters: Vec::new(), checkpoint: None }).await.unwrap();
     }
 }
 

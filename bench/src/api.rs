@@ -72,7 +72,7 @@ async fn measure(bench: &ApiBench, servers: &Servers, keep: bool) -> anyhow::Res
     }
     for (partition, windows) in flushes.into_iter().enumerate() {
         for chunk in windows.chunks(100_000) {
-            let flush = PartitionFlush { partition: TopicPartition::new("bench.electricity", partition as u32), epoch: None, windows: chunk.to_vec(), checkpoint: None };
+            let flush = PartitionFlush { partition: TopicPartition::new("bench.electricity", partition as u32), epoch: None, windows: chunk.to_vec(), meters: Vec::new(), checkpoint: None };
             store.apply(flush).await.context("loading windows into Redis")?;
         }
     }

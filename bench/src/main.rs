@@ -478,7 +478,7 @@ async fn redis_memory_bench(customers: u64, servers: &Servers, keep: bool) -> an
         }
         windows += updates.len() as u64;
         let partition = TopicPartition::new(&format!("{namespace}.electricity"), (chunk[0] % 6) as u32);
-        store.apply(PartitionFlush { partition, epoch: None, windows: updates, checkpoint: None }).await?;
+        store.apply(PartitionFlush { partition, epoch: None, windows: updates, meters: Vec::new(), checkpoint: None }).await?;
     }
     let after = store.used_memory().await?;
     let written = started.elapsed();
@@ -649,5 +649,13 @@ impl ServingStore for CountingStore {
 
     async fn known_customers(&self, limit: usize) -> auth_core::ports::Result<Vec<u64>> {
         self.inner.known_customers(limit).await
+    }
+    async fn meters_silent_since(
+        &self,
+        before_ms: i64,
+        skip: usize,
+        limit: usize,
+    ) -> auth_core::ports::Result<Vec<auth_core::ports::MeterLastReading>> {
+        self.inner.meters_silent_since(before_ms, skip, limit).await
     }
 }

@@ -267,6 +267,15 @@ pub struct Checkpoint {
     pub progress: StreamProgress,
 }
 
+/// The newest reading time the stream has seen of one meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterLastReading {
+    pub meter_id: u64,
+    /// The reading's own time, UTC ms.
+    pub ts_ms: i64,
+}
+
 /// What one partition's processor writes in one atomic step.
 #[derive(Debug, Clone)]
 pub struct PartitionFlush {
@@ -275,6 +284,10 @@ pub struct PartitionFlush {
     /// for writes that are not an owner's (the batch's restatement).
     pub epoch: Option<u64>,
     pub windows: Vec<WindowUpdate>,
+    /// The newest reading time of each meter that read since the partition's
+    /// last flush. The store keeps the later of it and the time it holds, so
+    /// a replay after a crash writes nothing new.
+    pub meters: Vec<MeterLastReading>,
     /// When this flush is a checkpoint.
     pub checkpoint: Option<Checkpoint>,
 }
@@ -341,6 +354,10 @@ pub trait ServingStore: Send + Sync {
     async fn region_windows(&self, width_ms: i64, since_ms: i64) -> Result<Vec<RegionWindow>>;
     /// Up to `limit` customers with windows, lowest ids first.
     async fn known_customers(&self, limit: usize) -> Result<Vec<u64>>;
+    /// The meters whose newest reading is older than `before_ms`, the
+    /// longest silent first (then by meter id), skipping the first `skip`
+    /// and returning up to `limit`.
+    async fn meters_silent_since(&self, before_ms: i64, skip: usize, limit: usize) -> Result<Vec<MeterLastReading>>;
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The in-memory serving store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
 use auth_core::ports::{
-    Aggregate, PartitionFlush, PortError, RegionWindow, Restatement, Result, ServingStore, StoredWindow, StreamProgress, TopicPartition,
+    Aggregate, MeterLastReading, PartitionFlush, PortError, RegionWindow, Restatement, Result, ServingStore, StoredWindow, StreamProgress, TopicPartition,
     WindowOwner, WindowSlot, WindowUpdate,
 };
 use auth_core::{Region, Utility};
@@ -30,6 +30,9 @@ struct State {
     epochs: HashMap<TopicPartition, u64>,
     /// The version of each restated window.
     restated: HashMap<(Utility, WindowSlot), u64>,
+    /// Each meter's newest reading time, and the same ordered by it.
+    meter_last_reading: FxHashMap<u64, i64>,
+    meters_by_last_reading: BTreeSet<(i64, u64)>,
 }
 
 /// Who wrote a part of a region's window.
@@ -137,6 +140,14 @@ impl ServingStore for MemoryStore {
                 }
             }
         }
+        for meter in &flush.meters {
+            let newest = state.meter_last_reading.entry(meter.meter_id).or_insert(i64::MIN);
+            if meter.ts_ms > *newest {
+                let previous = std::mem::replace(newest, meter.ts_ms);
+                state.meters_by_last_reading.remove(&(previous, meter.meter_id));
+                state.meters_by_last_reading.insert((meter.ts_ms, meter.meter_id));
+            }
+        }
         if let Some(checkpoint) = flush.checkpoint {
             state.checkpoints.insert(flush.partition, (checkpoint.state, checkpoint.progress));
         }
@@ -209,5 +220,16 @@ impl ServingStore for MemoryStore {
         ids.sort_unstable();
         ids.truncate(limit);
         Ok(ids)
+    }
+
+    async fn meters_silent_since(&self, before_ms: i64, skip: usize, limit: usize) -> Result<Vec<MeterLastReading>> {
+        let state = self.read();
+        Ok(state
+            .meters_by_last_reading
+            .range(..(before_ms, 0))
+            .skip(skip)
+            .take(limit)
+            .map(|&(ts_ms, meter_id)| MeterLastReading { meter_id, ts_ms })
+            .collect())
     }
 }

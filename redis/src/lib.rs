@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use auth_core::ports::{
-    Aggregate, PartitionFlush, PortError, RegionWindow, Restatement, Result, ServingStore, StoredWindow, StreamProgress, TopicPartition,
+    Aggregate, MeterLastReading, PartitionFlush, PortError, RegionWindow, Restatement, Result, ServingStore, StoredWindow, StreamProgress, TopicPartition,
     WindowOwner, WindowSlot, WindowUpdate,
 };
 use auth_core::{Region, Utility};
@@ -271,6 +271,11 @@ impl RedisStore {
 
     fn epoch_key(&self, partition: &TopicPartition) -> String {
         format!("{}epoch:{}:{}", self.prefix, partition.topic, partition.partition)
+    }
+
+    /// The sorted set of every meter the stream saw, scored by its newest reading time.
+    fn meters_key(&self) -> String {
+        format!("{}meters:last-reading", self.prefix)
     }
 
     fn restated_key(&self, utility: Utility) -> String {
@@ -522,6 +527,13 @@ impl ServingStore for RedisStore {
                 batch.invocation.arg(self.restated_key(*utility)).arg(restated_field(*slot));
             }
             self.window_commands(&mut batch, &windows, &RegionPart::Partition(flush.partition.partition));
+            if !flush.meters.is_empty() {
+                // GT: a meter's time only moves forward (a replay writes nothing new).
+                batch.command("ZADD", 2 + 2 * flush.meters.len()).arg(self.meters_key()).arg("GT");
+                for meter in &flush.meters {
+                    batch.invocation.arg(meter.ts_ms).arg(meter_member(meter.meter_id));
+                }
+            }
             if let Some(checkpoint) = &flush.checkpoint {
                 batch.command("SET", 2).arg(self.checkpoint_key(&flush.partition)).arg(&checkpoint.state[..]);
                 batch.command("SET", 2).arg(self.progress_key(&flush.partition)).arg(progress_json(&checkpoint.progress)?);
@@ -731,6 +743,44 @@ impl ServingStore for RedisStore {
         ids.truncate(limit);
         Ok(ids)
     }
+
+    async fn meters_silent_since(&self, before_ms: i64, skip: usize, limit: usize) -> Result<Vec<MeterLastReading>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.meters_key();
+        let scored: Vec<(String, f64)> = self
+            .read(|mut connection| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("ZRANGE")
+                        .arg(key)
+                        .arg("-inf")
+                        .arg(format!("({before_ms}"))
+                        .arg("BYSCORE")
+                        .arg("LIMIT")
+                        .arg(skip)
+                        .arg(limit)
+                        .arg("WITHSCORES")
+                        .query_async(&mut connection)
+                        .await
+                }
+            })
+            .await?;
+        scored
+            .into_iter()
+            .map(|(member, score)| match member.parse() {
+                Ok(meter_id) => Ok(MeterLastReading { meter_id, ts_ms: score as i64 }),
+                Err(_) => Err(corrupt(format!("{key} {member}"))),
+            })
+            .collect()
+    }
+}
+
+/// A meter's member in the meters' sorted set: zero-padded, so that the
+/// set's order among equal times (by member) is the meters' numeric order.
+fn meter_member(meter_id: u64) -> String {
+    format!("{meter_id:020}")
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ fn open_window(customer_id: u64, start_ms: i64) -> PartitionFlush {
             aggregate: Aggregate::of(1.0),
             closed: false,
         }],
+        meters: Vec::new(),
         checkpoint: None,
     }
 }

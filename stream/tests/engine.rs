@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_core::ports::{
-    PartitionFlush, PortError, ReadingLog, RegionWindow, ServingStore, StoredWindow, TopicPartition, WindowSlot,
+    MeterLastReading, PartitionFlush, PortError, ReadingLog, RegionWindow, ServingStore, StoredWindow, TopicPartition, WindowSlot,
 };
 use auth_core::spec::{PipelineSpec, SimulatorSpec};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, dead_letter_topic, partition_for, utility_topic};
@@ -270,6 +270,8 @@ async fn a_reading_dated_ahead_is_quarantined_and_makes_no_honest_reading_late(b
         assert_eq!((windows[0].1, windows[0].2), (1.0, 1));
     }
     assert!(store.customer_windows(customers[0]).await.expect("windows").is_empty(), "the reading ahead counts nowhere");
+    let meters: Vec<u64> = store.meters_silent_since(i64::MAX, 0, 100).await.expect("meters").iter().map(|m| m.meter_id).collect();
+    assert_eq!(meters, customers[1..].iter().map(|customer| customer * 4).collect::<Vec<_>>(), "nor as its meter's last reading");
     let letters = read_all(backend.log.as_ref(), &dead_letter_topic(&backend.pipeline), "audit").await;
     assert_eq!(letters.len(), 1);
     let letter: serde_json::Value = serde_json::from_slice(&letters[0]).expect("dead letter is JSON");
@@ -333,6 +335,9 @@ async fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other(bac
         vec![(5, 8.0), (6, 180.0)],
         "the hour within the region lateness takes the upload; older hours are left to the batch"
     );
+    let mut last_readings = vec![MeterLastReading { meter_id: uploader * 4, ts_ms: T0 + 23 * 15 * MINUTE }];
+    last_readings.extend(live.iter().map(|&customer| MeterLastReading { meter_id: customer * 4, ts_ms: live_start + 59 * MINUTE }));
+    assert_eq!(store.meters_silent_since(i64::MAX, 0, 100).await.expect("meters"), last_readings, "each meter's newest reading, the oldest first");
 }
 
 async fn a_quiet_partition_closes_its_windows_after_the_idle_timeout(backend: &Backend) {
@@ -488,6 +493,14 @@ impl ServingStore for FailsOneLoad {
     }
     async fn known_customers(&self, limit: usize) -> auth_core::ports::Result<Vec<u64>> {
         self.inner.known_customers(limit).await
+    }
+    async fn meters_silent_since(
+        &self,
+        before_ms: i64,
+        skip: usize,
+        limit: usize,
+    ) -> auth_core::ports::Result<Vec<auth_core::ports::MeterLastReading>> {
+        self.inner.meters_silent_since(before_ms, skip, limit).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! The serving-store contract, on the in-memory store and on Redis.
 
 use auth_core::ports::{
-    Aggregate, Checkpoint, PartitionCounts, PartitionFlush, PortError, Restatement, StreamProgress, TopicPartition,
+    Aggregate, Checkpoint, MeterLastReading, PartitionCounts, PartitionFlush, PortError, Restatement, StreamProgress, TopicPartition,
     WindowOwner, WindowSlot, WindowUpdate,
 };
 use auth_core::{Region, Utility};
@@ -45,6 +45,12 @@ macro_rules! store_suite {
 
             #[tokio::test]
             $(#[$attribute])*
+            async fn meters_last_readings_only_move_forward_and_list_the_longest_silent_first() {
+                super::meters_last_readings_only_move_forward_and_list_the_longest_silent_first(&$backend("store")).await;
+            }
+
+            #[tokio::test]
+            $(#[$attribute])*
             async fn regions_keep_the_newest_windows_per_size() {
                 super::regions_keep_the_newest_windows_per_size(&$backend("store")).await;
             }
@@ -75,6 +81,7 @@ fn flush(partition: u32, windows: Vec<WindowUpdate>, checkpoint: Option<&'static
         partition: TopicPartition::new("p.water", partition),
         epoch: None,
         windows,
+        meters: Vec::new(),
         checkpoint: checkpoint.map(|state| Checkpoint { state: Bytes::from_static(state), progress: progress_of(state) }),
     }
 }
@@ -233,4 +240,24 @@ async fn a_restatement_is_final_for_the_stream_and_for_older_runs(backend: &Back
     store.restate(restatement(5, 9.0)).await.expect("the same run again");
     store.restate(restatement(6, 7.0)).await.expect("a newer run");
     assert_eq!(read().await, (vec![(0, 7.0, true), (60_000, 1.0, false)], vec![(0, 7.0, true)]));
+}
+
+/// The stream writes each meter's newest reading time with its windows; a
+/// replay's older time changes nothing, a fenced owner's lands nowhere.
+async fn meters_last_readings_only_move_forward_and_list_the_longest_silent_first(backend: &Backend) {
+    let store = backend.new_store().await;
+    let partition = TopicPartition::new("p.water", 0);
+    let read = |meters: &[(u64, i64)]| meters.iter().map(|&(meter_id, ts_ms)| MeterLastReading { meter_id, ts_ms }).collect::<Vec<_>>();
+    let with_meters = |epoch, meters: &[(u64, i64)]| PartitionFlush { epoch: Some(epoch), meters: read(meters), ..flush(0, Vec::new(), None) };
+    let stale = store.claim(&partition).await.expect("claim");
+    store.apply(with_meters(stale, &[(3, 1_000), (12, 5_000), (2, 1_000)])).await.expect("apply");
+    let owner = store.claim(&partition).await.expect("claim");
+    store.apply(with_meters(owner, &[(3, 500), (12, 6_000)])).await.expect("a replay's older time and a newer one");
+    assert!(store.apply(with_meters(stale, &[(2, 9_000)])).await.is_err(), "the stale owner is fenced off");
+
+    let silent = store.meters_silent_since(6_000, 0, 10).await.expect("read");
+    assert_eq!(silent, read(&[(2, 1_000), (3, 1_000)]), "meter 12 read at 6000; equal times in meter order");
+    assert_eq!(store.meters_silent_since(6_001, 1, 2).await.expect("read"), read(&[(3, 1_000), (12, 6_000)]));
+    assert_eq!(store.meters_silent_since(1_000, 0, 10).await.expect("read"), Vec::new());
+    assert_eq!(store.meters_silent_since(i64::MAX, 0, 0).await.expect("read"), Vec::new());
 }
