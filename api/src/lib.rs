@@ -151,6 +151,7 @@ pub(crate) fn now_ms() -> i64 {
         registry::summary, registry::meter, registry::put_meter, registry::delete_meter, registry::customer_meters,
         quality::gaps,
         quality::suspect,
+        quality::silent,
         quality::meter_day, edits::edit, edits::approve, edits::audit,
     ),
     tags((name = "accounts"), (name = "customers"), (name = "regions"), (name = "pipeline"), (name = "registry"), (name = "quality"))
@@ -189,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{id}/meters", get(registry::customer_meters))
         .route("/api/v1/quality/gaps", get(quality::gaps))
         .route("/api/v1/quality/suspect", get(quality::suspect))
+        .route("/api/v1/quality/silent", get(quality::silent))
         .route("/api/v1/meters/{id}/edits", post(edits::edit))
         .route("/api/v1/meters/{id}/approvals", post(edits::approve))
         .route("/api/v1/meters/{id}/audit", get(edits::audit))

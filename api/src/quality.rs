@@ -1,9 +1,12 @@
 //! Data quality for operators: the meters that missed intervals of a day,
 //! as the batch measured them against the meter registry, those whose
-//! readings its validation rules flagged suspect, and one meter's day
-//! interval by interval.
+//! readings its validation rules flagged suspect, one meter's day interval
+//! by interval, and the meters the stream has not heard from for a while.
 
-use auth_core::Utility;
+use std::collections::HashMap;
+
+use auth_core::{Region, Utility};
+use auth_results::InstalledPeriod;
 use auth_results::history::{MeterDayRow, MeterGapRow, SuspectMeterRow};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::session::Caller;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, now_ms};
 
 /// The most meters one answer lists.
 const MAX_LIMIT: u32 = 1_000;
@@ -119,6 +122,126 @@ pub(crate) async fn suspect(
     let Some(date) = asked.date else { return Ok(Json(SuspectMeters { date: None, meters: Vec::new() })) };
     let meters = state.sessions.database().suspect_meters(date, asked.utility, asked.limit).await.map_err(ApiError::results)?;
     Ok(Json(SuspectMeters { date: Some(date.format("%Y-%m-%d").to_string()), meters }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SilentQuery {
+    /// Silent for at least this many of the meter's own reading intervals (1 to 100000, default 4).
+    intervals: Option<u32>,
+    /// electricity, gas or water; every utility when absent.
+    utility: Option<String>,
+    /// At most this many meters, the longest silent first (1 to 1000, default 100).
+    limit: Option<u32>,
+}
+
+/// The most `intervals` a silent-meter query may ask for.
+const MAX_SILENT_INTERVALS: u32 = 100_000;
+/// Meters of the stream one silent-meter answer examines at most, the longest silent first.
+const MAX_SILENT_SCANNED: usize = 100_000;
+/// Meters read from the serving store (and looked up in the registry) at a time.
+const SILENT_PAGE: usize = 1_000;
+
+/// The meters the stream has not heard from for `intervals` of their reading intervals.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SilentMeters {
+    /// The API's clock when it answered, UTC ms: silence is measured up to it.
+    pub now_ms: i64,
+    pub intervals: u32,
+    /// The longest silent first. Only meters installed now; a meter the
+    /// stream never heard from is not here (the batch's gaps list it).
+    pub meters: Vec<SilentMeter>,
+    /// False when the answer stopped after examining its most meters
+    /// (100000) of the stream, the longest silent first: more may be silent.
+    pub complete: bool,
+}
+
+/// A meter installed now whose newest reading the stream saw is old.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SilentMeter {
+    pub meter_id: u64,
+    pub customer_id: u64,
+    #[schema(value_type = String)]
+    pub region: Region,
+    #[schema(value_type = String)]
+    pub utility: Utility,
+    pub interval_secs: u32,
+    /// The newest reading's own time, UTC ms.
+    pub last_reading_ms: i64,
+    /// Whole reading intervals since it.
+    pub silent_intervals: i64,
+}
+
+/// Meters silent in the stream: each meter's newest reading time, as the
+/// stream processors keep it in the serving store, against its reading
+/// interval in the registry.
+#[utoipa::path(get, path = "/api/v1/quality/silent", tag = "quality", params(SilentQuery),
+    responses((status = 200, body = SilentMeters), (status = 400, description = "bad intervals, utility or limit"),
+              (status = 401, description = "not logged in"), (status = 403, description = "operators only")))]
+pub(crate) async fn silent(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<SilentQuery>, QueryRejection>,
+) -> Result<Json<SilentMeters>, ApiError> {
+    caller.must_be_operator()?;
+    let query = crate::routes::query_of(query)?;
+    let utility = query.utility.as_deref().map(crate::routes::parse_utility).transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit {limit} must be 1 to {MAX_LIMIT}")));
+    }
+    let intervals = query.intervals.unwrap_or(4);
+    if !(1..=MAX_SILENT_INTERVALS).contains(&intervals) {
+        return Err(ApiError::bad_request(format!("intervals {intervals} must be 1 to {MAX_SILENT_INTERVALS}")));
+    }
+    let now_ms = now_ms();
+    // The shortest reading interval is a second: no meter is silent for
+    // `intervals` of its own that read after this.
+    let before_ms = now_ms - i64::from(intervals) * 1_000;
+    let mut meters = Vec::new();
+    let mut scanned = 0;
+    let complete = loop {
+        if scanned >= MAX_SILENT_SCANNED {
+            break false;
+        }
+        let page = state.store.meters_silent_since(before_ms, scanned, SILENT_PAGE).await?;
+        scanned += page.len();
+        let ids: Vec<u64> = page.iter().map(|meter| meter.meter_id).collect();
+        let installed: HashMap<u64, InstalledPeriod> = state
+            .sessions
+            .database()
+            .installed_at(&ids, now_ms)
+            .await
+            .map_err(ApiError::results)?
+            .into_iter()
+            .map(|installation| (installation.meter_id, installation))
+            .collect();
+        for meter in &page {
+            let Some(installation) = installed.get(&meter.meter_id) else { continue };
+            let silent_intervals = (now_ms - meter.ts_ms) / (i64::from(installation.interval_secs) * 1_000);
+            if utility.is_some_and(|utility| utility != installation.utility) || silent_intervals < i64::from(intervals) {
+                continue;
+            }
+            meters.push(SilentMeter {
+                meter_id: meter.meter_id,
+                customer_id: installation.customer_id,
+                region: installation.region,
+                utility: installation.utility,
+                interval_secs: installation.interval_secs,
+                last_reading_ms: meter.ts_ms,
+                silent_intervals,
+            });
+            if meters.len() == limit as usize {
+                break;
+            }
+        }
+        if meters.len() == limit as usize || page.len() < SILENT_PAGE {
+            break true;
+        }
+    };
+    Ok(Json(SilentMeters { now_ms, intervals, meters, complete }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

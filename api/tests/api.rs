@@ -11,7 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use auth_api::{AppState, LoginLimits, PipelineProbe, Sessions, router};
-use auth_core::ports::{Aggregate, OutRecord, PartitionFlush, TopicPartition, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::ports::{
+    Aggregate, MeterLastReading, OutRecord, PartitionFlush, ServingStore, TopicPartition, WindowOwner, WindowSlot, WindowUpdate,
+};
 use auth_core::{Region, Utility};
 use auth_results::{Database, Role};
 use auth_testkit::Backend;
@@ -42,6 +44,7 @@ struct Api {
     app: axum::Router,
     _backend: Backend,
     db: Database,
+    store: Arc<dyn ServingStore>,
     /// Start of today (UTC), ms.
     today: i64,
     /// Session cookies by username, so that tests log in once per account.
@@ -112,6 +115,7 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
                 window(texas, electricity, DAY, today, 2_914_550.5),
                 window(texas, electricity, HOUR, today, 9.0),
             ],
+            meters: Vec::new(),
             checkpoint: None,
         })
         .await
@@ -151,14 +155,14 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     backend.log.producer().expect("producer").send(&topic, vec![record.clone(), record]).await.expect("send");
     let probe = PipelineProbe::new(Arc::clone(&backend.log), vec![topic]);
     let mut state = AppState::new(
-        store,
+        Arc::clone(&store),
         Arc::new(Sessions::new(db.clone(), limits)),
         Arc::new(probe),
         metrics_handle(),
     );
     state.live_interval = Duration::from_millis(50);
     state.limit_live_streams(MAX_LIVE_STREAMS);
-    Api { app: router(state), _backend: backend, db, today, cookies: Default::default(), _directory: directory }
+    Api { app: router(state), _backend: backend, db, store, today, cookies: Default::default(), _directory: directory }
 }
 
 /// The process's Prometheus recorder, installed once: `/metrics` sets the batch's gauges through it.
@@ -566,6 +570,7 @@ async fn the_openapi_document_describes_every_route(api: &Api) {
         "/api/v1/customers/{id}/today", "/api/v1/customers/{id}/live", "/api/v1/regions", "/api/v1/regions/{code}/usage",
         "/api/v1/regions/{code}/top", "/api/v1/live/regions", "/api/v1/pipeline", "/api/v1/registry",
         "/api/v1/registry/meters/{id}", "/api/v1/customers/{id}/meters", "/api/v1/quality/gaps", "/api/v1/quality/suspect",
+        "/api/v1/quality/silent",
         "/api/v1/meters/{id}/edits", "/api/v1/meters/{id}/approvals", "/api/v1/meters/{id}/audit", "/api/v1/meters/{id}/quality",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
@@ -786,4 +791,53 @@ suite!(
     operators_list_the_meters_with_suspect_readings,
     operators_edit_and_approve_intervals_with_an_audit_log,
     operators_see_a_meters_day_interval_by_interval,
+    operators_list_the_meters_the_stream_has_not_heard_from,
 );
+
+/// The stream keeps each meter's newest reading time in the serving store;
+/// the API measures it against the meter's reading interval in the registry.
+async fn operators_list_the_meters_the_stream_has_not_heard_from(api: &Api) {
+    let installed = |meter: u64, interval_secs: u32, valid_to_ms: Option<i64>| {
+        json!([{"meterId": meter, "customerId": 9, "premiseId": "TX-9", "region": "US-TX", "utility": "electricity",
+                "customerKind": "residential", "unit": "kWh", "multiplier": 1.0, "register": "interval", "intervalSecs": interval_secs,
+                "validFromMs": 0, "validToMs": valid_to_ms}])
+    };
+    // 90 reads every minute, 91 every hour; 92 was exchanged yesterday; 93 is not in the registry.
+    for (meter, body) in [(90, installed(90, 60, None)), (91, installed(91, 3600, None)), (92, installed(92, 60, Some(api.today - DAY)))] {
+        let (status, answer) = send_as(api, "ops", "PUT", &format!("/api/v1/registry/meters/{meter}"), &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let now = now_ms();
+    let last_readings = [(90, now - 10 * MINUTE - 1_000), (91, now - 2 * HOUR - 1_000), (92, now - 2 * DAY), (93, now - 3 * DAY)];
+    let meters = last_readings.iter().map(|&(meter_id, ts_ms)| MeterLastReading { meter_id, ts_ms }).collect();
+    let flush = PartitionFlush { partition: TopicPartition::new("p.electricity", 0), epoch: None, windows: Vec::new(), meters, checkpoint: None };
+    api.store.apply(flush).await.expect("apply");
+
+    let silent = |answer: &Value| -> Vec<(u64, i64, i64)> {
+        let meters = answer["meters"].as_array().expect("meters");
+        meters.iter().map(|m| (m["meterId"].as_u64().expect("id"), m["lastReadingMs"].as_i64().expect("last"), m["silentIntervals"].as_i64().expect("n"))).collect()
+    };
+    let (status, answer) = api.get_as("ops", "/api/v1/quality/silent").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(silent(&answer), vec![(90, now - 10 * MINUTE - 1_000, 10)], "four intervals by default: the hourly meter missed two");
+    assert_eq!((answer["intervals"].as_u64(), answer["complete"].as_bool()), (Some(4), Some(true)), "{answer}");
+    assert_eq!((answer["meters"][0]["customerId"].as_u64(), answer["meters"][0]["intervalSecs"].as_u64()), (Some(9), Some(60)));
+    let (_, answer) = api.get_as("ops", "/api/v1/quality/silent?intervals=2").await;
+    assert_eq!(silent(&answer), vec![(91, now - 2 * HOUR - 1_000, 2), (90, now - 10 * MINUTE - 1_000, 10)], "the longest silent first");
+    let (_, answer) = api.get_as("ops", "/api/v1/quality/silent?intervals=2&limit=1").await;
+    assert_eq!(silent(&answer).iter().map(|m| m.0).collect::<Vec<_>>(), vec![91]);
+    let (_, answer) = api.get_as("ops", "/api/v1/quality/silent?utility=water").await;
+    assert_eq!(answer["meters"], json!([]));
+
+    assert_eq!(api.get_as("alice", "/api/v1/quality/silent").await.0, StatusCode::FORBIDDEN);
+    for (uri, reason) in [
+        ("/api/v1/quality/silent?intervals=0", "intervals 0 must be 1 to 100000"),
+        ("/api/v1/quality/silent?limit=5000", "limit 5000 must be 1 to 1000"),
+        ("/api/v1/quality/silent?utility=steam", "steam"),
+        ("/api/v1/quality/silent?date=2026-01-01", "date"),
+    ] {
+        let (status, answer) = api.get_as("ops", uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|error| error.contains(reason)), "{uri}: {answer}");
+    }
+}

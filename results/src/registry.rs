@@ -57,6 +57,26 @@ impl From<&Installation> for InstalledPeriod {
 }
 
 type PeriodRow = (i64, i64, String, String, i64, i64, Option<i64>, String, Option<f64>, Option<f64>);
+/// The columns of a [`PeriodRow`].
+const PERIOD_COLUMNS: &str =
+    "meter_id, customer_id, region, utility, interval_secs, valid_from_ms, valid_to_ms, unit, plausible_min, plausible_max";
+
+fn installed_period(row: PeriodRow) -> Result<InstalledPeriod, ResultsError> {
+    let (meter_id, customer_id, region, utility, interval, valid_from_ms, valid_to_ms, unit, min, max) = row;
+    let stored = |what: String| ResultsError::Stored(format!("meter {meter_id}: {what}"));
+    let interval_secs = u32::try_from(interval).map_err(|_| stored(format!("interval {interval} s")))?;
+    let factor = unit.parse::<MeterUnit>().map_err(stored)?.factor();
+    Ok(InstalledPeriod {
+        meter_id: meter_id as u64,
+        customer_id: customer_id as u64,
+        region: parse_region(&region)?,
+        utility: parse_utility(&utility)?,
+        interval_secs,
+        valid_from_ms,
+        valid_to_ms,
+        plausible: ValueRange { min: min.map(|min| min * factor), max: max.map(|max| max * factor) },
+    })
+}
 
 type InstallationRow =
     (i64, i64, Option<i64>, i64, String, String, String, String, String, f64, String, i64, Option<f64>, Option<f64>);
@@ -165,8 +185,7 @@ impl Database {
         }
         let listed = (3..3 + utilities.len()).map(|number| self.placeholder(number)).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT meter_id, customer_id, region, utility, interval_secs, valid_from_ms, valid_to_ms, unit, plausible_min, plausible_max \
-             FROM meter_installations \
+            "SELECT {PERIOD_COLUMNS} FROM meter_installations \
              WHERE valid_from_ms < {} AND (valid_to_ms IS NULL OR valid_to_ms > {}) AND utility IN ({listed})",
             self.placeholder(1),
             self.placeholder(2)
@@ -176,23 +195,32 @@ impl Database {
             query = query.bind(utility.as_str());
         }
         let rows = query.fetch_all(self.pool()).await.map_err(query_error("meter_installations"))?;
-        rows.into_iter()
-            .map(|(meter_id, customer_id, region, utility, interval, valid_from_ms, valid_to_ms, unit, min, max)| {
-                let stored = |what: String| ResultsError::Stored(format!("meter {meter_id}: {what}"));
-                let interval_secs = u32::try_from(interval).map_err(|_| stored(format!("interval {interval} s")))?;
-                let factor = unit.parse::<MeterUnit>().map_err(stored)?.factor();
-                Ok(InstalledPeriod {
-                    meter_id: meter_id as u64,
-                    customer_id: customer_id as u64,
-                    region: parse_region(&region)?,
-                    utility: parse_utility(&utility)?,
-                    interval_secs,
-                    valid_from_ms,
-                    valid_to_ms,
-                    plausible: ValueRange { min: min.map(|min| min * factor), max: max.map(|max| max * factor) },
-                })
-            })
-            .collect()
+        rows.into_iter().map(installed_period).collect()
+    }
+
+    /// The installations of `meters` in place at `at_ms` (a meter not
+    /// installed then has none), in no particular order.
+    #[tracing::instrument(level = "debug", skip(self, meters), fields(meters = meters.len()))]
+    pub async fn installed_at(&self, meters: &[u64], at_ms: i64) -> Result<Vec<InstalledPeriod>, ResultsError> {
+        let mut installed = Vec::with_capacity(meters.len());
+        for chunk in meters.chunks(METERS_PER_STATEMENT) {
+            let listed = (3..3 + chunk.len()).map(|number| self.placeholder(number)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT {PERIOD_COLUMNS} FROM meter_installations \
+                 WHERE valid_from_ms <= {} AND (valid_to_ms IS NULL OR valid_to_ms > {}) AND meter_id IN ({listed})",
+                self.placeholder(1),
+                self.placeholder(2),
+            );
+            let mut query = sqlx::query_as::<_, PeriodRow>(&sql).bind(at_ms).bind(at_ms);
+            for &meter_id in chunk {
+                query = query.bind(meter_id as i64);
+            }
+            let rows = query.fetch_all(self.pool()).await.map_err(query_error("meter_installations"))?;
+            for row in rows {
+                installed.push(installed_period(row)?);
+            }
+        }
+        Ok(installed)
     }
 
     /// The installations of one meter, oldest first.
