@@ -292,7 +292,27 @@ async function showOperator() {
   live.push(setInterval(refreshPipeline, 2000));
   refreshRegistry();
   refreshGaps();
+  refreshSilent();
+  live.push(setInterval(refreshSilent, 10000));
   refreshSuspect();
+}
+
+/// The installed meters the stream has not heard from for four of their reading intervals.
+async function refreshSilent() {
+  const table = $('silent-meters');
+  try {
+    const silent = await api('/quality/silent');
+    const time = (ms) => new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+    const interval = (secs) => secs % 3600 === 0 ? `${secs / 3600} h` : secs % 60 === 0 ? `${secs / 60} min` : `${secs} s`;
+    table.tBodies[0].innerHTML = silent.meters.map((m) => `<tr class="clickable" data-customer="${m.customerId}"><td>${m.meterId}</td><td>${m.customerId}</td><td>${m.utility}</td><td>${m.region}</td><td>${interval(m.intervalSecs)}</td><td>${time(m.lastReadingMs)}</td><td>${m.silentIntervals.toLocaleString()}</td></tr>`).join('');
+    table.hidden = silent.meters.length === 0;
+    $('silent-note').textContent = silent.meters.length
+      ? `Installed meters whose newest reading in the stream is ${silent.intervals} or more of their reading intervals old; the longest silent first.${silent.complete ? '' : ' More may be silent.'}`
+      : `Every meter the stream has heard from read within its last ${silent.intervals} intervals.`;
+  } catch (error) {
+    table.hidden = true;
+    $('silent-note').textContent = error.message;
+  }
 }
 
 /// The meters that missed intervals of the newest day the batch computed.
@@ -354,7 +374,7 @@ $('meter-lookup').addEventListener('submit', async (event) => {
   }
 });
 
-for (const id of ['meter-installations', 'meter-gaps', 'suspect-meters']) {
+for (const id of ['meter-installations', 'meter-gaps', 'silent-meters', 'suspect-meters']) {
   $(id).addEventListener('click', (event) => {
     const row = event.target.closest('tr[data-customer]');
     if (!row) return;

@@ -134,8 +134,10 @@ test('an operator sees every state coloured, hovers one and clicks it for its ch
   assert.equal(await chart.getAttribute('data-region'), 'US-CA');
   assert.ok(Number(await chart.getAttribute('data-points')) > 0, 'the region chart has points');
   await page.locator('#region-title').getByText('California').waitFor();
-  // Pipeline health is shown.
+  // Pipeline health is shown, and which meters the stream has not heard from.
   await page.getByTestId('pipeline').getByText('Ingest').waitFor();
+  await page.waitForFunction(() => /read within its last 4 intervals|4 or more of their reading intervals old/
+    .test(document.querySelector('[data-testid=silent-note]').textContent));
   // The meter registry: how many meters, and one looked up with the customer it belongs to.
   await page.waitForFunction(() => /^[\d,]+ meters, [\d,]+ installations/.test(document.querySelector('[data-testid=registry-summary]').textContent));
   await page.getByLabel('Meter id').fill('4');
