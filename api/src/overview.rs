@@ -90,8 +90,9 @@ pub struct PipelineOverview {
     lag: u64,
     stream: StreamCounts,
     partitions: Vec<PartitionProgress>,
-    /// The batch's newest reconciliation rows (batch against stream totals):
-    /// date, utility, batchTotal, batchReadings, streamTotal, drift, computedAtMs.
+    /// The batch's newest reconciliation rows (batch against stream totals,
+    /// with how much of the batch's is estimates):
+    /// date, utility, batchTotal, batchReadings, batchEstimated, streamTotal, drift, computedAtMs.
     #[schema(value_type = Vec<Object>)]
     reconciliation: Vec<ReconciliationRow>,
 }

@@ -124,7 +124,7 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     // before its end (as `auth up` does), is not final and is not served.
     for offset in [3, 2, 0] {
         let day = date(today - offset * DAY);
-        sql(&db, &format!("INSERT INTO reconciliation VALUES ('{day}', 'electricity', 1000.0, 100, 990.0, 10, 10.0, {})", today + HOUR)).await;
+        sql(&db, &format!("INSERT INTO reconciliation VALUES ('{day}', 'electricity', 1000.0, 100, 990.0, 10, 10.0, {}, 4.0)", today + HOUR)).await;
     }
     sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0, 0, 0)", date(today))).await;
     let before_yesterday = date(today - 3 * DAY);
@@ -484,7 +484,7 @@ async fn pipeline_overview_for_operators(api: &Api) {
     assert_eq!(body["logReadings"], 2);
     assert_eq!(body["lag"], 2, "no checkpoint yet: the whole log is lag");
     assert_eq!(body["partitions"].as_array().map(Vec::len), Some(2));
-    assert_eq!(body["reconciliation"][0]["drift"], 10.0);
+    assert_eq!((&body["reconciliation"][0]["drift"], &body["reconciliation"][0]["batchEstimated"]), (&json!(10.0), &json!(4.0)));
     assert_eq!(body["reconciliation"][0]["date"], date(api.today), "the newest reconciliation, final or not");
 }
 

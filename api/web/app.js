@@ -464,6 +464,7 @@ async function refreshPipeline() {
     card('Rejected', overview.stream.malformed.toLocaleString(), overview.stream.duplicates.toLocaleString() + ' duplicates dropped') +
     card('Batch', drift ? drift.date : 'not yet', !drift ? 'no day computed yet'
       : drift.drift != null ? `${drift.utility}: drift ${number(drift.drift)} ${BASE_UNITS[drift.utility]} (batch − stream)`
+        + (drift.batchEstimated ? `; the batch's total holds ${number(drift.batchEstimated)} of estimates` : '')
       : `${drift.utility}: ${number(drift.batchTotal / 1000)} ${UNITS[drift.utility]}; the stream did not see this day`);
 }
 

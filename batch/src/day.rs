@@ -140,6 +140,7 @@ pub async fn run_day(
                 utility,
                 batch_total: total.total,
                 batch_readings: total.readings,
+                batch_estimated: total.estimated,
                 stream_total: stream.map(|aggregate| aggregate.sum),
                 stream_readings: stream.map(|aggregate| aggregate.count),
             }

@@ -154,6 +154,8 @@ pub struct TopCustomer {
 pub struct UtilityTotal {
     pub total: f64,
     pub readings: u64,
+    /// The part of `total` that is estimates ([`EstimatedRun`]).
+    pub estimated: f64,
 }
 
 /// Everything the batch computes for one date.
@@ -778,7 +780,12 @@ impl DayFold {
                     total.total += day.total;
                     total.readings += day.readings;
                 }
-                _ => totals.push((day.utility, UtilityTotal { total: day.total, readings: day.readings })),
+                _ => totals.push((day.utility, UtilityTotal { total: day.total, readings: day.readings, estimated: 0.0 })),
+            }
+        }
+        for run in &estimated_runs {
+            if let Some((_, total)) = totals.iter_mut().find(|(utility, _)| *utility == run.utility) {
+                total.estimated += run.total;
             }
         }
         let mut top_customers = Vec::new();
@@ -831,7 +838,7 @@ mod tests {
         let hours: Vec<_> = outputs.region_hours.iter().map(|h| (h.hour, h.total, h.readings, h.customers)).collect();
         assert_eq!(hours, vec![(2, 3.0, 2, 1), (5, 3.0, 1, 1), (9, 11.0, 2, 2)]);
         assert_eq!(outputs.top_customers.iter().map(|t| (t.position, t.customer_id)).collect::<Vec<_>>(), vec![(1, 8), (2, 7)]);
-        assert_eq!(outputs.totals, vec![(Utility::Water, UtilityTotal { total: 17.0, readings: 5 })]);
+        assert_eq!(outputs.totals, vec![(Utility::Water, UtilityTotal { total: 17.0, readings: 5, estimated: 0.0 })]);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Reconciliation {
     pub utility: Utility,
     pub batch_total: f64,
     pub batch_readings: u64,
+    /// The part of `batch_total` that is estimates: intervals no reading filled.
+    pub batch_estimated: f64,
     /// `None` when the serving store no longer holds (or never held) the day.
     pub stream_total: Option<f64>,
     pub stream_readings: Option<u64>,
@@ -200,9 +202,9 @@ impl ResultsDb {
             Ok(())
         })
         .await?;
-        const RECONCILIATION_COLUMNS: [&str; 8] = [
-            "usage_date", "utility", "batch_total", "batch_readings", "stream_total", "stream_readings", "drift",
-            "computed_at_ms",
+        const RECONCILIATION_COLUMNS: [&str; 9] = [
+            "usage_date", "utility", "batch_total", "batch_readings", "batch_estimated", "stream_total", "stream_readings",
+            "drift", "computed_at_ms",
         ];
         if !reconciliation.is_empty() {
             let mut arguments = AnyArguments::default();
@@ -211,6 +213,7 @@ impl ResultsDb {
                 add(&mut arguments, row.utility.as_str().to_owned())?;
                 add(&mut arguments, row.batch_total)?;
                 add(&mut arguments, row.batch_readings as i64)?;
+                add(&mut arguments, row.batch_estimated)?;
                 add(&mut arguments, row.stream_total)?;
                 add(&mut arguments, row.stream_readings.map(|count| count as i64))?;
                 add(&mut arguments, row.drift())?;
@@ -384,19 +387,22 @@ impl ResultsDb {
             });
         }
         let sql = format!(
-            "SELECT utility, batch_total, batch_readings, stream_total, stream_readings FROM reconciliation {filter} ORDER BY utility"
+            "SELECT utility, batch_total, batch_readings, batch_estimated, stream_total, stream_readings FROM reconciliation {filter} \
+             ORDER BY utility"
         );
-        type ReconciliationRow = (String, f64, i64, Option<f64>, Option<i64>);
+        type ReconciliationRow = (String, f64, i64, f64, Option<f64>, Option<i64>);
         let rows: Vec<ReconciliationRow> =
             sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("reconciliation"))?;
         let mut reconciliation = Vec::new();
-        for (utility, batch_total, batch_readings, stream_total, stream_readings) in rows {
+        for (utility, batch_total, batch_readings, batch_estimated, stream_total, stream_readings) in rows {
             let utility = parse_utility(&utility)?;
-            outputs.totals.push((utility, crate::UtilityTotal { total: batch_total, readings: batch_readings as u64 }));
+            let total = crate::UtilityTotal { total: batch_total, readings: batch_readings as u64, estimated: batch_estimated };
+            outputs.totals.push((utility, total));
             reconciliation.push(Reconciliation {
                 utility,
                 batch_total,
                 batch_readings: batch_readings as u64,
+                batch_estimated,
                 stream_total,
                 stream_readings: stream_readings.map(|count| count as u64),
             });

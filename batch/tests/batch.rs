@@ -201,9 +201,9 @@ fn expected() -> DayOutputs {
             tops
         },
         totals: vec![
-            (e, UtilityTotal { total: 51.5, readings: 6 }),
-            (g, UtilityTotal { total: 549.0, readings: 21 }),
-            (w, UtilityTotal { total: 100.0, readings: 1 }),
+            (e, UtilityTotal { total: 51.5, readings: 6, estimated: 0.0 }),
+            (g, UtilityTotal { total: 549.0, readings: 21, estimated: 0.0 }),
+            (w, UtilityTotal { total: 100.0, readings: 1, estimated: 0.0 }),
         ],
         meter_gaps: {
             let at = |hour: i64, minute: i64| Some(DAY_START_MS + hour * HOUR_MS + minute * 60_000);
@@ -296,8 +296,8 @@ fn edited() -> DayOutputs {
             _ => top.total,
         };
     }
-    day.totals[0].1 = UtilityTotal { total: 54.0, readings: 7 };
-    day.totals[1].1 = UtilityTotal { total: 54.0, readings: 21 };
+    day.totals[0].1 = UtilityTotal { total: 54.0, readings: 7, estimated: 0.0 };
+    day.totals[1].1 = UtilityTotal { total: 54.0, readings: 21, estimated: 0.0 };
     day.suspect_intervals.retain(|suspect| suspect.rule != SuspectRule::Spike && (suspect.utility, suspect.ts_ms) != (g, gas[0].0));
     let applied = |utility, meter_id, customer_id, code: &str, ts_ms, read_value, value| EditedInterval {
         utility,
@@ -451,6 +451,8 @@ async fn estimates_fill_gaps_and_late_readings_replace_them(master: MasterStore,
         }
     };
     assert_eq!(restated(12).await, Some(180.0), "the serving store has the estimated day");
+    let (_, reconciliation) = results.day(date()).await.unwrap();
+    assert_eq!(reconciliation.iter().map(|row| row.batch_estimated).collect::<Vec<_>>(), vec![2.0 + 3.0 + 24.0 * 1.5], "the estimates in the batch's total");
 
     // The readings arrive late: they replace the estimates, and the day is restated.
     write(&master, e, date(), 0, 1_000, &[reading(11, e, "US-CA", ten, 5.0), reading(11, e, "US-CA", ten + FIVE_MINUTES, 5.0)]).await;
@@ -462,6 +464,8 @@ async fn estimates_fill_gaps_and_late_readings_replace_them(master: MasterStore,
     assert_eq!(totals, vec![(11, 285.0 + 4.0 + 10.0, 288, 0), (12, 72.0 * 2.0 + 24.0 * 3.0, 96, 0)]);
     assert_eq!(summary.restatements[0].1.customers_changed, 2, "{:?}", summary.restatements);
     assert_eq!(restated(12).await, Some(216.0), "the serving store has the day as read");
+    let (_, reconciliation) = results.day(date()).await.unwrap();
+    assert_eq!(reconciliation.iter().map(|row| row.batch_estimated).collect::<Vec<_>>(), vec![0.0]);
 }
 
 fn sqlite_url(directory: &tempfile::TempDir) -> String {
@@ -607,8 +611,8 @@ async fn reconciliation_and_restatement() {
     assert!(summary.restatements.is_empty());
     let (_, reconciliation) = results.day(date()).await.unwrap();
     assert_eq!(reconciliation, vec![
-        Reconciliation { utility: Utility::Electricity, batch_total: 51.5, batch_readings: 6, stream_total: Some(31.5), stream_readings: Some(5) },
-        Reconciliation { utility: Utility::Water, batch_total: 100.0, batch_readings: 1, stream_total: None, stream_readings: None },
+        Reconciliation { utility: Utility::Electricity, batch_total: 51.5, batch_readings: 6, batch_estimated: 0.0, stream_total: Some(31.5), stream_readings: Some(5) },
+        Reconciliation { utility: Utility::Water, batch_total: 100.0, batch_readings: 1, batch_estimated: 0.0, stream_total: None, stream_readings: None },
     ]);
     assert_eq!(reconciliation[0].drift(), Some(20.0));
 

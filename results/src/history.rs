@@ -171,6 +171,8 @@ pub struct ReconciliationRow {
     pub utility: Utility,
     pub batch_total: f64,
     pub batch_readings: u64,
+    /// The part of `batch_total` that is estimates: intervals no reading filled.
+    pub batch_estimated: f64,
     pub stream_total: Option<f64>,
     pub drift: Option<f64>,
     pub computed_at_ms: i64,
@@ -480,18 +482,19 @@ impl Database {
     /// The newest `limit` reconciliation rows, newest day first.
     pub async fn recent_reconciliation(&self, limit: u32) -> Result<Vec<ReconciliationRow>, ResultsError> {
         let sql = format!(
-            "SELECT usage_date, utility, batch_total, batch_readings, stream_total, drift, computed_at_ms FROM reconciliation \
-             ORDER BY usage_date DESC, utility LIMIT {limit}"
+            "SELECT usage_date, utility, batch_total, batch_readings, batch_estimated, stream_total, drift, computed_at_ms \
+             FROM reconciliation ORDER BY usage_date DESC, utility LIMIT {limit}"
         );
-        type Row = (String, String, f64, i64, Option<f64>, Option<f64>, i64);
+        type Row = (String, String, f64, i64, f64, Option<f64>, Option<f64>, i64);
         let rows: Vec<Row> = sqlx::query_as(&sql).fetch_all(self.pool()).await.map_err(query_error("reconciliation"))?;
         rows.into_iter()
-            .map(|(date, utility, batch_total, batch_readings, stream_total, drift, computed_at_ms)| {
+            .map(|(date, utility, batch_total, batch_readings, batch_estimated, stream_total, drift, computed_at_ms)| {
                 Ok(ReconciliationRow {
                     date: parse_date(&date)?,
                     utility: parse_utility(&utility)?,
                     batch_total,
                     batch_readings: batch_readings as u64,
+                    batch_estimated,
                     stream_total,
                     drift,
                     computed_at_ms,
