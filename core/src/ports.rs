@@ -285,8 +285,9 @@ pub struct PartitionFlush {
     pub epoch: Option<u64>,
     pub windows: Vec<WindowUpdate>,
     /// The newest reading time of each meter that read since the partition's
-    /// last flush. The store keeps the later of it and the time it holds, so
-    /// a replay after a crash writes nothing new.
+    /// last checkpoint (the stream writes them with its checkpoints). The
+    /// store keeps the later of it and the time it holds, so a replay after a
+    /// crash writes nothing new.
     pub meters: Vec<MeterLastReading>,
     /// When this flush is a checkpoint.
     pub checkpoint: Option<Checkpoint>,

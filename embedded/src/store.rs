@@ -1,6 +1,6 @@
 //! The in-memory serving store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
@@ -30,9 +30,9 @@ struct State {
     epochs: HashMap<TopicPartition, u64>,
     /// The version of each restated window.
     restated: HashMap<(Utility, WindowSlot), u64>,
-    /// Each meter's newest reading time, and the same ordered by it.
+    /// Each meter's newest reading time: written at every checkpoint, read
+    /// (and sorted) only when an operator asks for the silent meters.
     meter_last_reading: FxHashMap<u64, i64>,
-    meters_by_last_reading: BTreeSet<(i64, u64)>,
 }
 
 /// Who wrote a part of a region's window.
@@ -141,12 +141,8 @@ impl ServingStore for MemoryStore {
             }
         }
         for meter in &flush.meters {
-            let newest = state.meter_last_reading.entry(meter.meter_id).or_insert(i64::MIN);
-            if meter.ts_ms > *newest {
-                let previous = std::mem::replace(newest, meter.ts_ms);
-                state.meters_by_last_reading.remove(&(previous, meter.meter_id));
-                state.meters_by_last_reading.insert((meter.ts_ms, meter.meter_id));
-            }
+            let newest = state.meter_last_reading.entry(meter.meter_id).or_insert(meter.ts_ms);
+            *newest = (*newest).max(meter.ts_ms);
         }
         if let Some(checkpoint) = flush.checkpoint {
             state.checkpoints.insert(flush.partition, (checkpoint.state, checkpoint.progress));
@@ -223,13 +219,14 @@ impl ServingStore for MemoryStore {
     }
 
     async fn meters_silent_since(&self, before_ms: i64, skip: usize, limit: usize) -> Result<Vec<MeterLastReading>> {
-        let state = self.read();
-        Ok(state
-            .meters_by_last_reading
-            .range(..(before_ms, 0))
-            .skip(skip)
-            .take(limit)
-            .map(|&(ts_ms, meter_id)| MeterLastReading { meter_id, ts_ms })
-            .collect())
+        let mut silent: Vec<(i64, u64)> = self
+            .read()
+            .meter_last_reading
+            .iter()
+            .filter(|&(_, &ts_ms)| ts_ms < before_ms)
+            .map(|(&meter_id, &ts_ms)| (ts_ms, meter_id))
+            .collect();
+        silent.sort_unstable();
+        Ok(silent.into_iter().skip(skip).take(limit).map(|(ts_ms, meter_id)| MeterLastReading { meter_id, ts_ms }).collect())
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use auth_core::ports::{
-    Checkpoint, LogProducer, LogRecord, MeterLastReading, OutRecord, PartitionFlush, PortError, ReadingLog, ServingStore, StreamProgress,
+    Checkpoint, LogProducer, LogRecord, OutRecord, PartitionFlush, PortError, ReadingLog, ServingStore, StreamProgress,
     TopicPartition,
 };
 use auth_core::spec::PipelineSpec;
@@ -21,7 +21,6 @@ use auth_runtime::partitioned::{
 };
 use auth_runtime::CancellationToken;
 use bytes::Bytes;
-use rustc_hash::FxHashMap;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::metrics as names;
@@ -127,8 +126,6 @@ pub struct Assigned {
     /// Size of the last checkpoint, to size the next one's buffer.
     checkpoint_size: checkpoint::EncodedSize,
     reported: PartitionCounts,
-    /// The newest reading time of each meter read since the last flush.
-    meters_read: FxHashMap<u64, i64>,
 }
 
 /// The window engine as a task of the partitioned-consumer runtime.
@@ -254,7 +251,6 @@ impl PartitionedTask for StreamTask {
             changed_since_checkpoint: false,
             checkpoint_size: checkpoint::EncodedSize::default(),
             reported,
-            meters_read: FxHashMap::default(),
         };
         Ok(Some(Restored { state, start_at: Some(next_offset) }))
     }
@@ -281,8 +277,6 @@ impl PartitionedTask for StreamTask {
                     let problems = reading.problems(Some(receiver));
                     if problems.is_empty() {
                         state.windows.add(&reading, log_ms);
-                        let newest = state.meters_read.entry(reading.meter_id).or_insert(reading.ts_ms);
-                        *newest = (*newest).max(reading.ts_ms);
                         continue;
                     }
                     if problems.iter().all(|problem| matches!(problem, InvalidReason::FutureTimestamp { .. })) {
@@ -342,8 +336,8 @@ impl PartitionedTask for StreamTask {
             } else {
                 None
             };
-            let meters: Vec<MeterLastReading> =
-                state.meters_read.drain().map(|(meter_id, ts_ms)| MeterLastReading { meter_id, ts_ms }).collect();
+            // With the checkpoint only: a meter read again since the last one is written once.
+            let meters = if write_checkpoint { state.windows.take_meter_readings() } else { Vec::new() };
             if windows.is_empty() && meters.is_empty() && blob.is_none() {
                 continue;
             }

@@ -14,7 +14,7 @@
 //! closes its windows on the wall clock. `stream/README.md` states the rules
 //! with a worked example.
 
-use auth_core::ports::{Aggregate, WindowOwner, WindowSlot, WindowUpdate};
+use auth_core::ports::{Aggregate, MeterLastReading, WindowOwner, WindowSlot, WindowUpdate};
 use auth_core::region::REGIONS;
 use auth_core::spec::WindowSpec;
 use auth_core::{Reading, Region, Utility};
@@ -162,6 +162,11 @@ impl MeterSeen {
     fn heap_bytes(&self) -> usize {
         self.seen.capacity() * size_of::<u32>()
     }
+
+    /// The meter's newest counted reading time.
+    fn newest(&self) -> Option<MeterLastReading> {
+        self.seen.last().map(|&offset| MeterLastReading { meter_id: self.meter_id, ts_ms: self.base_ms + i64::from(offset) })
+    }
 }
 
 /// State of one customer in one partition (so: one utility).
@@ -183,6 +188,9 @@ pub(crate) struct CustomerState {
     next_due_ms: i64,
     #[serde(skip)]
     pub(crate) dirty: bool,
+    /// A meter counted a reading since [`PartitionWindows::take_meter_readings`].
+    #[serde(skip)]
+    meters_read: bool,
 }
 
 impl CustomerState {
@@ -196,6 +204,7 @@ impl CustomerState {
             meters: SmallVec::new(),
             next_due_ms: 0,
             dirty: false,
+            meters_read: false,
         }
     }
 
@@ -313,6 +322,10 @@ pub struct PartitionWindows {
     dirty_slots: Vec<u32>,
     /// Updates of bins purged before the next flush took them.
     pending: Vec<WindowUpdate>,
+    /// Slots whose meters counted a reading since the meters' times were last taken.
+    meters_read_slots: Vec<u32>,
+    /// Those times of customers dropped before they were taken.
+    meters_read_pending: Vec<MeterLastReading>,
     pub(crate) counts: PartitionCounts,
 }
 
@@ -333,8 +346,23 @@ impl PartitionWindows {
             next_scan_ms: i64::MIN,
             dirty_slots: Vec::new(),
             pending: Vec::new(),
+            meters_read_slots: Vec::new(),
+            meters_read_pending: Vec::new(),
             counts: PartitionCounts::default(),
         }
+    }
+
+    /// The newest counted reading time of each meter that counted one since
+    /// the last call: what the stream tells the serving store of its meters.
+    pub fn take_meter_readings(&mut self) -> Vec<MeterLastReading> {
+        let mut meters = std::mem::take(&mut self.meters_read_pending);
+        for slot in self.meters_read_slots.drain(..) {
+            let Some(state) = self.slots[slot as usize].as_mut() else { continue };
+            if std::mem::take(&mut state.meters_read) {
+                meters.extend(state.meters.iter().filter_map(MeterSeen::newest));
+            }
+        }
+        meters
     }
 
     /// The partition's watermark: its newest (log-capped) event time minus the
@@ -378,7 +406,8 @@ impl PartitionWindows {
             .sum();
         self.slots.capacity() * size_of::<Option<CustomerState>>()
             + self.index.capacity() * (size_of::<(u64, u32)>() + 1)
-            + (self.free_slots.capacity() + self.dirty_slots.capacity()) * size_of::<u32>()
+            + (self.free_slots.capacity() + self.dirty_slots.capacity() + self.meters_read_slots.capacity()) * size_of::<u32>()
+            + self.meters_read_pending.capacity() * size_of::<MeterLastReading>()
             + customers
             + regions
     }
@@ -425,6 +454,10 @@ impl PartitionWindows {
         if !fresh {
             self.counts.duplicates += 1;
             return Outcome::Duplicate;
+        }
+        if !state.meters_read {
+            state.meters_read = true;
+            self.meters_read_slots.push(slot);
         }
         let mut late = false;
         let mut region_too_late = false;
@@ -578,6 +611,9 @@ impl PartitionWindows {
                 self.dirty_slots.push(slot as u32);
             }
             if state.bins.is_empty() {
+                if state.meters_read {
+                    self.meters_read_pending.extend(state.meters.iter().filter_map(MeterSeen::newest));
+                }
                 self.index.remove(&state.customer_id);
                 self.slots[slot] = None;
                 self.free_slots.push(slot as u32);
@@ -750,6 +786,33 @@ mod tests {
             ts_ms,
             value,
         }
+    }
+
+    #[test]
+    fn each_meters_newest_counted_reading_is_taken_once_even_when_its_customer_is_dropped() {
+        let mut windows = PartitionWindows::new(Utility::Electricity, config());
+        let of_meter = |meter_id, ts_ms| Reading { meter_id, ..reading(1, ts_ms, 1.0) };
+        let add = |windows: &mut PartitionWindows, reading: Reading| windows.add(&reading, reading.ts_ms + 1_000);
+        add(&mut windows, of_meter(4, T0 + MINUTE));
+        add(&mut windows, of_meter(4, T0));
+        add(&mut windows, of_meter(5, T0 + 30_000));
+        let mut taken = windows.take_meter_readings();
+        taken.sort_by_key(|meter| meter.meter_id);
+        assert_eq!(taken, vec![MeterLastReading { meter_id: 4, ts_ms: T0 + MINUTE }, MeterLastReading { meter_id: 5, ts_ms: T0 + 30_000 }]);
+        assert_eq!(add(&mut windows, of_meter(4, T0 + MINUTE)), Outcome::Duplicate);
+        assert_eq!(windows.take_meter_readings(), Vec::new(), "nothing counted since");
+
+        // Customer 1 reads again, then its day settles and it is dropped before the next take.
+        add(&mut windows, of_meter(4, T0 + 2 * MINUTE));
+        add(&mut windows, reading(2, T0 + 2 * DAY_MS, 1.0));
+        assert_eq!(windows.customers(), 1, "customer 1 was dropped");
+        let mut taken = windows.take_meter_readings();
+        taken.sort_by_key(|meter| meter.meter_id);
+        assert_eq!(taken, vec![
+            MeterLastReading { meter_id: 4, ts_ms: T0 + 2 * MINUTE },
+            MeterLastReading { meter_id: 5, ts_ms: T0 + 30_000 },
+            MeterLastReading { meter_id: 8, ts_ms: T0 + 2 * DAY_MS },
+        ]);
     }
 
     fn minute_windows(updates: &[WindowUpdate], owner: WindowOwner) -> Vec<(i64, f64, u64, bool)> {
