@@ -43,13 +43,19 @@ struct Asked {
 impl QualityQuery {
     async fn resolve(self, state: &AppState) -> Result<Asked, ApiError> {
         let utility = self.utility.as_deref().map(crate::routes::parse_utility).transpose()?;
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(format!("limit {limit} must be 1 to {MAX_LIMIT}")));
-        }
+        let limit = meters_limit(self.limit)?;
         let date = asked_date(state, self.date.as_deref()).await?;
         Ok(Asked { date, utility, limit })
     }
+}
+
+/// How many meters a quality answer lists: `limit`, 1 to [`MAX_LIMIT`], or [`DEFAULT_LIMIT`].
+fn meters_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit {limit} must be 1 to {MAX_LIMIT}")));
+    }
+    Ok(limit)
 }
 
 /// The day `text` names (`YYYY-MM-DD`), or when absent the newest the batch
@@ -188,10 +194,7 @@ pub(crate) async fn silent(
     caller.must_be_operator()?;
     let query = crate::routes::query_of(query)?;
     let utility = query.utility.as_deref().map(crate::routes::parse_utility).transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit {limit} must be 1 to {MAX_LIMIT}")));
-    }
+    let limit = meters_limit(query.limit)?;
     let intervals = query.intervals.unwrap_or(4);
     if !(1..=MAX_SILENT_INTERVALS).contains(&intervals) {
         return Err(ApiError::bad_request(format!("intervals {intervals} must be 1 to {MAX_SILENT_INTERVALS}")));
