@@ -212,6 +212,7 @@ pub(crate) fn installed(
         valid_to_ms,
         plausible_min: None,
         plausible_max: None,
+        register_rollover: None,
     }
 }
 

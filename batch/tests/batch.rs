@@ -46,6 +46,7 @@ fn reading(customer_id: u64, utility: Utility, code: &str, ts_ms: i64, value: f6
         customer_kind: CustomerKind::Residential,
         ts_ms,
         value,
+        cumulative: false,
     }
 }
 
@@ -117,6 +118,7 @@ fn installed(customer_id: u64, utility: Utility, code: &str, interval_secs: u32)
         valid_to_ms: None,
         plausible_min: None,
         plausible_max: None,
+        register_rollover: None,
     }
 }
 

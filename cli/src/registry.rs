@@ -15,15 +15,18 @@
 //! | `customer_kind` | `residential` | residential, business |
 //! | `unit` | `kWh` | Wh, kWh, MWh; L, m3 |
 //! | `multiplier` | `1` | the meter's values times this, then the unit |
-//! | `register` | `interval` | interval (cumulative is refused for now) |
+//! | `register` | `interval` | interval: each value is one interval's consumption; cumulative: the meter's register |
 //! | `interval_secs` | `900` | how often it reads; divides a day |
 //! | `valid_from` | `2026-01-01` | RFC 3339 or a date (UTC midnight) |
 //! | `valid_to` | | exclusive; empty: still installed |
 //! | `plausible_min` | | the least one interval may read, in `unit`; empty: no bound |
 //! | `plausible_max` | `5` | the most one interval may read, in `unit`; empty: no bound |
+//! | `register_rollover` | `100000` | where a cumulative register wraps to 0, in `unit`; empty: it does not wrap |
 //!
-//! The last three columns may be left out. A reading outside the plausible
-//! bounds is flagged `suspect` (rule `range`) by the batch.
+//! The last four columns may be left out. A reading outside the plausible
+//! bounds is flagged `suspect` (rule `range`) by the batch. A cumulative
+//! meter's consecutive registers become its intervals' consumption
+//! (`auth_batch::registers`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,13 +46,13 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 
 /// The columns of a registry file, in the order `export` writes them.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
     "meter_id", "customer_id", "premise_id", "region", "utility", "customer_kind", "unit", "multiplier", "register", "interval_secs",
-    "valid_from", "valid_to", "plausible_min", "plausible_max",
+    "valid_from", "valid_to", "plausible_min", "plausible_max", "register_rollover",
 ];
 
 /// The columns a file may leave out (or leave empty).
-const OPTIONAL_COLUMNS: [&str; 3] = ["valid_to", "plausible_min", "plausible_max"];
+const OPTIONAL_COLUMNS: [&str; 4] = ["valid_to", "plausible_min", "plausible_max", "register_rollover"];
 
 /// How often a simulated meter reads, as its installation says: every 15
 /// minutes, as interval meters commonly do. The live simulator reports every
@@ -193,7 +196,7 @@ fn installation_of(field: impl Fn(&str) -> Option<String>) -> Result<Installatio
             None
         }
     };
-    let (plausible_min, plausible_max) = (text("plausible_min"), text("plausible_max"));
+    let (plausible_min, plausible_max, rollover) = (text("plausible_min"), text("plausible_max"), text("register_rollover"));
     let (meter_id, customer_id, premise_id, region, utility, kind, unit, multiplier, register, interval, from, to) = (
         text("meter_id"),
         text("customer_id"),
@@ -235,6 +238,7 @@ fn installation_of(field: impl Fn(&str) -> Option<String>) -> Result<Installatio
     let bound = |column: &'static str| move |text: &str| text.parse::<f64>().map_err(|_| format!("{column} `{text}` is not a number"));
     let plausible_min = parsed(&mut problems, plausible_min, bound("plausible_min"));
     let plausible_max = parsed(&mut problems, plausible_max, bound("plausible_max"));
+    let register_rollover = parsed(&mut problems, rollover, bound("register_rollover"));
     match (meter_id, customer_id, premise_id, region, utility, customer_kind, unit, multiplier, register, interval_secs, valid_from_ms) {
         (
             Some(meter_id),
@@ -263,6 +267,7 @@ fn installation_of(field: impl Fn(&str) -> Option<String>) -> Result<Installatio
             valid_to_ms,
             plausible_min,
             plausible_max,
+            register_rollover,
         }),
         _ => Err(problems.join("; ")),
     }
@@ -334,6 +339,7 @@ fn write_csv(path: &Path, installations: &[&Installation]) -> anyhow::Result<()>
             installation.valid_to_ms.map(instant_text).unwrap_or_default(),
             installation.plausible_min.map(|min| min.to_string()).unwrap_or_default(),
             installation.plausible_max.map(|max| max.to_string()).unwrap_or_default(),
+            installation.register_rollover.map(|rollover| rollover.to_string()).unwrap_or_default(),
         ])?;
     }
     writer.flush().with_context(|| format!("writing {}", path.display()))
@@ -357,6 +363,7 @@ fn parquet_schema() -> Schema {
         time("valid_to", true),
         Field::new("plausible_min", DataType::Float64, true),
         Field::new("plausible_max", DataType::Float64, true),
+        Field::new("register_rollover", DataType::Float64, true),
     ])
 }
 
@@ -381,6 +388,7 @@ fn write_parquet(path: &Path, installations: &[&Installation]) -> anyhow::Result
         Arc::new(TimestampMillisecondArray::from(installations.iter().map(|installation| installation.valid_to_ms).collect::<Vec<_>>()).with_timezone("UTC")),
         Arc::new(Float64Array::from(installations.iter().map(|installation| installation.plausible_min).collect::<Vec<_>>())),
         Arc::new(Float64Array::from(installations.iter().map(|installation| installation.plausible_max).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(installations.iter().map(|installation| installation.register_rollover).collect::<Vec<_>>())),
     ];
     let schema = Arc::new(parquet_schema());
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns).context("building the registry's Parquet rows")?;

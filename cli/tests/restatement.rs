@@ -39,6 +39,7 @@ async fn too_late_upload(pipeline: &TestPipeline, ts_ms: i64) {
                 customer_kind: CustomerKind::Residential,
                 ts_ms,
                 value: 0.75,
+                cumulative: false,
             };
             OutRecord {
                 partition: partition_for(customer_id, pipeline.spec.log.partitions),

@@ -13,6 +13,10 @@
 //! | 25     | 8    | event time, i64 UTC milliseconds                       |
 //! | 33     | 8    | value, IEEE 754 f64                                    |
 //!
+//! Version 2 has version 1's layout; its value is the meter's register (a
+//! cumulative meter's running total, [`Reading::cumulative`]) instead of one
+//! interval's consumption. Interval readings are written as version 1.
+//!
 //! A decoder accepts exactly the versions it knows; a new layout gets a new
 //! version byte, and decoders keep reading the old ones. Decoding never panics:
 //! any byte string either decodes or yields a [`DecodeError`] saying why.
@@ -22,9 +26,11 @@ use bytes::BufMut;
 use crate::reading::{CustomerKind, Reading, Utility};
 use crate::region::{MAX_CODE_LEN, Region};
 
-/// The version this build writes.
+/// The version this build writes for an interval reading...
 pub const VERSION: u8 = 1;
-/// Size of a version-1 record.
+/// ... and for a register.
+pub const VERSION_REGISTER: u8 = 2;
+/// Size of a record of either version.
 pub const ENCODED_LEN: usize = 41;
 
 /// Why bytes from the log are not a reading.
@@ -32,9 +38,9 @@ pub const ENCODED_LEN: usize = 41;
 pub enum DecodeError {
     #[error("empty value")]
     Empty,
-    #[error("unsupported format version {0} (this build reads version {VERSION})")]
+    #[error("unsupported format version {0} (this build reads versions {VERSION} and {VERSION_REGISTER})")]
     UnsupportedVersion(u8),
-    #[error("value is {actual} bytes, version {VERSION} records are {ENCODED_LEN}")]
+    #[error("value is {actual} bytes, records are {ENCODED_LEN}")]
     WrongLength { actual: usize },
     #[error("unknown utility code {0}")]
     UnknownUtility(u8),
@@ -44,10 +50,10 @@ pub enum DecodeError {
     UnknownRegion(String),
 }
 
-/// Appends the version-1 encoding of `reading` to `out` (a `Vec<u8>`, a
+/// Appends the encoding of `reading` (version 1, or 2 for a register) to `out` (a `Vec<u8>`, a
 /// `BytesMut`, or a slice with at least [`ENCODED_LEN`] bytes of room).
 pub fn encode_into(reading: &Reading, out: &mut impl BufMut) {
-    out.put_u8(VERSION);
+    out.put_u8(if reading.cumulative { VERSION_REGISTER } else { VERSION });
     out.put_u8(reading.utility.index() as u8);
     out.put_u8(match reading.customer_kind {
         CustomerKind::Residential => 0,
@@ -63,7 +69,7 @@ pub fn encode_into(reading: &Reading, out: &mut impl BufMut) {
     out.put_f64_le(reading.value);
 }
 
-/// The version-1 encoding of `reading`.
+/// The encoding of `reading`.
 pub fn encode(reading: &Reading) -> [u8; ENCODED_LEN] {
     let mut record = [0u8; ENCODED_LEN];
     encode_into(reading, &mut &mut record[..]);
@@ -73,7 +79,7 @@ pub fn encode(reading: &Reading) -> [u8; ENCODED_LEN] {
 /// Decodes one log value.
 pub fn decode(bytes: &[u8]) -> Result<Reading, DecodeError> {
     let version = *bytes.first().ok_or(DecodeError::Empty)?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_REGISTER {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let record: &[u8; ENCODED_LEN] =
@@ -101,6 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<Reading, DecodeError> {
         customer_kind,
         ts_ms: i64::from_le_bytes(word(25)),
         value: f64::from_le_bytes(word(33)),
+        cumulative: version == VERSION_REGISTER,
     })
 }
 
@@ -119,8 +126,9 @@ pub(crate) mod tests {
             any::<bool>(),
             any::<i64>(),
             any::<f64>(),
+            any::<bool>(),
         )
-            .prop_map(|(meter_id, customer_id, utility, region, business, ts_ms, value)| Reading {
+            .prop_map(|(meter_id, customer_id, utility, region, business, ts_ms, value, cumulative)| Reading {
                 meter_id,
                 customer_id,
                 utility: Utility::ALL[utility],
@@ -128,6 +136,7 @@ pub(crate) mod tests {
                 customer_kind: if business { CustomerKind::Business } else { CustomerKind::Residential },
                 ts_ms,
                 value,
+                cumulative,
             })
     }
 

@@ -151,6 +151,7 @@ fn all_valid(items: &[Typed<'_>], receiver: ReceiverClock) -> Option<Vec<Reading
                 customer_kind,
                 ts_ms: item.ts_ms,
                 value: item.value,
+                cumulative: false,
             };
             reading.problems(Some(receiver)).is_empty().then_some(reading)
         })
@@ -173,9 +174,6 @@ fn all_attributed(items: &[Slim], receiver: ReceiverClock, registry: &Registry) 
         .iter()
         .map(|item| {
             let installation = registry.find(item.meter_id, item.ts_ms).ok()?;
-            if installation.register != crate::registry::RegisterKind::Interval {
-                return None;
-            }
             let reading = Reading {
                 meter_id: item.meter_id,
                 customer_id: installation.customer_id,
@@ -184,6 +182,7 @@ fn all_attributed(items: &[Slim], receiver: ReceiverClock, registry: &Registry) 
                 customer_kind: installation.customer_kind,
                 ts_ms: item.ts_ms,
                 value: item.value * installation.scale(),
+                cumulative: installation.register == crate::registry::RegisterKind::Cumulative,
             };
             (item.value.is_finite() && reading.problems(Some(receiver)).is_empty()).then_some(reading)
         })

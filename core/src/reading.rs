@@ -121,7 +121,9 @@ impl CustomerKind {
     }
 }
 
-/// One reading: the consumption of one meter in the interval ending at `ts_ms`.
+/// One reading: the consumption of one meter in the interval ending at
+/// `ts_ms`, or, from a meter the registry says is cumulative, its register
+/// at `ts_ms` (`cumulative`), which the stream and the batch turn into consumption.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reading {
@@ -132,8 +134,11 @@ pub struct Reading {
     pub customer_kind: CustomerKind,
     /// Event time, UTC milliseconds since the Unix epoch.
     pub ts_ms: i64,
-    /// Consumption in the interval, in [`Utility::unit`].
+    /// Consumption in the interval, or the register when `cumulative`, in [`Utility::unit`].
     pub value: f64,
+    /// The value is the meter's register (its running total), not one interval's consumption.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cumulative: bool,
 }
 
 /// Why a reading is refused. Validation reports every reason, not the first.
@@ -172,10 +177,8 @@ pub enum InvalidReason {
     NotInstalled { meter_id: u64, ts_ms: i64, periods: String },
     #[error("field `{field}`: the reading says {claimed}, the registry has {registered} for meter {meter_id}")]
     DisagreesWithRegistry { field: &'static str, claimed: String, registered: String, meter_id: u64 },
-    #[error(
-        "meter {meter_id} is registered with a cumulative register, which AUTH does not turn into interval consumption; register it as interval"
-    )]
-    CumulativeRegister { meter_id: u64 },
+    #[error("register {value:e} is above the {max:e} {unit} a {utility} meter's register may hold", unit = utility.unit())]
+    ImplausibleRegister { value: f64, utility: Utility, max: f64 },
 }
 
 impl Reading {
@@ -184,7 +187,10 @@ impl Reading {
     /// lie between [`EARLIEST_EVENT_MS`] and [`LATEST_EVENT_MS`] and, with a
     /// receiver clock, not further ahead of it than the clock allows.
     pub fn problems(&self, receiver: Option<ReceiverClock>) -> Vec<InvalidReason> {
-        let value_problem = value_problem(self.value, Some(self.utility));
+        let value_problem = match self.cumulative {
+            true => register_problem(self.value, self.utility),
+            false => value_problem(self.value, Some(self.utility)),
+        };
         let time_problem = time_problem(self.ts_ms, receiver);
         value_problem.into_iter().chain(time_problem).collect()
     }
@@ -250,7 +256,7 @@ impl Reading {
                     Claims { customer_id: Some(customer_id), utility: Some(utility), region: Some(region), customer_kind: Some(customer_kind) }
                         if problems.is_empty() =>
                     {
-                        Ok(Reading { meter_id, customer_id, utility, region, customer_kind, ts_ms, value: raw_value })
+                        Ok(Reading { meter_id, customer_id, utility, region, customer_kind, ts_ms, value: raw_value, cumulative: false })
                     }
                     _ => Err(problems),
                 }
@@ -264,11 +270,12 @@ impl Reading {
                 }
                 Ok(installation) => {
                     problems.extend(claims.disagreements(installation));
-                    if installation.register == RegisterKind::Cumulative {
-                        problems.push(InvalidReason::CumulativeRegister { meter_id });
-                    }
+                    let cumulative = installation.register == RegisterKind::Cumulative;
                     let value = raw_value * installation.scale();
-                    problems.extend(value_problem(value, Some(installation.utility)));
+                    problems.extend(match cumulative {
+                        true => register_problem(value, installation.utility),
+                        false => value_problem(value, Some(installation.utility)),
+                    });
                     problems.extend(time);
                     if !problems.is_empty() {
                         return Err(problems);
@@ -281,6 +288,7 @@ impl Reading {
                         customer_kind: installation.customer_kind,
                         ts_ms,
                         value,
+                        cumulative,
                     })
                 }
             },
@@ -305,6 +313,18 @@ fn value_problem(value: f64, utility: Option<Utility>) -> Option<InvalidReason> 
     } else {
         None
     }
+}
+
+/// The largest register a reading may hold: a billion kWh (or m³), far
+/// above any meter's dials times its multiplier, and small enough that
+/// differences of registers keep a thousandth of the unit.
+pub const MAX_REGISTER_VALUE: f64 = 1e12;
+
+fn register_problem(value: f64, utility: Utility) -> Option<InvalidReason> {
+    if value > MAX_REGISTER_VALUE {
+        return Some(InvalidReason::ImplausibleRegister { value, utility, max: MAX_REGISTER_VALUE });
+    }
+    value_problem(value, None)
 }
 
 fn time_problem(ts_ms: i64, receiver: Option<ReceiverClock>) -> Option<InvalidReason> {

@@ -147,6 +147,11 @@ pub struct Installation {
     pub plausible_min: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plausible_max: Option<f64>,
+    /// A cumulative meter's register wraps to 0 on reaching this value, in
+    /// `unit` before the multiplier (100000 for five kWh dials); `None`:
+    /// it does not wrap, and every fall of the register is a reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_rollover: Option<f64>,
 }
 
 /// Bounds of a value, each optional.
@@ -187,6 +192,13 @@ impl Installation {
         ValueRange { min: self.plausible_min.map(|min| min * factor), max: self.plausible_max.map(|max| max * factor) }
     }
 
+    /// Where a cumulative meter's register wraps, in the utility's unit as
+    /// the master data holds its registers; `None` for an interval meter
+    /// or a register that does not wrap.
+    pub fn rollover(&self) -> Option<f64> {
+        self.register_rollover.filter(|_| self.register == RegisterKind::Cumulative).map(|rollover| rollover * self.scale())
+    }
+
     /// Whether it is valid at `ts_ms`.
     pub fn covers(&self, ts_ms: i64) -> bool {
         ts_ms >= self.valid_from_ms && self.valid_to_ms.is_none_or(|to| ts_ms < to)
@@ -223,6 +235,15 @@ impl Installation {
             && min > max
         {
             problems.push(format!("plausible min {min} is above plausible max {max}"));
+        }
+        match self.register_rollover {
+            Some(_) if self.register != RegisterKind::Cumulative => {
+                problems.push("register rollover is for cumulative meters only".into());
+            }
+            Some(rollover) if !(rollover.is_finite() && rollover > 0.0) => {
+                problems.push(format!("register rollover {rollover} must be a positive number"));
+            }
+            _ => {}
         }
         if let Some(to) = self.valid_to_ms
             && to <= self.valid_from_ms
@@ -390,6 +411,7 @@ pub(crate) mod tests {
             valid_to_ms: to,
             plausible_min: None,
             plausible_max: None,
+            register_rollover: None,
         }
     }
 

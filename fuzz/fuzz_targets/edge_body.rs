@@ -32,6 +32,7 @@ fn registry() -> &'static Registry {
                 valid_to_ms: None,
                 plausible_min: None,
                 plausible_max: None,
+                register_rollover: None,
             };
             registry.set_meter(meter_id, vec![installation]);
         }

@@ -92,6 +92,7 @@ impl Fleet {
                 valid_to_ms: None,
                 plausible_min: None,
                 plausible_max: None,
+                register_rollover: None,
             })
             .collect()
     }

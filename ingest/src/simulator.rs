@@ -205,6 +205,7 @@ impl Simulator {
             customer_kind: meter.customer_kind,
             ts_ms,
             value,
+            cumulative: false,
         };
         let knobs = splitmix64(bits);
         let (malformed_share, duplicate_share, late_share, late_secs, out_of_order_share, disorder_secs) = (

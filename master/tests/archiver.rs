@@ -31,6 +31,7 @@ fn reading(index: u64) -> Reading {
         customer_kind: CustomerKind::Residential,
         ts_ms: START_MS + (index as i64) * 7_000,
         value: (index % 100) as f64 / 4.0,
+        cumulative: false,
     }
 }
 

@@ -10,9 +10,9 @@ use crate::{Database, ResultsError, add, binding_optional_floats, parse_region, 
 /// Meters per statement of an import.
 const METERS_PER_STATEMENT: usize = 500;
 
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 15] = [
     "meter_id", "valid_from_ms", "valid_to_ms", "customer_id", "premise_id", "region", "utility", "customer_kind", "unit",
-    "multiplier", "register_kind", "interval_secs", "plausible_min", "plausible_max",
+    "multiplier", "register_kind", "interval_secs", "plausible_min", "plausible_max", "register_rollover",
 ];
 
 /// What an import changed.
@@ -39,6 +39,10 @@ pub struct InstalledPeriod {
     pub valid_to_ms: Option<i64>,
     /// One interval's plausible bounds in the utility's unit ([`Installation::plausible_range`]).
     pub plausible: ValueRange,
+    /// The meter reports its register, not its intervals' consumption.
+    pub cumulative: bool,
+    /// Where its register wraps, in the utility's unit ([`Installation::rollover`]).
+    pub rollover: Option<f64>,
 }
 
 impl From<&Installation> for InstalledPeriod {
@@ -52,20 +56,25 @@ impl From<&Installation> for InstalledPeriod {
             valid_from_ms: installation.valid_from_ms,
             valid_to_ms: installation.valid_to_ms,
             plausible: installation.plausible_range(),
+            cumulative: installation.register == RegisterKind::Cumulative,
+            rollover: installation.rollover(),
         }
     }
 }
 
-type PeriodRow = (i64, i64, String, String, i64, i64, Option<i64>, String, Option<f64>, Option<f64>);
+type PeriodRow =
+    (i64, i64, String, String, i64, i64, Option<i64>, String, Option<f64>, Option<f64>, f64, String, Option<f64>);
 /// The columns of a [`PeriodRow`].
-const PERIOD_COLUMNS: &str =
-    "meter_id, customer_id, region, utility, interval_secs, valid_from_ms, valid_to_ms, unit, plausible_min, plausible_max";
+const PERIOD_COLUMNS: &str = "meter_id, customer_id, region, utility, interval_secs, valid_from_ms, valid_to_ms, unit, \
+     plausible_min, plausible_max, multiplier, register_kind, register_rollover";
 
 fn installed_period(row: PeriodRow) -> Result<InstalledPeriod, ResultsError> {
-    let (meter_id, customer_id, region, utility, interval, valid_from_ms, valid_to_ms, unit, min, max) = row;
+    let (meter_id, customer_id, region, utility, interval, valid_from_ms, valid_to_ms, unit, min, max, multiplier, register, rollover) =
+        row;
     let stored = |what: String| ResultsError::Stored(format!("meter {meter_id}: {what}"));
     let interval_secs = u32::try_from(interval).map_err(|_| stored(format!("interval {interval} s")))?;
     let factor = unit.parse::<MeterUnit>().map_err(stored)?.factor();
+    let cumulative = register.parse::<RegisterKind>().map_err(stored)? == RegisterKind::Cumulative;
     Ok(InstalledPeriod {
         meter_id: meter_id as u64,
         customer_id: customer_id as u64,
@@ -75,11 +84,13 @@ fn installed_period(row: PeriodRow) -> Result<InstalledPeriod, ResultsError> {
         valid_from_ms,
         valid_to_ms,
         plausible: ValueRange { min: min.map(|min| min * factor), max: max.map(|max| max * factor) },
+        cumulative,
+        rollover: rollover.filter(|_| cumulative).map(|rollover| rollover * multiplier * factor),
     })
 }
 
 type InstallationRow =
-    (i64, i64, Option<i64>, i64, String, String, String, String, String, f64, String, i64, Option<f64>, Option<f64>);
+    (i64, i64, Option<i64>, i64, String, String, String, String, String, f64, String, i64, Option<f64>, Option<f64>, Option<f64>);
 
 impl Database {
     /// Stores `registry` in one transaction: every meter it holds gets exactly
@@ -152,6 +163,7 @@ impl Database {
                     add(&mut arguments, i64::from(installation.interval_secs))?;
                     add(&mut arguments, installation.plausible_min)?;
                     add(&mut arguments, installation.plausible_max)?;
+                    add(&mut arguments, installation.register_rollover)?;
                 }
                 let sql = self.insert_sql("meter_installations", &COLUMNS, rows.len());
                 binding_optional_floats(sqlx::query_with(&sql, arguments))
@@ -304,7 +316,7 @@ fn group_by_meter(rows: Vec<InstallationRow>) -> Result<Vec<(u64, Vec<Installati
 }
 
 fn installation_of(row: InstallationRow) -> Result<Installation, ResultsError> {
-    let (meter_id, valid_from_ms, valid_to_ms, customer_id, premise_id, region, utility, kind, unit, multiplier, register, interval, min, max) =
+    let (meter_id, valid_from_ms, valid_to_ms, customer_id, premise_id, region, utility, kind, unit, multiplier, register, interval, min, max, rollover) =
         row;
     let stored = |what: String| ResultsError::Stored(format!("meter {meter_id}: {what}"));
     Ok(Installation {
@@ -326,6 +338,7 @@ fn installation_of(row: InstallationRow) -> Result<Installation, ResultsError> {
         valid_to_ms,
         plausible_min: min,
         plausible_max: max,
+        register_rollover: rollover,
     })
 }
 
@@ -351,6 +364,7 @@ mod tests {
             valid_to_ms: to,
             plausible_min: None,
             plausible_max: None,
+            register_rollover: None,
         }
     }
 

@@ -1,10 +1,11 @@
 //! Checkpoints: a partition's open-window state and its next offset in one blob.
 //!
-//! Layout: one version byte (`2`), then the state in `postcard` encoding. The
+//! Layout: one version byte (`3`), then the state in `postcard` encoding. The
 //! blob is written by the serving store in the same atomic step as the window
-//! updates it follows, so state and offset always belong together. Version 1
-//! (one watermark per partition) still decodes: each customer starts from
-//! its partition's newest event time.
+//! updates it follows, so state and offset always belong together. Version 2
+//! (without cumulative meters' registers) and version 1 (one watermark per
+//! partition) still decode: under version 1 each customer starts from its
+//! partition's newest event time.
 
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -12,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::window::{Bin, CustomerState, MeterSeen, PartitionCounts, PartitionWindows, RegionBin, RegionKey, WindowConfig};
 use smallvec::SmallVec;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint is empty")]
     Empty,
-    #[error("checkpoint has version {0}, this build reads versions 1 and {VERSION}")]
+    #[error("checkpoint has version {0}, this build reads versions 1 to {VERSION}")]
     UnsupportedVersion(u8),
     #[error("checkpoint does not decode: {0}")]
     Corrupt(#[from] postcard::Error),
@@ -76,6 +77,64 @@ struct Restored {
     regions: Vec<(RegionKey, RegionBin)>,
 }
 
+/// Version 2: no registers.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RestoredV2 {
+    next_offset: u64,
+    clock_ms: Option<i64>,
+    last_log_ms: i64,
+    sizes_ms: Vec<i64>,
+    counts: PartitionCounts,
+    customers: Vec<CustomerV2>,
+    regions: Vec<(RegionKey, RegionBin)>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CustomerV2 {
+    customer_id: u64,
+    region_index: u8,
+    clock_ms: i64,
+    last_log_ms: i64,
+    bins: SmallVec<[Bin; 4]>,
+    meters: SmallVec<[MeterSeenV2; 1]>,
+}
+
+/// A meter's state before version 3.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct MeterSeenV2 {
+    meter_id: u64,
+    base_ms: i64,
+    seen: Vec<u32>,
+}
+
+fn upgrade_meters(meters: SmallVec<[MeterSeenV2; 1]>) -> SmallVec<[MeterSeen; 1]> {
+    meters.into_iter().map(|meter| MeterSeen::without_register(meter.meter_id, meter.base_ms, meter.seen)).collect()
+}
+
+impl RestoredV2 {
+    fn upgrade(self) -> Restored {
+        Restored {
+            next_offset: self.next_offset,
+            clock_ms: self.clock_ms,
+            last_log_ms: self.last_log_ms,
+            sizes_ms: self.sizes_ms,
+            counts: self.counts,
+            customers: self
+                .customers
+                .into_iter()
+                .map(|old| {
+                    CustomerState::new(old.customer_id, old.region_index, old.clock_ms, old.last_log_ms)
+                        .with_bins(old.bins, upgrade_meters(old.meters))
+                })
+                .collect(),
+            regions: self.regions,
+        }
+    }
+}
+
 /// Version 1: one watermark per partition, fewer counters.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
@@ -105,7 +164,7 @@ struct CustomerV1 {
     customer_id: u64,
     region_index: u8,
     bins: SmallVec<[Bin; 4]>,
-    meters: SmallVec<[MeterSeen; 1]>,
+    meters: SmallVec<[MeterSeenV2; 1]>,
 }
 
 impl RestoredV1 {
@@ -121,7 +180,7 @@ impl RestoredV1 {
             customers: self
                 .customers
                 .into_iter()
-                .map(|old| CustomerState::new(old.customer_id, old.region_index, clock_ms, clock_ms).with_bins(old.bins, old.meters))
+                .map(|old| CustomerState::new(old.customer_id, old.region_index, clock_ms, clock_ms).with_bins(old.bins, upgrade_meters(old.meters)))
                 .collect(),
             regions: self.regions,
         }
@@ -175,6 +234,7 @@ pub fn decode(
     let (&version, body) = bytes.split_first().ok_or(CheckpointError::Empty)?;
     let restored: Restored = match version {
         VERSION => postcard::from_bytes(body)?,
+        2 => postcard::from_bytes::<RestoredV2>(body)?.upgrade(),
         1 => postcard::from_bytes::<RestoredV1>(body)?.upgrade(),
         _ => return Err(CheckpointError::UnsupportedVersion(version)),
     };
@@ -191,7 +251,7 @@ pub fn decode(
             bin.size_index = mapped(bin.size_index).unwrap_or_else(|| unreachable!("retained above"));
         }
     }
-    customers.retain(|state| !state.bins.is_empty());
+    customers.retain(|state| !state.bins.is_empty() || state.holds_register_since(i64::MIN));
     let regions = restored
         .regions
         .into_iter()
@@ -234,6 +294,7 @@ mod tests {
             customer_kind: CustomerKind::Business,
             ts_ms,
             value: 1.0,
+            cumulative: false,
         }
     }
 
@@ -252,7 +313,7 @@ mod tests {
                 customer_id: state.customer_id,
                 region_index: state.region_index,
                 bins: state.bins.clone(),
-                meters: state.meters.clone(),
+                meters: meters_v2(&state.meters),
             })
             .collect();
         let v1 = RestoredV1 {
@@ -274,9 +335,51 @@ mod tests {
         assert!(minute_1 > 0);
     }
 
+    fn meters_v2(meters: &[MeterSeen]) -> SmallVec<[MeterSeenV2; 1]> {
+        meters.iter().map(|meter| MeterSeenV2 { meter_id: meter.meter_id, base_ms: meter.base_ms, seen: meter.seen.clone() }).collect()
+    }
+
+    #[test]
+    fn a_version_2_checkpoint_continues_and_its_meters_start_without_registers() {
+        let mut windows = PartitionWindows::new(Utility::Gas, config());
+        windows.add(&reading(1, T0 + 5_000), T0 + 6_000);
+        let (current, _) = decode(&encode(&windows, 1, EncodedSize::default()).expect("encode").0, Utility::Gas, config()).expect("decode");
+        let v2 = RestoredV2 {
+            next_offset: 1,
+            clock_ms: current.clock_ms,
+            last_log_ms: current.last_log_ms,
+            sizes_ms: current.config.sizes_ms.clone(),
+            counts: current.counts,
+            customers: current
+                .slots
+                .iter()
+                .flatten()
+                .map(|state| CustomerV2 {
+                    customer_id: state.customer_id,
+                    region_index: state.region_index,
+                    clock_ms: state.clock_ms,
+                    last_log_ms: state.last_log_ms,
+                    bins: state.bins.clone(),
+                    meters: meters_v2(&state.meters),
+                })
+                .collect(),
+            regions: current.regions.iter().map(|(key, bin)| (key, *bin)).collect(),
+        };
+        let mut blob = vec![2];
+        blob.extend(postcard::to_allocvec(&v2).expect("v2 encodes"));
+        let (mut upgraded, next_offset) = decode(&blob, Utility::Gas, config()).expect("a version 2 checkpoint decodes");
+        assert_eq!(next_offset, 1);
+        assert_eq!(upgraded.add(&reading(1, T0 + 5_000), T0 + 7_000), Outcome::Duplicate, "its seen times are kept");
+        let register = Reading { meter_id: 9, value: 100.0, cumulative: true, ..reading(1, T0 + 6_000) };
+        assert_eq!(upgraded.add(&register, T0 + 7_000), Outcome::Counted);
+        assert_eq!(upgraded.add(&Reading { ts_ms: T0 + 7_000, value: 102.5, ..register }, T0 + 8_000), Outcome::Counted);
+        let minute = upgraded.take_updates().into_iter().find(|update| update.owner == WindowOwner::Customer(1) && update.slot.width_ms == 60_000);
+        assert_eq!(minute.map(|update| update.aggregate.sum), Some(1.0 + 2.5), "the first register counts nothing, the second its advance");
+    }
+
     #[test]
     fn an_unknown_version_is_refused_by_name() {
         let err = decode(&[9, 0], Utility::Gas, config()).err().expect("refused");
-        assert_eq!(err.to_string(), "checkpoint has version 9, this build reads versions 1 and 2");
+        assert_eq!(err.to_string(), "checkpoint has version 9, this build reads versions 1 to 3");
     }
 }

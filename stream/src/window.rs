@@ -108,17 +108,51 @@ pub(crate) struct Bin {
 
 /// Event times already counted for one meter, back to the point where any
 /// older reading would be too late anyway. They are kept as ascending 4-byte
-/// offsets from `base_ms`.
+/// offsets from `base_ms`. A cumulative meter's newest register is kept too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct MeterSeen {
     pub(crate) meter_id: u64,
-    base_ms: i64,
-    seen: Vec<u32>,
+    pub(crate) base_ms: i64,
+    pub(crate) seen: Vec<u32>,
+    /// Boxed: only cumulative meters have one, and the others pay 8 bytes.
+    register: Option<Box<Register>>,
+}
+
+/// A cumulative meter's register at an event time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Register {
+    ts_ms: i64,
+    value: f64,
 }
 
 impl MeterSeen {
     fn new(meter_id: u64, ts_ms: i64) -> Self {
-        Self { meter_id, base_ms: ts_ms, seen: vec![0] }
+        Self { meter_id, base_ms: ts_ms, seen: vec![0], register: None }
+    }
+
+    /// The state a version-2 checkpoint kept, which had no registers.
+    pub(crate) fn without_register(meter_id: u64, base_ms: i64, seen: Vec<u32>) -> Self {
+        Self { meter_id, base_ms, seen, register: None }
+    }
+
+    /// The consumption since the meter's newest register before `ts_ms`, when
+    /// `value` is its register at `ts_ms`: `None` for its first register, a
+    /// fall (a rollover or a reset: the batch, which knows the registry's
+    /// rollover, tells them apart and counts the interval), and a register
+    /// older than the newest, whose consumption the newer one already counted.
+    fn advance_register(&mut self, ts_ms: i64, value: f64) -> Option<f64> {
+        match &mut self.register {
+            None => {
+                self.register = Some(Box::new(Register { ts_ms, value }));
+                None
+            }
+            Some(newest) if ts_ms > newest.ts_ms => {
+                let advance = value - newest.value;
+                **newest = Register { ts_ms, value };
+                (advance >= 0.0).then_some(advance)
+            }
+            Some(_) => None,
+        }
     }
 
     fn absolute(&self) -> impl Iterator<Item = i64> + '_ {
@@ -206,6 +240,13 @@ impl CustomerState {
             dirty: false,
             meters_read: false,
         }
+    }
+
+    /// Whether a meter of its has a register from `since_ms` on: a customer
+    /// without windows is kept for it, so that its meter's next register
+    /// counts (its first one counts nothing).
+    pub(crate) fn holds_register_since(&self, since_ms: i64) -> bool {
+        self.meters.iter().any(|meter| meter.register.as_ref().is_some_and(|register| register.ts_ms >= since_ms))
     }
 
     pub(crate) fn with_bins(mut self, bins: SmallVec<[Bin; 4]>, meters: SmallVec<[MeterSeen; 1]>) -> Self {
@@ -444,30 +485,38 @@ impl PartitionWindows {
             return Outcome::TooLate;
         }
         let forget_before = customer_watermark.saturating_sub(lateness + smallest);
-        let fresh = match state.meters.iter_mut().find(|meter| meter.meter_id == reading.meter_id) {
-            Some(meter) => meter.insert(ts_ms, forget_before),
+        let meter = match state.meters.iter().position(|meter| meter.meter_id == reading.meter_id) {
+            Some(at) => {
+                if !state.meters[at].insert(ts_ms, forget_before) {
+                    self.counts.duplicates += 1;
+                    return Outcome::Duplicate;
+                }
+                at
+            }
             None => {
                 state.meters.push(MeterSeen::new(reading.meter_id, ts_ms));
-                true
+                state.meters.len() - 1
             }
         };
-        if !fresh {
-            self.counts.duplicates += 1;
-            return Outcome::Duplicate;
-        }
+        let consumption = match reading.cumulative {
+            true => state.meters[meter].advance_register(ts_ms, reading.value),
+            false => Some(reading.value),
+        };
         if !state.meters_read {
             state.meters_read = true;
             self.meters_read_slots.push(slot);
         }
         let mut late = false;
         let mut region_too_late = false;
-        for (size_index, &size) in self.config.sizes_ms.iter().enumerate() {
+        let sizes = if consumption.is_some() { self.config.sizes_ms.as_slice() } else { &[] };
+        let value = consumption.unwrap_or_default();
+        for (size_index, &size) in sizes.iter().enumerate() {
             let start_ms = ts_ms - ts_ms.rem_euclid(size);
             let end_ms = start_ms + size;
             let size_index = size_index as u8;
             match state.bins.iter_mut().find(|bin| bin.size_index == size_index && bin.start_ms == start_ms) {
                 Some(bin) => {
-                    bin.agg.add(reading.value);
+                    bin.agg.add(value);
                     bin.dirty = true;
                     late |= bin.closed;
                 }
@@ -477,7 +526,7 @@ impl PartitionWindows {
                         self.counts.windows_emitted += 1;
                     }
                     late |= closed;
-                    state.bins.push(Bin { start_ms, agg: Agg::of(reading.value), size_index, closed, dirty: true });
+                    state.bins.push(Bin { start_ms, agg: Agg::of(value), size_index, closed, dirty: true });
                     state.next_due_ms = state.next_due_ms.min(if closed { end_ms + lateness } else { end_ms });
                 }
             }
@@ -487,7 +536,7 @@ impl PartitionWindows {
             }
             let region_closed = end_ms <= partition_watermark;
             let region = self.regions.get_or_insert((state.region_index, size_index, start_ms), region_closed);
-            region.agg.add(reading.value);
+            region.agg.add(value);
             region.dirty = true;
             self.region_due_ms = self.region_due_ms.min(if region.closed {
                 end_ms + self.config.region_lateness_ms
@@ -610,7 +659,8 @@ impl PartitionWindows {
                 state.dirty = true;
                 self.dirty_slots.push(slot as u32);
             }
-            if state.bins.is_empty() {
+            let registers_since = partition_watermark.saturating_sub(DAY_MS);
+            if state.bins.is_empty() && !state.holds_register_since(registers_since) {
                 if state.meters_read {
                     self.meters_read_pending.extend(state.meters.iter().filter_map(MeterSeen::newest));
                 }
@@ -785,6 +835,7 @@ mod tests {
             customer_kind: CustomerKind::Residential,
             ts_ms,
             value,
+            cumulative: false,
         }
     }
 
@@ -813,6 +864,28 @@ mod tests {
             MeterLastReading { meter_id: 5, ts_ms: T0 + 30_000 },
             MeterLastReading { meter_id: 8, ts_ms: T0 + 2 * DAY_MS },
         ]);
+    }
+
+    #[test]
+    fn a_cumulative_meters_registers_count_their_advances_only() {
+        let mut windows = PartitionWindows::new(Utility::Electricity, config());
+        let register = |ts_ms, value| Reading { cumulative: true, ..reading(1, ts_ms, value) };
+        let add = |windows: &mut PartitionWindows, reading: Reading| windows.add(&reading, reading.ts_ms + 1_000);
+        assert_eq!(add(&mut windows, register(T0, 99_990.0)), Outcome::Counted, "the first register is the base");
+        // Scans on the log clock keep a customer that has no window yet but a register.
+        add(&mut windows, reading(2, T0 + 2 * HOUR, 1.0));
+        add(&mut windows, register(T0 + MINUTE, 99_995.5));
+        add(&mut windows, register(T0 + MINUTE + 30_000, 99_995.5));
+        add(&mut windows, register(T0 + 30_000, 99_993.0));
+        add(&mut windows, register(T0 + 2 * MINUTE, 3.0));
+        add(&mut windows, register(T0 + 3 * MINUTE, 7.0));
+        assert_eq!(add(&mut windows, register(T0 + 3 * MINUTE, 7.0)), Outcome::Duplicate);
+        let updates = windows.take_updates();
+        assert_eq!(
+            minute_windows(&updates, WindowOwner::Customer(1)),
+            vec![(1, 5.5, 2, true), (3, 4.0, 1, false)],
+            "minute 1: its advance and a standstill; a late register counts nothing (the newer one counted it); a fall (rollover or reset) neither"
+        );
     }
 
     fn minute_windows(updates: &[WindowUpdate], owner: WindowOwner) -> Vec<(i64, f64, u64, bool)> {

@@ -109,6 +109,7 @@ fn reading(customer_id: u64, region: &str, ts_ms: i64, value: f64) -> Reading {
         customer_kind: CustomerKind::Residential,
         ts_ms,
         value,
+        cumulative: false,
     }
 }
 
