@@ -109,7 +109,8 @@ pub struct SuspectMeters {
     /// The day; `None` when the batch has computed none yet.
     pub date: Option<String>,
     /// Most flagged first; each with its flagged readings by rule (`outOfRange`, `spikes`,
-    /// `frozen`), the largest flagged value and the first and last flagged
+    /// `frozen`, and a cumulative meter's `registerEvents`: rollovers, resets
+    /// and first registers), the largest flagged value and the first and last flagged
     /// reading (UTC ms). Flagged readings still count in every total.
     #[schema(value_type = Vec<Object>)]
     pub meters: Vec<SuspectMeterRow>,
@@ -267,7 +268,7 @@ pub struct MeterDay {
     /// operator's edit set: `tsMs`, `readValue`, null where the meter sent
     /// none, and `value`) and `estimated` (each run of consecutive intervals
     /// the meter missed that the batch estimated: `fromMs`, `toMs`,
-    /// `intervals`, their `total` and `method`, `interpolated` or `profile`).
+    /// `intervals`, their `total` and `method`, `interpolated`, `profile` or `register`).
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub quality: MeterDayRow,

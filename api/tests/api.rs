@@ -129,8 +129,9 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
     sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0, 0, 0)", date(today))).await;
     let before_yesterday = date(today - 3 * DAY);
     sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3, 1, 1)")).await;
-    // Three of those readings were flagged: a spike of meter 70, two frozen readings of meter 71.
-    for (meter, hour, value, rule) in [(70, 18, 2.0, "spike"), (71, 2, 0.5, "frozen"), (71, 3, 0.5, "frozen")] {
+    // Three of those readings were flagged: a spike of meter 70, two frozen
+    // readings of meter 71; and the register of cumulative meter 72 rolled over.
+    for (meter, hour, value, rule) in [(70, 18, 2.0, "spike"), (71, 2, 0.5, "frozen"), (71, 3, 0.5, "frozen"), (72, 5, 1.25, "rollover")] {
         let values = format!("'{before_yesterday}', 'electricity', {meter}, 7, 'US-TX', {}, {value}, '{rule}'", today - 3 * DAY + hour * HOUR);
         sql(&db, &format!("INSERT INTO suspect_intervals VALUES ({values})")).await;
     }
@@ -346,18 +347,23 @@ async fn operators_list_the_meters_with_suspect_readings(api: &Api) {
     let before_yesterday = date(api.today - 3 * DAY);
     let (status, body) = api.get_as("ops", &format!("/api/v1/quality/suspect?date={before_yesterday}&utility=electricity")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let meters: Vec<(u64, u64, u64, u64, f64, i64, i64)> = body["meters"]
+    let meters: Vec<(u64, u64, u64, u64, u64, f64, i64, i64)> = body["meters"]
         .as_array()
         .expect("meters")
         .iter()
         .map(|m| {
             let number = |field: &str| m[field].as_u64().expect(field);
             let ms = |field: &str| m[field].as_i64().expect(field);
-            (number("meterId"), number("suspectIntervals"), number("spikes"), number("frozen"), m["maxValue"].as_f64().expect("max"), ms("firstMs"), ms("lastMs"))
+            let max = m["maxValue"].as_f64().expect("max");
+            (number("meterId"), number("suspectIntervals"), number("spikes"), number("frozen"), number("registerEvents"), max, ms("firstMs"), ms("lastMs"))
         })
         .collect();
     let at = |hour: i64| api.today - 3 * DAY + hour * HOUR;
-    assert_eq!(meters, vec![(71, 2, 0, 2, 0.5, at(2), at(3)), (70, 1, 1, 0, 2.0, at(18), at(18))], "most flagged first");
+    assert_eq!(
+        meters,
+        vec![(71, 2, 0, 2, 0, 0.5, at(2), at(3)), (70, 1, 1, 0, 0, 2.0, at(18), at(18)), (72, 1, 0, 0, 1, 1.25, at(5), at(5))],
+        "most flagged first"
+    );
     let (_, newest) = api.get_as("ops", "/api/v1/quality/suspect").await;
     assert_eq!((newest["date"].as_str(), newest["meters"].as_array().map(Vec::len)), (Some(date(api.today - 2 * DAY).to_string().as_str()), Some(0)));
     let (status, body) = api.get_as("ops", "/api/v1/quality/suspect?limit=1001").await;

@@ -340,7 +340,7 @@ async function refreshSuspect() {
     const suspect = await api('/quality/suspect');
     $('suspect-date').textContent = suspect.date ? '(' + suspect.date + ', UTC)' : '';
     const time = (ms) => new Date(ms).toISOString().slice(11, 16);
-    table.tBodies[0].innerHTML = suspect.meters.map((m) => `<tr class="clickable" data-customer="${m.customerId}"><td>${m.meterId}</td><td>${m.customerId}</td><td>${m.utility}</td><td>${m.region}</td><td>${m.outOfRange}</td><td>${m.spikes}</td><td>${m.frozen}</td><td>${number(m.maxValue)}</td><td>${time(m.firstMs)} – ${time(m.lastMs)}</td></tr>`).join('');
+    table.tBodies[0].innerHTML = suspect.meters.map((m) => `<tr class="clickable" data-customer="${m.customerId}"><td>${m.meterId}</td><td>${m.customerId}</td><td>${m.utility}</td><td>${m.region}</td><td>${m.outOfRange}</td><td>${m.spikes}</td><td>${m.frozen}</td><td>${m.registerEvents}</td><td>${number(m.maxValue)}</td><td>${time(m.firstMs)} – ${time(m.lastMs)}</td></tr>`).join('');
     table.hidden = suspect.meters.length === 0;
     $('suspect-note').textContent = !suspect.date ? 'The daily batch has computed no day yet.'
       : suspect.meters.length ? 'Readings the validation rules (batch.validation) flagged; they still count in every total.'

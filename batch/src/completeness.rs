@@ -37,6 +37,24 @@ pub struct ExpectedMeter {
     /// Its expected part ends where a day computed before its end was
     /// computed: readings of its last intervals may still be on their way.
     pub ends_open: bool,
+    /// Its installations during the day that report a register, ordered:
+    /// its readings in them are registers ([`crate::registers`]).
+    pub registers: Vec<RegisterPeriod>,
+}
+
+/// An installation of a cumulative meter, whole (not cut to the day).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegisterPeriod {
+    pub valid_from_ms: i64,
+    pub valid_to_ms: Option<i64>,
+    /// Where the register wraps, in the utility's unit.
+    pub rollover: Option<f64>,
+}
+
+impl RegisterPeriod {
+    pub fn covers(&self, ts_ms: i64) -> bool {
+        ts_ms >= self.valid_from_ms && self.valid_to_ms.is_none_or(|to| ts_ms < to)
+    }
 }
 
 impl ExpectedMeter {
@@ -118,12 +136,20 @@ impl Expectations {
                     expected: 0,
                     plausible: installation.plausible,
                     ends_open: false,
+                    registers: Vec::new(),
                 });
                 meters.len() - 1
             });
             let meter = &mut meters[position];
             meter.plausible = meter.plausible.widened(installation.plausible);
             meter.periods.push((from, to));
+            if installation.cumulative {
+                meter.registers.push(RegisterPeriod {
+                    valid_from_ms: installation.valid_from_ms,
+                    valid_to_ms: installation.valid_to_ms,
+                    rollover: installation.rollover,
+                });
+            }
             meter.ends_open |= to == day_end && day_end < day_start + DAY_MS;
             meter.expected += slots_in(from, to, meter.interval_ms);
         }
@@ -131,6 +157,7 @@ impl Expectations {
         let mut customers: FxHashMap<(Utility, u64), Range<usize>> = FxHashMap::default();
         for (position, meter) in meters.iter_mut().enumerate() {
             meter.periods.sort_unstable();
+            meter.registers.sort_unstable_by_key(|period| period.valid_from_ms);
             customers.entry((meter.utility, meter.customer_id)).or_insert(position..position).end = position + 1;
         }
         let seen = meters.iter().map(|_| AtomicBool::new(false)).collect();
@@ -145,6 +172,14 @@ impl Expectations {
     /// Where the expected part of `date` ends when it is computed at `until_ms`.
     pub fn end_of(date: NaiveDate, until_ms: i64) -> i64 {
         (day_start_ms(date) + DAY_MS).min(until_ms)
+    }
+
+    /// The cumulative meters of `utility`: customer and meter.
+    pub fn cumulative_meters(&self, utility: Utility) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.meters
+            .iter()
+            .filter(move |meter| meter.utility == utility && !meter.registers.is_empty())
+            .map(|meter| (meter.customer_id, meter.meter_id))
     }
 
     /// The positions of a customer's meters, ordered by meter.

@@ -33,15 +33,18 @@ pub enum EstimationMethod {
     Interpolated,
     /// The meter's mean at the same weekday and time in previous weeks.
     Profile,
+    /// A cumulative meter's share of its register's advance over the gap ([`crate::registers`]).
+    Register,
 }
 
 impl EstimationMethod {
-    pub const ALL: [EstimationMethod; 2] = [EstimationMethod::Interpolated, EstimationMethod::Profile];
+    pub const ALL: [EstimationMethod; 3] = [EstimationMethod::Interpolated, EstimationMethod::Profile, EstimationMethod::Register];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EstimationMethod::Interpolated => "interpolated",
             EstimationMethod::Profile => "profile",
+            EstimationMethod::Register => "register",
         }
     }
 

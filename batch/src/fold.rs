@@ -16,6 +16,7 @@ use crate::TOP_CUSTOMERS;
 use crate::completeness::Expectations;
 use crate::estimate::{Estimated, EstimatedRun, EstimationMethod, Estimator};
 use crate::job::DayInputs;
+use crate::registers::PreviousRegisters;
 
 /// One customer's usage of one utility over a day.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,16 +84,26 @@ pub enum SuspectRule {
     Spike,
     /// One of a run of readings with the same non-zero value.
     Frozen,
+    /// A cumulative meter's register wrapped at its rollover ([`crate::registers`]).
+    Rollover,
+    /// A cumulative meter's register fell without wrapping: the interval counts nothing read.
+    Reset,
+    /// A cumulative meter's first register in its installation, or the first after a missing day.
+    RegisterStart,
 }
 
 impl SuspectRule {
-    pub const ALL: [SuspectRule; 3] = [SuspectRule::Range, SuspectRule::Spike, SuspectRule::Frozen];
+    pub const ALL: [SuspectRule; 6] =
+        [SuspectRule::Range, SuspectRule::Spike, SuspectRule::Frozen, SuspectRule::Rollover, SuspectRule::Reset, SuspectRule::RegisterStart];
 
     pub fn as_str(self) -> &'static str {
         match self {
             SuspectRule::Range => "range",
             SuspectRule::Spike => "spike",
             SuspectRule::Frozen => "frozen",
+            SuspectRule::Rollover => "rollover",
+            SuspectRule::Reset => "reset",
+            SuspectRule::RegisterStart => "registerStart",
         }
     }
 
@@ -287,6 +298,14 @@ pub struct ReadingFold {
     marks: OutputMarks,
     /// The current meter's estimates (event time, value, method).
     estimates: Vec<(i64, f64, EstimationMethod)>,
+    /// Cumulative meters' last registers of the day before ([`crate::registers`]).
+    previous_registers: Arc<PreviousRegisters>,
+    /// The current meter's intervals its registers' advances fill, and its
+    /// flagged registers (event time, value, rule).
+    register_spread: Vec<(i64, f64)>,
+    register_flags: Vec<(i64, f64, SuspectRule)>,
+    /// Room to rewrite a meter's day in.
+    scratch: Vec<(i64, f64)>,
     last: Option<ReadingKey>,
     day: DayFold,
 }
@@ -316,9 +335,19 @@ impl ReadingFold {
             needs_profiles: false,
             marks: OutputMarks::default(),
             estimates: Vec::new(),
+            previous_registers: Arc::default(),
+            register_spread: Vec::new(),
+            register_flags: Vec::new(),
+            scratch: Vec::new(),
             last: None,
             day: DayFold::default(),
         }
+    }
+
+    /// The fold turning cumulative meters' registers into consumption, from
+    /// their `previous` days' last registers on.
+    pub fn with_previous_registers(self, previous: Arc<PreviousRegisters>) -> Self {
+        Self { previous_registers: previous, ..self }
     }
 
     /// The fold estimating missing intervals with `estimator` (it estimates nothing otherwise).
@@ -411,12 +440,16 @@ impl ReadingFold {
 
     fn close_meter(&mut self) {
         let Some(tally) = self.meter.take() else { return };
-        let estimated = self.settle_meter(tally.meter_id, tally.expected_at, tally.received);
+        let received = match tally.expected_at {
+            Some(at) if !self.expectations.meter(at).registers.is_empty() => self.registers_to_consumption(at),
+            _ => tally.received,
+        };
+        let estimated = self.settle_meter(tally.meter_id, tally.expected_at, received);
         let Some(expected_at) = tally.expected_at else { return };
         let expected = self.expectations.meter(expected_at);
         self.intervals.0 += expected.expected;
-        self.intervals.1 += tally.received;
-        if tally.received < expected.expected {
+        self.intervals.1 += received;
+        if received < expected.expected {
             self.day.meter_gaps.push(MeterGap {
                 utility: self.utility,
                 meter_id: tally.meter_id,
@@ -424,11 +457,30 @@ impl ReadingFold {
                 region: expected.region,
                 interval_secs: (expected.interval_ms / 1_000) as u32,
                 expected_intervals: expected.expected,
-                received_intervals: tally.received,
+                received_intervals: received,
                 last_reading_ms: tally.last_reading_ms,
                 estimated_intervals: estimated,
             });
         }
+    }
+
+    /// Rewrites the current meter's day of registers as consumption
+    /// ([`crate::registers`]); returns how many of its expected intervals
+    /// a reading now fills.
+    fn registers_to_consumption(&mut self, expected_at: usize) -> u64 {
+        let meter = self.expectations.meter(expected_at);
+        let previous = self.customer.and_then(|(customer_id, _)| self.previous_registers.get(&(customer_id, meter.meter_id)).copied());
+        crate::registers::to_consumption(
+            meter,
+            previous,
+            &mut self.meter_readings,
+            &mut self.scratch,
+            &mut self.register_spread,
+            &mut self.register_flags,
+        );
+        let mut filled = self.meter_readings.iter().filter_map(|&(ts_ms, _)| meter.slot_of(ts_ms)).collect::<Vec<_>>();
+        filled.dedup();
+        filled.len() as u64
     }
 
     /// Settles the customer's meters that sort before `before` (all of them
@@ -482,6 +534,13 @@ impl ReadingFold {
         let expected = expected_at.map(|at| self.expectations.meter(at));
         let plausible = expected.map_or(ValueRange::ANY, |meter| meter.plausible);
         let before = self.day.suspect_intervals.len();
+        let exempt = &self.exempt;
+        self.register_spread.retain(|(ts_ms, _)| !exempt.contains(ts_ms));
+        for (ts_ms, value, rule) in self.register_flags.drain(..) {
+            if !exempt.contains(&ts_ms) {
+                self.day.suspect_intervals.push(SuspectInterval { utility, meter_id, customer_id, region, ts_ms, value, rule });
+            }
+        }
         self.validation.flag(&self.meter_readings, plausible, &self.exempt, |ts_ms, value, rule| SuspectInterval {
             utility,
             meter_id,
@@ -499,12 +558,26 @@ impl ReadingFold {
         }
         self.estimates.clear();
         let gapped = expected.filter(|meter| received < meter.expected);
+        let filled = match self.register_spread.is_empty() {
+            true => &self.meter_readings,
+            false => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&self.meter_readings);
+                self.scratch.extend_from_slice(&self.register_spread);
+                self.scratch.sort_unstable_by_key(|&(ts_ms, _)| ts_ms);
+                &self.scratch
+            }
+        };
         if let Some(meter) = gapped
             && !self.needs_profiles
-            && self.estimator.estimate(meter, &self.meter_readings, &mut self.estimates) == Estimated::NeedsProfiles
+            && self.estimator.estimate(meter, filled, &mut self.estimates) == Estimated::NeedsProfiles
         {
             self.needs_profiles = true;
             self.estimates.clear();
+        }
+        if !self.register_spread.is_empty() {
+            self.estimates.extend(self.register_spread.drain(..).map(|(ts_ms, value)| (ts_ms, value, EstimationMethod::Register)));
+            self.estimates.sort_unstable_by_key(|&(ts_ms, _, _)| ts_ms);
         }
         let interval_ms = gapped.map_or(0, |meter| meter.interval_ms);
         let mut run: Option<EstimatedRun> = None;

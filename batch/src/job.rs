@@ -23,6 +23,7 @@ use crate::completeness::Expectations;
 use crate::edits::Edits;
 use crate::estimate::{Estimator, Profiles};
 use crate::fold::{DayFold, DayOutputs, OutOfOrder, ReadingFold, ReadingKey};
+use crate::registers::PreviousRegisters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -67,6 +68,8 @@ struct PartitionFiles {
     estimator: Estimator,
     /// When set, the only customers folded.
     only: Option<Arc<FxHashSet<u64>>>,
+    /// The cumulative meters' last registers of the day before.
+    previous_registers: Arc<PreviousRegisters>,
 }
 
 /// Runs the day's queries against the master data.
@@ -152,6 +155,14 @@ impl BatchJob {
             return Err(BatchError::NoInput { date, location: self.master.location().to_owned() });
         }
         let estimator = Estimator::new(self.estimation);
+        let mut previous_registers: FxHashMap<Utility, Arc<PreviousRegisters>> = FxHashMap::default();
+        for &utility in utilities {
+            let meters: FxHashSet<(u64, u64)> = inputs.expectations.cumulative_meters(utility).collect();
+            if !meters.is_empty() {
+                previous_registers.insert(utility, Arc::new(self.previous_registers(date, utility, &meters).await?));
+            }
+        }
+        let registers_of = |utility: Utility| previous_registers.get(&utility).cloned().unwrap_or_default();
         let all: Vec<PartitionFiles> = partitions
             .iter()
             .map(|(&(utility, partition), files)| PartitionFiles {
@@ -161,6 +172,7 @@ impl BatchJob {
                 inputs: inputs.clone(),
                 estimator: estimator.clone(),
                 only: None,
+                previous_registers: registers_of(utility),
             })
             .collect();
         let mut day = DayFold::default();
@@ -200,6 +212,7 @@ impl BatchJob {
                 inputs: inputs.clone(),
                 estimator: estimator.clone(),
                 only: Some(Arc::new(customers)),
+                previous_registers: registers_of(utility),
             })
             .collect();
         for (_, fold) in self.fold_partitions(again).await? {
@@ -230,20 +243,63 @@ impl BatchJob {
         Ok(folded)
     }
 
+    /// The last register, on the day before `date`, of each of `meters`
+    /// (customer and meter) that read then: the first copy of its newest.
+    #[tracing::instrument(level = "info", skip(self, meters), fields(%date, %utility, meters = meters.len()))]
+    async fn previous_registers(&self, date: NaiveDate, utility: Utility, meters: &FxHashSet<(u64, u64)>) -> Result<PreviousRegisters, BatchError> {
+        let mut registers: FxHashMap<(u64, u64), (i64, u64, f64)> = FxHashMap::default();
+        let Some(before) = date.pred_opt() else { return Ok(PreviousRegisters::default()) };
+        let files = self.files(utility, before).await?;
+        if files.is_empty() {
+            return Ok(PreviousRegisters::default());
+        }
+        let urls: Vec<String> = files.iter().map(|path| self.master.object_url(path)).collect();
+        let schema = auth_master::schema();
+        let frame = self
+            .context()?
+            .read_parquet(urls, ParquetReadOptions::default().schema(&schema))
+            .await?
+            .select_columns(&["customer_id", "meter_id", "ts", "value", "log_offset"])?;
+        let mut batches = frame.execute_stream().await?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let shape = |what: &str| BatchError::Shape { what: what.to_owned() };
+            let customers = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("customer_id of another type"))?;
+            let meter_ids = batch.column(1).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("meter_id of another type"))?;
+            let times = batch.column(2).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| shape("ts of another type"))?;
+            let values = batch.column(3).as_primitive_opt::<Float64Type>().ok_or_else(|| shape("value of another type"))?;
+            let offsets = batch.column(4).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("log_offset of another type"))?;
+            for row in 0..batch.num_rows() {
+                let key = (customers.value(row), meter_ids.value(row));
+                if !meters.contains(&key) {
+                    continue;
+                }
+                let found = (times.value(row), offsets.value(row), values.value(row));
+                let newest = registers.entry(key).or_insert(found);
+                if (found.0, std::cmp::Reverse(found.1)) > (newest.0, std::cmp::Reverse(newest.1)) {
+                    *newest = found;
+                }
+            }
+        }
+        tracing::info!(registers = registers.len(), "previous day's registers read");
+        Ok(registers.into_iter().map(|(key, (ts_ms, _, value))| (key, (ts_ms, value))).collect())
+    }
+
     /// The profiles of `customers`' meters: their readings on the same
     /// weekday of each of the `profileWeeks` weeks before `date`, summed per
-    /// meter and expected slot of the day.
+    /// meter and expected slot of the day (a cumulative meter's: its
+    /// registers' advances, shared by the intervals they span).
     #[tracing::instrument(level = "info", skip_all, fields(%date, customers = customers.values().map(Vec::len).sum::<usize>()))]
     async fn profiles(&self, date: NaiveDate, customers: &FxHashMap<Utility, Vec<u64>>, expectations: &Expectations) -> Result<Profiles, BatchError> {
         let mut profiles = Profiles::default();
         let weeks = self.estimation.profile_weeks;
         for (&utility, customer_ids) in customers {
             let wanted: Vec<_> = customer_ids.iter().map(|&customer_id| lit(customer_id)).collect();
-            let intervals: FxHashMap<(u64, u64), i64> = customer_ids
+            let intervals: FxHashMap<(u64, u64), (i64, bool)> = customer_ids
                 .iter()
                 .flat_map(|&customer_id| expectations.meters_of(utility, customer_id))
                 .map(|position| expectations.meter(position))
-                .map(|meter| ((meter.customer_id, meter.meter_id), meter.interval_ms))
+                .map(|meter| ((meter.customer_id, meter.meter_id), (meter.interval_ms, !meter.registers.is_empty())))
                 .collect();
             for week in 1..=u64::from(weeks) {
                 let Some(then) = date.checked_sub_days(Days::new(7 * week)) else { break };
@@ -273,10 +329,30 @@ impl BatchJob {
                     }
                 }
                 let mut slots: FxHashMap<(u64, u64, i64), f64> = FxHashMap::default();
+                let mut registers: Vec<((u64, u64, i64), f64)> = Vec::new();
                 for ((customer_id, meter_id, ts_ms), value) in readings {
-                    let Some(&interval_ms) = intervals.get(&(customer_id, meter_id)) else { continue };
+                    let Some(&(interval_ms, cumulative)) = intervals.get(&(customer_id, meter_id)) else { continue };
+                    if cumulative {
+                        registers.push(((customer_id, meter_id, ts_ms), value));
+                        continue;
+                    }
                     let offset_ms = (ts_ms - ts_ms.rem_euclid(interval_ms)).rem_euclid(auth_master::DAY_MS);
                     *slots.entry((customer_id, meter_id, offset_ms)).or_default() += value;
+                }
+                registers.sort_unstable_by_key(|&(key, _)| key);
+                for pair in registers.windows(2) {
+                    let (((customer_id, meter_id, before_ms), before), ((next_customer, next_meter, ts_ms), register)) = (pair[0], pair[1]);
+                    let Some(&(interval_ms, _)) = intervals.get(&(customer_id, meter_id)) else { continue };
+                    if (customer_id, meter_id) != (next_customer, next_meter) || register < before {
+                        continue;
+                    }
+                    // A register's advance is shared by the intervals since the one before, as the day's fold shares it.
+                    let (first, last) = (before_ms.div_euclid(interval_ms) + 1, ts_ms.div_euclid(interval_ms));
+                    let share = (register - before) / (last - first + 1).max(1) as f64;
+                    for slot in first..=last {
+                        let offset_ms = (slot * interval_ms).rem_euclid(auth_master::DAY_MS);
+                        *slots.entry((customer_id, meter_id, offset_ms)).or_default() += share;
+                    }
                 }
                 profiles.add_week(utility, slots);
             }
@@ -306,7 +382,9 @@ impl BatchJob {
         }
         let query = format!("SELECT * FROM ({}) ORDER BY {}", selects.join(" UNION ALL "), ORDER.join(", "));
         let mut batches = context.sql(&query).await?.execute_stream().await?;
-        let mut fold = ReadingFold::new(part.utility, part.inputs.clone(), self.validation).with_estimator(part.estimator.clone());
+        let mut fold = ReadingFold::new(part.utility, part.inputs.clone(), self.validation)
+            .with_estimator(part.estimator.clone())
+            .with_previous_registers(Arc::clone(&part.previous_registers));
         if let Some(only) = &part.only {
             fold = fold.only(Arc::clone(only));
         }

@@ -22,6 +22,7 @@ pub mod edits;
 pub mod estimate;
 pub mod fold;
 pub mod job;
+pub mod registers;
 pub mod restate;
 pub mod results;
 pub mod schedule;

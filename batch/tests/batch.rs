@@ -470,6 +470,87 @@ async fn estimates_fill_gaps_and_late_readings_replace_them(master: MasterStore,
     assert_eq!(reconciliation.iter().map(|row| row.batch_estimated).collect::<Vec<_>>(), vec![0.0]);
 }
 
+/// A cumulative meter's register (in kWh; the master data holds Wh).
+fn register(meter_id: u64, customer_id: u64, ts_ms: i64, kwh: f64) -> Reading {
+    Reading { meter_id, cumulative: true, ..reading(customer_id, Utility::Electricity, "US-CA", ts_ms, kwh * 1_000.0) }
+}
+
+/// Customer 31's meter counts kWh on five dials (it wraps at 100000) and
+/// customer 32's is exchanged at noon for meter 1000, whose install read
+/// is 20 kWh; both read their register every quarter hour.
+async fn cumulative_registers_become_consumption(master: MasterStore, database_url: &str) {
+    let e = Utility::Electricity;
+    let noon = DAY_START_MS + 12 * HOUR_MS;
+    let cumulative = |installation: Installation| Installation { unit: MeterUnit::KWh, register: RegisterKind::Cumulative, ..installation };
+    let wrapping = Installation { register_rollover: Some(100_000.0), plausible_max: Some(5.0), ..cumulative(installed(31, e, "US-CA", 900)) };
+    let old = Installation { valid_to_ms: Some(noon), ..cumulative(installed(32, e, "US-CA", 900)) };
+    let new = Installation { meter_id: 1_000, valid_from_ms: noon, ..cumulative(installed(32, e, "US-CA", 900)) };
+    let mut registry = Registry::default();
+    for installation in [wrapping, old, new] {
+        registry.set_meter(installation.meter_id, vec![installation]);
+    }
+    let (wrapping_meter, old_meter) = (31 * 4, 32 * 4);
+    let quarter = |q: i64| DAY_START_MS + q * QUARTER_HOUR;
+
+    // The true consumption per quarter hour, and the registers it makes.
+    let wrapping_use = |q: i64| 0.25 * (1 + q % 4) as f64;
+    let (old_use, new_use) = (|q: i64| 0.5 * (1 + q % 2) as f64, |q: i64| 0.25 * (1 + q % 3) as f64);
+    let mut readings = Vec::new();
+    let mut wrapping_register = 99_980.0;
+    for q in 0..96 {
+        wrapping_register = (wrapping_register + wrapping_use(q)) % 100_000.0;
+        if !(49..52).contains(&q) {
+            readings.push(register(wrapping_meter, 31, quarter(q), wrapping_register));
+        }
+    }
+    write(&master, e, date(), 0, 0, &readings).await;
+    let mut readings = Vec::new();
+    let (mut old_register, mut new_register) = (5_000.0, 20.0);
+    for q in 0..48 {
+        old_register += old_use(q);
+        readings.push(register(old_meter, 32, quarter(q), old_register));
+    }
+    readings.push(register(1_000, 32, noon, new_register));
+    for q in 49..96 {
+        new_register += new_use(q);
+        readings.push(register(1_000, 32, quarter(q), new_register));
+    }
+    write(&master, e, date(), 1, 0, &readings).await;
+    let before = date().pred_opt().unwrap();
+    let late_evening = DAY_START_MS - QUARTER_HOUR;
+    write(&master, e, before, 0, 0, &[register(wrapping_meter, 31, late_evening - QUARTER_HOUR, 99_979.0), register(wrapping_meter, 31, late_evening, 99_980.0)]).await;
+    write(&master, e, before, 1, 0, &[register(old_meter, 32, late_evening, 5_000.0)]).await;
+
+    let job = BatchJob::new(master.clone(), 256 * 1024 * 1024);
+    let database = auth_results::Database::connect(database_url).await.unwrap();
+    database.import_registry(&registry, true, DAY_START_MS).await.unwrap();
+    let results = ResultsDb::of(database);
+    run_day(&job, &results, None, date(), &[e], LATER_MS).await.unwrap();
+    let (day, _) = results.day(date()).await.unwrap();
+
+    let wrapping_total: f64 = (0..96).map(wrapping_use).sum::<f64>() * 1_000.0;
+    let exchanged_total: f64 = ((0..48).map(old_use).sum::<f64>() + (49..96).map(new_use).sum::<f64>()) * 1_000.0;
+    let totals: Vec<_> = day
+        .customers
+        .iter()
+        .map(|c| (c.customer_id, c.total, c.readings, c.expected_intervals, c.received_intervals, c.suspect_intervals, c.estimated_intervals))
+        .collect();
+    assert_eq!(totals, vec![(31, wrapping_total, 93, 96, 93, 1, 3), (32, exchanged_total, 96, 96, 96, 1, 0)], "in {database_url}");
+    let flagged: Vec<_> = day.suspect_intervals.iter().map(|s| (s.meter_id, s.ts_ms, s.value, s.rule)).collect();
+    assert_eq!(flagged, vec![(wrapping_meter, quarter(31), 1_000.0, SuspectRule::Rollover), (1_000, noon, 20_000.0, SuspectRule::RegisterStart)]);
+    assert_eq!(day.estimated_runs, vec![EstimatedRun {
+        utility: e,
+        meter_id: wrapping_meter,
+        customer_id: 31,
+        region: region("US-CA"),
+        from_ms: quarter(49),
+        to_ms: quarter(52),
+        intervals: 3,
+        total: 3.0 * 2.5 * 1_000.0 / 4.0,
+        method: EstimationMethod::Register,
+    }], "the gap's share of the register's advance over it");
+}
+
 fn sqlite_url(directory: &tempfile::TempDir) -> String {
     format!("sqlite://{}/results/auth.db", directory.path().display())
 }
@@ -513,6 +594,7 @@ macro_rules! on_every_database {
 
 on_every_database!(exact_rows_and_idempotent_reruns, "batch");
 on_every_database!(estimates_fill_gaps_and_late_readings_replace_them, "estimates");
+on_every_database!(cumulative_registers_become_consumption, "registers");
 
 #[tokio::test]
 #[ignore = "needs the S3 server: scripts/test.sh"]

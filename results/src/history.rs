@@ -78,6 +78,8 @@ pub struct SuspectMeterRow {
     pub spikes: u64,
     /// Readings in a run of one non-zero value.
     pub frozen: u64,
+    /// A cumulative meter's flagged registers: rollovers, resets and first registers.
+    pub register_events: u64,
     /// The largest flagged value, in the utility's unit.
     pub max_value: f64,
     /// The first and last flagged reading, UTC ms.
@@ -93,7 +95,7 @@ pub struct SuspectReadingRow {
     pub customer_id: u64,
     pub ts_ms: i64,
     pub value: f64,
-    /// `range`, `spike` or `frozen`.
+    /// `range`, `spike`, `frozen`, `rollover`, `reset` or `registerStart`.
     pub rule: String,
 }
 
@@ -384,6 +386,7 @@ impl Database {
             "SELECT utility, meter_id, customer_id, region, COUNT(*), \
              COUNT(CASE WHEN rule = 'range' THEN 1 END), COUNT(CASE WHEN rule = 'spike' THEN 1 END), \
              COUNT(CASE WHEN rule = 'frozen' THEN 1 END), \
+             COUNT(CASE WHEN rule IN ('rollover', 'reset', 'registerStart') THEN 1 END), \
              MAX(reading_value), MIN(ts_ms), MAX(ts_ms) \
              FROM suspect_intervals WHERE usage_date = {}{utility_filter} \
              GROUP BY utility, meter_id, customer_id, region \
@@ -394,10 +397,10 @@ impl Database {
         if let Some(utility) = utility {
             query = query.bind(utility.as_str());
         }
-        type SuspectRow = (String, i64, i64, String, i64, i64, i64, i64, f64, i64, i64);
+        type SuspectRow = (String, i64, i64, String, i64, i64, i64, i64, i64, f64, i64, i64);
         let rows: Vec<SuspectRow> = query.fetch_all(self.pool()).await.map_err(query_error("suspect_intervals"))?;
         rows.into_iter()
-            .map(|(utility, meter_id, customer_id, region, suspect, out_of_range, spikes, frozen, max_value, first_ms, last_ms)| {
+            .map(|(utility, meter_id, customer_id, region, suspect, out_of_range, spikes, frozen, register_events, max_value, first_ms, last_ms)| {
                 Ok(SuspectMeterRow {
                     date,
                     utility: parse_utility(&utility)?,
@@ -408,6 +411,7 @@ impl Database {
                     out_of_range: out_of_range as u64,
                     spikes: spikes as u64,
                     frozen: frozen as u64,
+                    register_events: register_events as u64,
                     max_value,
                     first_ms,
                     last_ms,
