@@ -470,6 +470,8 @@ impl ReadingFold {
     fn registers_to_consumption(&mut self, expected_at: usize) -> u64 {
         let meter = self.expectations.meter(expected_at);
         let previous = self.customer.and_then(|(customer_id, _)| self.previous_registers.get(&(customer_id, meter.meter_id)).copied());
+        self.register_spread.clear();
+        self.register_flags.clear();
         crate::registers::to_consumption(
             meter,
             previous,
@@ -478,9 +480,15 @@ impl ReadingFold {
             &mut self.register_spread,
             &mut self.register_flags,
         );
-        let mut filled = self.meter_readings.iter().filter_map(|&(ts_ms, _)| meter.slot_of(ts_ms)).collect::<Vec<_>>();
-        filled.dedup();
-        filled.len() as u64
+        let (mut filled, mut last_slot) = (0, None);
+        for &(ts_ms, _) in &self.meter_readings {
+            let slot = meter.slot_of(ts_ms);
+            if slot.is_some() && slot != last_slot {
+                last_slot = slot;
+                filled += 1;
+            }
+        }
+        filled
     }
 
     /// Settles the customer's meters that sort before `before` (all of them

@@ -177,7 +177,7 @@ pub enum InvalidReason {
     NotInstalled { meter_id: u64, ts_ms: i64, periods: String },
     #[error("field `{field}`: the reading says {claimed}, the registry has {registered} for meter {meter_id}")]
     DisagreesWithRegistry { field: &'static str, claimed: String, registered: String, meter_id: u64 },
-    #[error("register {value:e} is above the {max:e} {unit} a {utility} meter's register may hold", unit = utility.unit())]
+    #[error("register {value:e} is above the {max:e} {unit} a meter's register may hold", unit = utility.unit())]
     ImplausibleRegister { value: f64, utility: Utility, max: f64 },
 }
 

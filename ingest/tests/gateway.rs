@@ -157,6 +157,27 @@ async fn the_registry_says_whose_readings_are_and_keys_are_scoped_to_meters(back
     auth_ingest::registry_feed::publish(writer.as_ref(), &topic, &[record]).await.unwrap();
     let (status, _, answer) = served.post(Some(&served.key), later).await;
     assert_eq!(status, 202, "{answer}");
+
+    // A cumulative meter sends its register: it goes to the log as a register, in the utility's unit.
+    let mut cumulative = common::registry(&spec).pop().unwrap().installations.remove(0);
+    cumulative.meter_id = 5_000_001;
+    cumulative.utility = auth_core::Utility::Electricity;
+    cumulative.unit = auth_core::registry::MeterUnit::KWh;
+    cumulative.multiplier = 1.0;
+    cumulative.register = auth_core::registry::RegisterKind::Cumulative;
+    cumulative.register_rollover = Some(100_000.0);
+    let record = auth_core::registry::RegistryRecord { meter_id: 5_000_001, installations: vec![cumulative] };
+    auth_ingest::registry_feed::publish(writer.as_ref(), &topic, &[record]).await.unwrap();
+    let registers = json!([
+        {"meterId": 5_000_001, "tsMs": T0, "value": 99_999.5},
+        {"meterId": 5_000_001, "tsMs": T0 + 1, "value": 2e9},
+    ]);
+    let (status, _, answer) = served.post(Some(&served.key), registers.to_string()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["refused"][0]["reasons"][0], "register 2e12 is above the 1e12 Wh a meter's register may hold");
+    let stored = stored_readings(backend.log.as_ref(), &backend.pipeline).await;
+    let register = stored.iter().map(|(_, _, _, reading)| reading).find(|reading| reading.meter_id == 5_000_001).expect("the register is on the log");
+    assert_eq!((register.cumulative, register.value), (true, 99_999_500.0));
 }
 
 async fn keys_and_limits_are_enforced(backend: &Backend) {

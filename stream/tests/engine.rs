@@ -372,6 +372,10 @@ async fn a_quiet_partition_closes_its_windows_after_the_idle_timeout(backend: &B
     assert!(new_york.window.closed && new_york.window.aggregate.count == 5, "{new_york:?}");
 }
 
+/// The simulated fleet's readings of `minutes`; every third meter is
+/// cumulative: it sends a register that grows with its readings' event
+/// times (so repeated, late and disordered readings stay consistent; its
+/// malformed readings stay malformed).
 async fn load_simulated(backend: &Backend, spec: &PipelineSpec, minutes: i64) -> u64 {
     create_topics(backend, spec).await;
     let mut simulator = Simulator::new(&spec.simulator, T0);
@@ -381,6 +385,15 @@ async fn load_simulated(backend: &Backend, spec: &PipelineSpec, minutes: i64) ->
     while simulator.event_time_ms() < T0 + minutes * MINUTE {
         batch.clear();
         simulator.fill(&mut batch, 1_000);
+        for simulated in &mut batch {
+            if let Simulated::Reading(reading) = simulated
+                && reading.meter_id % 3 == 0
+                && reading.value >= 0.0
+            {
+                reading.cumulative = true;
+                reading.value = 1_000.0 + (reading.ts_ms - T0) as f64 / 1_000.0 * (1 + reading.meter_id % 4) as f64;
+            }
+        }
         sink.write(&batch).await.expect("write");
         written += batch.len() as u64;
     }
