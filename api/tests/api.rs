@@ -347,7 +347,9 @@ async fn operators_list_the_meters_with_suspect_readings(api: &Api) {
     let before_yesterday = date(api.today - 3 * DAY);
     let (status, body) = api.get_as("ops", &format!("/api/v1/quality/suspect?date={before_yesterday}&utility=electricity")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let meters: Vec<(u64, u64, u64, u64, u64, f64, i64, i64)> = body["meters"]
+    /// Meter, flagged, spikes, frozen, register events, largest value, first and last flagged.
+    type Flagged = (u64, u64, u64, u64, u64, f64, i64, i64);
+    let meters: Vec<Flagged> = body["meters"]
         .as_array()
         .expect("meters")
         .iter()

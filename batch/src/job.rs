@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{Float64Type, Int8Type, TimestampMillisecondTy
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col, lit};
+use datafusion::prelude::{Expr, ParquetReadOptions, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -249,40 +249,54 @@ impl BatchJob {
     async fn previous_registers(&self, date: NaiveDate, utility: Utility, meters: &FxHashSet<(u64, u64)>) -> Result<PreviousRegisters, BatchError> {
         let mut registers: FxHashMap<(u64, u64), (i64, u64, f64)> = FxHashMap::default();
         let Some(before) = date.pred_opt() else { return Ok(PreviousRegisters::default()) };
-        let files = self.files(utility, before).await?;
+        self.for_each_reading(utility, before, None, |customer_id, meter_id, ts_ms, value, log_offset| {
+            if !meters.contains(&(customer_id, meter_id)) {
+                return;
+            }
+            let newest = registers.entry((customer_id, meter_id)).or_insert((ts_ms, log_offset, value));
+            if (ts_ms, std::cmp::Reverse(log_offset)) > (newest.0, std::cmp::Reverse(newest.1)) {
+                *newest = (ts_ms, log_offset, value);
+            }
+        })
+        .await?;
+        tracing::info!(registers = registers.len(), "previous day's registers read");
+        Ok(registers.into_iter().map(|(key, (ts_ms, _, value))| (key, (ts_ms, value))).collect())
+    }
+
+    /// Calls `each` with every reading of `utility` on `date` (of the
+    /// `customers` listed only, when given), in no particular order:
+    /// customer, meter, event time, value and log offset.
+    async fn for_each_reading(
+        &self,
+        utility: Utility,
+        date: NaiveDate,
+        customers: Option<&[Expr]>,
+        mut each: impl FnMut(u64, u64, i64, f64, u64),
+    ) -> Result<(), BatchError> {
+        let files = self.files(utility, date).await?;
         if files.is_empty() {
-            return Ok(PreviousRegisters::default());
+            return Ok(());
         }
         let urls: Vec<String> = files.iter().map(|path| self.master.object_url(path)).collect();
         let schema = auth_master::schema();
-        let frame = self
-            .context()?
-            .read_parquet(urls, ParquetReadOptions::default().schema(&schema))
-            .await?
-            .select_columns(&["customer_id", "meter_id", "ts", "value", "log_offset"])?;
-        let mut batches = frame.execute_stream().await?;
+        let mut frame = self.context()?.read_parquet(urls, ParquetReadOptions::default().schema(&schema)).await?;
+        if let Some(customers) = customers {
+            frame = frame.filter(col("customer_id").in_list(customers.to_vec(), false))?;
+        }
+        let mut batches = frame.select_columns(&["customer_id", "meter_id", "ts", "value", "log_offset"])?.execute_stream().await?;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             let shape = |what: &str| BatchError::Shape { what: what.to_owned() };
-            let customers = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("customer_id of another type"))?;
+            let customer_ids = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("customer_id of another type"))?;
             let meter_ids = batch.column(1).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("meter_id of another type"))?;
             let times = batch.column(2).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| shape("ts of another type"))?;
             let values = batch.column(3).as_primitive_opt::<Float64Type>().ok_or_else(|| shape("value of another type"))?;
             let offsets = batch.column(4).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("log_offset of another type"))?;
             for row in 0..batch.num_rows() {
-                let key = (customers.value(row), meter_ids.value(row));
-                if !meters.contains(&key) {
-                    continue;
-                }
-                let found = (times.value(row), offsets.value(row), values.value(row));
-                let newest = registers.entry(key).or_insert(found);
-                if (found.0, std::cmp::Reverse(found.1)) > (newest.0, std::cmp::Reverse(newest.1)) {
-                    *newest = found;
-                }
+                each(customer_ids.value(row), meter_ids.value(row), times.value(row), values.value(row), offsets.value(row));
             }
         }
-        tracing::info!(registers = registers.len(), "previous day's registers read");
-        Ok(registers.into_iter().map(|(key, (ts_ms, _, value))| (key, (ts_ms, value))).collect())
+        Ok(())
     }
 
     /// The profiles of `customers`' meters: their readings on the same
@@ -303,31 +317,11 @@ impl BatchJob {
                 .collect();
             for week in 1..=u64::from(weeks) {
                 let Some(then) = date.checked_sub_days(Days::new(7 * week)) else { break };
-                let files = self.files(utility, then).await?;
-                if files.is_empty() {
-                    continue;
-                }
-                let urls: Vec<String> = files.iter().map(|path| self.master.object_url(path)).collect();
-                let schema = auth_master::schema();
-                let frame = self
-                    .context()?
-                    .read_parquet(urls, ParquetReadOptions::default().schema(&schema))
-                    .await?
-                    .filter(col("customer_id").in_list(wanted.clone(), false))?
-                    .select_columns(&["customer_id", "meter_id", "ts", "value"])?;
-                let mut batches = frame.execute_stream().await?;
                 let mut readings: FxHashMap<(u64, u64, i64), f64> = FxHashMap::default();
-                while let Some(batch) = batches.next().await {
-                    let batch = batch?;
-                    let shape = |what: &str| BatchError::Shape { what: what.to_owned() };
-                    let customers = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("customer_id of another type"))?;
-                    let meters = batch.column(1).as_primitive_opt::<UInt64Type>().ok_or_else(|| shape("meter_id of another type"))?;
-                    let times = batch.column(2).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| shape("ts of another type"))?;
-                    let values = batch.column(3).as_primitive_opt::<Float64Type>().ok_or_else(|| shape("value of another type"))?;
-                    for row in 0..batch.num_rows() {
-                        readings.entry((customers.value(row), meters.value(row), times.value(row))).or_insert(values.value(row));
-                    }
-                }
+                self.for_each_reading(utility, then, Some(&wanted), |customer_id, meter_id, ts_ms, value, _| {
+                    readings.entry((customer_id, meter_id, ts_ms)).or_insert(value);
+                })
+                .await?;
                 let mut slots: FxHashMap<(u64, u64, i64), f64> = FxHashMap::default();
                 let mut registers: Vec<((u64, u64, i64), f64)> = Vec::new();
                 for ((customer_id, meter_id, ts_ms), value) in readings {

@@ -119,7 +119,10 @@ mod tests {
         expectations.meter(0).clone()
     }
 
-    fn converted(meter: &ExpectedMeter, previous: Option<(i64, f64)>, registers: &[(i64, f64)]) -> (Vec<(i64, f64)>, Vec<(i64, f64)>, Vec<(i64, f64, SuspectRule)>) {
+    /// The readings, the spread and the flags of [`to_consumption`].
+    type Converted = (Vec<(i64, f64)>, Vec<(i64, f64)>, Vec<(i64, f64, SuspectRule)>);
+
+    fn converted(meter: &ExpectedMeter, previous: Option<(i64, f64)>, registers: &[(i64, f64)]) -> Converted {
         let (mut readings, mut spread, mut flags) = (registers.to_vec(), Vec::new(), Vec::new());
         to_consumption(meter, previous, &mut readings, &mut Vec::new(), &mut spread, &mut flags);
         (readings, spread, flags)
