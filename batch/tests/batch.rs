@@ -477,7 +477,8 @@ fn register(meter_id: u64, customer_id: u64, ts_ms: i64, kwh: f64) -> Reading {
 
 /// Customer 31's meter counts kWh on five dials (it wraps at 100000) and
 /// customer 32's is exchanged at noon for meter 1000, whose install read
-/// is 20 kWh; both read their register every quarter hour.
+/// is 20 kWh; both read their register every quarter hour. Customer 33's
+/// falls silent at noon; a week before, its register rose 0.25 kWh a quarter hour.
 async fn cumulative_registers_become_consumption(master: MasterStore, database_url: &str) {
     let e = Utility::Electricity;
     let noon = DAY_START_MS + 12 * HOUR_MS;
@@ -485,8 +486,9 @@ async fn cumulative_registers_become_consumption(master: MasterStore, database_u
     let wrapping = Installation { register_rollover: Some(100_000.0), plausible_max: Some(5.0), ..cumulative(installed(31, e, "US-CA", 900)) };
     let old = Installation { valid_to_ms: Some(noon), ..cumulative(installed(32, e, "US-CA", 900)) };
     let new = Installation { meter_id: 1_000, valid_from_ms: noon, ..cumulative(installed(32, e, "US-CA", 900)) };
+    let silent = cumulative(installed(33, e, "US-CA", 900));
     let mut registry = Registry::default();
-    for installation in [wrapping, old, new] {
+    for installation in [wrapping, old, new, silent] {
         registry.set_meter(installation.meter_id, vec![installation]);
     }
     let (wrapping_meter, old_meter) = (31 * 4, 32 * 4);
@@ -520,6 +522,20 @@ async fn cumulative_registers_become_consumption(master: MasterStore, database_u
     let late_evening = DAY_START_MS - QUARTER_HOUR;
     write(&master, e, before, 0, 0, &[register(wrapping_meter, 31, late_evening - QUARTER_HOUR, 99_979.0), register(wrapping_meter, 31, late_evening, 99_980.0)]).await;
     write(&master, e, before, 1, 0, &[register(old_meter, 32, late_evening, 5_000.0)]).await;
+    let silent_meter = 33 * 4;
+    let silent_use = |q: i64| 0.25 * (1 + q % 2) as f64;
+    let mut silent_register = 1_000.0;
+    let mut readings = Vec::new();
+    for q in 0..48 {
+        silent_register += silent_use(q);
+        readings.push(register(silent_meter, 33, quarter(q), silent_register));
+    }
+    write(&master, e, date(), 2, 0, &readings).await;
+    write(&master, e, before, 2, 0, &[register(silent_meter, 33, late_evening, 1_000.0)]).await;
+    let week_before = date().checked_sub_days(chrono::Days::new(7)).unwrap();
+    let week_readings: Vec<Reading> =
+        (0..96).map(|q| register(silent_meter, 33, quarter(q) - 7 * 86_400_000, 700.0 + 0.25 * q as f64)).collect();
+    write(&master, e, week_before, 2, 0, &week_readings).await;
 
     let job = BatchJob::new(master.clone(), 256 * 1024 * 1024);
     let database = auth_results::Database::connect(database_url).await.unwrap();
@@ -535,20 +551,29 @@ async fn cumulative_registers_become_consumption(master: MasterStore, database_u
         .iter()
         .map(|c| (c.customer_id, c.total, c.readings, c.expected_intervals, c.received_intervals, c.suspect_intervals, c.estimated_intervals))
         .collect();
-    assert_eq!(totals, vec![(31, wrapping_total, 93, 96, 93, 1, 3), (32, exchanged_total, 96, 96, 96, 1, 0)], "in {database_url}");
+    let silent_total = (0..48).map(silent_use).sum::<f64>() * 1_000.0 + 48.0 * 250.0;
+    assert_eq!(
+        totals,
+        vec![(31, wrapping_total, 93, 96, 93, 1, 3), (32, exchanged_total, 96, 96, 96, 1, 0), (33, silent_total, 48, 96, 48, 0, 48)],
+        "in {database_url}"
+    );
     let flagged: Vec<_> = day.suspect_intervals.iter().map(|s| (s.meter_id, s.ts_ms, s.value, s.rule)).collect();
     assert_eq!(flagged, vec![(wrapping_meter, quarter(31), 1_000.0, SuspectRule::Rollover), (1_000, noon, 20_000.0, SuspectRule::RegisterStart)]);
-    assert_eq!(day.estimated_runs, vec![EstimatedRun {
+    let run = |meter_id, customer_id, (from, to), total, method| EstimatedRun {
         utility: e,
-        meter_id: wrapping_meter,
-        customer_id: 31,
+        meter_id,
+        customer_id,
         region: region("US-CA"),
-        from_ms: quarter(49),
-        to_ms: quarter(52),
-        intervals: 3,
-        total: 3.0 * 2.5 * 1_000.0 / 4.0,
-        method: EstimationMethod::Register,
-    }], "the gap's share of the register's advance over it");
+        from_ms: quarter(from),
+        to_ms: quarter(to),
+        intervals: (to - from) as u64,
+        total,
+        method,
+    };
+    assert_eq!(day.estimated_runs, vec![
+        run(wrapping_meter, 31, (49, 52), 3.0 * 2.5 * 1_000.0 / 4.0, EstimationMethod::Register),
+        run(silent_meter, 33, (48, 96), 48.0 * 250.0, EstimationMethod::Profile),
+    ], "the gap's share of the register's advance over it; the silent afternoon from the advances a week before");
 }
 
 fn sqlite_url(directory: &tempfile::TempDir) -> String {
