@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod edge;
 pub mod endpoint;
 pub mod gateway_key;
+pub mod local_day;
 pub mod ports;
 pub mod reading;
 pub mod region;

@@ -14,6 +14,7 @@
 //! closes its windows on the wall clock. `stream/README.md` states the rules
 //! with a worked example.
 
+use auth_core::local_day::DayCache;
 use auth_core::ports::{Aggregate, MeterLastReading, WindowOwner, WindowSlot, WindowUpdate};
 use auth_core::region::REGIONS;
 use auth_core::spec::WindowSpec;
@@ -368,6 +369,8 @@ pub struct PartitionWindows {
     /// Those times of customers dropped before they were taken.
     meters_read_pending: Vec<MeterLastReading>,
     pub(crate) counts: PartitionCounts,
+    /// Each region's local day last looked up: day windows are local days.
+    days: DayCache,
 }
 
 impl PartitionWindows {
@@ -390,6 +393,7 @@ impl PartitionWindows {
             meters_read_slots: Vec::new(),
             meters_read_pending: Vec::new(),
             counts: PartitionCounts::default(),
+            days: DayCache::default(),
         }
     }
 
@@ -471,7 +475,8 @@ impl PartitionWindows {
         let config = &self.config;
         let (smallest, lateness) = (config.sizes_ms[0], config.allowed_lateness_ms);
         let partition_watermark = self.watermark_ms().unwrap_or(i64::MIN);
-        if day_settled(ts_ms - ts_ms.rem_euclid(DAY_MS), lateness, partition_watermark) {
+        let day_end_ms = self.days.day_of(reading.region, ts_ms).end;
+        if day_settled(day_end_ms, lateness, partition_watermark) {
             self.counts.too_late += 1;
             return Outcome::TooLate;
         }
@@ -511,8 +516,7 @@ impl PartitionWindows {
         let sizes = if consumption.is_some() { self.config.sizes_ms.as_slice() } else { &[] };
         let value = consumption.unwrap_or_default();
         for (size_index, &size) in sizes.iter().enumerate() {
-            let start_ms = ts_ms - ts_ms.rem_euclid(size);
-            let end_ms = start_ms + size;
+            let (start_ms, end_ms) = window_of(&mut self.days, size, state.region_index, ts_ms);
             let size_index = size_index as u8;
             match state.bins.iter_mut().find(|bin| bin.size_index == size_index && bin.start_ms == start_ms) {
                 Some(bin) => {
@@ -553,7 +557,7 @@ impl PartitionWindows {
             let customer_watermark = capped_ms - ooo;
             if customer_watermark >= state.next_due_ms {
                 let deadlines = Deadlines { customer_watermark, close_before: i64::MIN, partition_watermark };
-                settle_bins(state, &self.config, self.utility, deadlines, &mut self.counts, &mut self.pending);
+                settle_bins(state, &self.config, &mut self.days, self.utility, deadlines, &mut self.counts, &mut self.pending);
             }
         }
         if !state.dirty {
@@ -619,8 +623,9 @@ impl PartitionWindows {
         let (sizes, region_lateness) = (&self.config.sizes_ms, self.config.region_lateness_ms);
         let mut due = i64::MAX;
         let mut purged = Vec::new();
-        self.regions.retain(|key @ (_, size_index, start_ms), bin| {
-            let end_ms = start_ms + sizes[usize::from(size_index)];
+        let days = &mut self.days;
+        self.regions.retain(|key @ (region_index, size_index, start_ms), bin| {
+            let end_ms = window_of(days, sizes[usize::from(size_index)], region_index, start_ms).1;
             if !bin.closed && end_ms <= partition_watermark {
                 bin.closed = true;
                 bin.dirty = true;
@@ -654,7 +659,7 @@ impl PartitionWindows {
                 close_before: if idle_customer { at_ms - ooo } else { i64::MIN },
                 partition_watermark,
             };
-            let emitted = settle_bins(state, &self.config, self.utility, deadlines, &mut self.counts, &mut self.pending);
+            let emitted = settle_bins(state, &self.config, &mut self.days, self.utility, deadlines, &mut self.counts, &mut self.pending);
             if emitted && !state.dirty {
                 state.dirty = true;
                 self.dirty_slots.push(slot as u32);
@@ -683,8 +688,8 @@ impl PartitionWindows {
         self.scan(now_ms);
         let close_before = now_ms - self.config.out_of_orderness_ms;
         let sizes = &self.config.sizes_ms;
-        for ((_, size_index, start_ms), bin) in self.regions.iter_mut() {
-            if !bin.closed && start_ms + sizes[usize::from(size_index)] <= close_before {
+        for ((region_index, size_index, start_ms), bin) in self.regions.iter_mut() {
+            if !bin.closed && window_of(&mut self.days, sizes[usize::from(size_index)], region_index, start_ms).1 <= close_before {
                 bin.closed = true;
                 bin.dirty = true;
             }
@@ -731,10 +736,25 @@ impl PartitionWindows {
     }
 }
 
-/// Whether the day starting at `day_start_ms` ended more than the allowed
+/// Whether the day ending at `day_end_ms` ended more than the allowed
 /// lateness before the partition's watermark: the stream takes no more of it.
-fn day_settled(day_start_ms: i64, lateness: i64, partition_watermark: i64) -> bool {
-    (day_start_ms + DAY_MS).saturating_add(lateness) <= partition_watermark
+fn day_settled(day_end_ms: i64, lateness: i64, partition_watermark: i64) -> bool {
+    day_end_ms.saturating_add(lateness) <= partition_watermark
+}
+
+/// The start and end of the window of `size_ms` that holds `ts_ms` for a
+/// customer of the region `region_index`: a day-sized window is the
+/// region's local day (23 to 25 hours, [`auth_core::local_day`]); any
+/// other size is aligned to the epoch.
+fn window_of(days: &mut DayCache, size_ms: i64, region_index: u8, ts_ms: i64) -> (i64, i64) {
+    if size_ms == DAY_MS
+        && let Some(region) = Region::from_index(usize::from(region_index))
+    {
+        let day = days.day_of(region, ts_ms);
+        return (day.start, day.end);
+    }
+    let start_ms = ts_ms - ts_ms.rem_euclid(size_ms);
+    (start_ms, start_ms + size_ms)
 }
 
 /// Closes and purges one customer's bins by `deadlines`, queueing the
@@ -742,6 +762,7 @@ fn day_settled(day_start_ms: i64, lateness: i64, partition_watermark: i64) -> bo
 fn settle_bins(
     state: &mut CustomerState,
     config: &WindowConfig,
+    days: &mut DayCache,
     utility: Utility,
     deadlines: Deadlines,
     counts: &mut PartitionCounts,
@@ -751,11 +772,11 @@ fn settle_bins(
     let close_before = deadlines.customer_watermark.max(deadlines.close_before);
     let mut closed_any = false;
     let mut due = i64::MAX;
-    let customer_id = state.customer_id;
+    let (customer_id, region_index) = (state.customer_id, state.region_index);
     state.bins.retain(|bin| {
-        let end_ms = bin.start_ms + sizes[usize::from(bin.size_index)];
-        let purge = end_ms + lateness <= deadlines.customer_watermark
-            || day_settled(bin.start_ms - bin.start_ms.rem_euclid(DAY_MS), lateness, deadlines.partition_watermark);
+        let end_ms = window_of(days, sizes[usize::from(bin.size_index)], region_index, bin.start_ms).1;
+        let day_end_ms = window_of(days, DAY_MS, region_index, bin.start_ms).1;
+        let purge = end_ms + lateness <= deadlines.customer_watermark || day_settled(day_end_ms, lateness, deadlines.partition_watermark);
         if !bin.closed && (purge || end_ms <= close_before) {
             bin.closed = true;
             bin.dirty = true;
@@ -971,16 +992,37 @@ mod tests {
     }
 
     #[test]
+    fn day_windows_are_the_customers_local_days_of_23_hours_in_spring() {
+        let california = Region::from_code("US-CA").expect("California");
+        let in_california = |ts_ms: i64| Reading { region: california, ..reading(1, ts_ms, 1.0) };
+        // 2026-03-08, when clocks spring forward: 08:00 UTC to 07:00 UTC the next day.
+        let (day_start, day_end) = (1_772_956_800_000, 1_773_039_600_000);
+        let mut windows = PartitionWindows::new(Utility::Electricity, config());
+        for ts_ms in [day_start - MINUTE, day_start, day_end - MINUTE, day_end + MINUTE] {
+            assert_eq!(windows.add(&in_california(ts_ms), ts_ms + 1_000), Outcome::Counted);
+        }
+        let days: Vec<(i64, f64, bool)> = windows
+            .take_updates()
+            .into_iter()
+            .filter(|u| u.owner == WindowOwner::Customer(1) && u.slot.width_ms == DAY_MS)
+            .map(|u| (u.slot.start_ms, u.aggregate.sum, u.closed))
+            .collect();
+        assert_eq!(days.len(), 3, "{days:?}");
+        assert!(days.contains(&(day_start, 2.0, true)), "the local day holds its first and last minute and closed at local midnight: {days:?}");
+        assert!(days.contains(&(day_end, 1.0, false)), "{days:?}");
+    }
+
+    #[test]
     fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other() {
         let live = |windows: &mut PartitionWindows, updates: &mut Vec<WindowUpdate>, minute: i64, with_upload: bool| {
-            let now = T0 + 6 * HOUR + minute * MINUTE;
+            let now = T0 + 11 * HOUR + minute * MINUTE;
             for customer in 1..=3 {
                 windows.add(&reading(customer, now, 1.0), now + 500);
             }
             if with_upload && minute == 30 {
-                // The concentrator's daily batch: six hours of meter 9, every 15 minutes, oldest first.
+                // The concentrator's daily batch: six hours of meter 9's local day (New York's starts at 05:00 UTC), every 15 minutes, oldest first.
                 for quarter in 0..24 {
-                    assert_eq!(windows.add(&reading(9, T0 + quarter * 15 * MINUTE, 2.0), now + 600), Outcome::Counted, "{quarter}");
+                    assert_eq!(windows.add(&reading(9, T0 + 5 * HOUR + quarter * 15 * MINUTE, 2.0), now + 600), Outcome::Counted, "{quarter}");
                 }
             }
             updates.extend(windows.take_updates());
@@ -1008,16 +1050,16 @@ mod tests {
                 .map(|((_, slot), u)| ((slot.start_ms - T0) / HOUR, u.aggregate.sum))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(region_hours(&plain_latest), vec![(6, 180.0)]);
+        assert_eq!(region_hours(&plain_latest), vec![(11, 180.0)]);
         assert_eq!(
             region_hours(&upload_latest),
-            vec![(5, 8.0), (6, 180.0)],
+            vec![(10, 8.0), (11, 180.0)],
             "the hour within the region lateness takes the upload; older hours are left to the batch"
         );
         assert_eq!(
             with_upload.counts().region_too_late,
             22,
-            "the readings before 05:00, and those of 05:00 and 05:15 for their minute windows"
+            "the readings before 10:00, and those of 10:00 and 10:15 for their minute windows"
         );
     }
 
