@@ -1,7 +1,8 @@
 //! What the registry expects of a day, and how much of it arrived.
 //!
 //! A meter installed for part or all of a day is expected to read once per
-//! interval of its installation (`interval_secs`). Its intervals are the
+//! interval of its installation (`interval_secs`). The day is its region's
+//! local day (23 to 25 hours). Its intervals are the
 //! slots `k` whose time `k × interval` lies in the part of the day the
 //! installation covers; a reading at `ts_ms` fills slot `ts_ms div interval`
 //! (a meter reading off the grid fills the slot it falls in). A day's
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use auth_core::registry::{Registry, ValueRange};
 use auth_core::{Region, Utility};
-use auth_master::{DAY_MS, day_start_ms};
+use auth_core::local_day::LocalDays;
 use auth_results::InstalledPeriod;
 use chrono::NaiveDate;
 use rustc_hash::FxHashMap;
@@ -100,24 +101,25 @@ impl Expectations {
         Self::default()
     }
 
-    /// The meters of `utilities` installed for part or all of `date`, up to
-    /// `until_ms`: a day computed before its end (as `auth up` does for
-    /// today) expects only the intervals that have begun. `installations`
-    /// may hold any others; they are skipped.
+    /// The meters of `utilities` installed for part or all of the local
+    /// day `days` (each in its region's), up to `until_ms`: a day computed
+    /// before its end (as `auth up` does for today) expects only the
+    /// intervals that have begun. `installations` may hold any others; they
+    /// are skipped.
     pub fn of_day(
         installations: impl IntoIterator<Item = InstalledPeriod>,
-        date: NaiveDate,
+        days: &LocalDays,
         utilities: &[Utility],
         until_ms: i64,
     ) -> Self {
-        let day_start = day_start_ms(date);
-        let day_end = Self::end_of(date, until_ms);
         let mut positions: FxHashMap<(Utility, u64, u64), usize> = FxHashMap::default();
         let mut meters: Vec<ExpectedMeter> = Vec::new();
         for installation in installations {
             if !utilities.contains(&installation.utility) {
                 continue;
             }
+            let day = days.range(installation.region);
+            let (day_start, day_end) = (day.start, day.end.min(until_ms));
             let from = installation.valid_from_ms.max(day_start);
             let to = installation.valid_to_ms.map_or(day_end, |to| to.min(day_end));
             if from >= to {
@@ -150,7 +152,7 @@ impl Expectations {
                     rollover: installation.rollover,
                 });
             }
-            meter.ends_open |= to == day_end && day_end < day_start + DAY_MS;
+            meter.ends_open |= to == day_end && day_end < day.end;
             meter.expected += slots_in(from, to, meter.interval_ms);
         }
         meters.sort_unstable_by_key(|meter| (meter.utility, meter.customer_id, meter.meter_id));
@@ -166,20 +168,15 @@ impl Expectations {
 
     /// [`Expectations::of_day`] of a registry held in memory (the simulated fleet's, a test's).
     pub fn of_registry(registry: &Registry, date: NaiveDate, utilities: &[Utility], until_ms: i64) -> Self {
-        Self::of_day(registry.installations().into_iter().map(InstalledPeriod::from), date, utilities, until_ms)
+        Self::of_day(registry.installations().into_iter().map(InstalledPeriod::from), &LocalDays::of(date), utilities, until_ms)
     }
 
-    /// Where the expected part of `date` ends when it is computed at `until_ms`.
-    pub fn end_of(date: NaiveDate, until_ms: i64) -> i64 {
-        (day_start_ms(date) + DAY_MS).min(until_ms)
-    }
-
-    /// The cumulative meters of `utility`: customer and meter.
-    pub fn cumulative_meters(&self, utility: Utility) -> impl Iterator<Item = (u64, u64)> + '_ {
+    /// The cumulative meters of `utility`: customer and meter, and its region.
+    pub fn cumulative_meters(&self, utility: Utility) -> impl Iterator<Item = ((u64, u64), Region)> + '_ {
         self.meters
             .iter()
             .filter(move |meter| meter.utility == utility && !meter.registers.is_empty())
-            .map(|meter| (meter.customer_id, meter.meter_id))
+            .map(|meter| ((meter.customer_id, meter.meter_id), meter.region))
     }
 
     /// The positions of a customer's meters, ordered by meter.
@@ -254,6 +251,7 @@ pub(crate) fn installed(
 #[cfg(test)]
 mod tests {
     use auth_core::registry::Installation;
+    use auth_master::DAY_MS;
 
     use super::*;
 
@@ -263,13 +261,18 @@ mod tests {
         NaiveDate::from_ymd_opt(2026, 3, 4).expect("a date")
     }
 
+    /// The tests' meters are Californian.
+    fn local_start() -> i64 {
+        auth_core::local_day::day_start_ms(Region::from_code("US-CA").expect("California"), date())
+    }
+
     fn installation(meter_id: u64, customer_id: u64, valid_from_ms: i64, valid_to_ms: Option<i64>) -> Installation {
         installed(meter_id, customer_id, Utility::Electricity, 900, valid_from_ms, valid_to_ms)
     }
 
     #[test]
     fn a_meter_exchanged_during_the_day_expects_each_part_of_it() {
-        let start = day_start_ms(date());
+        let start = local_start();
         let exchange = start + 10 * 3_600_000 + 5 * 60_000;
         let mut registry = Registry::default();
         registry.set_meter(1, vec![installation(1, 7, 0, Some(exchange))]);
@@ -310,10 +313,10 @@ mod tests {
     fn a_day_computed_before_its_end_expects_the_intervals_begun() {
         let mut registry = Registry::default();
         registry.set_meter(1, vec![installation(1, 7, 0, None)]);
-        let noon = day_start_ms(date()) + 12 * 3_600_000 + 1;
+        let noon = local_start() + 12 * 3_600_000 + 1;
         let expectations = Expectations::of_registry(&registry, date(), &[Utility::Electricity], noon);
         assert_eq!(expectations.meter(0).expected, 49, "00:00 to 12:00 inclusive");
-        let before = Expectations::of_registry(&registry, date(), &[Utility::Electricity], day_start_ms(date()));
+        let before = Expectations::of_registry(&registry, date(), &[Utility::Electricity], local_start());
         assert!(before.is_empty(), "nothing is expected of a day not begun");
     }
 }

@@ -44,7 +44,8 @@ enum Due {
 
 impl Serving<'_> {
     fn restatement_due(&self, date: NaiveDate, now_ms: i64) -> Due {
-        let settled_ms = auth_master::day_start_ms(date) + auth_master::DAY_MS + self.settle_ms;
+        // Every region's local day of the date has ended.
+        let settled_ms = auth_core::local_day::LocalDays::of(date).span().end + self.settle_ms;
         if settled_ms > now_ms {
             return Due::NotSettled;
         }

@@ -20,7 +20,6 @@
 
 use auth_core::spec::EstimationSpec;
 use auth_core::{Region, Utility};
-use auth_master::DAY_MS;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -217,7 +216,7 @@ impl Estimator {
         let Some(profiles) = &self.profiles else { return Estimated::NeedsProfiles };
         for slot in first..=last {
             let ts_ms = slot * interval_ms;
-            if let Some(mean) = profiles.mean(meter.utility, meter.customer_id, meter.meter_id, ts_ms.rem_euclid(DAY_MS)) {
+            if let Some(mean) = profiles.mean(meter.utility, meter.customer_id, meter.meter_id, auth_core::local_day::time_of_day_ms(meter.region, ts_ms)) {
                 estimates.push((ts_ms, mean, EstimationMethod::Profile));
             }
         }
@@ -228,6 +227,7 @@ impl Estimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use auth_master::DAY_MS;
     use crate::completeness::{Expectations, installed};
     use auth_core::registry::Registry;
 
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn short_gaps_are_interpolated_long_ones_wait_for_profiles_then_take_them() {
         let date = auth_master::date_of(20 * DAY_MS);
-        let start = 20 * DAY_MS;
+        let start = auth_core::local_day::day_start_ms(Region::from_code("US-CA").expect("California"), date);
         let mut registry = Registry::default();
         registry.set_meter(1, vec![installed(1, 7, Utility::Electricity, 900, 0, None)]);
         let meter = meter_of(&registry, date);
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn gaps_at_either_end_of_the_day_and_silent_meters_take_the_profile() {
         let date = auth_master::date_of(20 * DAY_MS);
-        let start = 20 * DAY_MS;
+        let start = auth_core::local_day::day_start_ms(Region::from_code("US-CA").expect("California"), date);
         let mut registry = Registry::default();
         registry.set_meter(1, vec![installed(1, 7, Utility::Electricity, 900, 0, None)]);
         let meter = meter_of(&registry, date);

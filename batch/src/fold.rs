@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use auth_core::registry::ValueRange;
 use auth_core::spec::ValidationSpec;
+use auth_core::local_day::{HOUR_MS, LocalDays, MAX_DAY_HOURS};
 use auth_core::{Region, Utility};
-use auth_master::DAY_MS;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use auth_results::IntervalEdit;
@@ -28,7 +28,8 @@ pub struct CustomerDay {
     pub min_value: f64,
     pub max_value: f64,
     pub readings: u64,
-    /// The UTC hour (0-23) with the most usage; the earliest of equal ones.
+    /// The hour of the local day (0 to 24, counted from its start) with the
+    /// most usage; the earliest of equal ones.
     pub peak_hour: u8,
     pub peak_hour_total: f64,
     /// Intervals the registry expected of the customer's meters of the
@@ -138,7 +139,7 @@ pub struct EditedInterval {
     pub value: f64,
 }
 
-/// One region's usage of one utility in one UTC hour.
+/// One region's usage of one utility in one hour of its local day.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RegionHour {
     pub utility: Utility,
@@ -214,7 +215,7 @@ pub struct OutOfOrder {
     pub after: ReadingKey,
 }
 
-/// One customer's readings and estimates in one UTC hour.
+/// One customer's readings and estimates in one hour of its local day.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct HourSums {
     total: f64,
@@ -235,7 +236,6 @@ impl HourSums {
 const NO_READINGS: HourSums =
     HourSums { total: 0.0, min_value: f64::INFINITY, max_value: f64::NEG_INFINITY, readings: 0, estimates: 0 };
 
-const HOUR_MS: i64 = 3_600_000;
 
 /// One meter's readings of the day so far, against what the registry expects.
 struct MeterTally {
@@ -275,10 +275,14 @@ pub struct ReadingFold {
     /// When set, the only customers folded; the others' readings are skipped.
     only: Option<Arc<FxHashSet<u64>>>,
     customer: Option<(u64, Region)>,
+    /// The date's local day in each region, and the start of the current customer's.
+    days: Arc<LocalDays>,
+    day_start_ms: i64,
     /// The positions of the customer's expected meters, and the first not settled yet.
     customer_meters: Range<usize>,
     next_expected: usize,
-    hours: [HourSums; 24],
+    /// The customer's hours, from the start of its local day.
+    hours: [HourSums; MAX_DAY_HOURS],
     meter: Option<MeterTally>,
     /// The current meter's readings of the day (event time, value), for the edits and the validation rules.
     meter_readings: Vec<(i64, f64)>,
@@ -320,9 +324,11 @@ impl ReadingFold {
             estimator: Estimator::off(),
             only: None,
             customer: None,
+            days: inputs.days,
+            day_start_ms: 0,
             customer_meters: 0..0,
             next_expected: 0,
-            hours: [NO_READINGS; 24],
+            hours: [NO_READINGS; MAX_DAY_HOURS],
             meter: None,
             meter_readings: Vec::new(),
             exempt: Vec::new(),
@@ -370,6 +376,7 @@ impl ReadingFold {
 
     fn open_customer(&mut self, customer_id: u64, region: Region) {
         self.customer = Some((customer_id, region));
+        self.day_start_ms = self.days.range(region).start;
         if !self.edits.is_empty() {
             self.customer_edits.extend_from_slice(self.edits.of_customer(self.utility, customer_id));
         }
@@ -393,6 +400,10 @@ impl ReadingFold {
             }
         }
         self.last = Some(key);
+        if !self.days.contains(region, key.ts_ms) {
+            // Another local day's reading: the date folders hold every region's day.
+            return Ok(());
+        }
         if self.only.as_ref().is_some_and(|only| !only.contains(&key.customer_id)) {
             return Ok(());
         }
@@ -560,7 +571,7 @@ impl ReadingFold {
         }, &mut self.day.suspect_intervals);
         self.suspects += (self.day.suspect_intervals.len() - before) as u64;
         for &(ts_ms, value) in &self.meter_readings {
-            let hour = &mut self.hours[hour_of(ts_ms)];
+            let hour = &mut self.hours[hour_index(self.day_start_ms, ts_ms)];
             hour.add(value);
             hour.readings += 1;
         }
@@ -590,7 +601,7 @@ impl ReadingFold {
         let interval_ms = gapped.map_or(0, |meter| meter.interval_ms);
         let mut run: Option<EstimatedRun> = None;
         for &(ts_ms, value, method) in &self.estimates {
-            let hour = &mut self.hours[hour_of(ts_ms)];
+            let hour = &mut self.hours[hour_index(self.day_start_ms, ts_ms)];
             hour.add(value);
             hour.estimates += 1;
             match &mut run {
@@ -628,7 +639,7 @@ impl ReadingFold {
                     self.day.edited_customers.push((self.utility, customer_id));
                 }
             }
-            self.hours = [NO_READINGS; 24];
+            self.hours = [NO_READINGS; MAX_DAY_HOURS];
             self.intervals = (0, 0);
             self.suspects = 0;
             self.edited = 0;
@@ -724,8 +735,10 @@ impl Validation {
 }
 
 /// The UTC hour of the day of an event time.
-fn hour_of(ts_ms: i64) -> usize {
-    (ts_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize
+/// The hour of a local day starting at `day_start_ms` that `ts_ms` (an
+/// instant of that day) falls in.
+fn hour_index(day_start_ms: i64, ts_ms: i64) -> usize {
+    ((ts_ms - day_start_ms) / HOUR_MS).clamp(0, MAX_DAY_HOURS as i64 - 1) as usize
 }
 
 /// A customer day's counts of intervals: expected and received, suspect, edited, estimated.
@@ -753,7 +766,7 @@ pub struct DayFold {
 }
 
 impl DayFold {
-    fn add_customer(&mut self, utility: Utility, customer_id: u64, region: Region, hours: &[HourSums; 24], quality: Quality) {
+    fn add_customer(&mut self, utility: Utility, customer_id: u64, region: Region, hours: &[HourSums], quality: Quality) {
         let Quality {
             intervals: (expected_intervals, received_intervals),
             suspect: suspect_intervals,
@@ -892,15 +905,17 @@ mod tests {
     use super::*;
 
     const HOUR: i64 = 3_600_000;
+    /// 1970-01-21 00:00 in California (PST): the start of the tests' local day.
+    const DAY: i64 = 20 * 86_400_000 + 8 * HOUR;
 
     fn key(customer_id: u64, meter_id: u64, hour: i64, log_offset: u64) -> ReadingKey {
-        ReadingKey { customer_id, meter_id, ts_ms: 20 * DAY_MS + hour * HOUR, log_offset }
+        ReadingKey { customer_id, meter_id, ts_ms: DAY + hour * HOUR, log_offset }
     }
 
     #[test]
     fn folds_days_peaks_regions_and_tops_keeping_first_copies() {
         let region = Region::from_code("US-CA").expect("a region");
-        let mut fold = ReadingFold::new(Utility::Water, DayInputs::default(), ValidationSpec::default());
+        let mut fold = ReadingFold::new(Utility::Water, DayInputs::new(auth_master::date_of(DAY)), ValidationSpec::default());
         let readings = [
             (key(7, 1, 2, 10), 1.0),
             (key(7, 1, 2, 11), 99.0),
@@ -926,14 +941,14 @@ mod tests {
     fn completeness_counts_each_expected_interval_once_and_lists_gaps_and_silent_meters() {
         use auth_core::registry::Registry;
         let region = Region::from_code("US-CA").expect("a region");
-        let date = auth_master::date_of(20 * DAY_MS);
+        let date = auth_master::date_of(DAY);
         let installed = |meter_id, customer_id| crate::completeness::installed(meter_id, customer_id, Utility::Water, 3_600, 0, None);
         let mut registry = Registry::default();
         for (meter_id, customer_id) in [(1, 7), (2, 7), (3, 8), (4, 9)] {
             registry.set_meter(meter_id, vec![installed(meter_id, customer_id)]);
         }
         let expectations = Arc::new(crate::completeness::Expectations::of_registry(&registry, date, &[Utility::Water], i64::MAX));
-        let mut fold = ReadingFold::new(Utility::Water, DayInputs { expectations: Arc::clone(&expectations), ..DayInputs::default() }, ValidationSpec::default());
+        let mut fold = ReadingFold::new(Utility::Water, DayInputs { expectations: Arc::clone(&expectations), ..DayInputs::new(auth_master::date_of(DAY)) }, ValidationSpec::default());
         for hour in 0..24 {
             fold.push(key(7, 1, hour, hour as u64), region, 1.0).expect("in order");
         }
@@ -947,7 +962,7 @@ mod tests {
         let mut day = fold.finish();
         let silent = day.customers_without_readings(&crate::edits::Edits::default(), &expectations.unvisited_customers(), Utility::Water);
         assert_eq!(silent, vec![(9, region)], "customer 9 sent nothing");
-        let mut without_readings = ReadingFold::new(Utility::Water, DayInputs { expectations: Arc::clone(&expectations), ..DayInputs::default() }, ValidationSpec::default());
+        let mut without_readings = ReadingFold::new(Utility::Water, DayInputs { expectations: Arc::clone(&expectations), ..DayInputs::new(auth_master::date_of(DAY)) }, ValidationSpec::default());
         for (customer_id, region) in silent {
             without_readings.push_customer_without_readings(customer_id, region);
         }
@@ -961,7 +976,7 @@ mod tests {
             .iter()
             .map(|g| (g.meter_id, g.customer_id, g.expected_intervals, g.missing_intervals(), g.last_reading_ms))
             .collect();
-        let at = |hour: i64, minutes: i64| Some(20 * DAY_MS + hour * HOUR + minutes * 60_000);
+        let at = |hour: i64, minutes: i64| Some(DAY + hour * HOUR + minutes * 60_000);
         assert_eq!(gaps, vec![(2, 7, 24, 24, None), (3, 8, 24, 22, at(5, 0)), (4, 9, 24, 24, None)]);
     }
 
@@ -1019,7 +1034,7 @@ mod tests {
             edit(7, 1, 1, Some(4.0)),
             edit(9, 3, 0, Some(1.5)),
         ]);
-        let inputs = DayInputs { edits: Arc::new(edits), ..DayInputs::default() };
+        let inputs = DayInputs { edits: Arc::new(edits), ..DayInputs::new(auth_master::date_of(DAY)) };
         let rules = ValidationSpec { spike_factor: 0.0, frozen_readings: 3 };
         let mut fold = ReadingFold::new(Utility::Gas, inputs.clone(), rules);
         for hour in [2, 3, 4, 5, 6] {
@@ -1040,9 +1055,9 @@ mod tests {
         assert_eq!((seven.edited_intervals, seven.suspect_intervals), (3, 2), "the approved hour 4 is not suspect");
         let nine = outputs.customers[1];
         assert_eq!((nine.customer_id, nine.total, nine.readings, nine.edited_intervals), (9, 1.5, 1, 1));
-        let flagged: Vec<i64> = outputs.suspect_intervals.iter().map(|suspect| (suspect.ts_ms - 20 * DAY_MS) / HOUR).collect();
+        let flagged: Vec<i64> = outputs.suspect_intervals.iter().map(|suspect| (suspect.ts_ms - DAY) / HOUR).collect();
         assert_eq!(flagged, vec![5, 6], "hours 4 to 6 read 1.0 in a row once 3 is edited; 4 is approved");
-        let edited: Vec<_> = outputs.edited_intervals.iter().map(|e| (e.meter_id, (e.ts_ms - 20 * DAY_MS) / HOUR, e.read_value, e.value)).collect();
+        let edited: Vec<_> = outputs.edited_intervals.iter().map(|e| (e.meter_id, (e.ts_ms - DAY) / HOUR, e.read_value, e.value)).collect();
         assert_eq!(edited, vec![(1, 1, None, 4.0), (2, 3, Some(1.0), 5.0), (2, 8, None, 2.0), (3, 0, None, 1.5)]);
     }
 
@@ -1052,7 +1067,7 @@ mod tests {
         use auth_core::registry::Registry;
         use auth_core::spec::EstimationSpec;
         let region = Region::from_code("US-CA").expect("a region");
-        let date = auth_master::date_of(20 * DAY_MS);
+        let date = auth_master::date_of(DAY);
         let mut registry = Registry::default();
         for (meter_id, customer_id) in [(1, 7), (2, 8)] {
             registry.set_meter(meter_id, vec![crate::completeness::installed(meter_id, customer_id, Utility::Water, 3_600, 0, None)]);
@@ -1066,7 +1081,7 @@ mod tests {
             region,
             value: Some(9.0),
         }]);
-        let inputs = DayInputs { expectations: Arc::clone(&expectations), edits: Arc::new(edits) };
+        let inputs = DayInputs { expectations: Arc::clone(&expectations), edits: Arc::new(edits), ..DayInputs::new(date) };
         let estimator = Estimator::new(EstimationSpec { interpolate_up_to_secs: 7_200, profile_weeks: 1 });
         // Customer 7 misses hours 5 and 6 (interpolated); customer 8 sends hours 0 to 11 only.
         let push_all = |fold: &mut ReadingFold| {
@@ -1096,7 +1111,7 @@ mod tests {
         assert_eq!(customers, vec![(7, 48.0, 22, 0, 2), (8, 9.0 + 11.0 + 12.0 * 0.5, 12, 1, 12)]);
         let gaps: Vec<_> = outputs.meter_gaps.iter().map(|g| (g.meter_id, g.missing_intervals(), g.estimated_intervals)).collect();
         assert_eq!(gaps, vec![(1, 2, 2), (2, 12, 12)]);
-        let runs: Vec<_> = outputs.estimated_runs.iter().map(|r| (r.meter_id, (r.from_ms - 20 * DAY_MS) / HOUR, r.intervals, r.total, r.method)).collect();
+        let runs: Vec<_> = outputs.estimated_runs.iter().map(|r| (r.meter_id, (r.from_ms - DAY) / HOUR, r.intervals, r.total, r.method)).collect();
         assert_eq!(runs, vec![(1, 5, 2, 4.0, EstimationMethod::Interpolated), (2, 12, 12, 6.0, EstimationMethod::Profile)]);
         assert_eq!(outputs.edited_intervals.len(), 1);
     }
@@ -1104,7 +1119,7 @@ mod tests {
     #[test]
     fn readings_out_of_order_are_refused() {
         let region = Region::from_code("US-CA").expect("a region");
-        let mut fold = ReadingFold::new(Utility::Gas, DayInputs::default(), ValidationSpec::default());
+        let mut fold = ReadingFold::new(Utility::Gas, DayInputs::new(auth_master::date_of(DAY)), ValidationSpec::default());
         fold.push(key(7, 1, 5, 3), region, 1.0).expect("first");
         let err = fold.push(key(7, 1, 2, 4), region, 1.0).expect_err("an earlier event time of the same meter");
         assert_eq!(err.after, key(7, 1, 2, 4));
@@ -1113,9 +1128,9 @@ mod tests {
     #[test]
     fn folds_merge_customers_and_region_hours() {
         let region = Region::from_code("US-TX").expect("a region");
-        let mut first = ReadingFold::new(Utility::Gas, DayInputs::default(), ValidationSpec::default());
+        let mut first = ReadingFold::new(Utility::Gas, DayInputs::new(auth_master::date_of(DAY)), ValidationSpec::default());
         first.push(key(1, 1, 3, 0), region, 2.0).expect("in order");
-        let mut second = ReadingFold::new(Utility::Gas, DayInputs::default(), ValidationSpec::default());
+        let mut second = ReadingFold::new(Utility::Gas, DayInputs::new(auth_master::date_of(DAY)), ValidationSpec::default());
         second.push(key(2, 2, 3, 0), region, 5.0).expect("in order");
         let mut day = first.finish();
         day.merge(second.finish());

@@ -2,9 +2,11 @@
 //! day's files in the master data's order, folded as it streams.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use auth_core::spec::{EstimationSpec, ValidationSpec};
+use auth_core::local_day::{LocalDays, time_of_day_ms};
 use auth_core::{Region, Utility};
 use auth_master::{FileName, MasterStore, date_folder};
 use chrono::{Days, NaiveDate};
@@ -27,8 +29,8 @@ use crate::registers::PreviousRegisters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error("no master data for {date} under {location} (looked for readings/utility=<u>/date={date}/*.parquet)")]
-    NoInput { date: NaiveDate, location: String },
+    #[error("no master data for the local day {date} under {location} (looked for readings/utility=<u>/date=<{folders}>/*.parquet)")]
+    NoInput { date: NaiveDate, folders: String, location: String },
     #[error("listing the master data under {location}: {source}")]
     List { location: String, source: object_store::Error },
     #[error("master data file {path} is unreadable: {message}")]
@@ -49,13 +51,29 @@ pub enum BatchError {
 const COLUMNS: &str = "customer_id, region, meter_id, ts, value, log_offset";
 const ORDER: [&str; 4] = ["customer_id", "meter_id", "ts", "log_offset"];
 
-/// What the results database says of a day besides its readings.
-#[derive(Debug, Clone, Default)]
+/// The day computed, and what the results database says of it besides its readings.
+#[derive(Debug, Clone)]
 pub struct DayInputs {
+    /// The date's local day in each region: a customer's readings of it
+    /// are those of its region's day ([`auth_core::local_day`]).
+    pub days: Arc<LocalDays>,
     /// What the registry expects of each meter ([`crate::completeness`]).
     pub expectations: Arc<Expectations>,
     /// The operators' edits and approvals in force ([`crate::edits`]).
     pub edits: Arc<Edits>,
+}
+
+impl DayInputs {
+    /// `date` with nothing expected and no edits.
+    pub fn new(date: NaiveDate) -> Self {
+        Self { days: Arc::new(LocalDays::of(date)), expectations: Arc::default(), edits: Arc::default() }
+    }
+}
+
+/// The UTC dates, and so the master data's date folders, that hold the instants of `span`.
+fn utc_dates(span: Range<i64>) -> impl Iterator<Item = NaiveDate> {
+    let (first, last) = (auth_master::date_of(span.start), auth_master::date_of(span.end.saturating_sub(1).max(span.start)));
+    first.iter_days().take_while(move |date| *date <= last)
 }
 
 /// One utility's files of one log partition on one day: a customer's
@@ -129,7 +147,9 @@ impl BatchJob {
         Ok(files)
     }
 
-    /// Computes the day for `utilities` with the operators' edits of
+    /// Computes the local day `date` for `utilities`: each customer's
+    /// readings in its region's day, from the UTC date folders that hold
+    /// any region's day. With the operators' edits of
     /// `inputs` applied, how complete it is against its expectations, and
     /// the estimates of what the meters missed; `NoInput` when none of the
     /// utilities has a file.
@@ -141,8 +161,13 @@ impl BatchJob {
     #[tracing::instrument(level = "info", skip(self, utilities, inputs), fields(%date, expected_meters = inputs.expectations.len()))]
     pub async fn compute(&self, date: NaiveDate, utilities: &[Utility], inputs: DayInputs) -> Result<DayOutputs, BatchError> {
         let mut partitions: BTreeMap<(Utility, u32), Vec<Path>> = BTreeMap::new();
+        let folders: Vec<NaiveDate> = utc_dates(inputs.days.span()).collect();
         for &utility in utilities {
-            for path in self.files(utility, date).await? {
+            let mut files = Vec::new();
+            for &folder in &folders {
+                files.extend(self.files(utility, folder).await?);
+            }
+            for path in files {
                 self.check_footer(&path).await?;
                 let name = path.filename().and_then(FileName::parse).ok_or_else(|| BatchError::Unreadable {
                     path: path.to_string(),
@@ -152,14 +177,15 @@ impl BatchJob {
             }
         }
         if partitions.is_empty() {
-            return Err(BatchError::NoInput { date, location: self.master.location().to_owned() });
+            let folders = folders.iter().map(NaiveDate::to_string).collect::<Vec<_>>().join("|");
+            return Err(BatchError::NoInput { date, folders, location: self.master.location().to_owned() });
         }
         let estimator = Estimator::new(self.estimation);
         let mut previous_registers: FxHashMap<Utility, Arc<PreviousRegisters>> = FxHashMap::default();
         for &utility in utilities {
-            let meters: FxHashSet<(u64, u64)> = inputs.expectations.cumulative_meters(utility).collect();
+            let meters: FxHashMap<(u64, u64), Region> = inputs.expectations.cumulative_meters(utility).collect();
             if !meters.is_empty() {
-                previous_registers.insert(utility, Arc::new(self.previous_registers(date, utility, &meters).await?));
+                previous_registers.insert(utility, Arc::new(self.previous_registers(&inputs.days, utility, &meters).await?));
             }
         }
         let registers_of = |utility: Utility| previous_registers.get(&utility).cloned().unwrap_or_default();
@@ -201,7 +227,7 @@ impl BatchJob {
         }
         let estimator = match profiled.is_empty() {
             true => estimator,
-            false => estimator.with_profiles(Arc::new(self.profiles(date, &profiled, &inputs.expectations).await?)),
+            false => estimator.with_profiles(Arc::new(self.profiles(&inputs.days, &profiled, &inputs.expectations).await?)),
         };
         let again: Vec<PartitionFiles> = deferred
             .into_iter()
@@ -243,14 +269,16 @@ impl BatchJob {
         Ok(folded)
     }
 
-    /// The last register, on the day before `date`, of each of `meters`
-    /// (customer and meter) that read then: the first copy of its newest.
-    #[tracing::instrument(level = "info", skip(self, meters), fields(%date, %utility, meters = meters.len()))]
-    async fn previous_registers(&self, date: NaiveDate, utility: Utility, meters: &FxHashSet<(u64, u64)>) -> Result<PreviousRegisters, BatchError> {
+    /// The last register, on the local day before `days`, of each of
+    /// `meters` (customer and meter, with its region) that read then: the
+    /// first copy of its newest.
+    #[tracing::instrument(level = "info", skip(self, days, meters), fields(date = %days.date(), %utility, meters = meters.len()))]
+    async fn previous_registers(&self, days: &LocalDays, utility: Utility, meters: &FxHashMap<(u64, u64), Region>) -> Result<PreviousRegisters, BatchError> {
         let mut registers: FxHashMap<(u64, u64), (i64, u64, f64)> = FxHashMap::default();
-        let Some(before) = date.pred_opt() else { return Ok(PreviousRegisters::default()) };
-        self.for_each_reading(utility, before, None, |customer_id, meter_id, ts_ms, value, log_offset| {
-            if !meters.contains(&(customer_id, meter_id)) {
+        let Some(before) = days.date().pred_opt() else { return Ok(PreviousRegisters::default()) };
+        let before = LocalDays::of(before);
+        self.for_each_reading(utility, before.span(), None, |customer_id, meter_id, ts_ms, value, log_offset| {
+            if !meters.get(&(customer_id, meter_id)).is_some_and(|&region| before.contains(region, ts_ms)) {
                 return;
             }
             let newest = registers.entry((customer_id, meter_id)).or_insert((ts_ms, log_offset, value));
@@ -263,17 +291,20 @@ impl BatchJob {
         Ok(registers.into_iter().map(|(key, (ts_ms, _, value))| (key, (ts_ms, value))).collect())
     }
 
-    /// Calls `each` with every reading of `utility` on `date` (of the
-    /// `customers` listed only, when given), in no particular order:
-    /// customer, meter, event time, value and log offset.
+    /// Calls `each` with every reading of `utility` in the date folders
+    /// that hold `span` (of the `customers` listed only, when given), in no
+    /// particular order: customer, meter, event time, value and log offset.
     async fn for_each_reading(
         &self,
         utility: Utility,
-        date: NaiveDate,
+        span: Range<i64>,
         customers: Option<&[Expr]>,
         mut each: impl FnMut(u64, u64, i64, f64, u64),
     ) -> Result<(), BatchError> {
-        let files = self.files(utility, date).await?;
+        let mut files = Vec::new();
+        for date in utc_dates(span) {
+            files.extend(self.files(utility, date).await?);
+        }
         if files.is_empty() {
             return Ok(());
         }
@@ -300,43 +331,47 @@ impl BatchJob {
     }
 
     /// The profiles of `customers`' meters: their readings on the same
-    /// weekday of each of the `profileWeeks` weeks before `date`, summed per
-    /// meter and expected slot of the day (a cumulative meter's: its
+    /// weekday of each of the `profileWeeks` weeks before the day, summed
+    /// per meter and local time of day (a cumulative meter's: its
     /// registers' advances, shared by the intervals they span).
-    #[tracing::instrument(level = "info", skip_all, fields(%date, customers = customers.values().map(Vec::len).sum::<usize>()))]
-    async fn profiles(&self, date: NaiveDate, customers: &FxHashMap<Utility, Vec<u64>>, expectations: &Expectations) -> Result<Profiles, BatchError> {
+    #[tracing::instrument(level = "info", skip_all, fields(date = %days.date(), customers = customers.values().map(Vec::len).sum::<usize>()))]
+    async fn profiles(&self, days: &LocalDays, customers: &FxHashMap<Utility, Vec<u64>>, expectations: &Expectations) -> Result<Profiles, BatchError> {
+        let date = days.date();
         let mut profiles = Profiles::default();
         let weeks = self.estimation.profile_weeks;
         for (&utility, customer_ids) in customers {
             let wanted: Vec<_> = customer_ids.iter().map(|&customer_id| lit(customer_id)).collect();
-            let intervals: FxHashMap<(u64, u64), (i64, bool)> = customer_ids
+            let intervals: FxHashMap<(u64, u64), (i64, bool, Region)> = customer_ids
                 .iter()
                 .flat_map(|&customer_id| expectations.meters_of(utility, customer_id))
                 .map(|position| expectations.meter(position))
-                .map(|meter| ((meter.customer_id, meter.meter_id), (meter.interval_ms, !meter.registers.is_empty())))
+                .map(|meter| ((meter.customer_id, meter.meter_id), (meter.interval_ms, !meter.registers.is_empty(), meter.region)))
                 .collect();
             for week in 1..=u64::from(weeks) {
                 let Some(then) = date.checked_sub_days(Days::new(7 * week)) else { break };
+                let then = LocalDays::of(then);
                 let mut readings: FxHashMap<(u64, u64, i64), f64> = FxHashMap::default();
-                self.for_each_reading(utility, then, Some(&wanted), |customer_id, meter_id, ts_ms, value, _| {
-                    readings.entry((customer_id, meter_id, ts_ms)).or_insert(value);
+                self.for_each_reading(utility, then.span(), Some(&wanted), |customer_id, meter_id, ts_ms, value, _| {
+                    if intervals.get(&(customer_id, meter_id)).is_some_and(|&(_, _, region)| then.contains(region, ts_ms)) {
+                        readings.entry((customer_id, meter_id, ts_ms)).or_insert(value);
+                    }
                 })
                 .await?;
                 let mut slots: FxHashMap<(u64, u64, i64), f64> = FxHashMap::default();
                 let mut registers: Vec<((u64, u64, i64), f64)> = Vec::new();
                 for ((customer_id, meter_id, ts_ms), value) in readings {
-                    let Some(&(interval_ms, cumulative)) = intervals.get(&(customer_id, meter_id)) else { continue };
+                    let Some(&(interval_ms, cumulative, region)) = intervals.get(&(customer_id, meter_id)) else { continue };
                     if cumulative {
                         registers.push(((customer_id, meter_id, ts_ms), value));
                         continue;
                     }
-                    let offset_ms = (ts_ms - ts_ms.rem_euclid(interval_ms)).rem_euclid(auth_master::DAY_MS);
+                    let offset_ms = time_of_day_ms(region, ts_ms - ts_ms.rem_euclid(interval_ms));
                     *slots.entry((customer_id, meter_id, offset_ms)).or_default() += value;
                 }
                 registers.sort_unstable_by_key(|&(key, _)| key);
                 for pair in registers.windows(2) {
                     let (((customer_id, meter_id, before_ms), before), ((next_customer, next_meter, ts_ms), register)) = (pair[0], pair[1]);
-                    let Some(&(interval_ms, _)) = intervals.get(&(customer_id, meter_id)) else { continue };
+                    let Some(&(interval_ms, _, region)) = intervals.get(&(customer_id, meter_id)) else { continue };
                     if (customer_id, meter_id) != (next_customer, next_meter) || register < before {
                         continue;
                     }
@@ -344,7 +379,7 @@ impl BatchJob {
                     let (first, last) = (before_ms.div_euclid(interval_ms) + 1, ts_ms.div_euclid(interval_ms));
                     let share = (register - before) / (last - first + 1).max(1) as f64;
                     for slot in first..=last {
-                        let offset_ms = (slot * interval_ms).rem_euclid(auth_master::DAY_MS);
+                        let offset_ms = time_of_day_ms(region, slot * interval_ms);
                         *slots.entry((customer_id, meter_id, offset_ms)).or_default() += share;
                     }
                 }

@@ -129,7 +129,8 @@ mod tests {
     }
 
     fn day_start() -> i64 {
-        auth_master::day_start_ms(NaiveDate::from_ymd_opt(2026, 3, 4).expect("a date"))
+        let california = auth_core::Region::from_code("US-CA").expect("California");
+        auth_core::local_day::day_start_ms(california, NaiveDate::from_ymd_opt(2026, 3, 4).expect("a date"))
     }
 
     #[test]

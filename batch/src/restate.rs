@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use auth_core::ports::{Aggregate, PortError, ServingStore, WindowSlot};
 use auth_core::{Region, Utility};
+use auth_core::local_day::LocalDays;
 use chrono::NaiveDate;
 
 use crate::fold::{CustomerDay, DayOutputs};
@@ -25,16 +26,18 @@ const CONCURRENT_READS: usize = 64;
 /// Customer windows per store write.
 const WINDOWS_PER_RESTATEMENT: usize = 4_096;
 
-fn day_slot(date: NaiveDate) -> WindowSlot {
-    WindowSlot { width_ms: auth_master::DAY_MS, start_ms: auth_master::day_start_ms(date) }
+/// The day window of a customer of `region`: its local day, as the stream
+/// aligns day windows ([`auth_core::local_day`]).
+fn day_slot(days: &LocalDays, region: Region) -> WindowSlot {
+    WindowSlot { width_ms: auth_master::DAY_MS, start_ms: days.range(region).start }
 }
 
 /// What the stream counted for `date`, per utility: the sum of the regions' day windows.
 pub async fn stream_totals(store: &dyn ServingStore, date: NaiveDate) -> Result<HashMap<Utility, Aggregate>, PortError> {
-    let slot = day_slot(date);
+    let days = LocalDays::of(date);
     let mut totals: HashMap<Utility, Aggregate> = HashMap::new();
-    for window in store.region_windows(auth_master::DAY_MS, slot.start_ms).await? {
-        if window.window.slot != slot {
+    for window in store.region_windows(auth_master::DAY_MS, days.span().start).await? {
+        if window.window.slot != day_slot(&days, window.region) {
             continue;
         }
         match totals.get_mut(&window.window.utility) {
@@ -62,16 +65,19 @@ pub async fn restate(
     version: u64,
     outputs: &DayOutputs,
 ) -> Result<Vec<(Utility, Restatement)>, PortError> {
-    let slot = day_slot(date);
+    let days = LocalDays::of(date);
     let mut changes: BTreeMap<Utility, Restatement> = BTreeMap::new();
-    let mut regions: BTreeMap<Utility, BTreeMap<Region, Aggregate>> = BTreeMap::new();
-    let mut pending: BTreeMap<Utility, Vec<(u64, Aggregate)>> = BTreeMap::new();
-    let write = |utility, customers, regions| {
+    // Regions whose local days start at the same instant share a day window slot, restated together.
+    let mut regions: BTreeMap<(Utility, i64), BTreeMap<Region, Aggregate>> = BTreeMap::new();
+    let mut pending: BTreeMap<(Utility, i64), Vec<(u64, Aggregate)>> = BTreeMap::new();
+    let write = |utility, start_ms, customers, regions| {
+        let slot = WindowSlot { width_ms: auth_master::DAY_MS, start_ms };
         store.restate(auth_core::ports::Restatement { utility, slot, version, customers, regions })
     };
-    for days in outputs.customers.chunks(CONCURRENT_READS) {
-        let stored = futures::future::try_join_all(days.iter().map(|day| store.customer_windows(day.customer_id))).await?;
-        for (day, windows) in days.iter().zip(stored) {
+    for batch_days in outputs.customers.chunks(CONCURRENT_READS) {
+        let stored = futures::future::try_join_all(batch_days.iter().map(|day| store.customer_windows(day.customer_id))).await?;
+        for (day, windows) in batch_days.iter().zip(stored) {
+            let slot = day_slot(&days, day.region);
             let streamed = windows
                 .iter()
                 .find(|window| window.utility == day.utility && window.slot == slot)
@@ -86,22 +92,22 @@ pub async fn restate(
             }
             let aggregate = aggregate_of(day);
             regions
-                .entry(day.utility)
+                .entry((day.utility, slot.start_ms))
                 .or_default()
                 .entry(day.region)
                 .and_modify(|region| region.merge(&aggregate))
                 .or_insert(aggregate);
-            let customers = pending.entry(day.utility).or_default();
+            let customers = pending.entry((day.utility, slot.start_ms)).or_default();
             customers.push((day.customer_id, aggregate));
             if customers.len() >= WINDOWS_PER_RESTATEMENT {
-                write(day.utility, std::mem::take(customers), Vec::new()).await?;
+                write(day.utility, slot.start_ms, std::mem::take(customers), Vec::new()).await?;
             }
         }
     }
-    // Each utility's regions come whole, with its last customers.
-    for (utility, regions) in regions {
-        let customers = pending.remove(&utility).unwrap_or_default();
-        write(utility, customers, regions.into_iter().collect()).await?;
+    // Each utility's regions of a slot come whole, with their last customers.
+    for ((utility, start_ms), regions) in regions {
+        let customers = pending.remove(&(utility, start_ms)).unwrap_or_default();
+        write(utility, start_ms, customers, regions.into_iter().collect()).await?;
     }
     Ok(changes.into_iter().collect())
 }

@@ -2,7 +2,7 @@
 //! day's results and reading them back.
 
 use auth_core::Utility;
-use auth_master::day_start_ms;
+use auth_core::local_day::LocalDays;
 use auth_results::{Database, ResultsError, add, binding_optional_floats, parse_region, parse_utility, query_error};
 use chrono::NaiveDate;
 use sqlx::any::AnyArguments;
@@ -68,17 +68,21 @@ impl ResultsDb {
     /// `until_ms` ([`Expectations::of_day`]), read from the installations of
     /// that part of the day only.
     pub async fn expectations(&self, date: NaiveDate, utilities: &[Utility], until_ms: i64) -> Result<Expectations, ResultsError> {
-        let installed = self.db.installations_during(day_start_ms(date), Expectations::end_of(date, until_ms), utilities).await?;
-        Ok(Expectations::of_day(installed, date, utilities, until_ms))
+        let days = LocalDays::of(date);
+        let span = days.span();
+        let installed = self.db.installations_during(span.start, span.end.min(until_ms), utilities).await?;
+        Ok(Expectations::of_day(installed, &days, utilities, until_ms))
     }
 
     /// What the database says of `date` besides its readings: the
     /// registry's expectations up to `until_ms` and the operators' edits in force.
     pub async fn day_inputs(&self, date: NaiveDate, utilities: &[Utility], until_ms: i64) -> Result<crate::DayInputs, ResultsError> {
         let expectations = self.expectations(date, utilities, until_ms).await?;
-        let start_ms = day_start_ms(date);
-        let edits = self.db.edits_during(start_ms, start_ms + auth_master::DAY_MS, utilities).await?;
-        Ok(crate::DayInputs { expectations: std::sync::Arc::new(expectations), edits: std::sync::Arc::new(Edits::new(edits)) })
+        let days = LocalDays::of(date);
+        let span = days.span();
+        let edits = self.db.edits_during(span.start, span.end, utilities).await?;
+        let edits = Edits::new(edits.into_iter().filter(|edit| days.contains(edit.region, edit.ts_ms)));
+        Ok(crate::DayInputs { days: std::sync::Arc::new(days), expectations: std::sync::Arc::new(expectations), edits: std::sync::Arc::new(edits) })
     }
 
     /// Replaces every result of `date` with `outputs` and `reconciliation`, in one transaction.
