@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::routes::region_overview;
 use crate::session::Caller;
-use crate::usage::{DAY_MS, MINUTE_MS, Point};
+use crate::usage::{DAY_MS, MAX_DAY_MS, MINUTE_MS, Point};
 use crate::{ApiError, AppState, now_ms};
 
 /// Minute windows a customer update carries.
@@ -80,7 +80,7 @@ pub struct LiveCustomer {
 
 async fn customer_snapshot(state: &AppState, customer_id: u64) -> Result<LiveCustomer, ApiError> {
     let windows = state.store.customer_windows(customer_id).await?;
-    let today_start = now_ms().div_euclid(DAY_MS) * DAY_MS;
+    let now = now_ms();
     let mut utilities = Vec::new();
     for utility in Utility::ALL {
         let own: Vec<_> = windows.iter().filter(|window| window.utility == utility).collect();
@@ -89,7 +89,8 @@ async fn customer_snapshot(state: &AppState, customer_id: u64) -> Result<LiveCus
         }
         let today = own
             .iter()
-            .filter(|window| window.slot.width_ms == DAY_MS && window.slot.start_ms >= today_start)
+            // The day window that holds now: the customer's local day, which began at most 25 hours ago.
+            .filter(|window| window.slot.width_ms == DAY_MS && window.slot.start_ms <= now && now - window.slot.start_ms < MAX_DAY_MS)
             .map(|window| Point::from_window(window))
             .next_back();
         let minutes: Vec<Point> = own.iter().filter(|window| window.slot.width_ms == MINUTE_MS).map(|window| Point::from_window(window)).collect();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use auth_core::ports::StoredWindow;
-use auth_core::region::REGIONS;
+use auth_core::local_day;
 use auth_core::{Region, Utility};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::session::Caller;
-use crate::usage::{DAY_MS, Granularity, HOUR_MS, Point, Source, customer_series, date_of, day_start_ms, region_series};
+use crate::usage::{DAY_MS, Granularity, HOUR_MS, Point, SeriesDays, Source, customer_series, date_of, day_start_ms, region_series};
 use crate::{ApiError, AppState, now_ms};
 
 /// Points a series may hold; a longer range is refused.
@@ -167,13 +167,26 @@ pub struct CustomerUsage {
     granularity: Granularity,
     from_ms: i64,
     to_ms: i64,
+    /// The IANA zone whose local days the day points are (the region's of
+    /// the customer's meters), e.g. `America/Los_Angeles`; `UTC` for a
+    /// customer the registry does not know.
+    time_zone: &'static str,
     /// The utilities the customer has usage of in the range (or the one asked for).
     utilities: Vec<UtilitySeries>,
 }
 
-/// The days of `[from_ms, to_ms)`, first and last.
+/// The dates any local day overlapping `[from_ms, to_ms)` can have, first
+/// and last: a local date is at most a day off the UTC one.
 fn date_span(from_ms: i64, to_ms: i64) -> (NaiveDate, NaiveDate) {
-    (date_of(from_ms), date_of(to_ms - 1))
+    let (first, last) = (date_of(from_ms), date_of(to_ms - 1));
+    (first.pred_opt().unwrap_or(first), last.succ_opt().unwrap_or(last))
+}
+
+/// Whose days a customer's series count: the local days of the region of
+/// its newest installation; UTC days when the registry does not know it.
+async fn customer_days(state: &AppState, customer_id: u64) -> Result<SeriesDays, ApiError> {
+    let installations = state.sessions.database().customer_installations(customer_id).await.map_err(ApiError::results)?;
+    Ok(installations.iter().max_by_key(|installation| installation.valid_from_ms).map_or(SeriesDays::Utc, |newest| SeriesDays::Local(newest.region)))
 }
 
 /// A JSON response whose buffer is sized up front: a series is many small
@@ -209,6 +222,7 @@ pub(crate) async fn customer_usage(
     let customer_id = parse_customer(&id)?;
     caller.may_see_customer(customer_id)?;
     let range = query_of(query)?.check(&[Granularity::Minute, Granularity::Hour, Granularity::Day], now_ms())?;
+    let days = customer_days(&state, customer_id).await?;
     let windows = state.store.customer_windows(customer_id).await?;
     let (first_day, last_day) = date_span(range.from_ms, range.to_ms);
     let mut utilities = Vec::new();
@@ -228,7 +242,7 @@ pub(crate) async fn customer_usage(
         };
         let has_usage = !own.is_empty() || !batch_rows.is_empty();
         if has_usage || range.utilities.len() == 1 {
-            let points = customer_series(&own, &batch_days, &batch_rows, range.granularity, range.from_ms, range.to_ms);
+            let points = customer_series(days, &own, &batch_days, &batch_rows, range.granularity, range.from_ms, range.to_ms);
             utilities.push(series(utility, points));
         }
     }
@@ -236,7 +250,14 @@ pub(crate) async fn customer_usage(
         return Err(ApiError::not_found(format!("no usage recorded for customer {customer_id}")));
     }
     let points: usize = utilities.iter().map(|series| series.points.len()).sum();
-    let usage = CustomerUsage { customer_id, granularity: range.granularity, from_ms: range.from_ms, to_ms: range.to_ms, utilities };
+    let usage = CustomerUsage {
+        customer_id,
+        granularity: range.granularity,
+        from_ms: range.from_ms,
+        to_ms: range.to_ms,
+        time_zone: days.time_zone(),
+        utilities,
+    };
     Ok(SizedJson { value: usage, capacity: 256 + 128 * points })
 }
 
@@ -246,7 +267,7 @@ pub(crate) async fn customer_usage(
 pub struct DayComparison {
     utility: String,
     unit: String,
-    /// Today so far (UTC day), from the stream.
+    /// Today so far (the customer's local day), from the stream.
     today: f64,
     today_readings: u64,
     /// Yesterday's total: the batch's once computed, else the stream's.
@@ -261,8 +282,10 @@ pub struct DayComparison {
 #[serde(rename_all = "camelCase")]
 pub struct TodayUsage {
     customer_id: u64,
-    /// Start of today (UTC), ms.
+    /// Start of the customer's local today, UTC ms.
     day_start_ms: i64,
+    /// The IANA zone of the customer's days ([`CustomerUsage`]'s).
+    time_zone: &'static str,
     utilities: Vec<DayComparison>,
 }
 
@@ -280,8 +303,11 @@ pub(crate) async fn customer_today(
     let customer_id = parse_customer(&id)?;
     caller.may_see_customer(customer_id)?;
     let now = now_ms();
-    let today_start = now.div_euclid(DAY_MS) * DAY_MS;
-    let yesterday = date_of(today_start - DAY_MS);
+    let days = customer_days(&state, customer_id).await?;
+    let today = days.date_of(now);
+    let today_start = days.start_ms(today);
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let yesterday_start = days.start_ms(yesterday);
     let windows = state.store.customer_windows(customer_id).await?;
     if windows.is_empty() {
         return Err(ApiError::not_found(format!("no usage recorded for customer {customer_id}")));
@@ -297,7 +323,7 @@ pub(crate) async fn customer_today(
         let today = day_window(today_start);
         let batch_day = db.batch_days(utility, yesterday, yesterday, state.batch_settle_ms).await.map_err(ApiError::results)?;
         let (yesterday_total, yesterday_source) = if batch_day.is_empty() {
-            match day_window(today_start - DAY_MS) {
+            match day_window(yesterday_start) {
                 Some(window) => (Some(window.aggregate.sum), Some(Source::Stream)),
                 None => (None, None),
             }
@@ -308,12 +334,13 @@ pub(crate) async fn customer_today(
         let elapsed_hours = (now - today_start) / HOUR_MS;
         let yesterday_hours: Vec<&StoredWindow> = windows
             .iter()
-            .filter(|w| w.slot.width_ms == HOUR_MS && w.slot.start_ms >= today_start - DAY_MS && w.slot.start_ms < today_start)
+            .filter(|w| w.slot.width_ms == HOUR_MS && w.slot.start_ms >= yesterday_start && w.slot.start_ms < today_start)
             .collect();
-        let yesterday_so_far = (yesterday_hours.len() as i64 >= 24).then(|| {
+        // Yesterday had 23 to 25 hours.
+        let yesterday_so_far = (yesterday_hours.len() as i64 >= (today_start - yesterday_start) / HOUR_MS).then(|| {
             yesterday_hours
                 .iter()
-                .filter(|w| w.slot.start_ms < today_start - DAY_MS + elapsed_hours * HOUR_MS)
+                .filter(|w| w.slot.start_ms < yesterday_start + elapsed_hours * HOUR_MS)
                 .map(|w| w.aggregate.sum)
                 .sum()
         });
@@ -327,7 +354,7 @@ pub(crate) async fn customer_today(
             yesterday_so_far,
         });
     }
-    Ok(Json(TodayUsage { customer_id, day_start_ms: today_start, utilities }))
+    Ok(Json(TodayUsage { customer_id, day_start_ms: today_start, time_zone: days.time_zone(), utilities }))
 }
 
 /// A region's totals of one utility on the newest day.
@@ -350,26 +377,35 @@ pub struct RegionUsage {
     code: String,
     name: String,
     population: u32,
-    /// Start of the newest day with readings, UTC ms.
+    /// Start of the newest day with readings (the region's local day), UTC ms.
     day_start_ms: Option<i64>,
+    /// The IANA zone of the region's days, e.g. `America/Chicago`.
+    time_zone: &'static str,
     utilities: Vec<RegionUtilityTotal>,
 }
 
 /// Every region with its newest day's totals per utility (the stream's day windows).
 pub(crate) async fn region_overview(state: &AppState) -> Result<Vec<RegionUsage>, ApiError> {
     let days = state.store.region_windows(DAY_MS, 0).await?;
-    let newest_day = days.iter().map(|window| window.window.slot.start_ms).max();
-    let mut rows: Vec<RegionUsage> = REGIONS
-        .iter()
-        .map(|row| RegionUsage {
-            code: row.code.into(),
-            name: row.name.into(),
-            population: row.population,
-            day_start_ms: newest_day,
-            utilities: Vec::new(),
+    // The newest local date any region has readings of; each region's day of that date starts at its own midnight.
+    let newest_date = days.iter().map(|window| local_day::date_of(window.region, window.window.slot.start_ms)).max();
+    let mut rows: Vec<RegionUsage> = Region::all()
+        .map(|region| {
+            let row = region.info();
+            RegionUsage {
+                code: row.code.into(),
+                name: row.name.into(),
+                population: row.population,
+                day_start_ms: newest_date.map(|date| local_day::day_start_ms(region, date)),
+                time_zone: row.time_zone.name(),
+                utilities: Vec::new(),
+            }
         })
         .collect();
-    for window in days.iter().filter(|window| Some(window.window.slot.start_ms) == newest_day) {
+    for window in &days {
+        if rows[window.region.index()].day_start_ms != Some(window.window.slot.start_ms) {
+            continue;
+        }
         let utility = window.window.utility;
         rows[window.region.index()].utilities.push(RegionUtilityTotal {
             utility: utility.as_str().into(),
@@ -435,7 +471,7 @@ pub(crate) async fn region_usage(
         } else {
             db.region_hours(region, utility, first_day, last_day).await.map_err(ApiError::results)?
         };
-        let points = region_series(&own, &batch_days, &batch_hours, range.granularity, range.from_ms, range.to_ms);
+        let points = region_series(region, &own, &batch_days, &batch_hours, range.granularity, range.from_ms, range.to_ms);
         utilities.push(series(utility, points));
     }
     let info = region.info();

@@ -7,9 +7,14 @@
 //! a computed day on which a customer used nothing is a zero from the batch,
 //! not a gap. The batch keeps hours per region and days per customer, so a
 //! customer's minutes and hours always come from the stream.
+//!
+//! Days are local days ([`SeriesDays`]): a day point starts at local midnight,
+//! and a batch hour is the hour since it (a day has 23 to 25).
 
 use std::collections::BTreeSet;
 
+use auth_core::Region;
+use auth_core::local_day;
 use auth_core::ports::StoredWindow;
 use auth_results::history::{CustomerDayRow, RegionHourRow};
 use chrono::{DateTime, NaiveDate};
@@ -19,6 +24,42 @@ use utoipa::ToSchema;
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
+/// The longest a local day lasts (the day clocks fall back).
+pub const MAX_DAY_MS: i64 = 25 * HOUR_MS;
+
+/// Whose days a series counts: a region's local days, or UTC days for a
+/// customer the registry does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesDays {
+    Local(Region),
+    Utc,
+}
+
+impl SeriesDays {
+    /// The first instant of `date`, UTC ms.
+    pub fn start_ms(self, date: NaiveDate) -> i64 {
+        match self {
+            SeriesDays::Local(region) => local_day::day_start_ms(region, date),
+            SeriesDays::Utc => day_start_ms(date),
+        }
+    }
+
+    /// The date of the instant `ms`.
+    pub fn date_of(self, ms: i64) -> NaiveDate {
+        match self {
+            SeriesDays::Local(region) => local_day::date_of(region, ms),
+            SeriesDays::Utc => date_of(ms),
+        }
+    }
+
+    /// The IANA name of the zone, e.g. `America/Los_Angeles`, or `UTC`.
+    pub fn time_zone(self) -> &'static str {
+        match self {
+            SeriesDays::Local(region) => region.time_zone().name(),
+            SeriesDays::Utc => "UTC",
+        }
+    }
+}
 
 /// The width of a series' points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -120,6 +161,7 @@ pub fn date_of(ms: i64) -> NaiveDate {
 /// `batch_days` the days the batch computed for the utility in the range and
 /// `batch_rows` the customer's rows among them.
 pub fn customer_series(
+    days: SeriesDays,
     windows: &[StoredWindow],
     batch_days: &[NaiveDate],
     batch_rows: &[CustomerDayRow],
@@ -132,7 +174,7 @@ pub fn customer_series(
     let mut points: Vec<Point> = Vec::new();
     let batch: BTreeSet<NaiveDate> = if granularity == Granularity::Day { batch_days.iter().copied().collect() } else { BTreeSet::new() };
     for &date in &batch {
-        let start_ms = day_start_ms(date);
+        let start_ms = days.start_ms(date);
         if !in_range(start_ms) {
             continue;
         }
@@ -155,7 +197,7 @@ pub fn customer_series(
         windows
             .iter()
             .filter(|window| window.slot.width_ms == width_ms && in_range(window.slot.start_ms))
-            .filter(|window| !batch.contains(&date_of(window.slot.start_ms)))
+            .filter(|window| !batch.contains(&days.date_of(window.slot.start_ms)))
             .map(Point::from_window),
     );
     points.sort_by_key(|point| point.start_ms);
@@ -166,6 +208,7 @@ pub fn customer_series(
 /// granularity: the batch's hours on its days (summed per day for days), the
 /// stream's windows of that width on the others.
 pub fn region_series(
+    region: Region,
     windows: &[StoredWindow],
     batch_days: &[NaiveDate],
     batch_hours: &[RegionHourRow],
@@ -175,6 +218,7 @@ pub fn region_series(
 ) -> Vec<Point> {
     let in_range = |start_ms: i64| start_ms >= from_ms && start_ms < to_ms;
     let batch: BTreeSet<NaiveDate> = batch_days.iter().copied().collect();
+    let days = SeriesDays::Local(region);
     let mut points: Vec<Point> = Vec::new();
     for &date in &batch {
         let hours = batch_hours.iter().filter(|row| row.date == date);
@@ -182,10 +226,10 @@ pub fn region_series(
         match granularity {
             Granularity::Day => {
                 let (sum, count) = hours.fold((0.0, 0), |(sum, count), row| (sum + row.total, count + row.count));
-                points.push(point(day_start_ms(date), sum, count));
+                points.push(point(days.start_ms(date), sum, count));
             }
             Granularity::Hour | Granularity::Minute => {
-                points.extend(hours.map(|row| point(day_start_ms(date) + i64::from(row.hour) * HOUR_MS, row.total, row.count)));
+                points.extend(hours.map(|row| point(days.start_ms(date) + i64::from(row.hour) * HOUR_MS, row.total, row.count)));
             }
         }
     }
@@ -194,7 +238,7 @@ pub fn region_series(
         windows
             .iter()
             .filter(|window| window.slot.width_ms == granularity.width_ms() && in_range(window.slot.start_ms))
-            .filter(|window| !batch.contains(&date_of(window.slot.start_ms)))
+            .filter(|window| !batch.contains(&days.date_of(window.slot.start_ms)))
             .map(Point::from_window),
     );
     points.sort_by_key(|point| point.start_ms);
@@ -229,7 +273,7 @@ mod tests {
             CustomerDayRow { date: day(-2), total: 12.0, min: 1.0, max: 2.0, count: 12, expected_intervals: 0, received_intervals: 0, suspect_intervals: 2, edited_intervals: 1, estimated_intervals: 0 },
             CustomerDayRow { date: day(-1), total: 13.0, min: 1.0, max: 2.0, count: 13, expected_intervals: 24, received_intervals: 18, suspect_intervals: 0, edited_intervals: 0, estimated_intervals: 6 },
         ];
-        let points = customer_series(&windows, &[day(-3), day(-2), day(-1)], &rows, Granularity::Day, D0 - 3 * DAY_MS, D0 + DAY_MS);
+        let points = customer_series(SeriesDays::Utc, &windows, &[day(-3), day(-2), day(-1)], &rows, Granularity::Day, D0 - 3 * DAY_MS, D0 + DAY_MS);
         let summary: Vec<(i64, f64, Source)> = points.iter().map(|p| ((p.start_ms - D0) / DAY_MS, p.sum, p.source)).collect();
         assert_eq!(
             summary,
@@ -248,22 +292,39 @@ mod tests {
     #[test]
     fn minutes_come_from_the_stream_within_the_range() {
         let windows = [window(MINUTE_MS, D0, 1.0), window(MINUTE_MS, D0 + MINUTE_MS, 2.0), window(HOUR_MS, D0, 3.0)];
-        let points = customer_series(&windows, &[date_of(D0)], &[], Granularity::Minute, D0 + MINUTE_MS, D0 + HOUR_MS);
+        let points = customer_series(SeriesDays::Utc, &windows, &[date_of(D0)], &[], Granularity::Minute, D0 + MINUTE_MS, D0 + HOUR_MS);
         assert_eq!(points.iter().map(|p| p.sum).collect::<Vec<_>>(), vec![2.0]);
     }
 
     #[test]
-    fn region_days_sum_the_batch_hours() {
-        let yesterday = date_of(D0 - DAY_MS);
+    fn region_days_sum_the_batch_hours_of_local_days() {
+        let california = Region::from_code("US-CA").expect("California");
+        // 2026-11-28 00:00 PST.
+        let d0 = D0 + 8 * HOUR_MS;
+        let yesterday = local_day::date_of(california, d0 - DAY_MS);
         let hours = [
             RegionHourRow { date: yesterday, hour: 0, total: 1.5, count: 3 },
             RegionHourRow { date: yesterday, hour: 23, total: 2.5, count: 4 },
         ];
-        let windows = [window(DAY_MS, D0 - DAY_MS, 99.0), window(DAY_MS, D0, 7.0), window(HOUR_MS, D0, 7.0)];
-        let days = region_series(&windows, &[yesterday], &hours, Granularity::Day, D0 - DAY_MS, D0 + DAY_MS);
+        let windows = [window(DAY_MS, d0 - DAY_MS, 99.0), window(DAY_MS, d0, 7.0), window(HOUR_MS, d0, 7.0)];
+        let days = region_series(california, &windows, &[yesterday], &hours, Granularity::Day, d0 - DAY_MS, d0 + DAY_MS);
         assert_eq!(days.iter().map(|p| (p.sum, p.count, p.source)).collect::<Vec<_>>(), vec![(4.0, 7, Source::Batch), (7.0, 1, Source::Stream)]);
-        let hourly = region_series(&windows, &[yesterday], &hours, Granularity::Hour, D0 - DAY_MS, D0 + DAY_MS);
-        let starts: Vec<i64> = hourly.iter().map(|p| (p.start_ms - D0) / HOUR_MS).collect();
+        assert_eq!(days[0].start_ms, d0 - DAY_MS, "the batch day starts at local midnight");
+        let hourly = region_series(california, &windows, &[yesterday], &hours, Granularity::Hour, d0 - DAY_MS, d0 + DAY_MS);
+        let starts: Vec<i64> = hourly.iter().map(|p| (p.start_ms - d0) / HOUR_MS).collect();
         assert_eq!(starts, vec![-24, -1, 0]);
+    }
+
+    #[test]
+    fn a_fall_back_days_hours_run_to_24() {
+        let california = Region::from_code("US-CA").expect("California");
+        let fall_back = NaiveDate::from_ymd_opt(2026, 11, 1).expect("a date");
+        let start = local_day::day_start_ms(california, fall_back);
+        let hours: Vec<RegionHourRow> = (0..25).map(|hour| RegionHourRow { date: fall_back, hour, total: 1.0, count: 1 }).collect();
+        let hourly = region_series(california, &[], &[fall_back], &hours, Granularity::Hour, start, start + MAX_DAY_MS);
+        assert_eq!(hourly.len(), 25);
+        assert_eq!(hourly.last().map(|p| p.start_ms), Some(start + 24 * HOUR_MS), "the 25th hour of the day");
+        let daily = region_series(california, &[], &[fall_back], &hours, Granularity::Day, start, start + MAX_DAY_MS);
+        assert_eq!(daily.iter().map(|p| (p.start_ms, p.sum)).collect::<Vec<_>>(), vec![(start, 25.0)]);
     }
 }

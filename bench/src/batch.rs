@@ -199,7 +199,7 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
     let expected_meters = expectations.len();
 
     let started = Instant::now();
-    let inputs = DayInputs { expectations, ..DayInputs::default() };
+    let inputs = DayInputs { expectations, ..DayInputs::new(date) };
     let outputs = runtime.block_on(job.compute(date, &Utility::ALL, inputs))?;
     let auth_seconds = started.elapsed().as_secs_f64();
     let peak_rss = peak_rss_bytes();

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use auth_batch::BatchJob;
+use auth_batch::{BatchJob, DayInputs};
 use auth_batch::settle::{Archived, archived};
 use auth_core::ports::{Aggregate, OutRecord, ServingStore};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, partition_for, utility_topic};
@@ -86,7 +86,7 @@ async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
     assert!(output.contains("restated") && !output.contains("not restated"), "the day is restated: {output}");
 
     let date = auth_master::parse_date("2026-11-28").unwrap();
-    let outputs = BatchJob::new(master, 256 * 1024 * 1024).compute(date, &pipeline.spec.utilities, Default::default()).await.unwrap();
+    let outputs = BatchJob::new(master, 256 * 1024 * 1024).compute(date, &pipeline.spec.utilities, DayInputs::new(date)).await.unwrap();
     let slot_start = auth_master::day_start_ms(date);
     let day_of = |windows: &[auth_core::ports::StoredWindow], utility| {
         windows
