@@ -24,8 +24,10 @@ use auth_embedded::MemoryStore;
 use auth_master::{MasterStore, ReadingsBuilder, file_path, parse_date};
 use chrono::NaiveDate;
 
-/// 2026-11-27T00:00:00Z.
-const DAY_START_MS: i64 = 1_795_737_600_000;
+/// 2026-11-27T00:00 in California (PST, 08:00Z): the tests' times are
+/// California's clock. Texas's day starts two hours before it, so a Texan
+/// reading at `DAY_START_MS` + h falls in hour h + 2 of its local day.
+const DAY_START_MS: i64 = 1_795_766_400_000;
 const HOUR_MS: i64 = 3_600_000;
 const PARTITIONS: u32 = 4;
 
@@ -170,8 +172,8 @@ fn expected() -> DayOutputs {
         customers: vec![
             customer(e, 1, "US-CA", (35.0, 5.0, 20.0, 3), (13, 20.0), (48, 3)),
             customer(e, 2, "US-CA", (15.0, 7.0, 8.0, 2), (14, 8.0), (48, 2)),
-            customer(e, 3, "US-TX", (1.5, 1.5, 1.5, 1), (5, 1.5), (1, 1)),
-            CustomerDay { suspect_intervals: 13, ..customer(g, 5, "US-TX", (549.0, 1.0, 500.0, 21), (10, 500.0), (0, 0)) },
+            customer(e, 3, "US-TX", (1.5, 1.5, 1.5, 1), (7, 1.5), (1, 1)),
+            CustomerDay { suspect_intervals: 13, ..customer(g, 5, "US-TX", (549.0, 1.0, 500.0, 21), (12, 500.0), (0, 0)) },
             CustomerDay { suspect_intervals: 1, ..customer(w, 1, "US-CA", (100.0, 100.0, 100.0, 1), (2, 100.0), (24, 1)) },
         ],
         region_hours: {
@@ -179,15 +181,15 @@ fn expected() -> DayOutputs {
                 hour(e, "US-CA", 0, 15.0, 2, 1),
                 hour(e, "US-CA", 13, 27.0, 2, 2),
                 hour(e, "US-CA", 14, 8.0, 1, 1),
-                hour(e, "US-TX", 5, 1.5, 1, 1),
+                hour(e, "US-TX", 7, 1.5, 1, 1),
                 hour(w, "US-CA", 2, 100.0, 1, 1),
-                hour(g, "US-TX", 6, 4.0, 2, 1),
-                hour(g, "US-TX", 7, 5.0, 2, 1),
-                hour(g, "US-TX", 8, 7.0, 2, 1),
-                hour(g, "US-TX", 9, 9.0, 2, 1),
-                hour(g, "US-TX", 10, 500.0, 1, 1),
+                hour(g, "US-TX", 8, 4.0, 2, 1),
+                hour(g, "US-TX", 9, 5.0, 2, 1),
+                hour(g, "US-TX", 10, 7.0, 2, 1),
+                hour(g, "US-TX", 11, 9.0, 2, 1),
+                hour(g, "US-TX", 12, 500.0, 1, 1),
             ];
-            hours.extend((0..6).map(|gas_hour| hour(g, "US-TX", gas_hour, 4.0, 2, 1)));
+            hours.extend((2..8).map(|gas_hour| hour(g, "US-TX", gas_hour, 4.0, 2, 1)));
             hours.sort_by_key(|row| (row.utility, row.region, row.hour));
             hours
         },
@@ -283,11 +285,11 @@ fn edited() -> DayOutputs {
     let mut day = expected();
     day.customers[0] = CustomerDay { edited_intervals: 1, ..customer(e, 1, "US-CA", (37.5, 2.5, 20.0, 4), (13, 20.0), (48, 3)) };
     day.customers[3] =
-        CustomerDay { suspect_intervals: 11, edited_intervals: 1, ..customer(g, 5, "US-TX", (54.0, 1.0, 6.0, 21), (9, 9.0), (0, 0)) };
+        CustomerDay { suspect_intervals: 11, edited_intervals: 1, ..customer(g, 5, "US-TX", (54.0, 1.0, 6.0, 21), (11, 9.0), (0, 0)) };
     day.region_hours.push(RegionHour { utility: e, region: region("US-CA"), hour: 1, total: 2.5, readings: 1, customers: 1 });
     day.region_hours.sort_by_key(|row| (row.utility, row.region, row.hour));
     for row in &mut day.region_hours {
-        if (row.utility, row.hour) == (g, 10) {
+        if (row.utility, row.hour) == (g, 12) {
             row.total = 5.0;
         }
     }
@@ -637,7 +639,7 @@ async fn missing_input_and_corrupt_files_are_named() {
     let results = ResultsDb::connect(&sqlite_url(&directory)).await.unwrap();
     match run_day(&job, &results, None, date(), &UTILITIES, LATER_MS).await {
         Err(DayError::Batch(err @ BatchError::NoInput { .. })) => {
-            assert!(err.to_string().contains("no master data for 2026-11-27"), "{err}");
+            assert!(err.to_string().contains("no master data for the local day 2026-11-27"), "{err}");
         }
         other => panic!("expected NoInput, got {other:?}"),
     }
@@ -670,7 +672,8 @@ async fn missing_input_and_corrupt_files_are_named() {
 
 /// The stream missed customer 1's 20 Wh (too late) and never saw the water reading.
 async fn stream_windows(store: &dyn ServingStore) {
-    let slot = WindowSlot { width_ms: 86_400_000, start_ms: DAY_START_MS };
+    // Each customer's day window is its local day, as the stream aligns it.
+    let slot = |code: &str| WindowSlot { width_ms: 86_400_000, start_ms: auth_core::local_day::day_start_ms(region(code), date()) };
     let aggregate = |sum, count, min, max| Aggregate { sum, count, min, max };
     let e = Utility::Electricity;
     let topic = utility_topic("lambda", e);
@@ -683,12 +686,12 @@ async fn stream_windows(store: &dyn ServingStore) {
     let mut regions: std::collections::BTreeMap<(TopicPartition, Region), Aggregate> = Default::default();
     for (customer_id, code, aggregate) in windows {
         let partition = TopicPartition::new(&topic, partition_for(customer_id, PARTITIONS));
-        let update = WindowUpdate { owner: WindowOwner::Customer(customer_id), utility: e, slot, aggregate, closed: true };
+        let update = WindowUpdate { owner: WindowOwner::Customer(customer_id), utility: e, slot: slot(code), aggregate, closed: true };
         flushes.entry(partition.clone()).or_default().push(update);
         regions.entry((partition, region(code))).and_modify(|total| total.merge(&aggregate)).or_insert(aggregate);
     }
     for ((partition, region), aggregate) in regions {
-        let update = WindowUpdate { owner: WindowOwner::Region(region), utility: e, slot, aggregate, closed: true };
+        let update = WindowUpdate { owner: WindowOwner::Region(region), utility: e, slot: slot(region.code()), aggregate, closed: true };
         flushes.entry(partition).or_default().push(update);
     }
     for (partition, windows) in flushes {
