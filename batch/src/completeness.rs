@@ -3,9 +3,12 @@
 //! A meter installed for part or all of a day is expected to read once per
 //! interval of its installation (`interval_secs`). The day is its region's
 //! local day (23 to 25 hours). Its intervals are the
-//! slots `k` whose time `k × interval` lies in the part of the day the
-//! installation covers; a reading at `ts_ms` fills slot `ts_ms div interval`
-//! (a meter reading off the grid fills the slot it falls in). A day's
+//! slots `k` whose time `k × interval + phase` lies in the part of the day
+//! the installation covers, where the phase puts a slot at local midnight (a
+//! daily meter's slot is its local day; 0 for intervals that divide an hour
+//! in zones a whole number of hours from UTC); a reading at `ts_ms` fills
+//! slot `(ts_ms - phase) div interval` (a meter reading off the grid fills
+//! the slot it falls in). A day's
 //! completeness for a meter is its filled slots over its expected ones. The
 //! batch records it per customer day, and lists every meter with a gap,
 //! including meters that sent nothing at all.
@@ -28,6 +31,8 @@ pub struct ExpectedMeter {
     pub meter_id: u64,
     pub region: Region,
     pub interval_ms: i64,
+    /// Where its slots start within an interval: its local day's start modulo the interval.
+    pub phase_ms: i64,
     /// The parts of the day its installations cover, `[from, to)` UTC ms.
     periods: Vec<(i64, i64)>,
     /// Slots over all the periods.
@@ -61,8 +66,8 @@ impl RegisterPeriod {
 impl ExpectedMeter {
     /// The slot a reading at `ts_ms` fills, when the meter was expected to read in it.
     pub fn slot_of(&self, ts_ms: i64) -> Option<i64> {
-        let slot = ts_ms.div_euclid(self.interval_ms);
-        let slot_ms = slot.checked_mul(self.interval_ms)?;
+        let slot = self.slot_index(ts_ms);
+        let slot_ms = slot.checked_mul(self.interval_ms)?.checked_add(self.phase_ms)?;
         self.periods.iter().any(|&(from, to)| (from..to).contains(&slot_ms)).then_some(slot)
     }
 }
@@ -71,9 +76,20 @@ impl ExpectedMeter {
     /// Its expected slots, in order.
     pub fn slots(&self) -> impl Iterator<Item = i64> + '_ {
         self.periods.iter().flat_map(|&(from, to)| {
+            let (from, to) = (from - self.phase_ms, to - self.phase_ms);
             let first = from.div_euclid(self.interval_ms) + i64::from(from.rem_euclid(self.interval_ms) != 0);
             first..first + slots_in(from, to, self.interval_ms) as i64
         })
+    }
+
+    /// The slot that holds `ts_ms`, expected or not.
+    pub fn slot_index(&self, ts_ms: i64) -> i64 {
+        (ts_ms - self.phase_ms).div_euclid(self.interval_ms)
+    }
+
+    /// When `slot` starts.
+    pub fn slot_start_ms(&self, slot: i64) -> i64 {
+        slot * self.interval_ms + self.phase_ms
     }
 }
 
@@ -134,6 +150,7 @@ impl Expectations {
                     meter_id: installation.meter_id,
                     region: installation.region,
                     interval_ms,
+                    phase_ms: day_start.rem_euclid(interval_ms),
                     periods: Vec::new(),
                     expected: 0,
                     plausible: installation.plausible,
@@ -153,7 +170,7 @@ impl Expectations {
                 });
             }
             meter.ends_open |= to == day_end && day_end < day.end;
-            meter.expected += slots_in(from, to, meter.interval_ms);
+            meter.expected += slots_in(from - meter.phase_ms, to - meter.phase_ms, meter.interval_ms);
         }
         meters.sort_unstable_by_key(|meter| (meter.utility, meter.customer_id, meter.meter_id));
         let mut customers: FxHashMap<(Utility, u64), Range<usize>> = FxHashMap::default();

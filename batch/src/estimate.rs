@@ -154,8 +154,7 @@ impl Estimator {
         if self.interpolate_up_to_ms == 0 && self.profile_weeks == 0 {
             return Estimated::Done;
         }
-        let interval_ms = meter.interval_ms;
-        let slot_of = |at: usize| readings[at].0.div_euclid(interval_ms);
+        let slot_of = |at: usize| meter.slot_index(readings[at].0);
         let mut next = 0;
         // A run of missing slots: its first and last slot, and the first reading after it.
         let mut run: Option<(i64, i64, usize)> = None;
@@ -203,10 +202,10 @@ impl Estimator {
         if let (Some((before_ms, before_value)), Some(&(after_ms, after_value))) = (before, readings.get(after))
             && gap_ms <= self.interpolate_up_to_ms
         {
-            let (from, to) = (before_ms.div_euclid(interval_ms), after_ms.div_euclid(interval_ms));
+            let (from, to) = (meter.slot_index(before_ms), meter.slot_index(after_ms));
             let step = (after_value - before_value) / (to - from) as f64;
             for slot in first..=last {
-                estimates.push((slot * interval_ms, before_value + step * (slot - from) as f64, EstimationMethod::Interpolated));
+                estimates.push((meter.slot_start_ms(slot), before_value + step * (slot - from) as f64, EstimationMethod::Interpolated));
             }
             return Estimated::Done;
         }
@@ -215,7 +214,7 @@ impl Estimator {
         }
         let Some(profiles) = &self.profiles else { return Estimated::NeedsProfiles };
         for slot in first..=last {
-            let ts_ms = slot * interval_ms;
+            let ts_ms = meter.slot_start_ms(slot);
             if let Some(mean) = profiles.mean(meter.utility, meter.customer_id, meter.meter_id, auth_core::local_day::time_of_day_ms(meter.region, ts_ms)) {
                 estimates.push((ts_ms, mean, EstimationMethod::Profile));
             }

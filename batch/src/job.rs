@@ -365,7 +365,8 @@ impl BatchJob {
                         registers.push(((customer_id, meter_id, ts_ms), value));
                         continue;
                     }
-                    let offset_ms = time_of_day_ms(region, ts_ms - ts_ms.rem_euclid(interval_ms));
+                    let phase_ms = then.range(region).start.rem_euclid(interval_ms);
+                    let offset_ms = time_of_day_ms(region, ts_ms - (ts_ms - phase_ms).rem_euclid(interval_ms));
                     *slots.entry((customer_id, meter_id, offset_ms)).or_default() += value;
                 }
                 registers.sort_unstable_by_key(|&(key, _)| key);
@@ -376,10 +377,11 @@ impl BatchJob {
                         continue;
                     }
                     // A register's advance is shared by the intervals since the one before, as the day's fold shares it.
-                    let (first, last) = (before_ms.div_euclid(interval_ms) + 1, ts_ms.div_euclid(interval_ms));
+                    let phase_ms = then.range(region).start.rem_euclid(interval_ms);
+                    let (first, last) = ((before_ms - phase_ms).div_euclid(interval_ms) + 1, (ts_ms - phase_ms).div_euclid(interval_ms));
                     let share = (register - before) / (last - first + 1).max(1) as f64;
                     for slot in first..=last {
-                        let offset_ms = time_of_day_ms(region, slot * interval_ms);
+                        let offset_ms = time_of_day_ms(region, slot * interval_ms + phase_ms);
                         *slots.entry((customer_id, meter_id, offset_ms)).or_default() += share;
                     }
                 }

@@ -48,7 +48,6 @@ pub(crate) fn to_consumption(
 ) {
     scratch.clear();
     std::mem::swap(readings, scratch);
-    let interval_ms = meter.interval_ms;
     let mut newest = previous;
     for &(ts_ms, register) in scratch.iter() {
         let Some(period) = meter.registers.iter().find(|period| period.covers(ts_ms)) else {
@@ -64,7 +63,7 @@ pub(crate) fn to_consumption(
             }
             continue;
         };
-        let (first_slot, slot) = (at_ms.div_euclid(interval_ms), ts_ms.div_euclid(interval_ms));
+        let (first_slot, slot) = (meter.slot_index(at_ms), meter.slot_index(ts_ms));
         let intervals = (slot - first_slot).max(1);
         let advance = register - before;
         let consumption = if advance >= 0.0 {
@@ -86,7 +85,7 @@ pub(crate) fn to_consumption(
         };
         let share = consumption / intervals as f64;
         for missed in first_slot + 1..slot {
-            let slot_ms = missed * interval_ms;
+            let slot_ms = meter.slot_start_ms(missed);
             if meter.slot_of(slot_ms).is_some() {
                 spread.push((slot_ms, share));
             }

@@ -1,5 +1,7 @@
 //! Restatement against the live stream, on Kafka and Redis: a processor is
-//! paused before midnight, the day passes, the archiver and the batch
+//! paused before midnight (local midnight: days are the customers' local
+//! days, and the tests' times are ten hours past UTC's so that every US
+//! region's day of 2026-11-28 is under way), the day passes, the archiver and the batch
 //! restate it, and the processor resumes from its older checkpoint and closes
 //! the day's windows with the stream's (different) totals. The day in Redis
 //! must end as the batch computed it.
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use auth_batch::{BatchJob, DayInputs};
 use auth_batch::settle::{Archived, archived};
+use auth_core::local_day;
 use auth_core::ports::{Aggregate, OutRecord, ServingStore};
 use auth_core::{CustomerKind, Reading, Region, Utility, codec, partition_for, utility_topic};
 use bytes::Bytes;
@@ -56,7 +59,9 @@ async fn too_late_upload(pipeline: &TestPipeline, ts_ms: i64) {
 async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
     let pipeline = TestPipeline::new("midnight");
     let store = pipeline.store().await;
-    pipeline.produce(60_000, T0 + 20 * HOUR);
+    let date = auth_master::parse_date("2026-11-28").unwrap();
+    let midnight = T0 + DAY_MS + 10 * HOUR;
+    pipeline.produce(60_000, midnight - 4 * HOUR);
     let processor = pipeline.start_stream("processor");
     pipeline.wait_for_checkpoints_at_end(&store, Duration::from_secs(120)).await;
 
@@ -65,9 +70,12 @@ async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
     // next day, then a concentrator's upload of the day's last minute, too
     // late for the stream (left to the batch).
     processor.signal("STOP");
-    pipeline.produce(60_000, T0 + 22 * HOUR);
-    pipeline.produce(60_000, T0 + DAY_MS + 10 * MINUTE);
-    too_late_upload(&pipeline, T0 + DAY_MS - MINUTE / 2).await;
+    pipeline.produce(60_000, midnight - 2 * HOUR);
+    pipeline.produce(60_000, midnight + 10 * MINUTE);
+    // The upload's customers are Alaskan; Alaska's day ends an hour before Hawaii's, the last.
+    let alaska_midnight = local_day::day_range(Region::from_index(0).unwrap(), date).end;
+    assert_eq!(alaska_midnight, midnight - HOUR);
+    too_late_upload(&pipeline, alaska_midnight - MINUTE / 2).await;
 
     // The archiver writes it all; then the batch restates 2026-11-28.
     let master = MasterStore::open(&pipeline.spec.archive.url).unwrap();
@@ -85,13 +93,12 @@ async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
     let output = pipeline.batch("2026-11-28");
     assert!(output.contains("restated") && !output.contains("not restated"), "the day is restated: {output}");
 
-    let date = auth_master::parse_date("2026-11-28").unwrap();
     let outputs = BatchJob::new(master, 256 * 1024 * 1024).compute(date, &pipeline.spec.utilities, DayInputs::new(date)).await.unwrap();
-    let slot_start = auth_master::day_start_ms(date);
-    let day_of = |windows: &[auth_core::ports::StoredWindow], utility| {
+    let slot_start = |region: Region| local_day::day_start_ms(region, date);
+    let day_of = |windows: &[auth_core::ports::StoredWindow], utility, region| {
         windows
             .iter()
-            .find(|window| window.utility == utility && window.slot.width_ms == DAY_MS && window.slot.start_ms == slot_start)
+            .find(|window| window.utility == utility && window.slot.width_ms == DAY_MS && window.slot.start_ms == slot_start(region))
             .map(|window| window.aggregate)
     };
 
@@ -99,7 +106,7 @@ async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
     // late readings), so a write of the stream's over the restatement shows.
     let (reference, reference_counts) = pipeline.reference().await;
     let stream_only = outputs.customers.iter().filter(|day| {
-        let key = format!("customer {} {} {:?}", day.customer_id, day.utility, auth_core::ports::WindowSlot { width_ms: DAY_MS, start_ms: slot_start });
+        let key = format!("customer {} {} {:?}", day.customer_id, day.utility, auth_core::ports::WindowSlot { width_ms: DAY_MS, start_ms: slot_start(day.region) });
         reference.get(&key).is_none_or(|&(sum, count, ..)| f64::from_bits(sum) != day.total || count != day.readings)
     });
     assert_eq!(stream_only.count(), LATE_CUSTOMERS as usize, "the late upload's customers differ between the stream and the batch");
@@ -119,7 +126,7 @@ async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
     let mut regions: BTreeMap<(Region, Utility), Aggregate> = BTreeMap::new();
     for day in &outputs.customers {
         let windows = store.customer_windows(day.customer_id).await.unwrap();
-        let served = day_of(&windows, day.utility);
+        let served = day_of(&windows, day.utility, day.region);
         if served.map(|aggregate| (aggregate.sum, aggregate.count)) != Some((day.total, day.readings)) {
             differing.push((day.customer_id, day.utility, day.total, day.readings, served));
         }
@@ -127,11 +134,11 @@ async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
         regions.entry((day.region, day.utility)).and_modify(|total| total.merge(&aggregate)).or_insert(aggregate);
     }
     assert!(differing.is_empty(), "{} customers' day is not the batch's, e.g. {:?}", differing.len(), &differing[..differing.len().min(5)]);
-    let served_regions = store.region_windows(DAY_MS, slot_start).await.unwrap();
+    let served_regions = store.region_windows(DAY_MS, T0).await.unwrap();
     for ((region, utility), expected) in regions {
         let served = served_regions
             .iter()
-            .find(|window| window.region == region && window.window.utility == utility && window.window.slot.start_ms == slot_start)
+            .find(|window| window.region == region && window.window.utility == utility && window.window.slot.start_ms == slot_start(region))
             .map(|window| (window.window.aggregate.sum, window.window.aggregate.count));
         assert_eq!(served, Some((expected.sum, expected.count)), "{region} {utility}: the region's day is the batch's");
     }
