@@ -60,6 +60,11 @@ fn date(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).expect("time").format("%Y-%m-%d").to_string()
 }
 
+/// Texas's local midnight (CST, the tests' December) of the UTC day starting at `utc_midnight`: regions' days are local.
+fn texan(utc_midnight: i64) -> i64 {
+    utc_midnight + 6 * HOUR
+}
+
 fn window(owner: WindowOwner, utility: Utility, width_ms: i64, start_ms: i64, sum: f64) -> WindowUpdate {
     WindowUpdate {
         owner,
@@ -111,9 +116,9 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
                 window(WindowOwner::Customer(7), electricity, DAY, today - DAY, 100.0),
                 window(WindowOwner::Customer(7), electricity, DAY, today, 7.0),
                 window(WindowOwner::Customer(8), Utility::Water, DAY, today, 40.0),
-                window(texas, electricity, DAY, today - DAY, 50.0),
-                window(texas, electricity, DAY, today, 2_914_550.5),
-                window(texas, electricity, HOUR, today, 9.0),
+                window(texas, electricity, DAY, texan(today - DAY), 50.0),
+                window(texas, electricity, DAY, texan(today), 2_914_550.5),
+                window(texas, electricity, HOUR, texan(today), 9.0),
             ],
             meters: Vec::new(),
             checkpoint: None,
@@ -457,7 +462,8 @@ async fn regions_their_usage_and_top_consumers(api: &Api) {
     let texas = rows.iter().find(|row| row["code"] == "US-TX").expect("Texas");
     assert_eq!(texas["utilities"][0]["sum"], 2_914_550.5);
     assert_eq!(texas["utilities"][0]["perCapita"], 0.1);
-    assert_eq!(texas["dayStartMs"], today);
+    assert_eq!(texas["dayStartMs"], texan(today));
+    assert_eq!(texas["timeZone"], "America/Chicago");
 
     let range = format!("from={}&to={}", date(today - 3 * DAY), today + DAY);
     let (status, body) = api.get_as("alice", &format!("/api/v1/regions/US-TX/usage?utility=electricity&granularity=day&{range}")).await;
@@ -466,16 +472,17 @@ async fn regions_their_usage_and_top_consumers(api: &Api) {
     assert_eq!(
         sums(&body["utilities"][0]),
         vec![
-            (today - 3 * DAY, 42.0, "batch".into()),
-            (today - 2 * DAY, 0.0, "batch".into()),
-            (today - DAY, 50.0, "stream".into()),
-            (today, 2_914_550.5, "stream".into()),
+            (texan(today - 3 * DAY), 42.0, "batch".into()),
+            (texan(today - 2 * DAY), 0.0, "batch".into()),
+            (texan(today - DAY), 50.0, "stream".into()),
+            (texan(today), 2_914_550.5, "stream".into()),
         ]
     );
     let (_, body) = api.get_as("alice", &format!("/api/v1/regions/US-TX/usage?utility=electricity&granularity=hour&{range}")).await;
     assert_eq!(
         sums(&body["utilities"][0]),
-        vec![(today - 3 * DAY, 20.0, "batch".into()), (today - 3 * DAY + 5 * HOUR, 22.0, "batch".into()), (today, 9.0, "stream".into())]
+        vec![(texan(today - 3 * DAY), 20.0, "batch".into()), (texan(today - 3 * DAY) + 5 * HOUR, 22.0, "batch".into()), (texan(today), 9.0, "stream".into())],
+        "hours count from Texas's local midnight"
     );
 
     let (status, body) = api.get_as("ops", "/api/v1/regions/US-TX/top").await;

@@ -23,7 +23,7 @@ use crate::common::CommonArgs;
 pub struct BatchArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The UTC date to recompute, YYYY-MM-DD (default: yesterday).
+    /// The date to recompute, YYYY-MM-DD: each customer's local day of it (default: yesterday's UTC date).
     #[arg(long, value_parser = date_arg, conflicts_with_all = ["from", "to"])]
     date: Option<NaiveDate>,
     /// First date of a range (with --to; both included).

@@ -202,7 +202,9 @@ async fn scripted_fleet_gives_exactly_the_expected_windows(backend: &Backend) {
         .find(|w| w.region == new_york && w.window.slot == WindowSlot { width_ms: MINUTE, start_ms: T0 })
         .expect("New York minute 0");
     assert_eq!((ny_minute_0.window.aggregate.sum, ny_minute_0.window.aggregate.count), (33.0, 5));
-    let day = store.region_windows(86_400_000, T0).await.expect("days");
+    // Day windows are the regions' local days: T0 (UTC midnight) is the evening of the day before in the US.
+    let day = store.region_windows(86_400_000, 0).await.expect("days");
+    assert!(day.iter().all(|w| w.window.slot.start_ms == auth_core::local_day::day_start_ms(w.region, auth_core::local_day::date_of(w.region, T0))), "{day:?}");
     let total: f64 = day.iter().map(|w| w.window.aggregate.sum).sum();
     assert_eq!(total, 1.0 + 10.0 + 2.0 + 4.0 + 8.0 + 16.0 + 32.0 + 100.0, "today's totals over every region");
 
@@ -288,10 +290,12 @@ async fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other(bac
     let live: Vec<u64> = customers_of_partition_0(2, 4);
     let uploader = live[3];
     let live = &live[..3];
-    let live_start = T0 + 6 * 60 * MINUTE;
+    // New York's local day starts at 05:00 UTC: the upload is its first six hours.
+    let upload_start = T0 + 5 * 60 * MINUTE;
+    let live_start = T0 + 11 * 60 * MINUTE;
     let live_minute = |minute: i64| live.iter().map(move |&c| reading(c, "US-NY", live_start + minute * MINUTE, 1.0));
     let first_half: Vec<Reading> = (0..30).flat_map(live_minute).collect();
-    let upload: Vec<Reading> = (0..24).map(|quarter| reading(uploader, "US-NY", T0 + quarter * 15 * MINUTE, 2.0)).collect();
+    let upload: Vec<Reading> = (0..24).map(|quarter| reading(uploader, "US-NY", upload_start + quarter * 15 * MINUTE, 2.0)).collect();
     let second_half: Vec<Reading> = (30..60).flat_map(live_minute).collect();
     send(backend, 2, &first_half).await;
     send(backend, 2, &upload).await;
@@ -304,7 +308,7 @@ async fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other(bac
     let uploaded = minute_windows(&store, uploader).await;
     assert_eq!(uploaded.len(), 24, "{uploaded:?}");
     let expected_upload: Vec<(i64, f64, u64, bool)> =
-        (0..24).map(|quarter| (T0 + quarter * 15 * MINUTE, 2.0, 1, quarter < 23)).collect();
+        (0..24).map(|quarter| (upload_start + quarter * 15 * MINUTE, 2.0, 1, quarter < 23)).collect();
     assert_eq!(uploaded, expected_upload, "its own watermark closed all but the newest");
     let hours: Vec<f64> = store
         .customer_windows(uploader)
@@ -333,10 +337,10 @@ async fn a_concentrator_upload_is_on_time_for_its_meter_and_changes_no_other(bac
         .collect();
     assert_eq!(
         region_hours,
-        vec![(5, 8.0), (6, 180.0)],
+        vec![(10, 8.0), (11, 180.0)],
         "the hour within the region lateness takes the upload; older hours are left to the batch"
     );
-    let mut last_readings = vec![MeterLastReading { meter_id: uploader * 4, ts_ms: T0 + 23 * 15 * MINUTE }];
+    let mut last_readings = vec![MeterLastReading { meter_id: uploader * 4, ts_ms: upload_start + 23 * 15 * MINUTE }];
     last_readings.extend(live.iter().map(|&customer| MeterLastReading { meter_id: customer * 4, ts_ms: live_start + 59 * MINUTE }));
     assert_eq!(store.meters_silent_since(i64::MAX, 0, 100).await.expect("meters"), last_readings, "each meter's newest reading, the oldest first");
 }
