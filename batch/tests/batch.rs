@@ -578,6 +578,63 @@ async fn cumulative_registers_become_consumption(master: MasterStore, database_u
     ], "the gap's share of the register's advance over it; the silent afternoon from the advances a week before");
 }
 
+/// A Californian customer (41) whose meter reads 1 Wh plus 1/64 Wh times
+/// its quarter hour of the year modulo 97 (binary fractions, so sums are
+/// exact in any order; neighbouring readings differ), every quarter
+/// hour around the US spring-forward (2026-03-08) and fall-back
+/// (2026-11-01) changes, and a Texan (42) reading 2 Wh each quarter hour
+/// around them too. Each reading is in its UTC date's folder, as the
+/// archiver writes it.
+async fn local_days_of_the_dst_changes(master: MasterStore, database_url: &str) {
+    let e = Utility::Electricity;
+    let mut registry = Registry::default();
+    for installation in [installed(41, e, "US-CA", 900), installed(42, e, "US-TX", 900)] {
+        registry.set_meter(installation.meter_id, vec![installation]);
+    }
+    let database = auth_results::Database::connect(database_url).await.unwrap();
+    database.import_registry(&registry, true, 0).await.unwrap();
+    let results = ResultsDb::of(database);
+    let job = BatchJob::new(master.clone(), 256 * 1024 * 1024);
+    let year_start = auth_master::day_start_ms(parse_date("2026-01-01").unwrap());
+    let californian = |ts_ms: i64| 1.0 + ((ts_ms - year_start) / QUARTER_HOUR % 97) as f64 / 64.0;
+    for (day, hours) in [("2026-03-08", 23), ("2026-11-01", 25)] {
+        let date = parse_date(day).unwrap();
+        let california = auth_core::local_day::day_range(region("US-CA"), date);
+        assert_eq!((california.end - california.start) / HOUR_MS, hours);
+        // UTC noon the day before to UTC noon the day after: the local day and some of its neighbours.
+        let from = auth_master::day_start_ms(date) - 12 * HOUR_MS;
+        let mut offset = 0;
+        for folder in [date.pred_opt().unwrap(), date, date.succ_opt().unwrap()] {
+            let folder_start = auth_master::day_start_ms(folder);
+            let times: Vec<i64> = (0..96).map(|quarter| folder_start + quarter * QUARTER_HOUR).filter(|&ts_ms| ts_ms >= from && ts_ms < from + 48 * HOUR_MS).collect();
+            // A file is in the master data's order: by customer, then event time.
+            let readings: Vec<Reading> = times
+                .iter()
+                .map(|&ts_ms| reading(41, e, "US-CA", ts_ms, californian(ts_ms)))
+                .chain(times.iter().map(|&ts_ms| reading(42, e, "US-TX", ts_ms, 2.0)))
+                .collect();
+            write(&master, e, folder, 0, offset, &readings).await;
+            offset += readings.len() as u64;
+        }
+        run_day(&job, &results, None, date, &[e], LATER_MS + 365 * 86_400_000).await.unwrap();
+        let (outputs, _) = results.day(date).await.unwrap();
+
+        let quarters = (hours * 4) as u64;
+        let expected_total: f64 = (0..quarters as i64).map(|quarter| californian(california.start + quarter * QUARTER_HOUR)).sum();
+        let days: Vec<_> = outputs.customers.iter().map(|c| (c.customer_id, c.readings, c.expected_intervals, c.received_intervals)).collect();
+        assert_eq!(days, vec![(41, quarters, quarters, quarters), (42, quarters, quarters, quarters)], "{day} has {hours} local hours, in {database_url}");
+        assert_eq!(outputs.customers[0].total, expected_total, "{day}: the readings of the local day exactly");
+        assert_eq!(outputs.customers[1].total, 2.0 * quarters as f64);
+        let california_hours: Vec<u8> =
+            outputs.region_hours.iter().filter(|hour| hour.region == region("US-CA")).map(|hour| hour.hour).collect();
+        assert_eq!(california_hours, (0..hours as u8).collect::<Vec<_>>(), "{day}: hours from local midnight");
+        let last = outputs.region_hours.iter().rfind(|hour| hour.region == region("US-CA")).unwrap();
+        let last_hour_start = california.start + i64::from(last.hour) * HOUR_MS;
+        let last_hour: f64 = (0..4).map(|quarter| californian(last_hour_start + quarter * QUARTER_HOUR)).sum();
+        assert_eq!(last.total, last_hour, "{day}: the last local hour is 23:00 to midnight");
+    }
+}
+
 fn sqlite_url(directory: &tempfile::TempDir) -> String {
     format!("sqlite://{}/results/auth.db", directory.path().display())
 }
@@ -622,6 +679,7 @@ macro_rules! on_every_database {
 on_every_database!(exact_rows_and_idempotent_reruns, "batch");
 on_every_database!(estimates_fill_gaps_and_late_readings_replace_them, "estimates");
 on_every_database!(cumulative_registers_become_consumption, "registers");
+on_every_database!(local_days_of_the_dst_changes, "dst");
 
 #[tokio::test]
 #[ignore = "needs the S3 server: scripts/test.sh"]

@@ -1,6 +1,8 @@
 //! `auth bench batch`: the batch job's three aggregations over one simulated
-//! day of master data, against DuckDB and Polars on the same files, then the
-//! whole daily job (aggregations, SQL writes, restatement).
+//! local day of master data (each region's day of the date, from the two UTC
+//! date folders that hold the US regions' days), against DuckDB and Polars on
+//! the same files, then the whole daily job (aggregations, SQL writes,
+//! restatement).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,13 +13,16 @@ use anyhow::Context;
 use auth_batch::settle::Archived;
 use auth_batch::{BatchJob, DayInputs, DayOutputs, Expectations, ResultsDb, Serving, run_day};
 use auth_core::ports::ServingStore;
+use auth_core::local_day::LocalDays;
 use auth_core::{PipelineSpec, Utility};
 use auth_embedded::MemoryStore;
 use auth_master::{MasterStore, parse_date};
 use serde_json::{Value, json};
 
-/// The simulated day.
+/// The simulated day; the backfill writes it and the day after (UTC), which
+/// together hold every US region's local day of it.
 const DATE: &str = "2026-01-15";
+const NEXT_DATE: &str = "2026-01-16";
 /// One reading per meter every 15 minutes: 96 a day.
 const HEARTBEAT_SECS: u32 = 900;
 
@@ -81,9 +86,9 @@ fn ensure_data(folder: &Path, spec: &PipelineSpec) -> anyhow::Result<()> {
     std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
     let config = folder.join("spec.yaml");
     std::fs::write(&config, serde_saphyr::to_string(spec).context("rendering the spec")?).context("writing the spec")?;
-    println!("backfilling {DATE} for {} customers into {}", spec.simulator.customers, folder.display());
+    println!("backfilling {DATE} and {NEXT_DATE} for {} customers into {}", spec.simulator.customers, folder.display());
     let status = Command::new(auth_binary()?)
-        .args(["simulate", "--backfill", "--from", DATE, "--to", DATE, "--out"])
+        .args(["simulate", "--backfill", "--from", DATE, "--to", NEXT_DATE, "--out"])
         .arg(folder)
         .arg("--config")
         .arg(&config)
@@ -150,11 +155,20 @@ fn same_results(ours: &Value, theirs: &Value) -> bool {
 fn reference(folder: &Path, engine: &str) -> anyhow::Result<Value> {
     let venv = venv()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/batch_reference.py");
+    let date = parse_date(DATE).context("the bench date")?;
+    let days = LocalDays::of(date);
+    let ranges: serde_json::Map<String, Value> = auth_core::Region::all()
+        .map(|region| {
+            let range = days.range(region);
+            (region.code().to_owned(), json!([range.start, range.end]))
+        })
+        .collect();
     let output = Command::new(venv.join("bin/python"))
         .arg(&script)
         .arg(folder)
-        .arg(DATE)
+        .arg([DATE, NEXT_DATE].join(","))
         .arg(engine)
+        .arg(Value::Object(ranges).to_string())
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     anyhow::ensure!(output.status.success(), "{engine} failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -185,7 +199,7 @@ pub fn run(bench: &BatchBench) -> anyhow::Result<Value> {
         Some(folder) => folder.clone(),
         None => {
             let home = std::env::var("HOME").context("HOME is not set")?;
-            PathBuf::from(home).join(format!(".cache/auth/bench-batch/{}-{}", bench.readings, bench.partitions))
+            PathBuf::from(home).join(format!(".cache/auth/bench-batch/{}-{}-two-days", bench.readings, bench.partitions))
         }
     };
     ensure_data(&folder, &spec)?;

@@ -105,11 +105,21 @@ async fn a_restated_day_stays_restated_when_a_paused_processor_resumes() {
     // What the stream alone makes of the day differs from the batch (the
     // late readings), so a write of the stream's over the restatement shows.
     let (reference, reference_counts) = pipeline.reference().await;
-    let stream_only = outputs.customers.iter().filter(|day| {
-        let key = format!("customer {} {} {:?}", day.customer_id, day.utility, auth_core::ports::WindowSlot { width_ms: DAY_MS, start_ms: slot_start(day.region) });
-        reference.get(&key).is_none_or(|&(sum, count, ..)| f64::from_bits(sum) != day.total || count != day.readings)
-    });
-    assert_eq!(stream_only.count(), LATE_CUSTOMERS as usize, "the late upload's customers differ between the stream and the batch");
+    let stream_only: Vec<_> = outputs
+        .customers
+        .iter()
+        .filter_map(|day| {
+            let key = format!("customer {} {} {:?}", day.customer_id, day.utility, auth_core::ports::WindowSlot { width_ms: DAY_MS, start_ms: slot_start(day.region) });
+            let streamed = reference.get(&key).map(|&(sum, count, ..)| (f64::from_bits(sum), count));
+            (streamed != Some((day.total, day.readings))).then_some((day.customer_id, day.region, day.total, day.readings, streamed))
+        })
+        .collect();
+    assert_eq!(
+        stream_only.len(),
+        LATE_CUSTOMERS as usize,
+        "the late upload's customers differ between the stream and the batch; (customer, region, batch total and count, stream's): {:?}",
+        &stream_only[..stream_only.len().min(5)]
+    );
     assert_eq!(reference_counts.too_late, LATE_CUSTOMERS, "{reference_counts:?}");
 
     processor.signal("CONT");

@@ -153,6 +153,23 @@ mod tests {
         assert_eq!((day_range(arizona, date("2026-03-08")).end - day_range(arizona, date("2026-03-08")).start) / HOUR_MS, 24, "Arizona keeps standard time");
     }
 
+    /// The serving store files a day window by its start's UTC date
+    /// (`start div day`): each region's local midnights must fall on
+    /// distinct UTC dates, including across DST changes.
+    #[test]
+    fn each_regions_midnights_fall_on_their_own_utc_dates() {
+        for region in Region::all() {
+            let mut date = date("2026-01-01");
+            let mut previous = day_start_ms(region, date).div_euclid(24 * HOUR_MS);
+            for _ in 0..366 {
+                date = date.succ_opt().expect("a next date");
+                let utc_day = day_start_ms(region, date).div_euclid(24 * HOUR_MS);
+                assert_eq!(utc_day, previous + 1, "{region} on {date}");
+                previous = utc_day;
+            }
+        }
+    }
+
     #[test]
     fn instants_map_to_local_dates_hours_and_times_of_day() {
         let ca = california();

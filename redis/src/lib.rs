@@ -20,7 +20,9 @@
 //!
 //! A ring holds `recent_windows` slots of 41 bytes: the window's start (i64
 //! little-endian), then the window. The window starting at `s` lives in slot
-//! `(s / width) mod recent_windows`, so writing a closed window (`SETRANGE`)
+//! `(s / width) mod recent_windows` (a day window starts at its region's
+//! local midnight, and a region's midnights each fall on their own UTC
+//! date: `core::local_day`'s tests hold the table to it), so writing a closed window (`SETRANGE`)
 //! pushes out the one `recent_windows` before it without reading anything,
 //! and slots never written read as zeros (not closed: skipped). A slot whose
 //! start does not belong there (`recent_windows` changed) is skipped too. A
@@ -451,7 +453,7 @@ fn ring_windows(utility: Utility, width_ms: i64, ring: &[u8], recent: usize, int
         let slot = WindowSlot { width_ms, start_ms };
         match decode_window(window) {
             Some((aggregate, true))
-                if start_ms.rem_euclid(width_ms) == 0 && ring_offset(slot, recent) == index * RING_SLOT_BYTES =>
+                if ring_offset(slot, recent) == index * RING_SLOT_BYTES =>
             {
                 into.push(StoredWindow { utility, slot, aggregate, closed: true });
             }
