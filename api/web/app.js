@@ -88,10 +88,12 @@ async function start() {
 // ---- customer view -------------------------------------------------------
 
 /// A uPlot chart of one series; `span` gives the x range (seconds) as [from, to] at each redraw.
-function chart(target, title, utility, bars, span) {
+/// A chart whose time axis reads in `timeZone` (an IANA name), or in the browser's zone.
+function chart(target, title, utility, bars, span, timeZone) {
   const width = Math.max(260, target.clientWidth || 360);
   const options = {
     title, width, height: 180,
+    ...(timeZone ? { tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), timeZone) } : {}),
     scales: { x: { time: true, ...(span ? { range: () => span() } : {}) } },
     axes: [{}, { values: (_, ticks) => ticks.map((t) => (t / 1000).toLocaleString()) , size: 60 }],
     series: [{}, {
@@ -147,7 +149,7 @@ async function showCustomer(customerId, picked) {
   for (const view of Object.values(views)) {
     const utility = view.comparison.utility;
     view.liveChart = chart(view.card.querySelector('[data-role=live]'), 'Last hour, per minute (live)', utility, false, lastHour);
-    view.daysChart = chart(view.card.querySelector('[data-role=days]'), 'Last 30 days (UTC)', utility, true, lastMonth);
+    view.daysChart = chart(view.card.querySelector('[data-role=days]'), 'Last 30 days (' + today.timeZone + ')', utility, true, lastMonth, today.timeZone);
     setToday(view, view.comparison.today);
   }
   showMeters(customerId);
@@ -156,7 +158,7 @@ async function showCustomer(customerId, picked) {
     const view = views[series.utility];
     if (!view) continue;
     view.daysChart.setData(points(series.points));
-    view.card.querySelector('[data-role=quality]').textContent = dayQuality(series.points);
+    view.card.querySelector('[data-role=quality]').textContent = dayQuality(series.points, past.timeZone);
   }
   const events = new EventSource('/api/v1/customers/' + customerId + '/live');
   live.push(events);
@@ -172,8 +174,14 @@ async function showCustomer(customerId, picked) {
   });
 }
 
-/// The final days whose readings were incomplete, estimated, flagged suspect or edited by an operator.
-function dayQuality(points) {
+/// `ms` as a YYYY-MM-DD date in `timeZone`.
+function localDate(ms, timeZone) {
+  return new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(ms));
+}
+
+/// The final days whose readings were incomplete, estimated, flagged suspect
+/// or edited by an operator, dated in the customer's zone (its days are local).
+function dayQuality(points, timeZone) {
   const marked = points.filter((p) => p.source === 'batch' && (p.suspect > 0 || p.edited > 0 || p.estimated > 0 || (p.completeness != null && p.completeness < 1)));
   return marked.map((p) => {
     const notes = [];
@@ -181,7 +189,7 @@ function dayQuality(points) {
     if (p.suspect > 0) notes.push(p.suspect + ' readings flagged suspect');
     if (p.estimated > 0) notes.push(p.estimated + ' intervals estimated');
     if (p.edited > 0) notes.push(p.edited + ' intervals edited');
-    return new Date(p.startMs).toISOString().slice(0, 10) + ': ' + notes.join(', ');
+    return localDate(p.startMs, timeZone) + ': ' + notes.join(', ');
   }).join('; ');
 }
 
@@ -320,7 +328,7 @@ async function refreshGaps() {
   const table = $('meter-gaps');
   try {
     const gaps = await api('/quality/gaps');
-    $('gaps-date').textContent = gaps.date ? '(' + gaps.date + ', UTC)' : '';
+    $('gaps-date').textContent = gaps.date ? '(' + gaps.date + ', each region\'s local day)' : '';
     const time = (ms) => ms == null ? 'nothing that day' : new Date(ms).toISOString().slice(11, 16);
     table.tBodies[0].innerHTML = gaps.meters.map((g) => `<tr class="clickable" data-customer="${g.customerId}"><td>${g.meterId}</td><td>${g.customerId}</td><td>${g.utility}</td><td>${g.region}</td><td>${g.expectedIntervals}</td><td>${g.receivedIntervals}</td><td>${g.missingIntervals}</td><td>${g.estimatedIntervals}</td><td>${(100 * g.completeness).toFixed(1)} %</td><td>${time(g.lastReadingMs)}</td></tr>`).join('');
     table.hidden = gaps.meters.length === 0;
@@ -338,7 +346,7 @@ async function refreshSuspect() {
   const table = $('suspect-meters');
   try {
     const suspect = await api('/quality/suspect');
-    $('suspect-date').textContent = suspect.date ? '(' + suspect.date + ', UTC)' : '';
+    $('suspect-date').textContent = suspect.date ? '(' + suspect.date + ', each region\'s local day)' : '';
     const time = (ms) => new Date(ms).toISOString().slice(11, 16);
     table.tBodies[0].innerHTML = suspect.meters.map((m) => `<tr class="clickable" data-customer="${m.customerId}"><td>${m.meterId}</td><td>${m.customerId}</td><td>${m.utility}</td><td>${m.region}</td><td>${m.outOfRange}</td><td>${m.spikes}</td><td>${m.frozen}</td><td>${m.registerEvents}</td><td>${number(m.maxValue)}</td><td>${time(m.firstMs)} – ${time(m.lastMs)}</td></tr>`).join('');
     table.hidden = suspect.meters.length === 0;
