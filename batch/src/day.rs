@@ -42,10 +42,27 @@ enum Due {
     WaitsForArchiver(String),
 }
 
+/// When `date` settles: once every region's local day of it has ended
+/// (Hawaii's last, among the shipped regions), `settle_ms` later.
+fn settled_at_ms(date: NaiveDate, settle_ms: i64) -> i64 {
+    auth_core::local_day::LocalDays::of(date).span().end + settle_ms
+}
+
+/// The newest date settled at `now_ms`: what a daily run computes by
+/// default, whatever hour of the day it runs at.
+pub fn newest_settled_date(now_ms: i64, settle_ms: i64) -> NaiveDate {
+    let mut date = auth_master::date_of(now_ms);
+    while settled_at_ms(date, settle_ms) > now_ms
+        && let Some(before) = date.pred_opt()
+    {
+        date = before;
+    }
+    date
+}
+
 impl Serving<'_> {
     fn restatement_due(&self, date: NaiveDate, now_ms: i64) -> Due {
-        // Every region's local day of the date has ended.
-        let settled_ms = auth_core::local_day::LocalDays::of(date).span().end + self.settle_ms;
+        let settled_ms = settled_at_ms(date, self.settle_ms);
         if settled_ms > now_ms {
             return Due::NotSettled;
         }
@@ -168,4 +185,23 @@ pub async fn run_day(
     results.record_run(date, now_ms + duration_ms, duration_ms).await?;
     metrics::counter!(crate::METRIC_DAYS).increment(1);
     Ok(DaySummary { date, outputs, reconciliation, restatements, restatement_waits, compute_ms, write_ms, restate_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text).map(|instant| instant.timestamp_millis()).unwrap_or_else(|err| panic!("{text}: {err}"))
+    }
+
+    #[test]
+    fn a_date_settles_once_hawaiis_day_of_it_has_ended() {
+        let date = |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap_or_else(|err| panic!("{text}: {err}"));
+        let settle_ms = 120_000;
+        assert_eq!(newest_settled_date(utc("2026-12-08T01:30:00Z"), settle_ms), date("2026-12-06"), "the US is still in 7 December");
+        assert_eq!(newest_settled_date(utc("2026-12-08T10:01:59Z"), settle_ms), date("2026-12-06"));
+        assert_eq!(newest_settled_date(utc("2026-12-08T10:02:00Z"), settle_ms), date("2026-12-07"), "Hawaii's day ended at 10:00 UTC");
+        assert_eq!(newest_settled_date(utc("2026-12-08T23:59:00Z"), settle_ms), date("2026-12-07"));
+    }
 }

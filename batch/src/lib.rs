@@ -28,7 +28,7 @@ pub mod results;
 pub mod schedule;
 pub mod settle;
 
-pub use day::{DayError, DaySummary, Serving, run_day};
+pub use day::{DayError, DaySummary, Serving, newest_settled_date, run_day};
 pub use completeness::Expectations;
 pub use estimate::{EstimatedRun, EstimationMethod, Estimator, Profiles};
 pub use fold::{CustomerDay, DayOutputs, EditedInterval, MeterGap, RegionHour, SuspectInterval, SuspectRule, TopCustomer, UtilityTotal};

@@ -23,7 +23,8 @@ use crate::common::CommonArgs;
 pub struct BatchArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The date to recompute, YYYY-MM-DD: each customer's local day of it (default: yesterday's UTC date).
+    /// The date to recompute, YYYY-MM-DD: each customer's local day of it
+    /// (default: the newest date every region's day of which has ended and settled).
     #[arg(long, value_parser = date_arg, conflicts_with_all = ["from", "to"])]
     date: Option<NaiveDate>,
     /// First date of a range (with --to; both included).
@@ -51,11 +52,6 @@ pub fn date_arg(text: &str) -> Result<NaiveDate, String> {
     parse_date(text).map_err(|err| format!("{text:?} is not a YYYY-MM-DD date: {err}"))
 }
 
-fn yesterday() -> NaiveDate {
-    let today = auth_master::date_of(auth_core::now_ms());
-    today.checked_sub_days(Days::new(1)).unwrap_or(today)
-}
-
 /// Applies the flags to the spec.
 fn spec_with_flags(args: &BatchArgs) -> anyhow::Result<PipelineSpec> {
     let mut spec = args.common.spec()?;
@@ -80,7 +76,7 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
             anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
             auth_master::dates(from, to)
         }
-        _ => vec![yesterday()],
+        _ => vec![auth_batch::newest_settled_date(auth_core::now_ms(), spec.settle_ms())],
     };
     let mut report = BatchReport {
         first_day: days.first().map(ToString::to_string).unwrap_or_default(),

@@ -231,11 +231,12 @@ fn condition(pipeline: &Value, type_: &str) -> Option<(String, String)> {
     })
 }
 
-/// 01:00 UTC yesterday.
+/// Noon UTC yesterday: the readings sent from it (for two hours and a bit)
+/// fall in every US region's local day of yesterday's date, the day the batch computes.
 fn yesterday_ms() -> i64 {
     const DAY: i64 = 86_400_000;
     let now = auth_core::now_ms();
-    now - now.rem_euclid(DAY) - DAY + 3_600_000
+    now - now.rem_euclid(DAY) - DAY + 12 * 3_600_000
 }
 
 /// A Job from the pipeline's CronJob, as its schedule would start it, for one

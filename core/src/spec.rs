@@ -69,7 +69,10 @@ pub struct KubernetesSpec {
     /// Dashboard and API replicas.
     #[schemars(range(max = 100))]
     pub api_replicas: u32,
-    /// When the daily batch runs (cron, UTC).
+    /// When the daily batch runs (cron, UTC). It computes the newest date
+    /// every region's local day of which has ended: the default, 11:30 UTC,
+    /// comes after Hawaii's day ends (10:00 UTC), so each run computes the
+    /// day before.
     #[schemars(length(min = 9))]
     pub batch_schedule: String,
     /// Redis the operator runs for the pipeline when `serving.url` is absent.
@@ -166,7 +169,7 @@ impl Default for KubernetesSpec {
             gateway_replicas: 1,
             stream_replicas: 1,
             api_replicas: 1,
-            batch_schedule: "30 1 * * *".into(),
+            batch_schedule: "30 11 * * *".into(),
             redis: ManagedRedisSpec::default(),
             resources: ResourcesSpec::default(),
             node_selector: BTreeMap::new(),

@@ -382,7 +382,7 @@ async fn applying_a_pipeline_creates_its_objects_and_changes_update_them_in_plac
     }
     let cron_job = cluster.api::<CronJob>().get(&format!("{name}-batch")).await.expect("CronJob");
     assert!(owned_by(&cron_job.metadata, &pipeline));
-    assert_eq!(cron_job.spec.as_ref().map(|spec| spec.schedule.as_str()), Some("30 1 * * *"));
+    assert_eq!(cron_job.spec.as_ref().map(|spec| spec.schedule.as_str()), Some("30 11 * * *"));
     // The real controller manager turned the Deployment into a ReplicaSet.
     eventually("a ReplicaSet of the stream Deployment", || async {
         let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = cluster.api();

@@ -221,7 +221,8 @@ fn parse_date(text: &str) -> Result<NaiveDate, ResultsError> {
 
 impl Database {
     /// The days from `from` to `to` (inclusive) the batch has computed for
-    /// `utility` after they were over: at least `settle_ms` after their end,
+    /// `utility` after they were over: at least `settle_ms` after every
+    /// region's local day of them ended,
     /// so that late readings had the time to reach the master data. A day
     /// computed earlier (today's, in `auth up`) is not final.
     pub async fn batch_days(&self, utility: Utility, from: NaiveDate, to: NaiveDate, settle_ms: i64) -> Result<Vec<NaiveDate>, ResultsError> {
@@ -241,7 +242,8 @@ impl Database {
         let mut days = Vec::with_capacity(rows.len());
         for (text, computed_at_ms) in rows {
             let date = parse_date(&text)?;
-            let day_end_ms = date.succ_opt().and_then(|next| next.and_hms_opt(0, 0, 0)).map_or(i64::MAX, |end| end.and_utc().timestamp_millis());
+            // Every region's local day of the date had ended (as the batch settles a day).
+            let day_end_ms = auth_core::local_day::LocalDays::of(date).span().end;
             if computed_at_ms >= day_end_ms.saturating_add(settle_ms) {
                 days.push(date);
             }
