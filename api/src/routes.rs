@@ -432,6 +432,9 @@ pub struct RegionSeries {
     code: String,
     name: String,
     population: u32,
+    /// The IANA zone of the region's days: a day point starts at its local
+    /// midnight, and an hour point of the batch is an hour of its local day.
+    time_zone: &'static str,
     granularity: Granularity,
     from_ms: i64,
     to_ms: i64,
@@ -479,6 +482,7 @@ pub(crate) async fn region_usage(
         code: info.code.into(),
         name: info.name.into(),
         population: info.population,
+        time_zone: info.time_zone.name(),
         granularity: range.granularity,
         from_ms: range.from_ms,
         to_ms: range.to_ms,

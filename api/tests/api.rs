@@ -469,6 +469,7 @@ async fn regions_their_usage_and_top_consumers(api: &Api) {
     let (status, body) = api.get_as("alice", &format!("/api/v1/regions/US-TX/usage?utility=electricity&granularity=day&{range}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["name"], "Texas");
+    assert_eq!(body["timeZone"], "America/Chicago", "the zone of the region's days");
     assert_eq!(
         sums(&body["utilities"][0]),
         vec![
