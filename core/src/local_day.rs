@@ -100,28 +100,34 @@ impl LocalDays {
     }
 }
 
-/// The local day of each region an instant was last looked up in: the
-/// stream's day windows ask for the same day over and over, and a lookup in
-/// the cache costs a comparison.
+/// The two local days of each region last looked up: the stream's day
+/// windows ask for the same day over and over, and around midnight for
+/// today's and yesterday's in turn (late readings, bins still open), so a
+/// lookup in the cache costs a comparison or two.
 #[derive(Debug, Clone)]
 pub struct DayCache {
-    ranges: [Range<i64>; REGIONS.len()],
+    /// Per region, the newest lookup first.
+    ranges: [[Range<i64>; 2]; REGIONS.len()],
 }
 
 impl Default for DayCache {
     fn default() -> Self {
-        Self { ranges: std::array::from_fn(|_| 0..0) }
+        Self { ranges: std::array::from_fn(|_| [0..0, 0..0]) }
     }
 }
 
 impl DayCache {
     /// The local day of `region` that holds `ts_ms`.
     pub fn day_of(&mut self, region: Region, ts_ms: i64) -> Range<i64> {
-        let cached = &mut self.ranges[region.index()];
-        if !cached.contains(&ts_ms) {
-            *cached = day_range(region, date_of(region, ts_ms));
+        let [newest, other] = &mut self.ranges[region.index()];
+        if !newest.contains(&ts_ms) {
+            if other.contains(&ts_ms) {
+                std::mem::swap(newest, other);
+            } else {
+                *other = std::mem::replace(newest, day_range(region, date_of(region, ts_ms)));
+            }
         }
-        cached.clone()
+        newest.clone()
     }
 }
 
@@ -187,5 +193,8 @@ mod tests {
         let mut cache = DayCache::default();
         assert_eq!(cache.day_of(ca, utc("2026-11-01T12:00:00Z")), days.range(ca));
         assert_eq!(cache.day_of(ca, utc("2026-11-02T08:00:00Z")).start, utc("2026-11-02T08:00:00Z"));
+        assert_eq!(cache.day_of(ca, utc("2026-11-02T07:59:59Z")), days.range(ca), "the day before, still cached");
+        assert_eq!(cache.day_of(ca, utc("2026-10-31T12:00:00Z")).end, days.range(ca).start, "a third day replaces the older one");
+        assert_eq!(cache.day_of(ca, utc("2026-11-01T07:00:00Z")), days.range(ca));
     }
 }
