@@ -69,6 +69,10 @@ pub struct AppState {
     /// computed this long after the day's end (the stream's lateness and the
     /// archiver's roll: the time late readings take to reach the master data).
     pub batch_settle_ms: i64,
+    /// Windows the serving store keeps per customer or region, utility and
+    /// width (`serving.recentWindows`): a series holding that many may have
+    /// lost older ones.
+    pub recent_windows: usize,
     /// Turns true when the server stops, which ends the live streams.
     live_stop: Arc<watch::Sender<bool>>,
     /// The cap on open live streams and their shared snapshots.
@@ -102,6 +106,7 @@ impl AppState {
         let sessions = Arc::new(Sessions::new(db, LoginLimits::default()));
         let mut state = Self::new(store, sessions, Arc::new(PipelineProbe::new(log, topics)), metrics);
         state.batch_settle_ms = spec.settle_ms();
+        state.recent_windows = spec.serving.recent_windows.max(1) as usize;
         Ok(state)
     }
 
@@ -114,6 +119,7 @@ impl AppState {
             metrics,
             live_interval: Duration::from_secs(1),
             batch_settle_ms: 0,
+            recent_windows: auth_core::spec::ServingSpec::default().recent_windows as usize,
             live_stop: Arc::new(live_stop),
             live: Arc::new(LiveStreams::new(DEFAULT_MAX_LIVE_STREAMS)),
             overview: refreshed_every(PROBE_REFRESH),

@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::session::Caller;
-use crate::usage::{DAY_MS, Granularity, HOUR_MS, Point, SeriesDays, Source, customer_series, date_of, day_start_ms, region_series};
+use crate::usage::{
+    DAY_MS, Granularity, HOUR_MS, Point, SeriesDays, Source, customer_series, customer_utc_days, date_of, day_start_ms, region_hours_kept_since_ms, region_series,
+    region_utc_days,
+};
 use crate::{ApiError, AppState, now_ms};
 
 /// Points a series may hold; a longer range is refused.
@@ -63,6 +66,11 @@ pub struct SeriesQuery {
     from: Option<String>,
     /// End, exclusive, in the same forms. Default: the end of the current window.
     to: Option<String>,
+    /// Whose days the day points are: `local` (default), the local days of
+    /// the customer's or region's time zone; or `UTC`, UTC days. Minutes and
+    /// hours are the same instants either way.
+    #[serde(rename = "timeZone")]
+    time_zone: Option<String>,
 }
 
 /// A point in time from a query parameter.
@@ -102,6 +110,8 @@ pub(crate) struct SeriesRange {
     granularity: Granularity,
     from_ms: i64,
     to_ms: i64,
+    /// UTC days instead of local days.
+    utc_days: bool,
 }
 
 impl SeriesQuery {
@@ -140,7 +150,12 @@ impl SeriesQuery {
                 granularity.as_str()
             )));
         }
-        Ok(SeriesRange { utilities, granularity, from_ms, to_ms })
+        let utc_days = match self.time_zone.as_deref() {
+            None | Some("local") => false,
+            Some("UTC") => true,
+            Some(text) => return Err(ApiError::bad_request(format!("timeZone: {text:?} is not `local` or `UTC`"))),
+        };
+        Ok(SeriesRange { utilities, granularity, from_ms, to_ms, utc_days })
     }
 }
 
@@ -168,8 +183,8 @@ pub struct CustomerUsage {
     from_ms: i64,
     to_ms: i64,
     /// The IANA zone whose local days the day points are (the region's of
-    /// the customer's meters), e.g. `America/Los_Angeles`; `UTC` for a
-    /// customer the registry does not know.
+    /// the customer's meters), e.g. `America/Los_Angeles`; `UTC` when asked
+    /// for UTC days, and for a customer the registry does not know.
     time_zone: &'static str,
     /// The utilities the customer has usage of in the range (or the one asked for).
     utilities: Vec<UtilitySeries>,
@@ -221,7 +236,8 @@ pub(crate) async fn customer_usage(
 ) -> Result<SizedJson<CustomerUsage>, ApiError> {
     let customer_id = parse_customer(&id)?;
     caller.may_see_customer(customer_id)?;
-    let range = query_of(query)?.check(&[Granularity::Minute, Granularity::Hour, Granularity::Day], now_ms())?;
+    let now = now_ms();
+    let range = query_of(query)?.check(&[Granularity::Minute, Granularity::Hour, Granularity::Day], now)?;
     let days = customer_days(&state, customer_id).await?;
     let windows = state.store.customer_windows(customer_id).await?;
     let (first_day, last_day) = date_span(range.from_ms, range.to_ms);
@@ -242,7 +258,12 @@ pub(crate) async fn customer_usage(
         };
         let has_usage = !own.is_empty() || !batch_rows.is_empty();
         if has_usage || range.utilities.len() == 1 {
-            let points = customer_series(days, &own, &batch_days, &batch_rows, range.granularity, range.from_ms, range.to_ms);
+            let points = match days {
+                SeriesDays::Local(region) if range.utc_days && range.granularity == Granularity::Day => {
+                    customer_utc_days(region, &own, state.recent_windows, &batch_days, &batch_rows, range.from_ms, range.to_ms, now)
+                }
+                _ => customer_series(days, &own, &batch_days, &batch_rows, range.granularity, range.from_ms, range.to_ms),
+            };
             utilities.push(series(utility, points));
         }
     }
@@ -255,7 +276,7 @@ pub(crate) async fn customer_usage(
         granularity: range.granularity,
         from_ms: range.from_ms,
         to_ms: range.to_ms,
-        time_zone: days.time_zone(),
+        time_zone: if range.utc_days { SeriesDays::Utc.time_zone() } else { days.time_zone() },
         utilities,
     };
     Ok(SizedJson { value: usage, capacity: 256 + 128 * points })
@@ -433,7 +454,8 @@ pub struct RegionSeries {
     name: String,
     population: u32,
     /// The IANA zone of the region's days: a day point starts at its local
-    /// midnight, and an hour point of the batch is an hour of its local day.
+    /// midnight, and an hour point of the batch is an hour of its local day;
+    /// `UTC` when asked for UTC days.
     time_zone: &'static str,
     granularity: Granularity,
     from_ms: i64,
@@ -454,15 +476,13 @@ pub(crate) async fn region_usage(
     query: Result<Query<SeriesQuery>, QueryRejection>,
 ) -> Result<Json<RegionSeries>, ApiError> {
     let region = parse_region(&code)?;
-    let range = query_of(query)?.check(&[Granularity::Hour, Granularity::Day], now_ms())?;
-    let windows: Vec<StoredWindow> = state
-        .store
-        .region_windows(range.granularity.width_ms(), range.from_ms)
-        .await?
-        .into_iter()
-        .filter(|window| window.region == region)
-        .map(|window| window.window)
-        .collect();
+    let now = now_ms();
+    let range = query_of(query)?.check(&[Granularity::Hour, Granularity::Day], now)?;
+    let utc_days = range.utc_days && range.granularity == Granularity::Day;
+    // UTC days sum hours; every kept hour, to know from when they are complete.
+    let (width_ms, since_ms) = if utc_days { (HOUR_MS, i64::MIN) } else { (range.granularity.width_ms(), range.from_ms) };
+    let every_region = state.store.region_windows(width_ms, since_ms).await?;
+    let windows: Vec<StoredWindow> = every_region.iter().filter(|window| window.region == region).map(|window| window.window).collect();
     let (first_day, last_day) = date_span(range.from_ms, range.to_ms);
     let db = state.sessions.database();
     let mut utilities = Vec::new();
@@ -474,7 +494,13 @@ pub(crate) async fn region_usage(
         } else {
             db.region_hours(region, utility, first_day, last_day).await.map_err(ApiError::results)?
         };
-        let points = region_series(region, &own, &batch_days, &batch_hours, range.granularity, range.from_ms, range.to_ms);
+        let points = if utc_days {
+            let starts = every_region.iter().filter(|window| window.window.utility == utility).map(|window| window.window.slot.start_ms);
+            let kept_since_ms = region_hours_kept_since_ms(starts, state.recent_windows);
+            region_utc_days(region, &own, kept_since_ms, &batch_days, &batch_hours, range.from_ms, range.to_ms, now)
+        } else {
+            region_series(region, &own, &batch_days, &batch_hours, range.granularity, range.from_ms, range.to_ms)
+        };
         utilities.push(series(utility, points));
     }
     let info = region.info();
@@ -482,7 +508,7 @@ pub(crate) async fn region_usage(
         code: info.code.into(),
         name: info.name.into(),
         population: info.population,
-        time_zone: info.time_zone.name(),
+        time_zone: if range.utc_days { SeriesDays::Utc.time_zone() } else { info.time_zone.name() },
         granularity: range.granularity,
         from_ms: range.from_ms,
         to_ms: range.to_ms,

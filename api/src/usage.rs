@@ -9,9 +9,13 @@
 //! customer's minutes and hours always come from the stream.
 //!
 //! Days are local days ([`SeriesDays`]): a day point starts at local midnight,
-//! and a batch hour is the hour since it (a day has 23 to 25).
+//! and a batch hour is the hour since it (a day has 23 to 25). UTC days are
+//! a query option ([`customer_utc_days`], [`region_utc_days`]): a UTC day is
+//! the end of one local day and the start of the next, each share from the
+//! batch when it computed that local day, else from the stream's hours.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 
 use auth_core::Region;
 use auth_core::local_day;
@@ -245,6 +249,153 @@ pub fn region_series(
     points
 }
 
+/// One local day's share of a UTC day.
+#[derive(Debug, Clone, Copy, Default)]
+struct Share {
+    sum: f64,
+    count: u64,
+}
+
+/// Day points of the UTC days starting in `[from_ms, to_ms)`. A UTC day is
+/// the end of one local day of `region` and the start of the next
+/// ([`local_day::hours_in_first_utc_date`]): the share of a local day the
+/// batch computed comes from `batch_share(date, share's instants, whether
+/// it is the day's first part)`, `None` when the batch cannot split it; the
+/// share of any other local day is the stream's `hours` (hour windows) in
+/// it. The store keeps hour windows from `hours_kept_since_ms` on: a UTC
+/// day with a share the batch cannot give and the store no longer holds is
+/// left out, as is one with nothing from either. UTC day points carry no
+/// min, max or quality: those are the local days'.
+#[allow(clippy::too_many_arguments)]
+fn utc_day_points(
+    region: Region,
+    batch_days: &[NaiveDate],
+    batch_share: impl Fn(NaiveDate, Range<i64>, bool) -> Option<Share>,
+    hours: &[StoredWindow],
+    hours_kept_since_ms: i64,
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+) -> Vec<Point> {
+    let batch: BTreeSet<NaiveDate> = batch_days.iter().copied().collect();
+    let mut points = Vec::new();
+    let mut day_start = from_ms.div_euclid(DAY_MS) * DAY_MS;
+    if day_start < from_ms {
+        day_start += DAY_MS;
+    }
+    'days: while day_start < to_ms {
+        let utc_day = day_start..day_start + DAY_MS;
+        day_start += DAY_MS;
+        let mut point = Point {
+            start_ms: utc_day.start,
+            sum: 0.0,
+            count: 0,
+            min: None,
+            max: None,
+            closed: utc_day.end <= now_ms,
+            source: Source::Batch,
+            completeness: None,
+            suspect: None,
+            edited: None,
+            estimated: None,
+        };
+        let mut has_data = false;
+        let mut date = local_day::date_of(region, utc_day.start);
+        while date <= local_day::date_of(region, utc_day.end - 1) {
+            let local = local_day::day_range(region, date);
+            let part = local.start.max(utc_day.start)..local.end.min(utc_day.end);
+            let share = if batch.contains(&date) {
+                let Some(share) = batch_share(date, part.clone(), part.start == local.start) else { continue 'days };
+                share
+            } else {
+                if part.start < hours_kept_since_ms {
+                    continue 'days;
+                }
+                point.source = Source::Stream;
+                let mut share = Share::default();
+                for window in hours.iter().filter(|window| part.contains(&window.slot.start_ms)) {
+                    share.sum += window.aggregate.sum;
+                    share.count += window.aggregate.count;
+                    point.closed &= window.closed;
+                    has_data = true;
+                }
+                share
+            };
+            has_data |= batch.contains(&date);
+            point.sum += share.sum;
+            point.count += share.count;
+            let Some(next) = date.succ_opt() else { break };
+            date = next;
+        }
+        if has_data {
+            points.push(point);
+        }
+    }
+    points
+}
+
+/// Where the store's hour windows of one series are complete from: a series
+/// holding `recent_windows` of them may have lost older ones.
+fn hours_kept_since_ms(hours: &[StoredWindow], recent_windows: usize) -> i64 {
+    if hours.len() >= recent_windows { hours.iter().map(|window| window.slot.start_ms).min().unwrap_or(i64::MIN) } else { i64::MIN }
+}
+
+/// A customer's UTC days of one utility in `[from_ms, to_ms)` ([`utc_day_points`]):
+/// its local days are `region`'s, `windows` its stream windows of the utility
+/// (the store keeps `recent_windows` of each width), `batch_days` the days the
+/// batch computed and `batch_rows` the customer's rows among them.
+#[allow(clippy::too_many_arguments)]
+pub fn customer_utc_days(
+    region: Region,
+    windows: &[StoredWindow],
+    recent_windows: usize,
+    batch_days: &[NaiveDate],
+    batch_rows: &[CustomerDayRow],
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+) -> Vec<Point> {
+    let hours: Vec<StoredWindow> = windows.iter().filter(|window| window.slot.width_ms == HOUR_MS).copied().collect();
+    let batch_share = |date: NaiveDate, _: Range<i64>, first: bool| match batch_rows.iter().find(|row| row.date == date) {
+        None => Some(Share::default()),
+        Some(row) => row.first_utc_date.map(|(first_total, first_count)| {
+            if first { Share { sum: first_total, count: first_count } } else { Share { sum: row.total - first_total, count: row.count - first_count } }
+        }),
+    };
+    utc_day_points(region, batch_days, batch_share, &hours, hours_kept_since_ms(&hours, recent_windows), from_ms, to_ms, now_ms)
+}
+
+/// Where the store's region hour windows of one utility are complete from:
+/// it keeps the newest `recent_windows` hour starts over all regions, so
+/// `starts` are every region's hour starts of the utility.
+pub fn region_hours_kept_since_ms(starts: impl IntoIterator<Item = i64>, recent_windows: usize) -> i64 {
+    let distinct: BTreeSet<i64> = starts.into_iter().collect();
+    if distinct.len() >= recent_windows { distinct.iter().rev().nth(recent_windows.saturating_sub(1)).copied().unwrap_or(i64::MIN) } else { i64::MIN }
+}
+
+/// A region's UTC days of one utility in `[from_ms, to_ms)` ([`utc_day_points`]):
+/// `hours` are the stream's hour windows of the region and utility, complete
+/// from `hours_kept_since_ms` ([`region_hours_kept_since_ms`]), `batch_hours`
+/// the batch's hours of its local days.
+#[allow(clippy::too_many_arguments)]
+pub fn region_utc_days(
+    region: Region,
+    hours: &[StoredWindow],
+    hours_kept_since_ms: i64,
+    batch_days: &[NaiveDate],
+    batch_hours: &[RegionHourRow],
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+) -> Vec<Point> {
+    let batch_share = |date: NaiveDate, part: Range<i64>, _: bool| {
+        let start = local_day::day_start_ms(region, date);
+        let in_part = batch_hours.iter().filter(|row| row.date == date && part.contains(&(start + i64::from(row.hour) * HOUR_MS)));
+        Some(in_part.fold(Share::default(), |share, row| Share { sum: share.sum + row.total, count: share.count + row.count }))
+    };
+    utc_day_points(region, batch_days, batch_share, hours, hours_kept_since_ms, from_ms, to_ms, now_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use auth_core::Utility;
@@ -270,8 +421,8 @@ mod tests {
         // the customer used nothing on -3.
         let windows = [window(DAY_MS, D0 - 2 * DAY_MS, 10.0), window(DAY_MS, D0 - DAY_MS, 11.0), window(DAY_MS, D0, 5.0)];
         let rows = [
-            CustomerDayRow { date: day(-2), total: 12.0, min: 1.0, max: 2.0, count: 12, expected_intervals: 0, received_intervals: 0, suspect_intervals: 2, edited_intervals: 1, estimated_intervals: 0 },
-            CustomerDayRow { date: day(-1), total: 13.0, min: 1.0, max: 2.0, count: 13, expected_intervals: 24, received_intervals: 18, suspect_intervals: 0, edited_intervals: 0, estimated_intervals: 6 },
+            CustomerDayRow { date: day(-2), total: 12.0, min: 1.0, max: 2.0, count: 12, expected_intervals: 0, received_intervals: 0, suspect_intervals: 2, edited_intervals: 1, estimated_intervals: 0, first_utc_date: None },
+            CustomerDayRow { date: day(-1), total: 13.0, min: 1.0, max: 2.0, count: 13, expected_intervals: 24, received_intervals: 18, suspect_intervals: 0, edited_intervals: 0, estimated_intervals: 6, first_utc_date: None },
         ];
         let points = customer_series(SeriesDays::Utc, &windows, &[day(-3), day(-2), day(-1)], &rows, Granularity::Day, D0 - 3 * DAY_MS, D0 + DAY_MS);
         let summary: Vec<(i64, f64, Source)> = points.iter().map(|p| ((p.start_ms - D0) / DAY_MS, p.sum, p.source)).collect();
@@ -326,5 +477,69 @@ mod tests {
         assert_eq!(hourly.last().map(|p| p.start_ms), Some(start + 24 * HOUR_MS), "the 25th hour of the day");
         let daily = region_series(california, &[], &[fall_back], &hours, Granularity::Day, start, start + MAX_DAY_MS);
         assert_eq!(daily.iter().map(|p| (p.start_ms, p.sum)).collect::<Vec<_>>(), vec![(start, 25.0)]);
+    }
+
+    fn hour(start_ms: i64, sum: f64, closed: bool) -> StoredWindow {
+        StoredWindow { closed, ..window(HOUR_MS, start_ms, sum) }
+    }
+
+    fn day_row(date: NaiveDate, total: f64, first_utc_date: Option<(f64, u64)>) -> CustomerDayRow {
+        CustomerDayRow {
+            date,
+            total,
+            min: 1.0,
+            max: 1.0,
+            count: total as u64,
+            expected_intervals: 0,
+            received_intervals: 0,
+            suspect_intervals: 0,
+            edited_intervals: 0,
+            estimated_intervals: 0,
+            first_utc_date,
+        }
+    }
+
+    #[test]
+    fn a_utc_day_is_the_end_of_one_local_day_and_the_start_of_the_next() {
+        // California's days start at 08:00 UTC: UTC 11-27 is local 11-26 from
+        // 16:00 and local 11-27 to 16:00.
+        let california = Region::from_code("US-CA").expect("California");
+        let (nov26, nov27) = (date_of(D0 - 2 * DAY_MS), date_of(D0 - DAY_MS));
+        let rows = [day_row(nov26, 10.0, Some((6.0, 6))), day_row(nov27, 20.0, Some((15.0, 15)))];
+        // Local 11-28 from the stream: two hours before UTC midnight; an hour
+        // of local 11-27, which the batch computed, does not count.
+        let windows = [hour(D0 + 2 * HOUR_MS, 7.0, true), hour(D0 + 8 * HOUR_MS, 3.0, true), hour(D0 + 20 * HOUR_MS, 2.0, false), window(DAY_MS, D0 + 8 * HOUR_MS, 5.0)];
+        let now = D0 + 21 * HOUR_MS;
+        let points = customer_utc_days(california, &windows, 60, &[nov26, nov27], &rows, D0 - DAY_MS, D0 + DAY_MS, now);
+        let summary: Vec<(i64, f64, u64, Source, bool)> = points.iter().map(|p| ((p.start_ms - D0) / DAY_MS, p.sum, p.count, p.source, p.closed)).collect();
+        assert_eq!(summary, vec![(-1, 4.0 + 15.0, 19, Source::Batch, true), (0, 5.0 + 3.0 + 2.0, 7, Source::Stream, false)]);
+        assert!(points.iter().all(|p| p.min.is_none() && p.completeness.is_none()), "min, max and quality are the local days'");
+
+        let unsplit = [day_row(nov26, 10.0, None), rows[1]];
+        let points = customer_utc_days(california, &windows, 60, &[nov26, nov27], &unsplit, D0 - DAY_MS, D0 + DAY_MS, now);
+        assert_eq!(points.iter().map(|p| p.start_ms).collect::<Vec<_>>(), vec![D0], "a day computed before the split is left out");
+
+        // The store keeps 3 hours per series: the hours before D0 + 2 h may be gone.
+        let points = customer_utc_days(california, &windows, 3, &[nov26], &rows[..1], D0 - DAY_MS, D0 + DAY_MS, now);
+        assert!(points.is_empty(), "local 11-27's hours before D0 are no longer kept, and the batch did not compute it: {points:?}");
+    }
+
+    #[test]
+    fn a_regions_utc_days_around_a_fall_back_day_have_24_hours() {
+        let california = Region::from_code("US-CA").expect("California");
+        let dates: Vec<NaiveDate> = ["2026-10-31", "2026-11-01", "2026-11-02"].iter().map(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")).collect();
+        let hours: Vec<RegionHourRow> = dates
+            .iter()
+            .flat_map(|&date| {
+                let day = local_day::day_range(california, date);
+                (0..((day.end - day.start) / HOUR_MS) as u8).map(move |hour| RegionHourRow { date, hour, total: 1.0, count: 1 })
+            })
+            .collect();
+        let first = day_start_ms(dates[1]);
+        let points = region_utc_days(california, &[], i64::MIN, &dates, &hours, first, first + 2 * DAY_MS, first + 3 * DAY_MS);
+        let summary: Vec<(i64, f64, Source)> = points.iter().map(|p| (p.start_ms, p.sum, p.source)).collect();
+        assert_eq!(summary, vec![(first, 24.0, Source::Batch), (first + DAY_MS, 24.0, Source::Batch)], "local 11-01 has 25 hours, UTC days 24");
+        assert_eq!(region_hours_kept_since_ms([5, 1, 3, 3, 4], 3), 3, "the third newest start");
+        assert_eq!(region_hours_kept_since_ms([5, 1], 3), i64::MIN, "none lost yet");
     }
 }

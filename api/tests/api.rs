@@ -131,9 +131,9 @@ async fn api_with(servers: Servers, limits: LoginLimits) -> Api {
         let day = date(today - offset * DAY);
         sql(&db, &format!("INSERT INTO reconciliation VALUES ('{day}', 'electricity', 1000.0, 100, 990.0, 10, 10.0, {}, 4.0)", today + HOUR)).await;
     }
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0, 0, 0)", date(today))).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{}', 'electricity', 7, 'US-TX', 1.0, 0.5, 0.5, 2, 0, 1.0, 1, 1, 0, 0, 0, 1.0, 2)", date(today))).await;
     let before_yesterday = date(today - 3 * DAY);
-    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3, 1, 1)")).await;
+    sql(&db, &format!("INSERT INTO daily_customer_usage VALUES ('{before_yesterday}', 'electricity', 7, 'US-TX', 12.0, 0.5, 2.0, 12, 18, 3.0, 24, 18, 3, 1, 1, NULL, NULL)")).await;
     // Three of those readings were flagged: a spike of meter 70, two frozen
     // readings of meter 71; and the register of cumulative meter 72 rolled over.
     for (meter, hour, value, rule) in [(70, 18, 2.0, "spike"), (71, 2, 0.5, "frozen"), (71, 3, 0.5, "frozen"), (72, 5, 1.25, "rollover")] {
@@ -429,6 +429,7 @@ async fn bad_parameters_are_refused_with_the_reason(api: &Api) {
         ("/api/v1/customers/7/usage?from=2026-11-02&to=2026-11-01", "from: must be before to"),
         ("/api/v1/customers/7/usage?granularity=minute&from=2026-01-01&to=2026-03-01", "from, to: at most 10000 points of a minute; ask for a coarser granularity"),
         ("/api/v1/regions/US-TX/top?date=27.11.2026", "date: \"27.11.2026\" is not a YYYY-MM-DD date"),
+        ("/api/v1/customers/7/usage?timeZone=Europe/Paris", "timeZone: \"Europe/Paris\" is not `local` or `UTC`"),
     ];
     for (uri, message) in cases {
         let (status, body) = api.get_as("ops", uri).await;
@@ -808,7 +809,52 @@ suite!(
     operators_edit_and_approve_intervals_with_an_audit_log,
     operators_see_a_meters_day_interval_by_interval,
     operators_list_the_meters_the_stream_has_not_heard_from,
+    utc_days_are_a_query_option,
 );
+
+/// Customer 9 (California, whose days start at 08:00 UTC in December): a
+/// UTC day is the end of one local day and the start of the next, from the
+/// batch where it computed the local day and from the stream's hours elsewhere.
+async fn utc_days_are_a_query_option(api: &Api) {
+    let today = api.today;
+    let meter = json!([{"meterId": 90, "customerId": 9, "premiseId": "CA-9", "region": "US-CA", "utility": "electricity",
+                        "customerKind": "residential", "unit": "kWh", "multiplier": 1.0, "register": "interval", "intervalSecs": 3600,
+                        "validFromMs": 0, "validToMs": null}]);
+    let (status, answer) = send_as(api, "ops", "PUT", "/api/v1/registry/meters/90", &meter).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The batch computed local days -3 (10, 6 of it before UTC midnight) and -2 (20, 15 before).
+    for (offset, total, first) in [(3, 10.0, 6.0), (2, 20.0, 15.0)] {
+        let values = format!("'{}', 'electricity', 9, 'US-CA', {total}, 1.0, 1.0, {total}, 0, 1.0, 24, 24, 0, 0, 0, {first}, {first}", date(today - offset * DAY));
+        sql(&api.db, &format!("INSERT INTO daily_customer_usage VALUES ({values})")).await;
+    }
+    // The stream's hours of local day -1, and one of local day -2 that the batch replaces.
+    let hours = [(-DAY + 2 * HOUR, 70.0), (-DAY + 8 * HOUR, 3.0), (-DAY + 20 * HOUR, 2.0)];
+    let windows = hours.iter().map(|&(at, sum)| window(WindowOwner::Customer(9), Utility::Electricity, HOUR, today + at, sum)).collect();
+    let flush = PartitionFlush { partition: TopicPartition::new("p.electricity", 0), epoch: None, windows, meters: Vec::new(), checkpoint: None };
+    api.store.apply(flush).await.expect("apply");
+
+    let range = format!("utility=electricity&from={}&to={}", date(today - 2 * DAY), date(today));
+    let (status, body) = api.get_as("ops", &format!("/api/v1/customers/9/usage?{range}&timeZone=UTC")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["timeZone"], "UTC");
+    assert_eq!(
+        sums(&body["utilities"][0]),
+        vec![(today - 2 * DAY, 4.0 + 15.0, "batch".into()), (today - DAY, 5.0 + 3.0 + 2.0, "stream".into())],
+        "the end of one local day and the start of the next"
+    );
+    let (_, body) = api.get_as("ops", &format!("/api/v1/customers/9/usage?{range}")).await;
+    assert_eq!(body["timeZone"], "America/Los_Angeles");
+    let local: Vec<(i64, f64)> = sums(&body["utilities"][0]).into_iter().map(|(start, sum, _)| (start, sum)).collect();
+    assert_eq!(local, vec![(today - 2 * DAY + 8 * HOUR, 20.0)], "local days by default: the day of -2 starts at 08:00 UTC");
+
+    // Texas's batch hours 0 and 5 of local day -3 are in UTC day -3; its stream hour of today in UTC today.
+    let range = format!("utility=electricity&from={}&to={}", date(today - 3 * DAY), today + DAY);
+    let (status, body) = api.get_as("alice", &format!("/api/v1/regions/US-TX/usage?{range}&timeZone=UTC")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["timeZone"], "UTC");
+    let utc_days: Vec<(i64, f64)> = sums(&body["utilities"][0]).into_iter().map(|(start, sum, _)| (start, sum)).collect();
+    assert_eq!(utc_days, vec![(today - 3 * DAY, 42.0), (today - 2 * DAY, 0.0), (today - DAY, 0.0), (today, 9.0)]);
+}
 
 /// The stream keeps each meter's newest reading time in the serving store;
 /// the API measures it against the meter's reading interval in the registry.

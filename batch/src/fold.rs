@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use auth_core::registry::ValueRange;
 use auth_core::spec::ValidationSpec;
-use auth_core::local_day::{HOUR_MS, LocalDays, MAX_DAY_HOURS};
+use auth_core::local_day::{self, HOUR_MS, LocalDays, MAX_DAY_HOURS};
 use auth_core::{Region, Utility};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -32,6 +32,11 @@ pub struct CustomerDay {
     /// most usage; the earliest of equal ones.
     pub peak_hour: u8,
     pub peak_hour_total: f64,
+    /// The part of `total` and `readings` in the UTC date the local day
+    /// starts on (the rest is in the next): a UTC day is the end of one
+    /// local day and the start of the next ([`local_day::hours_in_first_utc_date`]).
+    pub first_utc_date_total: f64,
+    pub first_utc_date_readings: u64,
     /// Intervals the registry expected of the customer's meters of the
     /// utility that day ([`crate::completeness`]); 0 for meters it does not know.
     pub expected_intervals: u64,
@@ -633,7 +638,8 @@ impl ReadingFold {
             } else {
                 if counted {
                     let quality = Quality { intervals: self.intervals, suspect: self.suspects, edited: self.edited, estimated: self.estimated };
-                    self.day.add_customer(self.utility, customer_id, region, &self.hours, quality);
+                    let first_utc_date_hours = local_day::hours_in_first_utc_date(&self.days.range(region));
+                    self.day.add_customer(self.utility, customer_id, region, &self.hours, first_utc_date_hours, quality);
                 }
                 if !self.customer_edits.is_empty() {
                     self.day.edited_customers.push((self.utility, customer_id));
@@ -766,7 +772,8 @@ pub struct DayFold {
 }
 
 impl DayFold {
-    fn add_customer(&mut self, utility: Utility, customer_id: u64, region: Region, hours: &[HourSums], quality: Quality) {
+    /// Adds a customer's day from its `hours`, the first `first_utc_date_hours` of them in the UTC date the day starts on.
+    fn add_customer(&mut self, utility: Utility, customer_id: u64, region: Region, hours: &[HourSums], first_utc_date_hours: usize, quality: Quality) {
         let Quality {
             intervals: (expected_intervals, received_intervals),
             suspect: suspect_intervals,
@@ -783,6 +790,8 @@ impl DayFold {
             readings: 0,
             peak_hour: 0,
             peak_hour_total: f64::NEG_INFINITY,
+            first_utc_date_total: 0.0,
+            first_utc_date_readings: 0,
             expected_intervals,
             received_intervals,
             suspect_intervals,
@@ -794,6 +803,10 @@ impl DayFold {
             day.min_value = day.min_value.min(sums.min_value);
             day.max_value = day.max_value.max(sums.max_value);
             day.readings += sums.readings;
+            if usize::from(hour) < first_utc_date_hours {
+                day.first_utc_date_total += sums.total;
+                day.first_utc_date_readings += sums.readings;
+            }
             if sums.total > day.peak_hour_total {
                 day.peak_hour = hour;
                 day.peak_hour_total = sums.total;

@@ -104,10 +104,10 @@ impl ResultsDb {
             let sql = format!("DELETE FROM {table} WHERE usage_date = {}", self.db.placeholder(1));
             sqlx::query(&sql).bind(&day).execute(&mut *transaction).await.map_err(query_error(table))?;
         }
-        const CUSTOMER_COLUMNS: [&str; 15] = [
+        const CUSTOMER_COLUMNS: [&str; 17] = [
             "usage_date", "utility", "customer_id", "region", "total", "min_value", "max_value", "readings", "peak_hour",
             "peak_hour_total", "expected_intervals", "received_intervals", "suspect_intervals", "edited_intervals",
-            "estimated_intervals",
+            "estimated_intervals", "first_utc_date_total", "first_utc_date_readings",
         ];
         self.insert_day_rows(&mut transaction, "daily_customer_usage", &CUSTOMER_COLUMNS, &day, &outputs.customers, |arguments, row| {
             add(arguments, row.utility.as_str().to_owned())?;
@@ -124,6 +124,8 @@ impl ResultsDb {
             add(arguments, row.suspect_intervals as i64)?;
             add(arguments, row.edited_intervals as i64)?;
             add(arguments, row.estimated_intervals as i64)?;
+            add(arguments, row.first_utc_date_total)?;
+            add(arguments, row.first_utc_date_readings as i64)?;
             Ok(())
         })
         .await?;
@@ -262,15 +264,18 @@ impl ResultsDb {
         let filter = format!("WHERE usage_date = {}", self.db.placeholder(1));
         let sql = format!(
             "SELECT utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, \
-             expected_intervals, received_intervals, suspect_intervals, edited_intervals, estimated_intervals \
-             FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
+             expected_intervals, received_intervals, suspect_intervals, edited_intervals, estimated_intervals, \
+             first_utc_date_total, first_utc_date_readings FROM daily_customer_usage {filter} ORDER BY utility, customer_id"
         );
-        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64, i64, i64, i64, i64, i64);
+        type CustomerRow = (String, i64, String, f64, f64, f64, i64, i64, f64, i64, i64, i64, i64, i64, Option<f64>, Option<i64>);
         let rows: Vec<CustomerRow> = sqlx::query_as(&sql).bind(&day).fetch_all(self.db.pool()).await.map_err(query_error("daily_customer_usage"))?;
         let mut outputs = DayOutputs::default();
-        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, expected, received, suspect, edited, estimated) in
+        for (utility, customer_id, region, total, min_value, max_value, readings, peak_hour, peak_hour_total, expected, received, suspect, edited, estimated, first_total, first_readings) in
             rows
         {
+            let (Some(first_utc_date_total), Some(first_utc_date_readings)) = (first_total, first_readings) else {
+                return Err(ResultsError::Stored(format!("a day of customer {customer_id} on {day} computed before the UTC split; compute the day again")));
+            };
             outputs.customers.push(CustomerDay {
                 utility: parse_utility(&utility)?,
                 customer_id: customer_id as u64,
@@ -286,6 +291,8 @@ impl ResultsDb {
                 suspect_intervals: suspect as u64,
                 edited_intervals: edited as u64,
                 estimated_intervals: estimated as u64,
+                first_utc_date_total,
+                first_utc_date_readings: first_utc_date_readings as u64,
             });
         }
         let sql = format!(

@@ -142,6 +142,8 @@ fn known_registry() -> Registry {
     registry
 }
 
+/// A customer's known day; all of it is before UTC midnight (16:00 in
+/// California), in the UTC date the day starts on.
 fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f64, u64), peak: (u8, f64), intervals: (u64, u64)) -> CustomerDay {
     let (total, min_value, max_value, readings) = totals;
     CustomerDay {
@@ -154,6 +156,8 @@ fn customer(utility: Utility, customer_id: u64, code: &str, totals: (f64, f64, f
         readings,
         peak_hour: peak.0,
         peak_hour_total: peak.1,
+        first_utc_date_total: total,
+        first_utc_date_readings: readings,
         expected_intervals: intervals.0,
         received_intervals: intervals.1,
         suspect_intervals: 0,
@@ -625,6 +629,16 @@ async fn local_days_of_the_dst_changes(master: MasterStore, database_url: &str) 
         assert_eq!(days, vec![(41, quarters, quarters, quarters), (42, quarters, quarters, quarters)], "{day} has {hours} local hours, in {database_url}");
         assert_eq!(outputs.customers[0].total, expected_total, "{day}: the readings of the local day exactly");
         assert_eq!(outputs.customers[1].total, 2.0 * quarters as f64);
+        let utc_midnight = auth_master::day_start_ms(date.succ_opt().unwrap());
+        let first_utc_date: Vec<i64> = (0..quarters as i64).map(|quarter| california.start + quarter * QUARTER_HOUR).filter(|&ts_ms| ts_ms < utc_midnight).collect();
+        let first_utc_date_total: f64 = first_utc_date.iter().map(|&ts_ms| californian(ts_ms)).sum();
+        assert_eq!(
+            (outputs.customers[0].first_utc_date_total, outputs.customers[0].first_utc_date_readings),
+            (first_utc_date_total, first_utc_date.len() as u64),
+            "{day}: the part before UTC midnight"
+        );
+        let texas = auth_core::local_day::day_range(region("US-TX"), date);
+        assert_eq!(outputs.customers[1].first_utc_date_readings, ((utc_midnight - texas.start) / QUARTER_HOUR) as u64, "{day}: Texas's day before UTC midnight");
         let california_hours: Vec<u8> =
             outputs.region_hours.iter().filter(|hour| hour.region == region("US-CA")).map(|hour| hour.hour).collect();
         assert_eq!(california_hours, (0..hours as u8).collect::<Vec<_>>(), "{day}: hours from local midnight");

@@ -58,6 +58,18 @@ fn local_time(region: Region, ts_ms: i64) -> NaiveDateTime {
     instant.with_timezone(&region.time_zone()).naive_local()
 }
 
+/// The hours of the local day `day` that fall in the UTC date it starts on:
+/// the rest fall in the next UTC date. Every region of the table is a whole
+/// number of hours off UTC and its days span two UTC dates (a core test
+/// holds the table to that), so a UTC day is the end of one local day and
+/// the start of the next, at whole hours.
+pub fn hours_in_first_utc_date(day: &Range<i64>) -> usize {
+    let next_utc_midnight = (day.start.div_euclid(UTC_DAY_MS) + 1) * UTC_DAY_MS;
+    ((next_utc_midnight.min(day.end) - day.start) / HOUR_MS) as usize
+}
+
+const UTC_DAY_MS: i64 = 24 * HOUR_MS;
+
 /// One local date in every region of the table, computed once: the day
 /// each region's customers count for that date.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +186,27 @@ mod tests {
                 previous = utc_day;
             }
         }
+    }
+
+    /// A UTC day is the end of one local day and the start of the next
+    /// ([`hours_in_first_utc_date`]): every region's local day must span two
+    /// UTC dates and cross UTC midnight at a whole hour.
+    #[test]
+    fn each_regions_days_cross_one_utc_midnight_at_a_whole_hour() {
+        for region in Region::all() {
+            let mut date = date("2026-01-01");
+            for _ in 0..366 {
+                let day = day_range(region, date);
+                let next_utc_midnight = (day.start.div_euclid(UTC_DAY_MS) + 1) * UTC_DAY_MS;
+                assert!(day.start < next_utc_midnight && next_utc_midnight < day.end, "{region} on {date} crosses one UTC midnight");
+                assert!(day.end <= next_utc_midnight + UTC_DAY_MS, "{region} on {date} ends in the next UTC date");
+                assert_eq!((next_utc_midnight - day.start) % HOUR_MS, 0, "{region} on {date}: at a whole hour");
+                date = date.succ_opt().expect("a next date");
+            }
+        }
+        let ca = california();
+        assert_eq!(hours_in_first_utc_date(&day_range(ca, date("2026-03-08"))), 16, "08:00 to 24:00 UTC");
+        assert_eq!(hours_in_first_utc_date(&day_range(ca, date("2026-11-01"))), 17, "07:00 to 24:00 UTC, of 25 hours");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct CustomerDayRow {
     pub edited_intervals: u64,
     /// Missing intervals the batch estimated (they count in `total`, not in `count`).
     pub estimated_intervals: u64,
+    /// The part of `total` and `count` in the UTC date the local day starts
+    /// on; `None` on a day computed before the batch split it.
+    pub first_utc_date: Option<(f64, u64)>,
 }
 
 impl CustomerDayRow {
@@ -261,14 +264,14 @@ impl Database {
     ) -> Result<Vec<CustomerDayRow>, ResultsError> {
         let sql = format!(
             "SELECT usage_date, total, min_value, max_value, readings, expected_intervals, received_intervals, suspect_intervals, \
-             edited_intervals, estimated_intervals FROM daily_customer_usage \
+             edited_intervals, estimated_intervals, first_utc_date_total, first_utc_date_readings FROM daily_customer_usage \
              WHERE customer_id = {} AND utility = {} AND usage_date >= {} AND usage_date <= {} ORDER BY usage_date",
             self.placeholder(1),
             self.placeholder(2),
             self.placeholder(3),
             self.placeholder(4)
         );
-        type DayRow = (String, f64, f64, f64, i64, i64, i64, i64, i64, i64);
+        type DayRow = (String, f64, f64, f64, i64, i64, i64, i64, i64, i64, Option<f64>, Option<i64>);
         let rows: Vec<DayRow> = sqlx::query_as(&sql)
             .bind(customer_id as i64)
             .bind(utility.as_str())
@@ -278,7 +281,7 @@ impl Database {
             .await
             .map_err(query_error("daily_customer_usage"))?;
         rows.into_iter()
-            .map(|(date, total, min, max, count, expected, received, suspect, edited, estimated)| {
+            .map(|(date, total, min, max, count, expected, received, suspect, edited, estimated, first_total, first_count)| {
                 Ok(CustomerDayRow {
                     date: parse_date(&date)?,
                     total,
@@ -290,6 +293,7 @@ impl Database {
                     suspect_intervals: suspect as u64,
                     edited_intervals: edited as u64,
                     estimated_intervals: estimated as u64,
+                    first_utc_date: first_total.zip(first_count).map(|(total, count)| (total, count as u64)),
                 })
             })
             .collect()
