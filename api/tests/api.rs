@@ -593,6 +593,9 @@ async fn the_openapi_document_describes_every_route(api: &Api) {
         assert!(paths.contains_key(path), "{path} is documented");
     }
     assert!(document["components"]["schemas"]["CustomerUsage"].is_object());
+    let parameters = document["paths"]["/api/v1/customers/{id}/usage"]["get"]["parameters"].as_array().expect("parameters");
+    let names: Vec<&str> = parameters.iter().filter_map(|parameter| parameter["name"].as_str()).collect();
+    assert_eq!(names, vec!["id", "utility", "granularity", "from", "to", "timeZone"], "the query parameters by the names a client sends");
 }
 
 async fn dashboard_files_health_and_metrics(api: &Api) {
