@@ -151,8 +151,9 @@ impl SeriesQuery {
             )));
         }
         let utc_days = match self.time_zone.as_deref() {
-            None | Some("local") => false,
-            Some("UTC") => true,
+            None => false,
+            Some(text) if text.eq_ignore_ascii_case("local") => false,
+            Some(text) if text.eq_ignore_ascii_case("UTC") => true,
             Some(text) => return Err(ApiError::bad_request(format!("timeZone: {text:?} is not `local` or `UTC`"))),
         };
         Ok(SeriesRange { utilities, granularity, from_ms, to_ms, utc_days })
