@@ -29,6 +29,12 @@ pub struct Backfilled {
     pub bytes: u64,
 }
 
+/// The fleet's clean history: every meter once per heartbeat, in order (the
+/// simulator's disorder, lateness, duplicate and malformed knobs off).
+pub fn clean(simulator: &SimulatorSpec) -> SimulatorSpec {
+    SimulatorSpec { out_of_order_share: 0.0, late_share: 0.0, duplicate_share: 0.0, malformed_share: 0.0, ..simulator.clone() }
+}
+
 /// Writes the master data of `[from, to]` for the spec's fleet to `out`, `threads` tasks at a time.
 pub async fn run(spec: &PipelineSpec, from: NaiveDate, to: NaiveDate, out: &str, threads: usize) -> anyhow::Result<Backfilled> {
     anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
@@ -39,13 +45,7 @@ pub async fn run(spec: &PipelineSpec, from: NaiveDate, to: NaiveDate, out: &str,
     );
     let master = MasterStore::open(out).context("--out")?;
     let days = auth_master::dates(from, to);
-    let simulator = SimulatorSpec {
-        out_of_order_share: 0.0,
-        late_share: 0.0,
-        duplicate_share: 0.0,
-        malformed_share: 0.0,
-        ..spec.simulator.clone()
-    };
+    let simulator = clean(&spec.simulator);
     let meters = Simulator::new(&simulator, 0).fleet().meters().len() as u64;
     let per_day = meters * (DAY_MS / (i64::from(simulator.heartbeat_secs) * 1_000)) as u64;
     let bar = ProgressBar::new(per_day * days.len() as u64).with_style(

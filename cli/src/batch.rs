@@ -7,6 +7,8 @@ use anyhow::Context;
 use auth_adapters::Embedded;
 use auth_batch::{BatchJob, ResultsDb, Serving, run_day, settle};
 use auth_core::PipelineSpec;
+use auth_core::spec::{SimulatorMode, SimulatorSpec};
+use auth_ingest::Simulator;
 use auth_core::batch_report::BatchReport;
 use auth_core::ports::ServingStore;
 use auth_master::{MasterStore, parse_date};
@@ -175,6 +177,25 @@ const HISTORY_DAYS: u64 = 3;
 /// The backfilled history's heartbeat: one reading per meter and registered
 /// interval, so that the history is complete against the registry.
 const HISTORY_HEARTBEAT_SECS: u32 = crate::registry::SIMULATED_INTERVAL_SECS;
+
+/// `auth up`'s history of today so far, on a first start (the master data
+/// has nothing of today yet): the fleet from today's UTC midnight, clean and
+/// at the history's heartbeat, to send through the log before the live
+/// readings. Without it the local days that began before the start would
+/// lack their first hours: today's, and yesterday's, which in the US ends
+/// in today's UTC date (after [`backfill_history`]'s whole UTC days). `None`
+/// on a restart.
+pub async fn history_of_today(spec: &PipelineSpec) -> anyhow::Result<Option<(Simulator, SimulatorSpec)>> {
+    let master = MasterStore::open(&spec.archive.url).context("archive.url")?;
+    let job = BatchJob::new(master, spec.batch.memory_limit_bytes);
+    let today = auth_master::date_of(auth_core::now_ms());
+    if auth_batch::schedule::has_master_data(&job, spec, today).await? {
+        return Ok(None);
+    }
+    let history =
+        SimulatorSpec { heartbeat_secs: HISTORY_HEARTBEAT_SECS, mode: SimulatorMode::AsFastAsPossible, ..crate::backfill::clean(&spec.simulator) };
+    Ok(Some((Simulator::new(&history, auth_master::day_start_ms(today)), history)))
+}
 
 /// `auth up`'s history: backfills the last days where the master data has none.
 pub async fn backfill_history(spec: &PipelineSpec) -> anyhow::Result<()> {

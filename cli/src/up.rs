@@ -12,7 +12,7 @@ use auth_adapters::Embedded;
 use auth_api::AppState;
 use auth_core::{CustomerKind, Utility, now_ms};
 use auth_ingest::gateway::Gateway;
-use auth_ingest::{LogSink, Simulator, run_paced};
+use auth_ingest::{LogSink, SinkError, Simulator, run_paced};
 use auth_master::archiver::Archiver;
 use auth_runtime::http::HttpLimits;
 use auth_stream::{Processor, ProcessorConfig};
@@ -62,6 +62,9 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     // The simulator's meters are registered as a utility registers its own
     // (`auth registry import`), and the registry reaches the gateway over its topic.
     let mut simulator = Simulator::new(&spec.simulator, spec.simulator.start_ms.unwrap_or_else(now_ms));
+    // Checked before the archiver writes anything of today.
+    let history_of_today =
+        if simulating && spec.simulator.start_ms.is_none() { crate::batch::history_of_today(&spec).await.context("today's history")? } else { None };
     if simulating && !spec.ingest.trust_readings {
         let fleet = simulator.fleet().registry(crate::registry::SIMULATED_INTERVAL_SECS);
         crate::registry::import(&results, &spec, &pipeline, &fleet, false).await.context("registering the simulated fleet")?;
@@ -138,13 +141,23 @@ pub async fn run(args: UpArgs, metrics: PrometheusHandle) -> anyhow::Result<()> 
     for customer_id in demo_customers {
         logins.push(demo_account(&results, &format!("customer-{customer_id}"), Some(customer_id)).await?);
     }
-    let simulation_stop = shutdown.clone().cancelled_owned();
+    let (simulation_stop, history_stop) = (shutdown.clone().cancelled_owned(), shutdown.clone().cancelled_owned());
     let mut simulation = tokio::spawn(async move {
         if !simulating {
             simulation_stop.await;
             return Ok(0);
         }
-        run_paced(&mut simulator, &mut sink, &simulator_spec, None, simulation_stop).await
+        let mut sent = 0;
+        if let Some((mut history, history_spec)) = history_of_today {
+            // Today so far first, as fast as it goes: the heartbeats that end by the
+            // live start (a heartbeat's readings spread over it), so that no
+            // reading is ahead of the clock. The live readings go on from there,
+            // behind the clock by as long as this took.
+            let until_ms = simulator.event_time_ms() - i64::from(history_spec.heartbeat_secs) * 1_000 + 1;
+            sent = run_paced(&mut history, &mut sink, &history_spec, Some(until_ms), history_stop).await?;
+            tracing::info!(readings = sent, "today's history so far sent through the log");
+        }
+        Ok::<u64, SinkError>(sent + run_paced(&mut simulator, &mut sink, &simulator_spec, None, simulation_stop).await?)
     });
 
     if simulating {

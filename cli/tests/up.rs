@@ -195,6 +195,7 @@ fn up_serves_live_usage_and_stops_cleanly() {
         ),
     )
     .expect("write config");
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     let up = Up::start(config.path());
     let (banner, address) = (up.banner.clone(), up.address.clone());
     let customer = banner
@@ -240,6 +241,28 @@ fn up_serves_live_usage_and_stops_cleanly() {
             assert_eq!(status, 404, "only 'not yet' is acceptable while the first readings flow: {body}");
         }
         assert!(Instant::now() < deadline, "no usage today for customer {customer} within 30 s: {body}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Today so far went through the pipeline on this first start: the
+    // customer has every hour since UTC midnight, not only those since `auth
+    // up` started (the local days that began before it are whole).
+    const HOUR_MS: i64 = 3_600_000;
+    let midnight = started_ms - started_ms.rem_euclid(24 * HOUR_MS);
+    let expected: Vec<i64> = (midnight..=started_ms).step_by(HOUR_MS as usize).collect();
+    let uri = format!("/api/v1/customers/{customer}/usage?granularity=hour&from={midnight}&to={}", started_ms + HOUR_MS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(&address, &uri, &own).expect("usage");
+        assert_eq!(status, 200, "{body}");
+        let usage: serde_json::Value = serde_json::from_str(&body).expect("usage is JSON");
+        let utilities = usage["utilities"].as_array().cloned().unwrap_or_default();
+        let points = utilities.iter().flat_map(|series| series["points"].as_array().cloned().unwrap_or_default());
+        let hours: std::collections::BTreeSet<i64> = points.filter_map(|point| point["startMs"].as_i64()).filter(|&start| start <= started_ms).collect();
+        if hours.iter().copied().eq(expected.iter().copied()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hours since UTC midnight within 60 s: {hours:?} against {expected:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
 
