@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::session::Caller;
 use crate::usage::{
-    DAY_MS, Granularity, HOUR_MS, Point, SeriesDays, Source, customer_series, customer_utc_days, date_of, day_start_ms, region_hours_kept_since_ms, region_series,
+    DAY_MS, Granularity, HOUR_MS, Point, SeriesDays, Source, customer_series, customer_utc_days, date_of, day_start_ms, hours_kept_since_ms, region_series,
     region_utc_days,
 };
 use crate::{ApiError, AppState, now_ms};
@@ -497,7 +497,7 @@ pub(crate) async fn region_usage(
         };
         let points = if utc_days {
             let starts = every_region.iter().filter(|window| window.window.utility == utility).map(|window| window.window.slot.start_ms);
-            let kept_since_ms = region_hours_kept_since_ms(starts, state.recent_windows);
+            let kept_since_ms = hours_kept_since_ms(starts, state.recent_windows);
             region_utc_days(region, &own, kept_since_ms, &batch_days, &batch_hours, range.from_ms, range.to_ms, now)
         } else {
             region_series(region, &own, &batch_days, &batch_hours, range.granularity, range.from_ms, range.to_ms)

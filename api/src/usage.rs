@@ -262,7 +262,7 @@ struct Share {
 /// batch computed comes from `batch_share(date, share's instants, whether
 /// it is the day's first part)`, `None` when the batch cannot split it; the
 /// share of any other local day is the stream's `hours` (hour windows) in
-/// it. The store keeps hour windows from `hours_kept_since_ms` on: a UTC
+/// it. The store keeps hour windows from `kept_since_ms` on: a UTC
 /// day with a share the batch cannot give and the store no longer holds is
 /// left out, as is one with nothing from either. UTC day points carry no
 /// min, max or quality: those are the local days'.
@@ -272,7 +272,7 @@ fn utc_day_points(
     batch_days: &[NaiveDate],
     batch_share: impl Fn(NaiveDate, Range<i64>, bool) -> Option<Share>,
     hours: &[StoredWindow],
-    hours_kept_since_ms: i64,
+    kept_since_ms: i64,
     from_ms: i64,
     to_ms: i64,
     now_ms: i64,
@@ -308,7 +308,7 @@ fn utc_day_points(
                 let Some(share) = batch_share(date, part.clone(), part.start == local.start) else { continue 'days };
                 share
             } else {
-                if part.start < hours_kept_since_ms {
+                if part.start < kept_since_ms {
                     continue 'days;
                 }
                 point.source = Source::Stream;
@@ -334,12 +334,6 @@ fn utc_day_points(
     points
 }
 
-/// Where the store's hour windows of one series are complete from: a series
-/// holding `recent_windows` of them may have lost older ones.
-fn hours_kept_since_ms(hours: &[StoredWindow], recent_windows: usize) -> i64 {
-    if hours.len() >= recent_windows { hours.iter().map(|window| window.slot.start_ms).min().unwrap_or(i64::MIN) } else { i64::MIN }
-}
-
 /// A customer's UTC days of one utility in `[from_ms, to_ms)` ([`utc_day_points`]):
 /// its local days are `region`'s, `windows` its stream windows of the utility
 /// (the store keeps `recent_windows` of each width), `batch_days` the days the
@@ -362,26 +356,27 @@ pub fn customer_utc_days(
             if first { Share { sum: first_total, count: first_count } } else { Share { sum: row.total - first_total, count: row.count - first_count } }
         }),
     };
-    utc_day_points(region, batch_days, batch_share, &hours, hours_kept_since_ms(&hours, recent_windows), from_ms, to_ms, now_ms)
+    let kept_since_ms = hours_kept_since_ms(hours.iter().map(|window| window.slot.start_ms), recent_windows);
+    utc_day_points(region, batch_days, batch_share, &hours, kept_since_ms, from_ms, to_ms, now_ms)
 }
 
-/// Where the store's region hour windows of one utility are complete from:
-/// it keeps the newest `recent_windows` hour starts over all regions, so
-/// `starts` are every region's hour starts of the utility.
-pub fn region_hours_kept_since_ms(starts: impl IntoIterator<Item = i64>, recent_windows: usize) -> i64 {
+/// Where the store's hour windows are complete from: it keeps the newest
+/// `recent_windows` hour starts of a customer's series, and over all regions
+/// for a region's (`starts` are then every region's hour starts of the utility).
+pub fn hours_kept_since_ms(starts: impl IntoIterator<Item = i64>, recent_windows: usize) -> i64 {
     let distinct: BTreeSet<i64> = starts.into_iter().collect();
     if distinct.len() >= recent_windows { distinct.iter().rev().nth(recent_windows.saturating_sub(1)).copied().unwrap_or(i64::MIN) } else { i64::MIN }
 }
 
 /// A region's UTC days of one utility in `[from_ms, to_ms)` ([`utc_day_points`]):
 /// `hours` are the stream's hour windows of the region and utility, complete
-/// from `hours_kept_since_ms` ([`region_hours_kept_since_ms`]), `batch_hours`
+/// from `kept_since_ms` ([`hours_kept_since_ms`]), `batch_hours`
 /// the batch's hours of its local days.
 #[allow(clippy::too_many_arguments)]
 pub fn region_utc_days(
     region: Region,
     hours: &[StoredWindow],
-    hours_kept_since_ms: i64,
+    kept_since_ms: i64,
     batch_days: &[NaiveDate],
     batch_hours: &[RegionHourRow],
     from_ms: i64,
@@ -393,7 +388,7 @@ pub fn region_utc_days(
         let in_part = batch_hours.iter().filter(|row| row.date == date && part.contains(&(start + i64::from(row.hour) * HOUR_MS)));
         Some(in_part.fold(Share::default(), |share, row| Share { sum: share.sum + row.total, count: share.count + row.count }))
     };
-    utc_day_points(region, batch_days, batch_share, hours, hours_kept_since_ms, from_ms, to_ms, now_ms)
+    utc_day_points(region, batch_days, batch_share, hours, kept_since_ms, from_ms, to_ms, now_ms)
 }
 
 #[cfg(test)]
@@ -539,7 +534,7 @@ mod tests {
         let points = region_utc_days(california, &[], i64::MIN, &dates, &hours, first, first + 2 * DAY_MS, first + 3 * DAY_MS);
         let summary: Vec<(i64, f64, Source)> = points.iter().map(|p| (p.start_ms, p.sum, p.source)).collect();
         assert_eq!(summary, vec![(first, 24.0, Source::Batch), (first + DAY_MS, 24.0, Source::Batch)], "local 11-01 has 25 hours, UTC days 24");
-        assert_eq!(region_hours_kept_since_ms([5, 1, 3, 3, 4], 3), 3, "the third newest start");
-        assert_eq!(region_hours_kept_since_ms([5, 1], 3), i64::MIN, "none lost yet");
+        assert_eq!(hours_kept_since_ms([5, 1, 3, 3, 4], 3), 3, "the third newest start");
+        assert_eq!(hours_kept_since_ms([5, 1], 3), i64::MIN, "none lost yet");
     }
 }
