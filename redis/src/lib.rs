@@ -30,8 +30,13 @@
 //! its open windows and `MGET` of its rings, whatever the history kept.
 //!
 //! One [`PartitionFlush`] is one call of a Lua script (atomic, one round
-//! trip) that first compares the flush's epoch with the partition's and, when
-//! a newer owner has claimed it, writes nothing; otherwise it runs the flush's commands:
+//! trip), or several when it is large: Redis serves no other client while a
+//! script runs, so a call writes at most [`WINDOWS_PER_SCRIPT`] windows and
+//! [`METERS_PER_SCRIPT`] meters, and the checkpoint goes with the last call.
+//! The writes are absolute values, so a flush cut short by a crash is written
+//! again, equal, by the replay from the checkpoint before it. Each call
+//! first compares the flush's epoch with the partition's and, when
+//! a newer owner has claimed it, writes nothing; otherwise it runs its commands:
 //! per customer one `HSET` of its changed open windows and, when some closed,
 //! one `HDEL` of them from the open hash, per closed window one `SETRANGE` into
 //! its ring, and one `EXPIRE` per ring and of the hash; one `ZADD` of the
@@ -40,10 +45,11 @@
 //! and its progress's `SET`. The script also refuses a flush that writes a restated window
 //! (`HEXISTS` per window it writes): the store keeps the restated windows it
 //! knows of and leaves them out of flushes, learning them again when refused.
-//! A [`Restatement`] is one call of another script that compares its version
-//! with the window's and writes the closed windows; its region windows
-//! replace the window's hash (`DEL`, then one field `<region code>/batch`
-//! per region). The restated hashes gain a field per restated day and size.
+//! A [`Restatement`] is one call of another script, or several as a flush
+//! is, that compares its version with the window's and writes the closed
+//! windows; its region windows replace the window's hash (`DEL`, then one
+//! field `<region code>/batch` per region) in the first call, which also marks
+//! the window restated. The restated hashes gain a field per restated day and size.
 //! A customer's keys expire when none of its windows closed for
 //! `recent_windows` times its largest window (at least a day), so silent
 //! customers do not stay forever; a hash whose windows never closed gets that
@@ -71,6 +77,11 @@ const RING_SLOT_BYTES: usize = 8 + WINDOW_BYTES;
 const DAY_SECS: i64 = 86_400;
 /// Members per `ZADD`: a script's command takes at most a few thousand arguments (Lua's stack).
 const MEMBERS_PER_COMMAND: usize = 1_000;
+/// Windows per script call. Redis serves no other client while a script
+/// runs, so a larger flush or restatement is written in several calls.
+const WINDOWS_PER_SCRIPT: usize = 1_000;
+/// Meters' last readings per script call, for the same reason.
+const METERS_PER_SCRIPT: usize = 10_000;
 
 /// The tail of [`FENCED_WRITE`] and [`RESTATE`]: runs the commands that
 /// start at `ARGV[at]` (per command its argument count, its name and its
@@ -416,9 +427,13 @@ impl RedisStore {
     }
 }
 
+/// Whether the request may succeed when tried again: redis-rs says so of a
+/// server loading its data or failing over, and BUSY (a script running past
+/// `busy-reply-threshold`) passes too, though redis-rs knows it only as an
+/// extension error.
 fn port_error(what: &str, err: RedisError) -> PortError {
     let (what, message) = (what.to_owned(), err.to_string());
-    if matches!(err.retry_method(), RetryMethod::NoRetry) {
+    if matches!(err.retry_method(), RetryMethod::NoRetry) && err.code() != Some("BUSY") {
         PortError::Rejected { what, message }
     } else {
         PortError::Unavailable { what, message }
@@ -437,6 +452,31 @@ fn encode_window(aggregate: &Aggregate, closed: bool) -> Vec<u8> {
     out[17..25].copy_from_slice(&aggregate.min.to_le_bytes());
     out[25..33].copy_from_slice(&aggregate.max.to_le_bytes());
     out
+}
+
+/// Splits a write's windows into the parts of its script calls: the region
+/// windows first, then the customers', at most [`WINDOWS_PER_SCRIPT`] to a
+/// part unless one customer has more, a customer's windows in one part.
+/// Always one part at least, for a write with no windows.
+fn script_parts<'w>(windows: &[&'w WindowUpdate]) -> Vec<Vec<&'w WindowUpdate>> {
+    let mut ordered = windows.to_vec();
+    ordered.sort_by_key(|update| match update.owner {
+        WindowOwner::Region(_) => None,
+        WindowOwner::Customer(customer_id) => Some(customer_id),
+    });
+    let mut parts: Vec<Vec<&WindowUpdate>> = vec![Vec::new()];
+    let mut previous_owner = None;
+    for update in ordered {
+        let full = parts.last().is_some_and(|part| part.len() >= WINDOWS_PER_SCRIPT);
+        if full && previous_owner != Some(update.owner) {
+            parts.push(Vec::new());
+        }
+        previous_owner = Some(update.owner);
+        if let Some(part) = parts.last_mut() {
+            part.push(update);
+        }
+    }
+    parts
 }
 
 /// Where a window's slot starts in a ring of `recent` slots.
@@ -516,42 +556,59 @@ fn corrupt(what: String) -> PortError {
 impl ServingStore for RedisStore {
     #[tracing::instrument(level = "debug", skip_all, fields(partition = %flush.partition, windows = flush.windows.len()))]
     async fn apply(&self, flush: PartitionFlush) -> Result<()> {
-        for _ in 0..FLUSH_ATTEMPTS {
+        let epoch = flush.epoch.map_or(-1, |epoch| epoch as i64);
+        'attempts: for _ in 0..FLUSH_ATTEMPTS {
             let windows: Vec<&WindowUpdate> = {
                 let restated = self.restated.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                 flush.windows.iter().filter(|update| !restated.contains(&(update.utility, update.slot))).collect()
             };
-            let guarded: BTreeSet<(Utility, WindowSlot)> = windows.iter().map(|update| (update.utility, update.slot)).collect();
-            let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
-            batch.invocation.key(self.epoch_key(&flush.partition)).arg(flush.epoch.map_or(-1, |epoch| epoch as i64));
-            batch.invocation.arg(guarded.len());
-            for (utility, slot) in &guarded {
-                batch.invocation.arg(self.restated_key(*utility)).arg(restated_field(*slot));
+            let mut calls = Vec::new();
+            for part in script_parts(&windows) {
+                let guarded: BTreeSet<(Utility, WindowSlot)> = part.iter().map(|update| (update.utility, update.slot)).collect();
+                let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
+                batch.invocation.key(self.epoch_key(&flush.partition)).arg(epoch).arg(guarded.len());
+                for (utility, slot) in &guarded {
+                    batch.invocation.arg(self.restated_key(*utility)).arg(restated_field(*slot));
+                }
+                self.window_commands(&mut batch, &part, &RegionPart::Partition(flush.partition.partition));
+                calls.push(batch);
             }
-            self.window_commands(&mut batch, &windows, &RegionPart::Partition(flush.partition.partition));
-            if !flush.meters.is_empty() {
-                // GT: a meter's time only moves forward (a replay writes nothing new).
-                batch.command("ZADD", 2 + 2 * flush.meters.len()).arg(self.meters_key()).arg("GT");
-                for meter in &flush.meters {
-                    batch.invocation.arg(meter.ts_ms).arg(meter_member(meter.meter_id));
+            for meters in flush.meters.chunks(METERS_PER_SCRIPT) {
+                let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
+                batch.invocation.key(self.epoch_key(&flush.partition)).arg(epoch).arg(0);
+                for meters in meters.chunks(MEMBERS_PER_COMMAND) {
+                    // GT: a meter's time only moves forward (a replay writes nothing new).
+                    batch.command("ZADD", 2 + 2 * meters.len()).arg(self.meters_key()).arg("GT");
+                    for meter in meters {
+                        batch.invocation.arg(meter.ts_ms).arg(meter_member(meter.meter_id));
+                    }
+                }
+                calls.push(batch);
+            }
+            // The checkpoint goes with the last call: once it is stored, every
+            // window and meter of the flush is.
+            if let (Some(checkpoint), Some(last)) = (&flush.checkpoint, calls.last_mut()) {
+                last.command("SET", 2).arg(self.checkpoint_key(&flush.partition)).arg(&checkpoint.state[..]);
+                last.command("SET", 2).arg(self.progress_key(&flush.partition)).arg(progress_json(&checkpoint.progress)?);
+            }
+            for call in calls {
+                let current: i64 = call
+                    .invocation
+                    .invoke_async(&mut self.connection.clone())
+                    .await
+                    .map_err(|err| port_error(&format!("Redis write of {}", flush.partition), err))?;
+                match (flush.epoch, current) {
+                    (_, RESTATED_SINCE) => {
+                        self.learn_restated().await?;
+                        continue 'attempts;
+                    }
+                    (Some(epoch), current) if current >= 0 => {
+                        return Err(PortError::Fenced { partition: flush.partition, epoch, current: current as u64 });
+                    }
+                    _ => {}
                 }
             }
-            if let Some(checkpoint) = &flush.checkpoint {
-                batch.command("SET", 2).arg(self.checkpoint_key(&flush.partition)).arg(&checkpoint.state[..]);
-                batch.command("SET", 2).arg(self.progress_key(&flush.partition)).arg(progress_json(&checkpoint.progress)?);
-            }
-            let current: i64 = batch
-                .invocation
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(|err| port_error(&format!("Redis write of {}", flush.partition), err))?;
-            match (flush.epoch, current) {
-                (_, RESTATED_SINCE) => self.learn_restated().await?,
-                (Some(epoch), current) if current >= 0 => {
-                    return Err(PortError::Fenced { partition: flush.partition, epoch, current: current as u64 });
-                }
-                _ => return Ok(()),
-            }
+            return Ok(());
         }
         Err(PortError::Unavailable {
             what: format!("Redis write of {}", flush.partition),
@@ -568,19 +625,24 @@ impl ServingStore for RedisStore {
             .map(|(customer_id, aggregate)| closed(WindowOwner::Customer(*customer_id), aggregate))
             .chain(regions.iter().map(|(region, aggregate)| closed(WindowOwner::Region(*region), aggregate)))
             .collect();
-        let mut batch = Commands { invocation: RESTATE.prepare_invoke() };
-        batch.invocation.key(self.restated_key(*utility)).arg(restated_field(*slot)).arg(*version);
-        if !regions.is_empty() {
-            batch.command("DEL", 1).arg(self.region_key(*utility, *slot));
-        }
-        self.window_commands(&mut batch, &windows.iter().collect::<Vec<_>>(), &RegionPart::Restated);
-        let current: i64 = batch
-            .invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|err| port_error(&format!("Redis restatement of {utility} {slot:?}"), err))?;
-        if current >= 0 {
-            return Err(PortError::Superseded { utility: *utility, slot: *slot, version: *version, current: current as u64 });
+        // The first call marks the window restated (the stream's writes of it
+        // are refused from then on) and replaces the regions' totals; the
+        // calls after it write the rest of the customers at the same version.
+        for (index, part) in script_parts(&windows.iter().collect::<Vec<_>>()).into_iter().enumerate() {
+            let mut batch = Commands { invocation: RESTATE.prepare_invoke() };
+            batch.invocation.key(self.restated_key(*utility)).arg(restated_field(*slot)).arg(*version);
+            if index == 0 && !regions.is_empty() {
+                batch.command("DEL", 1).arg(self.region_key(*utility, *slot));
+            }
+            self.window_commands(&mut batch, &part, &RegionPart::Restated);
+            let current: i64 = batch
+                .invocation
+                .invoke_async(&mut self.connection.clone())
+                .await
+                .map_err(|err| port_error(&format!("Redis restatement of {utility} {slot:?}"), err))?;
+            if current >= 0 {
+                return Err(PortError::Superseded { utility: *utility, slot: *slot, version: *version, current: current as u64 });
+            }
         }
         self.restated.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert((*utility, *slot));
         Ok(())
@@ -788,6 +850,36 @@ fn meter_member(meter_id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_server_is_unavailable_and_a_wrong_command_is_rejected() {
+        let busy = redis::make_extension_error("BUSY".into(), Some("Redis is busy running a script.".into()));
+        assert!(matches!(port_error("Redis read", busy), PortError::Unavailable { .. }));
+        let unknown = redis::make_extension_error("ERR".into(), Some("unknown command".into()));
+        assert!(matches!(port_error("Redis read", unknown), PortError::Rejected { .. }));
+    }
+
+    #[test]
+    fn script_parts_are_bounded_and_keep_a_customers_windows_together() {
+        let window = |owner, start_ms| WindowUpdate {
+            owner,
+            utility: Utility::Gas,
+            slot: WindowSlot { width_ms: 60_000, start_ms },
+            aggregate: Aggregate::of(1.0),
+            closed: false,
+        };
+        let region = WindowOwner::Region(Region::from_index(3).expect("a region"));
+        let windows: Vec<WindowUpdate> = (0..WINDOWS_PER_SCRIPT as u64 + 1)
+            .flat_map(|customer_id| [window(WindowOwner::Customer(customer_id), 0), window(WindowOwner::Customer(customer_id), 60_000)])
+            .chain([window(region, 0)])
+            .collect();
+        let parts = script_parts(&windows.iter().collect::<Vec<_>>());
+        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![WINDOWS_PER_SCRIPT + 1, WINDOWS_PER_SCRIPT, 2], "the region's window first, then customers of two windows each");
+        assert_eq!(parts[0][0].owner, region);
+        assert_eq!(parts.concat().len(), windows.len());
+        assert_eq!(script_parts(&[]).len(), 1, "a write of no windows is one call");
+    }
 
     #[test]
     fn windows_and_fields_round_trip() {

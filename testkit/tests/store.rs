@@ -54,6 +54,12 @@ macro_rules! store_suite {
             async fn regions_keep_the_newest_windows_per_size() {
                 super::regions_keep_the_newest_windows_per_size(&$backend("store")).await;
             }
+
+            #[tokio::test]
+            $(#[$attribute])*
+            async fn a_flush_and_a_restatement_of_many_customers_and_meters_land_whole() {
+                super::a_flush_and_a_restatement_of_many_customers_and_meters_land_whole(&$backend("store")).await;
+            }
         }
     };
 }
@@ -260,4 +266,56 @@ async fn meters_last_readings_only_move_forward_and_list_the_longest_silent_firs
     assert_eq!(store.meters_silent_since(6_001, 1, 2).await.expect("read"), read(&[(3, 1_000), (12, 6_000)]));
     assert_eq!(store.meters_silent_since(1_000, 0, 10).await.expect("read"), Vec::new());
     assert_eq!(store.meters_silent_since(i64::MAX, 0, 0).await.expect("read"), Vec::new());
+}
+
+/// A processor catching up writes every customer of its partition in one
+/// flush, and a checkpoint names every meter that read since the last one;
+/// the batch restates a day of every customer. Such writes are larger than
+/// one step of the store takes (a Redis script's arguments, and the time it
+/// holds the server): they land whole all the same.
+async fn a_flush_and_a_restatement_of_many_customers_and_meters_land_whole(backend: &Backend) {
+    const CUSTOMERS: u64 = 12_000;
+    let store = backend.new_store_keeping(10).await;
+    let partition = TopicPartition::new("p.water", 0);
+    let epoch = store.claim(&partition).await.expect("claim");
+    let region = Region::from_code("US-TX").expect("a region");
+    let windows: Vec<WindowUpdate> = (1..=CUSTOMERS)
+        .flat_map(|customer_id| {
+            let closed = WindowUpdate { closed: true, ..update(WindowOwner::Customer(customer_id), 0, customer_id as f64) };
+            [closed, update(WindowOwner::Customer(customer_id), 60_000, 1.0)]
+        })
+        .chain([update(WindowOwner::Region(region), 0, 7.0)])
+        .collect();
+    let meters: Vec<MeterLastReading> = (1..=2 * CUSTOMERS).map(|meter_id| MeterLastReading { meter_id, ts_ms: meter_id as i64 }).collect();
+    let mut caught_up = flush(0, windows, Some(b"caught up"));
+    caught_up.epoch = Some(epoch);
+    caught_up.meters = meters;
+    store.apply(caught_up).await.expect("a flush of every customer and meter");
+
+    assert_eq!(store.known_customers(2 * CUSTOMERS as usize).await.expect("ids").len(), CUSTOMERS as usize);
+    let silent = store.meters_silent_since(i64::MAX, 0, 4 * CUSTOMERS as usize).await.expect("read");
+    assert_eq!(silent.len(), 2 * CUSTOMERS as usize, "every meter's last reading");
+    assert_eq!(silent.last(), Some(&MeterLastReading { meter_id: 2 * CUSTOMERS, ts_ms: 2 * CUSTOMERS as i64 }));
+    for customer_id in [1, CUSTOMERS / 2, CUSTOMERS] {
+        let windows = store.customer_windows(customer_id).await.expect("read");
+        let windows: Vec<(i64, f64, bool)> = windows.iter().map(|w| (w.slot.start_ms, w.aggregate.sum, w.closed)).collect();
+        assert_eq!(windows, vec![(0, customer_id as f64, true), (60_000, 1.0, false)], "customer {customer_id}");
+    }
+    assert_eq!(store.load_checkpoint(&partition).await.expect("load").as_deref(), Some(&b"caught up"[..]));
+
+    let restatement = Restatement {
+        utility: Utility::Water,
+        slot: WindowSlot { width_ms: 60_000, start_ms: 0 },
+        version: 1,
+        customers: (1..=CUSTOMERS).map(|customer_id| (customer_id, Aggregate::of(2.0 * customer_id as f64))).collect(),
+        regions: vec![(region, Aggregate::of(3.0))],
+    };
+    store.restate(restatement).await.expect("a restatement of every customer");
+    for customer_id in [1, CUSTOMERS / 2, CUSTOMERS] {
+        let windows = store.customer_windows(customer_id).await.expect("read");
+        let restated = windows.iter().find(|w| w.slot.start_ms == 0).map(|w| w.aggregate.sum);
+        assert_eq!(restated, Some(2.0 * customer_id as f64), "customer {customer_id}'s restated window");
+    }
+    let regions = store.region_windows(60_000, 0).await.expect("read");
+    assert_eq!(regions.iter().map(|w| w.window.aggregate.sum).collect::<Vec<_>>(), vec![3.0]);
 }
