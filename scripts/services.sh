@@ -454,6 +454,13 @@ start_kube() {
     local dir="$SERVICES_DIR/kube" bin="$KUBE_HOME/bin"
     mkdir -p "$dir"
     kube_credentials "$dir"
+    # The test cluster starts empty, as the tests' Redis does: what earlier
+    # runs left (a failed test's namespace, kept for inspection until now; a
+    # pipeline whose operator was the test process) has nothing behind it,
+    # and the controllers would work on it for good (CI found 100 namespaces
+    # stuck Terminating and a killed end-to-end test's pods still running).
+    # The node's volumes go with the claims that held them.
+    rm -rf "$dir/etcd" "$SERVICES_DIR/node/volumes"
     nohup "$bin/etcd" --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
         --unsafe-no-fsync >"$dir/etcd.log" 2>&1 &

@@ -99,6 +99,13 @@ impl Drop for Cluster {
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
+                // The test's operator is gone: the pipelines' finalizers go
+                // with it, or the namespace would stay Terminating for good.
+                let pipelines: Api<UtilityPipeline> = Api::namespaced(client.clone(), &namespace);
+                for pipeline in pipelines.list(&Default::default()).await.map(|list| list.items).unwrap_or_default() {
+                    let unfinalized = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+                    let _ = pipelines.patch(&pipeline.name_any(), &PatchParams::default(), &unfinalized).await;
+                }
                 let namespaces: Api<Namespace> = Api::all(client);
                 let _ = namespaces.delete(&namespace, &DeleteParams::default()).await;
             });

@@ -218,11 +218,24 @@ impl TestPipeline {
         }
     }
 
-    /// The progress of every partition's checkpoint, `None` where there is none yet.
+    /// The progress of every partition's checkpoint, `None` where there is
+    /// none yet. Redis that is loading its data after a restart, or busy with
+    /// a script, answers "unavailable"; that is retried for up to 60 s, as
+    /// [`Self::end_offset`] retries Kafka.
     pub async fn checkpoints(&self, store: &RedisStore) -> Vec<(TopicPartition, Option<StreamProgress>)> {
         let mut out = Vec::new();
         for partition in self.partitions() {
-            let progress = store.load_progress(&partition).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let progress = loop {
+                match store.load_progress(&partition).await {
+                    Ok(progress) => break progress,
+                    Err(err @ PortError::Unavailable { .. }) if Instant::now() < deadline => {
+                        eprintln!("checkpoint of {partition:?} unavailable, retrying: {err}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(err) => panic!("checkpoint of {partition:?}: {err}"),
+                }
+            };
             out.push((partition, progress));
         }
         out
