@@ -41,8 +41,18 @@ struct Cluster {
     namespace: String,
 }
 
+/// The operators' logs go to the tests' captured output, which a failed test
+/// prints (one test's operator once did not stop, and nothing said why).
+fn log_to_the_tests() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info,auth_operator=debug,kube_runtime=debug")
+        .try_init();
+}
+
 impl Cluster {
     async fn start(test: &str) -> Self {
+        log_to_the_tests();
         let path = kubeconfig_path();
         let kubeconfig = Kubeconfig::read_from(&path)
             .unwrap_or_else(|err| panic!("no control plane: {path}: {err} (scripts/services.sh start kube)"));
