@@ -338,6 +338,19 @@ impl RedisStore {
 
     /// The commands that write `windows`: customers' open and closed windows,
     /// the customer set, and the regions' parts as `part`.
+    /// A [`FENCED_WRITE`] call of `flush`'s writer that writes `windows`,
+    /// refused when one of them was restated.
+    fn fenced_call(&self, flush: &PartitionFlush, windows: &[&WindowUpdate]) -> Commands<'static> {
+        let guarded: BTreeSet<(Utility, WindowSlot)> = windows.iter().map(|update| (update.utility, update.slot)).collect();
+        let mut call = Commands { invocation: FENCED_WRITE.prepare_invoke() };
+        call.invocation.key(self.epoch_key(&flush.partition)).arg(flush.epoch.map_or(-1, |epoch| epoch as i64)).arg(guarded.len());
+        for (utility, slot) in &guarded {
+            call.invocation.arg(self.restated_key(*utility)).arg(restated_field(*slot));
+        }
+        self.window_commands(&mut call, windows, &RegionPart::Partition(flush.partition.partition));
+        call
+    }
+
     fn window_commands(&self, batch: &mut Commands<'_>, windows: &[&WindowUpdate], part: &RegionPart) {
         let mut customers: BTreeMap<u64, Vec<&WindowUpdate>> = BTreeMap::new();
         let mut regions: BTreeMap<(Utility, WindowSlot), Vec<&WindowUpdate>> = BTreeMap::new();
@@ -457,23 +470,19 @@ fn encode_window(aggregate: &Aggregate, closed: bool) -> Vec<u8> {
 /// Splits a write's windows into the parts of its script calls: the region
 /// windows first, then the customers', at most [`WINDOWS_PER_SCRIPT`] to a
 /// part unless one customer has more, a customer's windows in one part.
-/// Always one part at least, for a write with no windows.
 fn script_parts<'w>(windows: &[&'w WindowUpdate]) -> Vec<Vec<&'w WindowUpdate>> {
     let mut ordered = windows.to_vec();
     ordered.sort_by_key(|update| match update.owner {
         WindowOwner::Region(_) => None,
         WindowOwner::Customer(customer_id) => Some(customer_id),
     });
-    let mut parts: Vec<Vec<&WindowUpdate>> = vec![Vec::new()];
-    let mut previous_owner = None;
+    let mut parts: Vec<Vec<&WindowUpdate>> = Vec::new();
     for update in ordered {
-        let full = parts.last().is_some_and(|part| part.len() >= WINDOWS_PER_SCRIPT);
-        if full && previous_owner != Some(update.owner) {
-            parts.push(Vec::new());
-        }
-        previous_owner = Some(update.owner);
-        if let Some(part) = parts.last_mut() {
-            part.push(update);
+        match parts.last_mut() {
+            Some(part) if part.len() < WINDOWS_PER_SCRIPT || part.last().is_some_and(|last| last.owner == update.owner) => {
+                part.push(update);
+            }
+            _ => parts.push(vec![update]),
         }
     }
     parts
@@ -556,34 +565,26 @@ fn corrupt(what: String) -> PortError {
 impl ServingStore for RedisStore {
     #[tracing::instrument(level = "debug", skip_all, fields(partition = %flush.partition, windows = flush.windows.len()))]
     async fn apply(&self, flush: PartitionFlush) -> Result<()> {
-        let epoch = flush.epoch.map_or(-1, |epoch| epoch as i64);
         'attempts: for _ in 0..FLUSH_ATTEMPTS {
             let windows: Vec<&WindowUpdate> = {
                 let restated = self.restated.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                 flush.windows.iter().filter(|update| !restated.contains(&(update.utility, update.slot))).collect()
             };
-            let mut calls = Vec::new();
-            for part in script_parts(&windows) {
-                let guarded: BTreeSet<(Utility, WindowSlot)> = part.iter().map(|update| (update.utility, update.slot)).collect();
-                let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
-                batch.invocation.key(self.epoch_key(&flush.partition)).arg(epoch).arg(guarded.len());
-                for (utility, slot) in &guarded {
-                    batch.invocation.arg(self.restated_key(*utility)).arg(restated_field(*slot));
-                }
-                self.window_commands(&mut batch, &part, &RegionPart::Partition(flush.partition.partition));
-                calls.push(batch);
-            }
+            let mut calls: Vec<Commands<'static>> = script_parts(&windows).iter().map(|part| self.fenced_call(&flush, part)).collect();
             for meters in flush.meters.chunks(METERS_PER_SCRIPT) {
-                let mut batch = Commands { invocation: FENCED_WRITE.prepare_invoke() };
-                batch.invocation.key(self.epoch_key(&flush.partition)).arg(epoch).arg(0);
+                let mut call = self.fenced_call(&flush, &[]);
                 for meters in meters.chunks(MEMBERS_PER_COMMAND) {
                     // GT: a meter's time only moves forward (a replay writes nothing new).
-                    batch.command("ZADD", 2 + 2 * meters.len()).arg(self.meters_key()).arg("GT");
+                    call.command("ZADD", 2 + 2 * meters.len()).arg(self.meters_key()).arg("GT");
                     for meter in meters {
-                        batch.invocation.arg(meter.ts_ms).arg(meter_member(meter.meter_id));
+                        call.invocation.arg(meter.ts_ms).arg(meter_member(meter.meter_id));
                     }
                 }
-                calls.push(batch);
+                calls.push(call);
+            }
+            if calls.is_empty() {
+                // A checkpoint alone.
+                calls.push(self.fenced_call(&flush, &[]));
             }
             // The checkpoint goes with the last call: once it is stored, every
             // window and meter of the flush is.
@@ -628,13 +629,18 @@ impl ServingStore for RedisStore {
         // The first call marks the window restated (the stream's writes of it
         // are refused from then on) and replaces the regions' totals; the
         // calls after it write the rest of the customers at the same version.
-        for (index, part) in script_parts(&windows.iter().collect::<Vec<_>>()).into_iter().enumerate() {
+        let mut parts = script_parts(&windows.iter().collect::<Vec<_>>());
+        if parts.is_empty() {
+            // A restatement of nothing still records its version.
+            parts.push(Vec::new());
+        }
+        for (index, part) in parts.iter().enumerate() {
             let mut batch = Commands { invocation: RESTATE.prepare_invoke() };
             batch.invocation.key(self.restated_key(*utility)).arg(restated_field(*slot)).arg(*version);
             if index == 0 && !regions.is_empty() {
                 batch.command("DEL", 1).arg(self.region_key(*utility, *slot));
             }
-            self.window_commands(&mut batch, &part, &RegionPart::Restated);
+            self.window_commands(&mut batch, part, &RegionPart::Restated);
             let current: i64 = batch
                 .invocation
                 .invoke_async(&mut self.connection.clone())
@@ -878,7 +884,7 @@ mod tests {
         assert_eq!(sizes, vec![WINDOWS_PER_SCRIPT + 1, WINDOWS_PER_SCRIPT, 2], "the region's window first, then customers of two windows each");
         assert_eq!(parts[0][0].owner, region);
         assert_eq!(parts.concat().len(), windows.len());
-        assert_eq!(script_parts(&[]).len(), 1, "a write of no windows is one call");
+        assert!(script_parts(&[]).is_empty(), "no windows, no part");
     }
 
     #[test]

@@ -27,6 +27,27 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 pub const T0: i64 = 1_795_824_000_000;
 
 /// A pipeline of its own on the shared servers, with its spec file and process logs.
+/// Runs `request` until it succeeds; a server that answers "unavailable" is
+/// asked again for up to 60 s, the recovery the chaos and restart suites
+/// allow the pipeline. Any other error fails the test.
+async fn retrying_unavailable<T, F, Fut>(what: &str, request: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PortError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match request().await {
+            Ok(answer) => return answer,
+            Err(err @ PortError::Unavailable { .. }) if Instant::now() < deadline => {
+                eprintln!("{what} unavailable, retrying: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("{what}: {err}"),
+        }
+    }
+}
+
 pub struct TestPipeline {
     pub backend: Backend,
     pub spec: PipelineSpec,
@@ -200,42 +221,21 @@ impl TestPipeline {
 
     /// The end offset of a partition. A broker that is restarting or moving
     /// a leader answers "unavailable" for a moment (the chaos and restart
-    /// suites stop brokers on purpose); that is retried for up to 60 s, the
-    /// recovery those suites allow the pipeline. (After the ninth broker
+    /// suites stop brokers on purpose). (After the ninth broker
     /// restart of a run, this long-lived client's metadata requests failed
     /// with a transport failure for 30 s, while a new client produced.)
     pub async fn end_offset(&self, partition: &TopicPartition) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.backend.log.end_offsets(&partition.topic).await {
-                Ok(ends) => return ends[partition.partition as usize],
-                Err(err @ PortError::Unavailable { .. }) if Instant::now() < deadline => {
-                    eprintln!("end offsets of {partition:?} unavailable, retrying: {err}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(err) => panic!("end offsets of {partition:?}: {err}"),
-            }
-        }
+        let ends = retrying_unavailable(&format!("end offsets of {partition:?}"), || self.backend.log.end_offsets(&partition.topic)).await;
+        ends[partition.partition as usize]
     }
 
     /// The progress of every partition's checkpoint, `None` where there is
-    /// none yet. Redis that is loading its data after a restart, or busy with
-    /// a script, answers "unavailable"; that is retried for up to 60 s, as
-    /// [`Self::end_offset`] retries Kafka.
+    /// none yet. Redis answers "unavailable" while it loads its data after a
+    /// restart, or while a script runs past its busy threshold.
     pub async fn checkpoints(&self, store: &RedisStore) -> Vec<(TopicPartition, Option<StreamProgress>)> {
         let mut out = Vec::new();
         for partition in self.partitions() {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let progress = loop {
-                match store.load_progress(&partition).await {
-                    Ok(progress) => break progress,
-                    Err(err @ PortError::Unavailable { .. }) if Instant::now() < deadline => {
-                        eprintln!("checkpoint of {partition:?} unavailable, retrying: {err}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(err) => panic!("checkpoint of {partition:?}: {err}"),
-                }
-            };
+            let progress = retrying_unavailable(&format!("checkpoint of {partition:?}"), || store.load_progress(&partition)).await;
             out.push((partition, progress));
         }
         out
